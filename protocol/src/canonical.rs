@@ -1,0 +1,162 @@
+//! Canonical JSON: the one byte encoding that hashes and signatures are computed over.
+//!
+//! Parsing is strict, as room versions 6 and later require of events: integers only, within
+//! ±(2^53 − 1). Serialization is ruma's (sorted keys, no insignificant whitespace, shortest
+//! escapes), which reproduces the specification's examples byte for byte.
+
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, canonical_json::CanonicalJsonError};
+use serde_json::Value;
+
+use crate::ProtocolError;
+
+/// The largest PDU the specification allows, in bytes of its JSON encoding.
+pub const MAX_PDU_BYTES: usize = 65_536;
+
+/// The largest integer canonical JSON can carry (2^53 − 1).
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+/// Parses untrusted bytes into a canonical JSON object, refusing anything over `limit` bytes
+/// before looking inside it.
+pub fn parse_object(bytes: &[u8], limit: usize) -> Result<CanonicalJsonObject, ProtocolError> {
+    if bytes.len() > limit {
+        return Err(ProtocolError::TooLarge {
+            size: bytes.len(),
+            limit,
+        });
+    }
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|err| ProtocolError::NotJson(err.to_string()))?;
+    object_from_value(value)
+}
+
+/// Converts an already-parsed JSON value, strictly, into a canonical JSON object.
+pub fn object_from_value(value: Value) -> Result<CanonicalJsonObject, ProtocolError> {
+    match value {
+        Value::Object(map) => ruma::canonical_json::try_from_json_map(map)
+            .map_err(|err| ProtocolError::NotCanonical(describe(err))),
+        other => Err(ProtocolError::NotJson(format!(
+            "expected a JSON object, found {}",
+            json_kind(&other)
+        ))),
+    }
+}
+
+/// Encodes an object as canonical JSON.
+pub fn encode(object: &CanonicalJsonObject) -> String {
+    // Serializing a map of canonical values to a String cannot fail: keys are strings and
+    // every value is representable.
+    serde_json::to_string(object).expect("canonical JSON always serializes")
+}
+
+/// Encodes an object as canonical JSON without the named top-level keys, without cloning the
+/// values that stay.
+pub fn encode_without(object: &CanonicalJsonObject, skip: &[&str]) -> String {
+    let kept: std::collections::BTreeMap<&String, &CanonicalJsonValue> = object
+        .iter()
+        .filter(|(key, _)| !skip.contains(&key.as_str()))
+        .collect();
+    serde_json::to_string(&kept).expect("canonical JSON always serializes")
+}
+
+/// Canonicalizes arbitrary JSON the lenient way the appendix examples show: a number written
+/// as a float (`1e10`, `-0`) is accepted when it is an exact integer in range. Events are never
+/// parsed this way; this is for signing JSON that a client or peer built with floats.
+pub fn canonicalize_lenient(value: Value) -> Result<CanonicalJsonValue, ProtocolError> {
+    let normalized = integral_floats_to_integers(value)?;
+    CanonicalJsonValue::try_from(normalized)
+        .map_err(|err| ProtocolError::NotCanonical(describe(err)))
+}
+
+fn integral_floats_to_integers(value: Value) -> Result<Value, ProtocolError> {
+    Ok(match value {
+        Value::Number(number) if !number.is_i64() && !number.is_u64() => {
+            let float = number.as_f64().unwrap_or(f64::NAN);
+            if float.fract() != 0.0 || float.abs() > MAX_SAFE_INTEGER {
+                return Err(ProtocolError::NotCanonical(format!(
+                    "{number} is not an integer within ±(2^53 − 1)"
+                )));
+            }
+            // Exact: the value is integral and within the 53-bit mantissa.
+            Value::from(float as i64)
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(integral_floats_to_integers)
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, item)| Ok((key, integral_floats_to_integers(item)?)))
+                .collect::<Result<_, ProtocolError>>()?,
+        ),
+        other => other,
+    })
+}
+
+fn describe(err: CanonicalJsonError) -> String {
+    match err {
+        CanonicalJsonError::IntegerOutOfRange => "integer outside ±(2^53 − 1)".to_owned(),
+        CanonicalJsonError::InvalidType(kind) => format!("{kind} values are not allowed"),
+        other => other.to_string(),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_oversized_input_before_parsing_it() {
+        let bytes = vec![b' '; MAX_PDU_BYTES + 1];
+        assert_eq!(
+            parse_object(&bytes, MAX_PDU_BYTES),
+            Err(ProtocolError::TooLarge {
+                size: MAX_PDU_BYTES + 1,
+                limit: MAX_PDU_BYTES
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_floats_and_huge_integers_in_events() {
+        assert!(matches!(
+            parse_object(br#"{"depth": 1.5}"#, MAX_PDU_BYTES),
+            Err(ProtocolError::NotCanonical(_))
+        ));
+        assert!(matches!(
+            parse_object(br#"{"depth": 9007199254740992}"#, MAX_PDU_BYTES),
+            Err(ProtocolError::NotCanonical(_))
+        ));
+        assert!(matches!(
+            parse_object(b"[1]", MAX_PDU_BYTES),
+            Err(ProtocolError::NotJson(_))
+        ));
+        assert!(matches!(
+            parse_object(b"{", MAX_PDU_BYTES),
+            Err(ProtocolError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn lenient_canonicalization_takes_integral_floats_only() {
+        let ok = canonicalize_lenient(serde_json::json!({"a": -0.0, "b": 1e10})).unwrap();
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"{"a":0,"b":10000000000}"#
+        );
+        assert!(canonicalize_lenient(serde_json::json!({"a": 0.5})).is_err());
+        assert!(canonicalize_lenient(serde_json::json!({"a": 1e300})).is_err());
+    }
+}

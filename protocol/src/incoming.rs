@@ -1,0 +1,100 @@
+//! The checks a PDU passes before authorization: size, JSON, format, signatures and hashes.
+//! Which servers' keys are needed is answered first, so the server can fetch them.
+
+use ruma::{
+    CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId,
+    signatures::{Verified, required_server_signatures_to_verify_event, verify_event},
+};
+
+use crate::{
+    Pdu, ProtocolError, RoomVersion,
+    canonical::{MAX_PDU_BYTES, parse_object},
+    keys::VerifyKeys,
+    redaction::redact,
+};
+
+/// A PDU whose format, signatures and hashes were checked, ready for authorization.
+#[derive(Debug, Clone)]
+pub struct CheckedPdu {
+    /// The typed event.
+    pub pdu: Pdu,
+    /// The JSON to store: the received event, or its redacted form if the content hash did not
+    /// match (the spec's rule: keep the event, but only what the signature covers).
+    pub json: CanonicalJsonObject,
+    /// Whether the content hash mismatched and the event was redacted on receipt.
+    pub redacted_on_receipt: bool,
+}
+
+/// Runs every pre-authorization check on a PDU received as bytes.
+pub fn check_incoming_pdu(
+    bytes: &[u8],
+    version: RoomVersion,
+    keys: &VerifyKeys,
+) -> Result<CheckedPdu, ProtocolError> {
+    check_incoming_object(parse_object(bytes, MAX_PDU_BYTES)?, version, keys)
+}
+
+/// Runs every pre-authorization check on a PDU already parsed as canonical JSON.
+pub fn check_incoming_object(
+    object: CanonicalJsonObject,
+    version: RoomVersion,
+    keys: &VerifyKeys,
+) -> Result<CheckedPdu, ProtocolError> {
+    let rules = version.rules();
+    check_format(&object, version)?;
+    let verified = verify_event(keys.as_public_key_map(), &object, rules)
+        .map_err(|err| ProtocolError::BadSignature(err.to_string()))?;
+    // The reference hash covers only the redacted form, so the ID is the same either way.
+    let event_id = event_id(&object, version)?;
+    let (json, redacted_on_receipt) = match verified {
+        Verified::All => (object, false),
+        Verified::Signatures => (redact(object, version, None)?, true),
+    };
+    let pdu = Pdu::from_canonical(event_id, &json, version)?;
+    Ok(CheckedPdu {
+        pdu,
+        json,
+        redacted_on_receipt,
+    })
+}
+
+/// The format rules of the room version (field types, sizes of IDs, the event's own size).
+pub fn check_format(
+    object: &CanonicalJsonObject,
+    version: RoomVersion,
+) -> Result<(), ProtocolError> {
+    ruma::state_res::check_pdu_format(object, &version.rules().event_format)
+        .map_err(ProtocolError::Malformed)
+}
+
+/// The servers whose signatures the event must carry; their keys must be in the
+/// [`VerifyKeys`] given to [`check_incoming_object`].
+pub fn required_signers(
+    object: &CanonicalJsonObject,
+    version: RoomVersion,
+) -> Result<Vec<OwnedServerName>, ProtocolError> {
+    required_server_signatures_to_verify_event(object, &version.rules().signatures)
+        .map(|servers| servers.into_iter().collect())
+        .map_err(|err| ProtocolError::Malformed(err.to_string()))
+}
+
+/// The event ID: `$` followed by the URL-safe unpadded base64 of the reference hash.
+pub fn event_id(
+    object: &CanonicalJsonObject,
+    version: RoomVersion,
+) -> Result<OwnedEventId, ProtocolError> {
+    let hash = ruma::signatures::reference_hash(object, version.rules())
+        .map_err(|err| ProtocolError::Malformed(err.to_string()))?;
+    EventId::parse(format!("${hash}")).map_err(|err| ProtocolError::Malformed(err.to_string()))
+}
+
+/// The v12 room ID for a create event's ID: the same hash behind `!` instead of `$`.
+pub fn room_id_from_create_event_id(create_event_id: &EventId) -> OwnedRoomId {
+    let hash = create_event_id.as_str().trim_start_matches('$');
+    RoomId::parse(format!("!{hash}")).expect("an event ID's hash is a valid room ID localpart")
+}
+
+/// The create event's ID for a v12 room ID (the inverse of [`room_id_from_create_event_id`]).
+pub fn create_event_id_from_room_id(room_id: &RoomId) -> Option<OwnedEventId> {
+    EventId::parse(format!("${}", room_id.as_str().trim_start_matches('!'))).ok()
+}
