@@ -39,6 +39,22 @@ pub fn sign_new_event(
     version: RoomVersion,
     key: &ServerSigningKey,
 ) -> Result<SignedEvent, ProtocolError> {
+    let mut json = unsigned_event_json(draft, version)?;
+    hash_and_sign(&mut json, version, key)?;
+    let event_id = event_id(&json, version)?;
+    let pdu = Pdu::from_canonical(event_id.clone(), &json, version)?;
+    Ok(SignedEvent {
+        event_id,
+        json,
+        pdu,
+    })
+}
+
+/// The event JSON a draft describes, before its content hash and signatures are added.
+pub fn unsigned_event_json(
+    draft: &EventDraft,
+    version: RoomVersion,
+) -> Result<CanonicalJsonObject, ProtocolError> {
     let is_create = draft.kind == "m.room.create" && draft.state_key.as_deref() == Some("");
     match (
         &draft.room_id,
@@ -79,15 +95,7 @@ pub fn sign_new_event(
         "origin_server_ts".into(),
         integer(draft.origin_server_ts, "origin_server_ts")?,
     );
-
-    hash_and_sign(&mut json, version, key)?;
-    let event_id = event_id(&json, version)?;
-    let pdu = Pdu::from_canonical(event_id.clone(), &json, version)?;
-    Ok(SignedEvent {
-        event_id,
-        json,
-        pdu,
-    })
+    Ok(json)
 }
 
 /// Adds the content hash and this server's signature to an event object, in place. This is
