@@ -150,6 +150,31 @@ mod tests {
     }
 
     #[test]
+    fn direct_parsing_agrees_with_parsing_through_serde_json_values() {
+        let text =
+            br#"{"a":[1,-2,{"b":null,"c":true}],"d":"\u65E5\n","e":{},"a2":9007199254740991}"#;
+        let direct = parse_object(text, MAX_PDU_BYTES).unwrap();
+        let via_value = object_from_value(serde_json::from_slice(text).unwrap()).unwrap();
+        assert_eq!(direct, via_value);
+        assert!(matches!(
+            parse_object(b"{\"a\":-9007199254740992}", 100),
+            Err(ProtocolError::NotCanonical(_))
+        ));
+        assert!(matches!(
+            parse_object(b"{\"a\":1e3}", 100),
+            Err(ProtocolError::NotCanonical(_))
+        ));
+        assert!(matches!(
+            parse_object(b"{\"a\":1}x", 100),
+            Err(ProtocolError::NotJson(_))
+        ));
+        assert!(matches!(
+            parse_object(b"\"text\"", 100),
+            Err(ProtocolError::NotJson(_))
+        ));
+    }
+
+    #[test]
     fn lenient_canonicalization_takes_integral_floats_only() {
         let ok = canonicalize_lenient(serde_json::json!({"a": -0.0, "b": 1e10})).unwrap();
         assert_eq!(

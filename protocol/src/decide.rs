@@ -1,7 +1,7 @@
 //! The one question the server asks of the rules: given this event and the states around it,
 //! is it accepted, rejected (and why) or soft-failed, and what is the state after it?
 
-use std::collections::HashMap;
+use std::{cell::RefCell, collections::HashMap};
 
 use ruma::{
     EventId, OwnedEventId, UserId,
@@ -63,18 +63,30 @@ pub fn decide<L: EventLookup>(
     {
         return rejected(reason);
     }
+    // The rules are a deterministic function of the state slots they read, so the first
+    // check records what it saw; a later check over a state holding the very same events in
+    // those slots must give the same answer and is skipped (in a linear room, nearly always).
     let auth_state = AuthEventsState::new(version, event, events);
+    let seen = RefCell::new(Vec::new());
     if let Err(reason) = state_res::check_state_dependent_auth_rules(rules, event, |kind, key| {
-        auth_state.get(kind, key)
+        let found = auth_state.get(kind, key);
+        let slot = (kind.clone(), key.to_owned());
+        seen.borrow_mut()
+            .push((slot, found.map(|pdu| pdu.event_id())));
+        found
     }) {
         return rejected(format!("against its auth events: {reason}"));
     }
+    let seen = seen.into_inner();
     let before = StateView {
         state: state_before,
         events,
     };
-    if let Err(reason) =
-        state_res::check_state_dependent_auth_rules(rules, event, |kind, key| before.get(kind, key))
+    if !before.agrees_with(&seen)
+        && let Err(reason) =
+            state_res::check_state_dependent_auth_rules(rules, event, |kind, key| {
+                before.get(kind, key)
+            })
     {
         return rejected(format!("against the state before it: {reason}"));
     }
@@ -83,12 +95,15 @@ pub fn decide<L: EventLookup>(
     if let Some(slot) = event.state_slot() {
         state_after.insert(slot, event.event_id().to_owned());
     }
-    let verdict = match current_state {
-        Some(current) if current != state_before => {
-            let now = StateView {
-                state: current,
-                events,
-            };
+    let now = current_state
+        .filter(|current| *current != state_before)
+        .map(|current| StateView {
+            state: current,
+            events,
+        })
+        .filter(|now| !now.agrees_with(&seen));
+    let verdict = match now {
+        Some(now) => {
             match state_res::check_state_dependent_auth_rules(rules, event, |kind, key| {
                 now.get(kind, key)
             }) {
@@ -96,7 +111,7 @@ pub fn decide<L: EventLookup>(
                 Err(reason) => Verdict::SoftFailed(format!("against current state: {reason}")),
             }
         }
-        _ => Verdict::Accepted,
+        None => Verdict::Accepted,
     };
     Decision {
         verdict,
@@ -139,6 +154,14 @@ impl<'a, L: EventLookup> StateView<'a, L> {
         // The map is keyed by owned pairs; a lookup costs one small allocation.
         let id = self.state.get(&(kind.clone(), key.to_owned()))?;
         self.events.get_pdu(id)
+    }
+
+    /// Whether this state holds exactly the events another check saw in each slot it read.
+    fn agrees_with(&self, seen: &[((StateEventType, String), Option<&EventId>)]) -> bool {
+        seen.iter().all(|(slot, seen_id)| {
+            let here = self.state.get(slot).and_then(|id| self.events.get_pdu(id));
+            here.map(|pdu| pdu.event_id()) == *seen_id
+        })
     }
 }
 

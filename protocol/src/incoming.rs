@@ -3,14 +3,14 @@
 
 use ruma::{
     CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId,
-    signatures::{Verified, required_server_signatures_to_verify_event, verify_event},
+    signatures::required_server_signatures_to_verify_event,
 };
 
 use crate::{
     Pdu, ProtocolError, RoomVersion,
     canonical::{MAX_PDU_BYTES, parse_object},
+    event_signatures::{SignatureCheck, check_signatures_and_hashes, prepare},
     keys::VerifyKeys,
-    redaction::redact,
 };
 
 /// A PDU whose format, signatures and hashes were checked, ready for authorization.
@@ -34,23 +34,57 @@ pub fn check_incoming_pdu(
     check_incoming_object(parse_object(bytes, MAX_PDU_BYTES)?, version, keys)
 }
 
+/// Runs every pre-authorization check on a batch of PDUs (a federation transaction), giving
+/// one result per input in the same order. Faster per event than one at a time: the signature
+/// arithmetic of the whole batch runs back to back, with the curve tables in cache.
+pub fn check_incoming_batch<B: AsRef<[u8]>>(
+    batch: &[B],
+    version: RoomVersion,
+    keys: &VerifyKeys,
+) -> Vec<Result<CheckedPdu, ProtocolError>> {
+    let prepared: Vec<_> = batch
+        .iter()
+        .map(|bytes| {
+            let object = parse_object(bytes.as_ref(), MAX_PDU_BYTES)?;
+            check_format(&object, version)?;
+            let check = prepare(&object, version, keys)?;
+            Ok((object, check))
+        })
+        .collect();
+    let verified: Vec<_> = prepared
+        .into_iter()
+        .map(|prepared| prepared.and_then(|(object, check)| Ok((object, check.verify()?))))
+        .collect();
+    verified
+        .into_iter()
+        .map(|verified| verified.and_then(|(object, check)| finish(object, check, version)))
+        .collect()
+}
+
 /// Runs every pre-authorization check on a PDU already parsed as canonical JSON.
 pub fn check_incoming_object(
     object: CanonicalJsonObject,
     version: RoomVersion,
     keys: &VerifyKeys,
 ) -> Result<CheckedPdu, ProtocolError> {
-    let rules = version.rules();
     check_format(&object, version)?;
-    let verified = verify_event(keys.as_public_key_map(), &object, rules)
-        .map_err(|err| ProtocolError::BadSignature(err.to_string()))?;
+    let check = check_signatures_and_hashes(&object, version, keys)?;
+    finish(object, check, version)
+}
+
+/// Keeps the event whole if its content hash matched, else its redacted form, and types it.
+fn finish(
+    object: CanonicalJsonObject,
+    check: SignatureCheck,
+    version: RoomVersion,
+) -> Result<CheckedPdu, ProtocolError> {
     // The reference hash covers only the redacted form, so the ID is the same either way.
-    let event_id = event_id(&object, version)?;
-    let (json, redacted_on_receipt) = match verified {
-        Verified::All => (object, false),
-        Verified::Signatures => (redact(object, version, None)?, true),
+    let (json, redacted_on_receipt) = if check.content_hash_matches {
+        (object, false)
+    } else {
+        (check.redacted, true)
     };
-    let pdu = Pdu::from_canonical(event_id, &json, version)?;
+    let pdu = Pdu::from_canonical(check.event_id, &json, version)?;
     Ok(CheckedPdu {
         pdu,
         json,

@@ -11,7 +11,7 @@ use base64::{
         DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig, general_purpose::STANDARD_NO_PAD,
     },
 };
-use ed25519_dalek::{Signer as _, SigningKey};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use ruma::{
     AnyKeyName, CanonicalJsonObject, OwnedServerName, ServerName, SigningKeyAlgorithm,
     SigningKeyId,
@@ -133,18 +133,36 @@ impl std::fmt::Debug for ServerSigningKey {
 }
 
 /// The public keys known for each server, used to check signatures.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Keys are kept decompressed: decoding an ed25519 point costs a field inversion, about a
+/// tenth of a verification, and the same few keys check every event from a server.
+#[derive(Debug, Clone, Default)]
 pub struct VerifyKeys {
     map: PublicKeyMap,
+    parsed: BTreeMap<String, BTreeMap<String, VerifyingKey>>,
 }
 
 impl VerifyKeys {
-    /// Records `key_id` (`ed25519:<version>`) of `server` as `public_key`.
+    /// Records `key_id` (`ed25519:<version>`) of `server` as `public_key`. A key that is not
+    /// a valid curve point is kept for the record but can verify nothing.
     pub fn insert(&mut self, server: &str, key_id: &str, public_key: [u8; 32]) {
         self.map
             .entry(server.to_owned())
             .or_default()
             .insert(key_id.to_owned(), Base64::new(public_key.to_vec()));
+        if key_id.starts_with("ed25519:")
+            && let Ok(key) = VerifyingKey::from_bytes(&public_key)
+        {
+            self.parsed
+                .entry(server.to_owned())
+                .or_default()
+                .insert(key_id.to_owned(), key);
+        }
+    }
+
+    /// The usable ed25519 keys of `server`, by key ID.
+    pub fn ed25519_keys(&self, server: &str) -> Option<&BTreeMap<String, VerifyingKey>> {
+        self.parsed.get(server)
     }
 
     /// Records a key given as unpadded base64.
@@ -165,6 +183,9 @@ impl VerifyKeys {
     pub fn extend(&mut self, other: VerifyKeys) {
         for (server, keys) in other.map {
             self.map.entry(server).or_default().extend(keys);
+        }
+        for (server, keys) in other.parsed {
+            self.parsed.entry(server).or_default().extend(keys);
         }
     }
 

@@ -1,0 +1,178 @@
+//! Signature and hash checks of a received event, on the hot path of federation ingest.
+//!
+//! ruma's `verify_event` + `reference_hash` + `content_hash` clone the whole event five times
+//! and parse each server key on every call. Here the event is redacted once, that redacted
+//! form is encoded once (the signed bytes are also the reference-hash input in every room
+//! version Medrix speaks), nothing else is cloned, and keys come pre-parsed from
+//! [`VerifyKeys`]. The redaction rules themselves stay ruma's. The `ruma_oracle` property tests
+//! hold this module to ruma's answers on generated and corrupted events.
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use ed25519_dalek::{Signature, Verifier as _};
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    ProtocolError, RoomVersion,
+    canonical::{MAX_PDU_BYTES, encode_without},
+    incoming::required_signers,
+    keys::{VerifyKeys, decode_base64},
+    redaction::redact,
+};
+
+/// What the signature and hash checks established about an event.
+pub struct SignatureCheck {
+    /// `$` + the reference hash.
+    pub event_id: OwnedEventId,
+    /// Whether `hashes.sha256` matches the content; if not, only `redacted` may be kept.
+    pub content_hash_matches: bool,
+    /// The redacted form, already computed on the way.
+    pub redacted: CanonicalJsonObject,
+}
+
+/// Checks that every server that must sign `object` did so with a known key, and computes
+/// the event ID and the content-hash verdict.
+pub fn check_signatures_and_hashes(
+    object: &CanonicalJsonObject,
+    version: RoomVersion,
+    keys: &VerifyKeys,
+) -> Result<SignatureCheck, ProtocolError> {
+    prepare(object, version, keys)?.verify()
+}
+
+/// An event whose bytes and hashes are computed and whose signatures are found, waiting for
+/// the signature arithmetic. Batching that arithmetic for many events keeps the curve tables
+/// in cache: parsing between two verifications evicts them and costs about a fifth of the rate.
+pub struct PreparedCheck<'k> {
+    signed_bytes: String,
+    pending: Vec<(&'k ed25519_dalek::VerifyingKey, Signature, String)>,
+    result: SignatureCheck,
+}
+
+impl PreparedCheck<'_> {
+    /// Runs the pending signature verifications.
+    pub fn verify(self) -> Result<SignatureCheck, ProtocolError> {
+        for (public_key, signature, who) in &self.pending {
+            public_key
+                .verify(self.signed_bytes.as_bytes(), signature)
+                .map_err(|_| bad_signature(format!("{who}: signature does not verify")))?;
+        }
+        Ok(self.result)
+    }
+}
+
+/// Everything of the signature and hash checks except the signature arithmetic.
+pub fn prepare<'k>(
+    object: &CanonicalJsonObject,
+    version: RoomVersion,
+    keys: &'k VerifyKeys,
+) -> Result<PreparedCheck<'k>, ProtocolError> {
+    let redacted = redact(object.clone(), version, None)?;
+    let claimed_hash = match object.get("hashes") {
+        Some(CanonicalJsonValue::Object(hashes)) => match hashes.get("sha256") {
+            Some(CanonicalJsonValue::String(hash)) => hash,
+            _ => return Err(malformed("`hashes.sha256` must be a string")),
+        },
+        _ => return Err(malformed("`hashes` must be an object")),
+    };
+    let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") else {
+        return Err(malformed("`signatures` must be an object"));
+    };
+
+    // Redaction keeps no top-level `age_ts` in v10-v12, so the bytes the signature covers
+    // (without `signatures` and `unsigned`) are exactly the reference-hash input.
+    debug_assert!(!redacted.contains_key("age_ts"));
+    let signed_bytes = encode_without(&redacted, &["signatures", "unsigned"]);
+    if signed_bytes.len() > MAX_PDU_BYTES {
+        return Err(ProtocolError::TooLarge {
+            size: signed_bytes.len(),
+            limit: MAX_PDU_BYTES,
+        });
+    }
+    let mut pending = Vec::with_capacity(1);
+    for server in required_signers(object, version)? {
+        find_server_signatures(server.as_str(), signatures, keys, &mut pending)?;
+    }
+
+    let event_id = EventId::parse(format!(
+        "${}",
+        URL_SAFE_NO_PAD.encode(Sha256::digest(signed_bytes.as_bytes()))
+    ))
+    .map_err(|err| malformed(&err.to_string()))?;
+
+    let content_bytes = encode_without(object, &["hashes", "signatures", "unsigned"]);
+    if content_bytes.len() > MAX_PDU_BYTES {
+        return Err(ProtocolError::TooLarge {
+            size: content_bytes.len(),
+            limit: MAX_PDU_BYTES,
+        });
+    }
+    let content_hash_matches = decode_base64(claimed_hash)
+        .is_ok_and(|claimed| claimed == Sha256::digest(content_bytes.as_bytes()).as_slice());
+
+    Ok(PreparedCheck {
+        signed_bytes,
+        pending,
+        result: SignatureCheck {
+            event_id,
+            content_hash_matches,
+            redacted,
+        },
+    })
+}
+
+/// The spec's rule for one server: every signature made with a key we know must verify, and
+/// at least one must be checked. Keys we do not know, and other algorithms, are skipped. The
+/// signatures to verify are appended to `pending`.
+fn find_server_signatures<'k>(
+    server: &str,
+    signatures: &CanonicalJsonObject,
+    keys: &'k VerifyKeys,
+    pending: &mut Vec<(&'k ed25519_dalek::VerifyingKey, Signature, String)>,
+) -> Result<(), ProtocolError> {
+    let server_signatures = match signatures.get(server) {
+        Some(CanonicalJsonValue::Object(entries)) => entries,
+        Some(_) => {
+            return Err(malformed(&format!(
+                "`signatures.{server}` must be an object"
+            )));
+        }
+        None => return Err(bad_signature(format!("no signature from {server}"))),
+    };
+    let known = keys
+        .ed25519_keys(server)
+        .ok_or_else(|| bad_signature(format!("no verify keys known for {server}")))?;
+
+    let mut checked = false;
+    for (key_id, signature) in server_signatures {
+        let Some(public_key) = known.get(key_id) else {
+            continue;
+        };
+        let CanonicalJsonValue::String(signature) = signature else {
+            return Err(malformed(&format!(
+                "`signatures.{server}.{key_id}` must be a string"
+            )));
+        };
+        let bytes = decode_base64(signature)
+            .map_err(|_| bad_signature(format!("{server} {key_id}: signature is not base64")))?;
+        let signature = Signature::from_slice(&bytes)
+            .map_err(|_| bad_signature(format!("{server} {key_id}: signature is not 64 bytes")))?;
+        pending.push((public_key, signature, format!("{server} {key_id}")));
+        checked = true;
+    }
+    if checked {
+        Ok(())
+    } else {
+        Err(bad_signature(format!(
+            "no signature from {server} with a known key"
+        )))
+    }
+}
+
+fn malformed(what: &str) -> ProtocolError {
+    ProtocolError::Malformed(what.to_owned())
+}
+
+fn bad_signature(what: String) -> ProtocolError {
+    ProtocolError::BadSignature(what)
+}
