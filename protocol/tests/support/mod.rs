@@ -1,6 +1,8 @@
 //! Fixed cast and keys shared by the protocol's integration tests, vectors and benchmarks.
 #![allow(dead_code)]
 
+pub mod arbitrary;
+
 use medrix_protocol::keys::ServerSigningKey;
 use ruma::{OwnedUserId, UserId};
 

@@ -1,0 +1,340 @@
+//! Property tests of the protocol core: what must hold for every event and every order, and
+//! agreement with ruma wherever Medrix computes something itself.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+
+use medrix_protocol::{
+    Pdu, RoomVersion, StateMap, Verdict,
+    auth_chain::conflicted_state_subgraph,
+    build::sign_new_event,
+    canonical::{MAX_PDU_BYTES, encode, parse_object},
+    decide,
+    event_signatures::check_signatures_and_hashes,
+    incoming::{check_incoming_object, check_incoming_pdu, event_id},
+    local_room::LocalRoom,
+    redaction::redact,
+    resolve_state,
+};
+use proptest::prelude::*;
+use ruma::{EventId, OwnedEventId, signatures::Verified, state_res};
+use serde_json::json;
+use support::{arbitrary::event_draft, cast};
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn a_redacted_event_still_verifies_under_the_same_id((version, draft) in event_draft()) {
+        let cast = cast();
+        let signed = sign_new_event(&draft, version, &cast.patient_server).unwrap();
+        let redacted = redact(signed.json.clone(), version, None).unwrap();
+        let checked = check_incoming_object(redacted, version, &cast.verify_keys()).unwrap();
+        prop_assert_eq!(checked.pdu.event_id(), &*signed.event_id);
+    }
+
+    #[test]
+    fn an_event_with_any_changed_byte_is_never_accepted_intact(
+        (version, draft) in event_draft(),
+        position in any::<prop::sample::Index>(),
+        replacement in 0x20u8..0x7f,
+    ) {
+        let cast = cast();
+        let signed = sign_new_event(&draft, version, &cast.patient_server).unwrap();
+        let mut bytes = encode(&signed.json).into_bytes();
+        let at = position.index(bytes.len());
+        prop_assume!(bytes[at] != replacement);
+        bytes[at] = replacement;
+        match check_incoming_pdu(&bytes, version, &cast.verify_keys()) {
+            Err(_) => {}
+            // Content outside what the signature covers may change, but then the content hash
+            // fails and only the (unchanged) redacted form is kept.
+            Ok(checked) => {
+                prop_assert!(checked.redacted_on_receipt, "a changed byte at {} went unnoticed", at);
+                prop_assert_eq!(checked.pdu.event_id(), &*signed.event_id);
+            }
+        }
+    }
+
+    #[test]
+    fn own_signature_and_hash_checks_agree_with_ruma(
+        (version, draft) in event_draft(),
+        corruption in 0usize..6,
+        position in any::<prop::sample::Index>(),
+    ) {
+        let cast = cast();
+        let signed = sign_new_event(&draft, version, &cast.patient_server).unwrap();
+        let mut object = signed.json.clone();
+        match corruption {
+            0 => {}
+            1 => { object.insert("content".into(), parse_object(br#"{"body":"changed"}"#, 100).unwrap().into()); }
+            2 => { object.remove("signatures"); }
+            3 => { object.insert("depth".into(), ruma::CanonicalJsonValue::Integer(ruma::Int::from(position.index(1000) as u32))); }
+            4 => { object.insert("hashes".into(), parse_object(br#"{"sha256":"not base64!"}"#, 100).unwrap().into()); }
+            _ => {
+                // Flip one character of the signature itself.
+                let text = encode(&object);
+                let signature_at = text.find("ed25519:1\":\"").unwrap() + 13 + position.index(40);
+                let mut bytes = text.into_bytes();
+                bytes[signature_at] = if bytes[signature_at] == b'A' { b'B' } else { b'A' };
+                object = parse_object(&bytes, MAX_PDU_BYTES).unwrap();
+            }
+        }
+        let keys = cast.verify_keys();
+        let ours = check_signatures_and_hashes(&object, version, &keys);
+        let theirs = ruma::signatures::verify_event(keys.as_public_key_map(), &object, version.rules());
+        match (&ours, &theirs) {
+            (Ok(ours), Ok(theirs)) => {
+                prop_assert_eq!(ours.content_hash_matches, *theirs == Verified::All);
+                prop_assert_eq!(&ours.event_id, &event_id(&object, version).unwrap());
+                prop_assert_eq!(encode(&ours.redacted), encode(&redact(object.clone(), version, None).unwrap()));
+            }
+            (Err(_), Err(_)) => {}
+            _ => prop_assert!(false, "disagreement on corruption {}: ours {:?}, ruma {:?}", corruption, ours.as_ref().map(|c| c.content_hash_matches), theirs),
+        }
+    }
+}
+
+/// A room with a common history and three forks that each change state on their own.
+fn forked_room(
+    version: RoomVersion,
+    choices: &[u8],
+) -> (HashMap<OwnedEventId, Pdu>, Vec<StateMap>) {
+    let cast = cast();
+    let (patient, doctor, outsider) = (&cast.patient, &cast.doctor, &cast.outsider);
+    let room_id = (version < RoomVersion::V12)
+        .then(|| ruma::RoomId::parse("!record:patient.example").unwrap());
+    let mut base = LocalRoom::private_chat(
+        version,
+        &cast.patient_server,
+        patient,
+        room_id.as_deref(),
+        1_000,
+    )
+    .unwrap();
+    base.send(
+        &cast.patient_server,
+        patient,
+        "m.room.member",
+        Some(doctor.as_str()),
+        json!({"membership": "invite"}),
+        1_100,
+    )
+    .unwrap();
+    base.send(
+        &cast.clinic_server,
+        doctor,
+        "m.room.member",
+        Some(doctor.as_str()),
+        json!({"membership": "join"}),
+        1_101,
+    )
+    .unwrap();
+    let mut forks: Vec<LocalRoom> = vec![base.clone(), base.clone(), base];
+    for (step, choice) in choices.iter().enumerate() {
+        let fork = &mut forks[step % 3];
+        let ts = 2_000 + step as u64;
+        let (sender, key, kind, state_key, content) = match choice % 6 {
+            0 => (
+                patient,
+                &cast.patient_server,
+                "m.room.topic",
+                "",
+                json!({"topic": format!("topic {step}")}),
+            ),
+            1 => (
+                doctor,
+                &cast.clinic_server,
+                "m.room.topic",
+                "",
+                json!({"topic": format!("doctor {step}")}),
+            ),
+            2 => (
+                patient,
+                &cast.patient_server,
+                "m.room.member",
+                doctor.as_str(),
+                json!({"membership": "ban"}),
+            ),
+            3 => (
+                patient,
+                &cast.patient_server,
+                "m.room.member",
+                outsider.as_str(),
+                json!({"membership": "invite"}),
+            ),
+            4 => (
+                patient,
+                &cast.patient_server,
+                "m.room.join_rules",
+                "",
+                json!({"join_rule": "public"}),
+            ),
+            _ => (
+                patient,
+                &cast.patient_server,
+                "m.room.power_levels",
+                "",
+                json!({"users": {doctor.as_str(): 50}, "state_default": 50, "events_default": 0}),
+            ),
+        };
+        let draft = fork
+            .draft(sender, kind, Some(state_key), content, ts)
+            .unwrap();
+        fork.append(key, &draft).unwrap();
+    }
+    let mut events = HashMap::new();
+    for fork in &forks {
+        events.extend(
+            fork.events()
+                .iter()
+                .map(|(id, pdu)| (id.clone(), pdu.clone())),
+        );
+    }
+    (
+        events,
+        forks.iter().map(|fork| fork.state().clone()).collect(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn state_resolution_gives_the_same_state_for_every_order_of_forks(
+        version in support::arbitrary::room_version(),
+        choices in prop::collection::vec(any::<u8>(), 1..9),
+    ) {
+        let (events, forks) = forked_room(version, &choices);
+        let orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        let resolved: Vec<StateMap> = orders
+            .iter()
+            .map(|order| {
+                let forks: Vec<StateMap> = order.iter().map(|&i| forks[i].clone()).collect();
+                resolve_state(version, &forks, &events).unwrap()
+            })
+            .collect();
+        for state in &resolved[1..] {
+            prop_assert_eq!(state, &resolved[0]);
+        }
+        // The create event and the patient's own membership survive any resolution.
+        prop_assert!(resolved[0].keys().any(|(kind, _)| kind.to_string() == "m.room.create"));
+    }
+
+    #[test]
+    fn conflicted_state_subgraph_matches_its_definition(
+        version in support::arbitrary::room_version(),
+        choices in prop::collection::vec(any::<u8>(), 1..9),
+    ) {
+        let (events, forks) = forked_room(version, &choices);
+        let mut conflicted: HashSet<&EventId> = HashSet::new();
+        for slot in forks.iter().flat_map(|fork| fork.keys()).collect::<HashSet<_>>() {
+            let ids: HashSet<_> = forks.iter().map(|fork| fork.get(slot)).collect();
+            if ids.len() > 1 {
+                conflicted.extend(ids.into_iter().flatten().map(|id| &**id));
+            }
+        }
+        let ours = conflicted_state_subgraph(&events, conflicted.iter().copied());
+        prop_assert_eq!(ours, brute_force_subgraph(&events, &conflicted));
+    }
+
+    #[test]
+    fn decisions_match_running_every_ruma_check(
+        version in support::arbitrary::room_version(),
+        choices in prop::collection::vec(any::<u8>(), 1..9),
+        pick in any::<prop::sample::Index>(),
+    ) {
+        // Judge each fork's events against another fork's state, so that the "state before"
+        // and "current state" checks really differ from the auth-events check.
+        let (events, forks) = forked_room(version, &choices);
+        let mut ids: Vec<&OwnedEventId> = events.keys().collect();
+        ids.sort();
+        let pdu = &events[ids[pick.index(ids.len())]];
+        for (before, current) in [(0, 1), (1, 2), (2, 0)] {
+            let ours = decide(version, pdu, &events, &forks[before], Some(&forks[current])).verdict;
+            let naive = naive_verdict(version, pdu, &events, &forks[before], &forks[current]);
+            prop_assert_eq!(std::mem::discriminant(&ours), std::mem::discriminant(&naive), "ours {:?}, naive {:?}", ours, naive);
+        }
+    }
+}
+
+/// The definition, literally: x is in the subgraph if some conflicted c1 reaches x and x
+/// reaches some conflicted c2 along `auth_events` (a path of length zero counts).
+fn brute_force_subgraph(
+    events: &HashMap<OwnedEventId, Pdu>,
+    conflicted: &HashSet<&EventId>,
+) -> HashSet<OwnedEventId> {
+    let reachable_from = |start: &EventId| -> HashSet<OwnedEventId> {
+        let mut seen = HashSet::from([start.to_owned()]);
+        let mut stack = vec![start.to_owned()];
+        while let Some(id) = stack.pop() {
+            for next in events.get(&id).map(|pdu| pdu.auth_events()).unwrap_or(&[]) {
+                if seen.insert(next.clone()) {
+                    stack.push(next.clone());
+                }
+            }
+        }
+        seen
+    };
+    let mut result = HashSet::new();
+    for &c1 in conflicted {
+        for x in reachable_from(c1) {
+            if reachable_from(&x).iter().any(|y| conflicted.contains(&**y)) {
+                result.insert(x);
+            }
+        }
+    }
+    result
+}
+
+/// Every check of the spec run with ruma directly, with no shortcuts.
+fn naive_verdict(
+    version: RoomVersion,
+    pdu: &Pdu,
+    events: &HashMap<OwnedEventId, Pdu>,
+    before: &StateMap,
+    current: &StateMap,
+) -> Verdict {
+    let rules = &version.rules().authorization;
+    if let Err(reason) =
+        state_res::check_state_independent_auth_rules(rules, pdu, |id| events.get(id))
+    {
+        return Verdict::Rejected(reason);
+    }
+    let mut auth_state: HashMap<_, &Pdu> = pdu
+        .auth_events()
+        .iter()
+        .filter_map(|id| events.get(id))
+        .filter_map(|auth| auth.state_slot().map(|slot| (slot, auth)))
+        .collect();
+    if version == RoomVersion::V12
+        && let Some(room_id) = pdu.room_id()
+    {
+        let create = medrix_protocol::incoming::create_event_id_from_room_id(room_id).unwrap();
+        auth_state.insert(
+            (ruma::events::StateEventType::RoomCreate, String::new()),
+            &events[&create],
+        );
+    }
+    let fetch_in = |state: &StateMap| {
+        let state = state.clone();
+        move |kind: &ruma::events::StateEventType, key: &str| {
+            state
+                .get(&(kind.clone(), key.to_owned()))
+                .and_then(|id| events.get(id))
+        }
+    };
+    if let Err(reason) = state_res::check_state_dependent_auth_rules(rules, pdu, |kind, key| {
+        auth_state.get(&(kind.clone(), key.to_owned())).copied()
+    }) {
+        return Verdict::Rejected(reason);
+    }
+    if let Err(reason) = state_res::check_state_dependent_auth_rules(rules, pdu, fetch_in(before)) {
+        return Verdict::Rejected(reason);
+    }
+    match state_res::check_state_dependent_auth_rules(rules, pdu, fetch_in(current)) {
+        Ok(()) => Verdict::Accepted,
+        Err(reason) => Verdict::SoftFailed(reason),
+    }
+}
