@@ -34,14 +34,9 @@ fn workload(version: RoomVersion) -> Workload {
     let patient = UserId::parse("@patient:patient.example").unwrap();
     let room_id = (version < RoomVersion::V12)
         .then(|| ruma::RoomId::parse("!record:patient.example").unwrap());
-    let mut room = LocalRoom::private_chat(
-        version,
-        &key,
-        &patient,
-        room_id.as_deref(),
-        1_764_000_000_000,
-    )
-    .unwrap();
+    let mut room =
+        LocalRoom::private_chat(version, &key, &patient, room_id.as_deref(), 1_764_000_000_000)
+            .unwrap();
     let base = room.state().clone();
     let mut wire = Vec::new();
     for i in 0..EVENTS {
@@ -54,24 +49,12 @@ fn workload(version: RoomVersion) -> Workload {
             "session_id": "X3lUlvLELLYxeTx4yOVu6UDpasGEVO0Jbu+QFnm0cKQ",
         });
         let signed = room
-            .send(
-                &key,
-                &patient,
-                "m.room.encrypted",
-                None,
-                content,
-                1_764_000_000_100 + i as u64,
-            )
+            .send(&key, &patient, "m.room.encrypted", None, content, 1_764_000_000_100 + i as u64)
             .unwrap();
         wire.push(encode(&signed.json).into_bytes());
     }
     assert_eq!(&base, room.state(), "messages do not change state");
-    Workload {
-        version,
-        wire,
-        keys: key.verify_keys(),
-        room,
-    }
+    Workload { version, wire, keys: key.verify_keys(), room }
 }
 
 fn bench(c: &mut Criterion) {
@@ -151,12 +134,7 @@ fn interleaved_ratios() {
     let raw = median_per_event(&mut raw_rounds);
     println!("\ninterleaved, {ROUNDS} rounds of {EVENTS} events, medians, one core:");
     println!("{:<28} {:>12} {:>10}", "", "events/s", "vs raw");
-    println!(
-        "{:<28} {:>12.0} {:>10}",
-        "raw ed25519-dalek verify",
-        1.0 / raw,
-        "1.00"
-    );
+    println!("{:<28} {:>12.0} {:>10}", "raw ed25519-dalek verify", 1.0 / raw, "1.00");
     for (work, rounds) in works.iter().zip(&mut pipeline_rounds) {
         let per_event = median_per_event(rounds);
         println!(
@@ -193,17 +171,8 @@ fn run_pipeline(work: &Workload) {
 }
 
 fn authorize(work: &Workload, pdu: &medrix_protocol::Pdu) {
-    let decision = decide(
-        work.version,
-        pdu,
-        work.room.events(),
-        work.room.state(),
-        None,
-    );
-    assert!(matches!(
-        decision.verdict,
-        medrix_protocol::Verdict::Accepted
-    ));
+    let decision = decide(work.version, pdu, work.room.events(), work.room.state(), None);
+    assert!(matches!(decision.verdict, medrix_protocol::Verdict::Accepted));
 }
 
 fn main() {

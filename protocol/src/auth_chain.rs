@@ -52,10 +52,7 @@ pub fn conflicted_state_subgraph<'a, L: EventLookup>(
         let mut stack: Vec<(&EventId, usize)> = vec![(start, 0)];
         while let Some(frame) = stack.last_mut() {
             let (id, next) = *frame;
-            let auth_events = events
-                .get_pdu(id)
-                .map(|pdu| pdu.auth_events())
-                .unwrap_or(&[]);
+            let auth_events = events.get_pdu(id).map(|pdu| pdu.auth_events()).unwrap_or(&[]);
             let Some(child) = auth_events.get(next) else {
                 stack.pop();
                 if reaches[id]
@@ -79,9 +76,5 @@ pub fn conflicted_state_subgraph<'a, L: EventLookup>(
         }
     }
 
-    reaches
-        .into_iter()
-        .filter(|&(_, on_path)| on_path)
-        .map(|(id, _)| id.to_owned())
-        .collect()
+    reaches.into_iter().filter(|&(_, on_path)| on_path).map(|(id, _)| id.to_owned()).collect()
 }

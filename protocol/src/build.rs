@@ -2,10 +2,13 @@
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, Int, OwnedEventId, OwnedRoomId, OwnedUserId,
-    signatures::hash_and_sign_event,
+    signatures::{JsonError, hash_and_sign_event},
 };
 
-use crate::{Pdu, ProtocolError, RoomVersion, incoming::event_id, keys::ServerSigningKey};
+use crate::{
+    Pdu, ProtocolError, RoomVersion, canonical::MAX_CANONICAL_PDU_BYTES, incoming::event_id,
+    keys::ServerSigningKey,
+};
 
 /// Everything a new event says, before the server hashes and signs it. The caller chooses
 /// `prev_events`, `auth_events`, `depth` and the timestamp: nothing here reads a clock.
@@ -43,11 +46,7 @@ pub fn sign_new_event(
     hash_and_sign(&mut json, version, key)?;
     let event_id = event_id(&json, version)?;
     let pdu = Pdu::from_canonical(event_id.clone(), &json, version)?;
-    Ok(SignedEvent {
-        event_id,
-        json,
-        pdu,
-    })
+    Ok(SignedEvent { event_id, json, pdu })
 }
 
 /// The event JSON a draft describes, before its content hash and signatures are added.
@@ -56,10 +55,7 @@ pub fn unsigned_event_json(
     version: RoomVersion,
 ) -> Result<CanonicalJsonObject, ProtocolError> {
     let is_create = draft.kind == "m.room.create" && draft.state_key.as_deref() == Some("");
-    match (
-        &draft.room_id,
-        version.room_id_is_create_event_hash() && is_create,
-    ) {
+    match (&draft.room_id, version.room_id_is_create_event_hash() && is_create) {
         (Some(_), true) => {
             return Err(ProtocolError::Malformed(format!(
                 "a room version {version} create event carries no room_id"
@@ -91,10 +87,7 @@ pub fn unsigned_event_json(
     json.insert("prev_events".into(), id_array(&draft.prev_events));
     json.insert("auth_events".into(), id_array(&draft.auth_events));
     json.insert("depth".into(), integer(draft.depth, "depth")?);
-    json.insert(
-        "origin_server_ts".into(),
-        integer(draft.origin_server_ts, "origin_server_ts")?,
-    );
+    json.insert("origin_server_ts".into(), integer(draft.origin_server_ts, "origin_server_ts")?);
     Ok(json)
 }
 
@@ -106,13 +99,15 @@ pub fn hash_and_sign(
     version: RoomVersion,
     key: &ServerSigningKey,
 ) -> Result<(), ProtocolError> {
-    hash_and_sign_event(
-        key.server_name().as_str(),
-        key,
-        json,
-        &version.rules().redaction,
+    hash_and_sign_event(key.server_name().as_str(), key, json, &version.rules().redaction).map_err(
+        |err| match err {
+            JsonError::PduTooLarge => ProtocolError::TooLarge {
+                size: crate::canonical::encode(json).len(),
+                limit: MAX_CANONICAL_PDU_BYTES,
+            },
+            other => ProtocolError::Malformed(other.to_string()),
+        },
     )
-    .map_err(|err| ProtocolError::Malformed(err.to_string()))
 }
 
 fn string(text: &str) -> CanonicalJsonValue {

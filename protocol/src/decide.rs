@@ -58,6 +58,9 @@ pub fn decide<L: EventLookup>(
         state_after: state_before.clone(),
     };
 
+    if let Err(reason) = check_create_names_this_version(version, event) {
+        return rejected(reason);
+    }
     if let Err(reason) =
         state_res::check_state_independent_auth_rules(rules, event, |id| events.get_pdu(id))
     {
@@ -71,17 +74,13 @@ pub fn decide<L: EventLookup>(
     if let Err(reason) = state_res::check_state_dependent_auth_rules(rules, event, |kind, key| {
         let found = auth_state.get(kind, key);
         let slot = (kind.clone(), key.to_owned());
-        seen.borrow_mut()
-            .push((slot, found.map(|pdu| pdu.event_id())));
+        seen.borrow_mut().push((slot, found.map(|pdu| pdu.event_id())));
         found
     }) {
         return rejected(format!("against its auth events: {reason}"));
     }
     let seen = seen.into_inner();
-    let before = StateView {
-        state: state_before,
-        events,
-    };
+    let before = StateView { state: state_before, events };
     if !before.agrees_with(&seen)
         && let Err(reason) =
             state_res::check_state_dependent_auth_rules(rules, event, |kind, key| {
@@ -97,10 +96,7 @@ pub fn decide<L: EventLookup>(
     }
     let now = current_state
         .filter(|current| *current != state_before)
-        .map(|current| StateView {
-            state: current,
-            events,
-        })
+        .map(|current| StateView { state: current, events })
         .filter(|now| !now.agrees_with(&seen));
     let verdict = match now {
         Some(now) => {
@@ -113,9 +109,29 @@ pub fn decide<L: EventLookup>(
         }
         None => Verdict::Accepted,
     };
-    Decision {
-        verdict,
-        state_after,
+    Decision { verdict, state_after }
+}
+
+/// The spec's rule 1.3 ("if `content.room_version` is present and not a recognised version,
+/// reject"), which ruma leaves to its caller. Medrix recognises only the version it was asked
+/// to check the room as; an absent field means version 1, which it does not speak.
+fn check_create_names_this_version(version: RoomVersion, event: &Pdu) -> Result<(), String> {
+    if *event.kind() != TimelineEventType::RoomCreate {
+        return Ok(());
+    }
+    #[derive(serde::Deserialize)]
+    struct CreateContent<'a> {
+        #[serde(borrow)]
+        room_version: Option<&'a str>,
+    }
+    let named = serde_json::from_str::<CreateContent<'_>>(event.content().get())
+        .map_err(|err| format!("invalid `m.room.create` content: {err}"))?
+        .room_version
+        .unwrap_or("1");
+    if named == version.as_str() {
+        Ok(())
+    } else {
+        Err(format!("`m.room.create` names room version {named:?}, not {version}"))
     }
 }
 
@@ -137,10 +153,7 @@ pub fn select_auth_events(
         &version.rules().authorization,
     )
     .map_err(ProtocolError::Malformed)?;
-    Ok(slots
-        .iter()
-        .filter_map(|slot| state.get(slot).cloned())
-        .collect())
+    Ok(slots.iter().filter_map(|slot| state.get(slot).cloned()).collect())
 }
 
 /// A room state with the events behind it.
@@ -174,11 +187,7 @@ struct AuthEventsState<'a> {
 impl<'a> AuthEventsState<'a> {
     fn new<L: EventLookup>(version: RoomVersion, event: &Pdu, events: &'a L) -> Self {
         let mut by_slot = HashMap::with_capacity(event.auth_events().len() + 1);
-        for pdu in event
-            .auth_events()
-            .iter()
-            .filter_map(|id| events.get_pdu(id))
-        {
+        for pdu in event.auth_events().iter().filter_map(|id| events.get_pdu(id)) {
             if let Some(slot) = pdu.state_slot() {
                 by_slot.insert(slot, pdu);
             }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     ProtocolError, RoomVersion,
-    canonical::{MAX_PDU_BYTES, encode_without},
+    canonical::{MAX_CANONICAL_PDU_BYTES, encode_without},
     incoming::required_signers,
     keys::{VerifyKeys, decode_base64},
     redaction::redact,
@@ -83,11 +83,8 @@ pub fn prepare<'k>(
     // (without `signatures` and `unsigned`) are exactly the reference-hash input.
     debug_assert!(!redacted.contains_key("age_ts"));
     let signed_bytes = encode_without(&redacted, &["signatures", "unsigned"]);
-    if signed_bytes.len() > MAX_PDU_BYTES {
-        return Err(ProtocolError::TooLarge {
-            size: signed_bytes.len(),
-            limit: MAX_PDU_BYTES,
-        });
+    if signed_bytes.len() > MAX_CANONICAL_PDU_BYTES {
+        return Err(too_large(signed_bytes.len()));
     }
     let mut pending = Vec::with_capacity(1);
     for server in required_signers(object, version)? {
@@ -101,11 +98,8 @@ pub fn prepare<'k>(
     .map_err(|err| malformed(&err.to_string()))?;
 
     let content_bytes = encode_without(object, &["hashes", "signatures", "unsigned"]);
-    if content_bytes.len() > MAX_PDU_BYTES {
-        return Err(ProtocolError::TooLarge {
-            size: content_bytes.len(),
-            limit: MAX_PDU_BYTES,
-        });
+    if content_bytes.len() > MAX_CANONICAL_PDU_BYTES {
+        return Err(too_large(content_bytes.len()));
     }
     let content_hash_matches = decode_base64(claimed_hash)
         .is_ok_and(|claimed| claimed == Sha256::digest(content_bytes.as_bytes()).as_slice());
@@ -113,11 +107,7 @@ pub fn prepare<'k>(
     Ok(PreparedCheck {
         signed_bytes,
         pending,
-        result: SignatureCheck {
-            event_id,
-            content_hash_matches,
-            redacted,
-        },
+        result: SignatureCheck { event_id, content_hash_matches, redacted },
     })
 }
 
@@ -133,9 +123,7 @@ fn find_server_signatures<'k>(
     let server_signatures = match signatures.get(server) {
         Some(CanonicalJsonValue::Object(entries)) => entries,
         Some(_) => {
-            return Err(malformed(&format!(
-                "`signatures.{server}` must be an object"
-            )));
+            return Err(malformed(&format!("`signatures.{server}` must be an object")));
         }
         None => return Err(bad_signature(format!("no signature from {server}"))),
     };
@@ -149,9 +137,7 @@ fn find_server_signatures<'k>(
             continue;
         };
         let CanonicalJsonValue::String(signature) = signature else {
-            return Err(malformed(&format!(
-                "`signatures.{server}.{key_id}` must be a string"
-            )));
+            return Err(malformed(&format!("`signatures.{server}.{key_id}` must be a string")));
         };
         let bytes = decode_base64(signature)
             .map_err(|_| bad_signature(format!("{server} {key_id}: signature is not base64")))?;
@@ -163,10 +149,12 @@ fn find_server_signatures<'k>(
     if checked {
         Ok(())
     } else {
-        Err(bad_signature(format!(
-            "no signature from {server} with a known key"
-        )))
+        Err(bad_signature(format!("no signature from {server} with a known key")))
     }
+}
+
+fn too_large(size: usize) -> ProtocolError {
+    ProtocolError::TooLarge { size, limit: MAX_CANONICAL_PDU_BYTES }
 }
 
 fn malformed(what: &str) -> ProtocolError {

@@ -8,7 +8,7 @@ use ruma::{
 
 use crate::{
     Pdu, ProtocolError, RoomVersion,
-    canonical::{MAX_PDU_BYTES, parse_object},
+    canonical::{MAX_CANONICAL_PDU_BYTES, MAX_PDU_BYTES, parse_object},
     event_signatures::{SignatureCheck, check_signatures_and_hashes, prepare},
     keys::VerifyKeys,
 };
@@ -79,17 +79,10 @@ fn finish(
     version: RoomVersion,
 ) -> Result<CheckedPdu, ProtocolError> {
     // The reference hash covers only the redacted form, so the ID is the same either way.
-    let (json, redacted_on_receipt) = if check.content_hash_matches {
-        (object, false)
-    } else {
-        (check.redacted, true)
-    };
+    let (json, redacted_on_receipt) =
+        if check.content_hash_matches { (object, false) } else { (check.redacted, true) };
     let pdu = Pdu::from_canonical(check.event_id, &json, version)?;
-    Ok(CheckedPdu {
-        pdu,
-        json,
-        redacted_on_receipt,
-    })
+    Ok(CheckedPdu { pdu, json, redacted_on_receipt })
 }
 
 /// The format rules of the room version (field types, sizes of IDs, the event's own size).
@@ -97,8 +90,15 @@ pub fn check_format(
     object: &CanonicalJsonObject,
     version: RoomVersion,
 ) -> Result<(), ProtocolError> {
-    ruma::state_res::check_pdu_format(object, &version.rules().event_format)
-        .map_err(ProtocolError::Malformed)
+    ruma::state_res::check_pdu_format(object, &version.rules().event_format).map_err(|reason| {
+        // Only on the error path: tell "too large" apart from a bad field.
+        let size = crate::canonical::encode(object).len();
+        if size > MAX_CANONICAL_PDU_BYTES {
+            ProtocolError::TooLarge { size, limit: MAX_CANONICAL_PDU_BYTES }
+        } else {
+            ProtocolError::Malformed(reason)
+        }
+    })
 }
 
 /// The servers whose signatures the event must carry; their keys must be in the

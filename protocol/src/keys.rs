@@ -38,20 +38,12 @@ impl ServerSigningKey {
     ) -> Result<Self, ProtocolError> {
         let server_name = ServerName::parse(server_name)
             .map_err(|err| ProtocolError::BadKey(format!("server name {server_name:?}: {err}")))?;
-        if version.is_empty()
-            || !version
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if version.is_empty() || !version.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(ProtocolError::BadKey(format!(
                 "key version {version:?} must be non-empty [a-zA-Z0-9_]"
             )));
         }
-        Ok(Self {
-            server_name,
-            version: version.to_owned(),
-            key: SigningKey::from_bytes(seed),
-        })
+        Ok(Self { server_name, version: version.to_owned(), key: SigningKey::from_bytes(seed) })
     }
 
     /// Builds the key from an unpadded-base64 seed, the form the spec's test vectors use.
@@ -153,10 +145,7 @@ impl VerifyKeys {
         if key_id.starts_with("ed25519:")
             && let Ok(key) = VerifyingKey::from_bytes(&public_key)
         {
-            self.parsed
-                .entry(server.to_owned())
-                .or_default()
-                .insert(key_id.to_owned(), key);
+            self.parsed.entry(server.to_owned()).or_default().insert(key_id.to_owned(), key);
         }
     }
 

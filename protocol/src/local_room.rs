@@ -146,14 +146,8 @@ impl LocalRoom {
         let content = content_object(content)?;
         let raw_content = serde_json::value::to_raw_value(&content)
             .map_err(|err| ProtocolError::Malformed(err.to_string()))?;
-        let auth_events = select_auth_events(
-            self.version,
-            kind,
-            sender,
-            state_key,
-            &raw_content,
-            &self.state,
-        )?;
+        let auth_events =
+            select_auth_events(self.version, kind, sender, state_key, &raw_content, &self.state)?;
         Ok(EventDraft {
             room_id: Some(self.room_id.clone()),
             sender: sender.to_owned(),
@@ -184,8 +178,7 @@ impl LocalRoom {
             self.tip = signed.event_id.clone();
             self.depth = self.depth.max(draft.depth);
         }
-        self.events
-            .insert(signed.event_id.clone(), signed.pdu.clone());
+        self.events.insert(signed.event_id.clone(), signed.pdu.clone());
         self.signed.push(signed.clone());
         Ok((signed, decision))
     }
@@ -204,9 +197,9 @@ impl LocalRoom {
         let (signed, decision) = self.append(key, &draft)?;
         match decision.verdict {
             Verdict::Accepted => Ok(signed),
-            Verdict::Rejected(reason) | Verdict::SoftFailed(reason) => Err(
-                ProtocolError::Malformed(format!("{kind} from {sender} refused: {reason}")),
-            ),
+            Verdict::Rejected(reason) | Verdict::SoftFailed(reason) => {
+                Err(ProtocolError::Malformed(format!("{kind} from {sender} refused: {reason}")))
+            }
         }
     }
 

@@ -36,9 +36,7 @@ impl Pdu {
         version: RoomVersion,
     ) -> Result<Self, ProtocolError> {
         let kind = TimelineEventType::from(required_str(object, "type")?);
-        let content_value = object
-            .get("content")
-            .ok_or_else(|| malformed("missing `content`"))?;
+        let content_value = object.get("content").ok_or_else(|| malformed("missing `content`"))?;
         if !matches!(content_value, CanonicalJsonValue::Object(_)) {
             return Err(malformed("`content` must be an object"));
         }
@@ -165,9 +163,7 @@ impl Pdu {
 
     /// The `(type, state_key)` this event occupies in room state, if it is a state event.
     pub fn state_slot(&self) -> Option<(ruma::events::StateEventType, String)> {
-        self.state_key
-            .as_ref()
-            .map(|key| (self.kind.to_string().into(), key.clone()))
+        self.state_key.as_ref().map(|key| (self.kind.to_string().into(), key.clone()))
     }
 }
 

@@ -33,11 +33,7 @@ pub fn resolve_state<L: EventLookup>(
     })?;
     let auth_chains: Vec<EventIdSet<OwnedEventId>> = forks
         .iter()
-        .map(|fork| {
-            auth_chain(events, fork.values().map(|id| &**id))
-                .into_iter()
-                .collect()
-        })
+        .map(|fork| auth_chain(events, fork.values().map(|id| &**id)).into_iter().collect())
         .collect();
 
     state_res::resolve(

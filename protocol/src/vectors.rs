@@ -37,20 +37,14 @@ impl VectorReport {
     }
 
     fn expect_eq<T: PartialEq + std::fmt::Debug>(&mut self, what: &str, got: T, want: T) {
-        self.expect(got == want, || {
-            format!("{what}: got {got:?}, want {want:?}")
-        });
+        self.expect(got == want, || format!("{what}: got {got:?}, want {want:?}"));
     }
 }
 
 /// Checks one vector file, given as parsed JSON. A file that cannot be read as a vector at
 /// all is an `Err`; individual failed checks are listed in the report.
 pub fn check_vector_file(file: Value) -> Result<VectorReport, String> {
-    let kind = file
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let kind = file.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
     let mut report = VectorReport::default();
     match kind.as_str() {
         "canonical_json" => check_canonical(from_value(file)?, &mut report),
@@ -142,21 +136,13 @@ fn check_signing(file: SigningFile, report: &mut VectorReport) -> Result<(), Str
     for case in file.json_signing {
         let mut object = to_object(case.input)?;
         key.sign_json(&mut object).map_err(|err| err.to_string())?;
-        report.expect_eq(
-            "signed JSON",
-            encode(&object),
-            encode(&to_object(case.signed)?),
-        );
+        report.expect_eq("signed JSON", encode(&object), encode(&to_object(case.signed)?));
     }
     for case in file.event_signing {
         let version = version(&case.room_version)?;
         let mut object = to_object(case.input)?;
         hash_and_sign(&mut object, version, &key).map_err(|err| err.to_string())?;
-        report.expect_eq(
-            "signed event",
-            encode(&object),
-            encode(&to_object(case.signed)?),
-        );
+        report.expect_eq("signed event", encode(&object), encode(&to_object(case.signed)?));
     }
     Ok(())
 }
@@ -180,22 +166,14 @@ fn check_event(file: EventFile, report: &mut VectorReport) -> Result<(), String>
     let signed = to_object(file.signed)?;
     report.expect_eq("signed event", encode(&object), encode(&signed));
     let hash = ruma::signatures::content_hash(&signed).map(|hash| hash.encode());
-    report.expect_eq(
-        "content hash",
-        hash.map_err(|err| err.to_string()),
-        Ok(file.content_hash),
-    );
+    report.expect_eq("content hash", hash.map_err(|err| err.to_string()), Ok(file.content_hash));
     report.expect_eq(
         "event ID",
         event_id(&signed, version).map(|id| id.to_string()),
         Ok(file.event_id.clone()),
     );
     let redacted = redact(signed.clone(), version, None).map(|object| encode(&object));
-    report.expect_eq(
-        "redacted form",
-        redacted,
-        Ok(encode(&to_object(file.redacted)?)),
-    );
+    report.expect_eq("redacted form", redacted, Ok(encode(&to_object(file.redacted)?)));
 
     let keys = key.verify_keys();
     let checked = check_incoming_object(signed, version, &keys);
@@ -228,8 +206,7 @@ fn check_auth_sequence(file: AuthSequenceFile, report: &mut VectorReport) -> Res
     let mut keys = VerifyKeys::default();
     for (server, server_keys) in &file.verify_keys {
         for (key_id, public_key) in server_keys {
-            keys.insert_base64(server, key_id, public_key)
-                .map_err(|err| err.to_string())?;
+            keys.insert_base64(server, key_id, public_key).map_err(|err| err.to_string())?;
         }
     }
     let mut events: HashMap<OwnedEventId, Pdu> = HashMap::new();
@@ -238,18 +215,12 @@ fn check_auth_sequence(file: AuthSequenceFile, report: &mut VectorReport) -> Res
         let checked = match check_incoming_object(to_object(step.event)?, version, &keys) {
             Ok(checked) => checked,
             Err(err) => {
-                report
-                    .failures
-                    .push(format!("event {index} fails its checks: {err}"));
+                report.failures.push(format!("event {index} fails its checks: {err}"));
                 continue;
             }
         };
         let mut pdu = checked.pdu;
-        report.expect_eq(
-            &format!("event {index} ID"),
-            pdu.event_id().as_str(),
-            &step.event_id,
-        );
+        report.expect_eq(&format!("event {index} ID"), pdu.event_id().as_str(), &step.event_id);
         let decision = decide(version, &pdu, &events, &state, None);
         let (verdict, reason) = match &decision.verdict {
             Verdict::Accepted => ("accepted", ""),

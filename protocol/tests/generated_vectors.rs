@@ -53,9 +53,7 @@ fn event_vector(
 ) -> Value {
     let input = unsigned_event_json(draft, version).unwrap();
     let signed = sign_new_event(draft, version, key).unwrap();
-    let content_hash = ruma::signatures::content_hash(&signed.json)
-        .unwrap()
-        .encode();
+    let content_hash = ruma::signatures::content_hash(&signed.json).unwrap().encode();
     let redacted = redact(signed.json.clone(), version, None).unwrap();
     json!({
         "kind": "event",
@@ -155,12 +153,7 @@ impl<'c> Sequence<'c> {
             .iter()
             .map(|event| json!({"event": as_value(&event.json), "event_id": event.event_id.as_str(), "verdict": "accepted"}))
             .collect();
-        Self {
-            cast,
-            room,
-            steps,
-            ts: T0 + 1_000,
-        }
+        Self { cast, room, steps, ts: T0 + 1_000 }
     }
 
     fn step(
@@ -172,10 +165,7 @@ impl<'c> Sequence<'c> {
         want: &str,
     ) {
         self.ts += 1;
-        let draft = self
-            .room
-            .draft(sender, kind, state_key, content, self.ts)
-            .unwrap();
+        let draft = self.room.draft(sender, kind, state_key, content, self.ts).unwrap();
         let (signed, decision) = self.room.append(self.cast.key_of(sender), &draft).unwrap();
         let (verdict, reason) = match decision.verdict {
             Verdict::Accepted => ("accepted", None),
@@ -218,13 +208,7 @@ fn auth_vectors(cast: &Cast) -> Vec<(String, Value)> {
             json!({"membership": "join"}),
             "rejected",
         );
-        seq.step(
-            doctor,
-            "m.room.message",
-            None,
-            msg("before any grant"),
-            "rejected",
-        );
+        seq.step(doctor, "m.room.message", None, msg("before any grant"), "rejected");
         seq.step(
             patient,
             "m.room.member",
@@ -239,13 +223,7 @@ fn auth_vectors(cast: &Cast) -> Vec<(String, Value)> {
             json!({"membership": "join"}),
             "accepted",
         );
-        seq.step(
-            doctor,
-            "m.room.message",
-            None,
-            msg("reviewed the lab results"),
-            "accepted",
-        );
+        seq.step(doctor, "m.room.message", None, msg("reviewed the lab results"), "accepted");
         seq.step(
             doctor,
             "m.room.power_levels",
@@ -267,13 +245,7 @@ fn auth_vectors(cast: &Cast) -> Vec<(String, Value)> {
             json!({"membership": "leave", "reason": "grant revoked"}),
             "accepted",
         );
-        seq.step(
-            doctor,
-            "m.room.message",
-            None,
-            msg("after revocation"),
-            "rejected",
-        );
+        seq.step(doctor, "m.room.message", None, msg("after revocation"), "rejected");
         seq.step(
             doctor,
             "m.room.member",

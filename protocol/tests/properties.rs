@@ -105,14 +105,9 @@ fn forked_room(
     let (patient, doctor, outsider) = (&cast.patient, &cast.doctor, &cast.outsider);
     let room_id = (version < RoomVersion::V12)
         .then(|| ruma::RoomId::parse("!record:patient.example").unwrap());
-    let mut base = LocalRoom::private_chat(
-        version,
-        &cast.patient_server,
-        patient,
-        room_id.as_deref(),
-        1_000,
-    )
-    .unwrap();
+    let mut base =
+        LocalRoom::private_chat(version, &cast.patient_server, patient, room_id.as_deref(), 1_000)
+            .unwrap();
     base.send(
         &cast.patient_server,
         patient,
@@ -179,23 +174,14 @@ fn forked_room(
                 json!({"users": {doctor.as_str(): 50}, "state_default": 50, "events_default": 0}),
             ),
         };
-        let draft = fork
-            .draft(sender, kind, Some(state_key), content, ts)
-            .unwrap();
+        let draft = fork.draft(sender, kind, Some(state_key), content, ts).unwrap();
         fork.append(key, &draft).unwrap();
     }
     let mut events = HashMap::new();
     for fork in &forks {
-        events.extend(
-            fork.events()
-                .iter()
-                .map(|(id, pdu)| (id.clone(), pdu.clone())),
-        );
+        events.extend(fork.events().iter().map(|(id, pdu)| (id.clone(), pdu.clone())));
     }
-    (
-        events,
-        forks.iter().map(|fork| fork.state().clone()).collect(),
-    )
+    (events, forks.iter().map(|fork| fork.state().clone()).collect())
 }
 
 proptest! {
@@ -312,17 +298,13 @@ fn naive_verdict(
         && let Some(room_id) = pdu.room_id()
     {
         let create = medrix_protocol::incoming::create_event_id_from_room_id(room_id).unwrap();
-        auth_state.insert(
-            (ruma::events::StateEventType::RoomCreate, String::new()),
-            &events[&create],
-        );
+        auth_state
+            .insert((ruma::events::StateEventType::RoomCreate, String::new()), &events[&create]);
     }
     let fetch_in = |state: &StateMap| {
         let state = state.clone();
         move |kind: &ruma::events::StateEventType, key: &str| {
-            state
-                .get(&(kind.clone(), key.to_owned()))
-                .and_then(|id| events.get(id))
+            state.get(&(kind.clone(), key.to_owned())).and_then(|id| events.get(id))
         }
     };
     if let Err(reason) = state_res::check_state_dependent_auth_rules(rules, pdu, |kind, key| {

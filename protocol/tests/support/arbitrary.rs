@@ -52,25 +52,23 @@ pub fn event_draft() -> impl Strategy<Value = (RoomVersion, EventDraft)> {
         1_700_000_000_000u64..1_800_000_000_000,
         prop::sample::select(vec!["join", "invite", "leave", "ban"]),
     )
-        .prop_map(
-            |(version, (kind, state_key), extra, prev, auth, depth, ts, membership)| {
-                let mut content: serde_json::Map<String, Value> = extra.into_iter().collect();
-                if kind == "m.room.member" {
-                    content.insert("membership".into(), json!(membership));
-                }
-                let draft = EventDraft {
-                    room_id: Some(RoomId::parse("!record:patient.example").unwrap()),
-                    sender: UserId::parse("@patient:patient.example").unwrap(),
-                    kind: kind.to_owned(),
-                    state_key: state_key.map(ToOwned::to_owned),
-                    content: object_from_value(Value::Object(content)).unwrap(),
-                    prev_events: prev,
-                    auth_events: auth,
-                    depth,
-                    origin_server_ts: ts,
-                    redacts: None,
-                };
-                (version, draft)
-            },
-        )
+        .prop_map(|(version, (kind, state_key), extra, prev, auth, depth, ts, membership)| {
+            let mut content: serde_json::Map<String, Value> = extra.into_iter().collect();
+            if kind == "m.room.member" {
+                content.insert("membership".into(), json!(membership));
+            }
+            let draft = EventDraft {
+                room_id: Some(RoomId::parse("!record:patient.example").unwrap()),
+                sender: UserId::parse("@patient:patient.example").unwrap(),
+                kind: kind.to_owned(),
+                state_key: state_key.map(ToOwned::to_owned),
+                content: object_from_value(Value::Object(content)).unwrap(),
+                prev_events: prev,
+                auth_events: auth,
+                depth,
+                origin_server_ts: ts,
+                redacts: None,
+            };
+            (version, draft)
+        })
 }

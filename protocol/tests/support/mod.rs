@@ -31,14 +31,10 @@ pub fn cast() -> Cast {
 impl Cast {
     /// The key of the server `user` lives on.
     pub fn key_of(&self, user: &UserId) -> &ServerSigningKey {
-        [
-            &self.patient_server,
-            &self.clinic_server,
-            &self.outsider_server,
-        ]
-        .into_iter()
-        .find(|key| key.server_name() == user.server_name())
-        .expect("user of a known server")
+        [&self.patient_server, &self.clinic_server, &self.outsider_server]
+            .into_iter()
+            .find(|key| key.server_name() == user.server_name())
+            .expect("user of a known server")
     }
 
     /// Verify keys of all three servers.
