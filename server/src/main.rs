@@ -1,9 +1,14 @@
-//! `medrix`: the Medrix command line. Until the homeserver lands (`medrix serve`), it offers
-//! the protocol core's checks to operators and implementers: verify an event, compute its ID,
-//! and check the test vectors of `spec/vectors`.
+//! `medrix`: the Medrix homeserver (`medrix serve`) and the protocol core's checks for
+//! operators and implementers: verify an event, compute its ID, check the test vectors.
 
 mod cli_event;
 mod cli_vectors;
+mod config;
+mod http;
+mod metrics;
+mod serve;
+mod service;
+mod storage;
 
 use std::process::ExitCode;
 
@@ -18,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the homeserver.
+    Serve(serve::ServeArgs),
     /// Check events: signatures, hashes, format, event ID.
     #[command(subcommand)]
     Event(cli_event::EventCommand),
@@ -29,6 +36,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Event(command) => cli_event::run(command),
         Command::Vectors(command) => cli_vectors::run(command),
     };

@@ -1,0 +1,171 @@
+//! The server's configuration: one typed struct with defaults, read from one TOML file, with
+//! the most common settings also as command-line flags (flags win over the file).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `medrix serve` can be told. Every field has a default, so an empty file (or no
+/// file) gives a working server for `localhost`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The server name: the part after `:` in user IDs. Cannot change once users exist.
+    pub server_name: String,
+    /// Where the client-server API listens.
+    pub listen: SocketAddr,
+    /// Where Prometheus metrics are served; must be a loopback address.
+    pub metrics_listen: SocketAddr,
+    /// The RocksDB data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// Registration is closed unless this token is set; clients then register with the
+    /// `m.login.registration_token` stage. Never logged.
+    pub registration_token: Option<String>,
+    /// Per-user request rate limits. Only benchmarks and tests turn them off.
+    pub rate_limits: RateLimits,
+    /// Size limits on request bodies.
+    pub limits: Limits,
+}
+
+/// Token-bucket rate limits, per user (or per client IP before login).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    pub enabled: bool,
+    /// Requests a client may make in a burst.
+    pub burst: u32,
+    /// Requests per second a client may sustain.
+    pub per_second: u32,
+}
+
+/// Request size limits, in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// The largest JSON request body.
+    pub max_json_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9108)),
+            data_dir: PathBuf::from("medrix-data"),
+            registration_token: None,
+            rate_limits: RateLimits::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self { enabled: true, burst: 50, per_second: 10 }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // The spec's event limit is 64 KiB; a request also carries its envelope.
+        Self { max_json_body_bytes: 1 << 20 }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors, missing keys take their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks what the types cannot: a valid server name, metrics only on loopback.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ruma::ServerName::parse(&self.server_name).map_err(|err| {
+            ConfigError::Invalid(format!("server_name {:?}: {err}", self.server_name))
+        })?;
+        if !self.metrics_listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "metrics_listen {} must be a loopback address",
+                self.metrics_listen
+            )));
+        }
+        if self.registration_token.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::Invalid("registration_token must not be empty".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../medrix.example.toml");
+
+    #[test]
+    fn the_example_config_parses_and_documents_the_defaults() {
+        let example = Config::from_toml(EXAMPLE).expect("example config parses");
+        // The example shows how to open registration; everything else is the default.
+        let expected = Config {
+            registration_token: Some("change-me-to-a-long-random-secret".to_owned()),
+            ..Config::default()
+        };
+        assert_eq!(example, expected);
+    }
+
+    #[test]
+    fn the_example_config_names_every_setting() {
+        fn keys(value: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+            if let toml::Value::Table(table) = value {
+                for (key, value) in table {
+                    let path = format!("{prefix}{key}");
+                    keys(value, &format!("{path}."), out);
+                    out.push(path);
+                }
+            }
+        }
+        let full = Config { registration_token: Some("x".into()), ..Config::default() };
+        let (mut documented, mut all) = (Vec::new(), Vec::new());
+        keys(&toml::from_str(EXAMPLE).unwrap(), "", &mut documented);
+        keys(&toml::Value::try_from(&full).unwrap(), "", &mut all);
+        documented.sort();
+        all.sort();
+        assert_eq!(documented, all);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(Config::from_toml("server_nmae = \"x\"").is_err());
+        assert!(Config::from_toml("listen = \"not an address\"").is_err());
+        let remote_metrics = Config::from_toml("metrics_listen = \"0.0.0.0:9108\"").unwrap();
+        assert!(remote_metrics.validate().is_err());
+        let bad_name = Config::from_toml("server_name = \"bad name\"").unwrap();
+        assert!(bad_name.validate().is_err());
+        assert!(Config::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,127 @@
+//! The HTTP layer's one error type: a Matrix error code, an HTTP status and a message, sent as
+//! `{"errcode": ..., "error": ...}`. Every lower-layer error is mapped to it once, here.
+
+use axum::{
+    Json,
+    response::{IntoResponse, Response},
+};
+use http::StatusCode;
+use serde_json::json;
+
+/// The Matrix error codes Medrix sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    NotJson,
+    BadJson,
+    MissingToken,
+    UnknownToken,
+    Forbidden,
+    Unrecognized,
+    LimitExceeded,
+    TooLarge,
+    InvalidParam,
+    UserInUse,
+    InvalidUsername,
+    NotFound,
+    UnsupportedRoomVersion,
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The wire name, `M_...`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotJson => "M_NOT_JSON",
+            ErrorCode::BadJson => "M_BAD_JSON",
+            ErrorCode::MissingToken => "M_MISSING_TOKEN",
+            ErrorCode::UnknownToken => "M_UNKNOWN_TOKEN",
+            ErrorCode::Forbidden => "M_FORBIDDEN",
+            ErrorCode::Unrecognized => "M_UNRECOGNIZED",
+            ErrorCode::LimitExceeded => "M_LIMIT_EXCEEDED",
+            ErrorCode::TooLarge => "M_TOO_LARGE",
+            ErrorCode::InvalidParam => "M_INVALID_PARAM",
+            ErrorCode::UserInUse => "M_USER_IN_USE",
+            ErrorCode::InvalidUsername => "M_INVALID_USERNAME",
+            ErrorCode::NotFound => "M_NOT_FOUND",
+            ErrorCode::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            ErrorCode::Unknown => "M_UNKNOWN",
+        }
+    }
+}
+
+/// An error answer to a client request.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+    /// For `M_LIMIT_EXCEEDED`: when the client may try again.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), retry_after_ms: None }
+    }
+
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadJson, message)
+    }
+
+    pub fn not_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::NotJson, message)
+    }
+
+    pub fn invalid_param(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidParam, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
+    }
+
+    pub fn unrecognized(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::new(status, ErrorCode::Unrecognized, message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, message)
+    }
+
+    pub fn limit_exceeded(retry_after_ms: u64) -> Self {
+        Self {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::LimitExceeded,
+                "too many requests",
+            )
+        }
+    }
+
+    /// A failure of the server itself. The detail goes to the log, not to the client.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unknown, "internal server error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "errcode": self.code.as_str(), "error": self.message });
+        if let Some(retry_after_ms) = self.retry_after_ms {
+            body["retry_after_ms"] = retry_after_ms.into();
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(err: crate::storage::StorageError) -> Self {
+        ApiError::internal(err)
+    }
+}

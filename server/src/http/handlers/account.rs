@@ -1,0 +1,159 @@
+//! Registration (user-interactive, gated by a registration token), availability, whoami.
+
+use axum::{
+    Json,
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use http::StatusCode;
+use ruma::api::client::{
+    account::{get_username_availability, register, whoami},
+    uiaa::AuthData,
+};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::{
+    http::{
+        error::{ApiError, ErrorCode},
+        ruma_request::Ruma,
+        ruma_response::RumaResponse,
+    },
+    service::{
+        Services,
+        accounts::{AccountError, hash_password},
+    },
+};
+
+const TOKEN_STAGE: &str = "m.login.registration_token";
+
+impl From<AccountError> for ApiError {
+    fn from(err: AccountError) -> Self {
+        match err {
+            AccountError::UserInUse => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::UserInUse,
+                "user ID already taken",
+            ),
+            AccountError::InvalidUsername(why) => {
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidUsername, why)
+            }
+            AccountError::UnknownDevice => ApiError::not_found("unknown device"),
+            AccountError::Storage(err) => err.into(),
+        }
+    }
+}
+
+/// The 401 answer of user-interactive auth: the flows, the session and what is done.
+fn uia_challenge(session: &str, completed: &[String], error: Option<&str>) -> Response {
+    let mut body = json!({
+        "flows": [{ "stages": [TOKEN_STAGE] }],
+        "params": {},
+        "session": session,
+        "completed": completed,
+    });
+    if let Some(error) = error {
+        body["errcode"] = json!("M_FORBIDDEN");
+        body["error"] = json!(error);
+    }
+    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+}
+
+pub async fn register(
+    State(services): State<Services>,
+    request: Ruma<register::v3::Request>,
+) -> Result<Response, ApiError> {
+    let request = request.body;
+    if request.kind == register::RegistrationKind::Guest {
+        return Err(ApiError::forbidden("guest access is not offered"));
+    }
+    let Some(expected_token) = services.config.registration_token.as_deref() else {
+        return Err(ApiError::forbidden("registration is closed on this server"));
+    };
+    let user_id = match request.username.as_deref() {
+        Some(localpart) => services.accounts.user_id_for_new_account(&localpart.to_lowercase())?,
+        None => {
+            services.accounts.user_id_for_new_account(&format!("user_{}", uuid_like_suffix()))?
+        }
+    };
+    if services.accounts.exists(&user_id)? {
+        return Err(AccountError::UserInUse.into());
+    }
+
+    // User-interactive auth: the flow has one stage, the registration token.
+    let session = match &request.auth {
+        Some(auth) => auth.session().map(ToOwned::to_owned),
+        None => None,
+    };
+    let session = match session.filter(|id| services.uia.completed(id).is_some()) {
+        Some(id) => id,
+        None => services.uia.start(),
+    };
+    // Any other stage (clients such as matrix-nio send m.login.dummy first) is answered with
+    // the flows, so the client can go on with the token.
+    if let Some(AuthData::RegistrationToken(stage)) = &request.auth {
+        if bool::from(stage.token.as_bytes().ct_eq(expected_token.as_bytes())) {
+            services.uia.complete(&session, TOKEN_STAGE);
+        } else {
+            let completed = services.uia.completed(&session).unwrap_or_default();
+            return Ok(uia_challenge(&session, &completed, Some("invalid registration token")));
+        }
+    }
+    let completed = services.uia.completed(&session).unwrap_or_default();
+    if !completed.iter().any(|stage| stage == TOKEN_STAGE) {
+        return Ok(uia_challenge(&session, &completed, None));
+    }
+
+    let password_hash = match request.password {
+        Some(password) => Some(
+            tokio::task::spawn_blocking(move || hash_password(&password))
+                .await
+                .map_err(ApiError::internal)??,
+        ),
+        None => None,
+    };
+    let new_session = services
+        .accounts
+        .register(
+            &user_id,
+            password_hash,
+            request.device_id,
+            request.initial_device_display_name,
+            request.inhibit_login,
+        )
+        .await?;
+    services.uia.finish(&session);
+    tracing::info!(user = %user_id, "registered");
+
+    let mut response = register::v3::Response::new(user_id);
+    if let Some(new_session) = new_session {
+        response.access_token = Some(new_session.access_token);
+        response.device_id = Some(new_session.session.device_id);
+    }
+    Ok(RumaResponse(response).into_response())
+}
+
+pub async fn username_available(
+    State(services): State<Services>,
+    request: Ruma<get_username_availability::v3::Request>,
+) -> Result<RumaResponse<get_username_availability::v3::Response>, ApiError> {
+    let user_id = services.accounts.user_id_for_new_account(&request.body.username)?;
+    if services.accounts.exists(&user_id)? {
+        return Err(AccountError::UserInUse.into());
+    }
+    Ok(RumaResponse(get_username_availability::v3::Response::new(true)))
+}
+
+pub async fn whoami(request: Ruma<whoami::v3::Request>) -> RumaResponse<whoami::v3::Response> {
+    let session = request.session();
+    let mut response = whoami::v3::Response::new(session.user_id.clone(), false);
+    response.device_id = Some(session.device_id.clone());
+    RumaResponse(response)
+}
+
+fn uuid_like_suffix() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 6];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

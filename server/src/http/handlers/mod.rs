@@ -1,0 +1,8 @@
+//! Request handlers: short functions from a typed request to a typed response. Decisions live
+//! in the services.
+
+pub mod account;
+pub mod discovery;
+pub mod rooms;
+pub mod session;
+pub mod sync;

@@ -1,0 +1,299 @@
+//! Creating rooms, sending events, reading and writing state, and membership changes.
+
+use axum::extract::State;
+use http::StatusCode;
+use medrix_protocol::RoomVersion;
+use ruma::{
+    OwnedEventId, OwnedUserId, RoomId, UserId,
+    api::client::{
+        membership::{ban_user, invite_user, join_room_by_id, kick_user, leave_room, unban_user},
+        message::send_message_event,
+        room::create_room::{self, v3::RoomPreset},
+        state::{get_state_event_for_key, send_state_event},
+    },
+    events::StateEventType,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    http::{
+        error::{ApiError, ErrorCode},
+        ruma_request::Ruma,
+        ruma_response::RumaResponse,
+    },
+    service::{
+        Services,
+        rooms::{RoomError, TxnKey},
+    },
+};
+
+impl From<RoomError> for ApiError {
+    fn from(err: RoomError) -> Self {
+        match err {
+            RoomError::UnknownRoom => ApiError::not_found("unknown room"),
+            RoomError::Forbidden(why) => ApiError::forbidden(why),
+            RoomError::Invalid(why) => ApiError::bad_json(why),
+            RoomError::Storage(err) => err.into(),
+        }
+    }
+}
+
+pub async fn create_room(
+    State(services): State<Services>,
+    request: Ruma<create_room::v3::Request>,
+) -> Result<RumaResponse<create_room::v3::Response>, ApiError> {
+    let creator = request.session().user_id.clone();
+    let request = request.body;
+    let version = match &request.room_version {
+        Some(id) => RoomVersion::parse(id.as_str()).map_err(|err| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::UnsupportedRoomVersion,
+                err.to_string(),
+            )
+        })?,
+        None => RoomVersion::DEFAULT,
+    };
+    let preset = request.preset.clone().unwrap_or(match request.visibility {
+        ruma::api::client::room::Visibility::Public => RoomPreset::PublicChat,
+        _ => RoomPreset::PrivateChat,
+    });
+    let (join_rule, invitees_are_admins) = match preset {
+        RoomPreset::PublicChat => ("public", false),
+        RoomPreset::TrustedPrivateChat => ("invite", true),
+        _ => ("invite", false),
+    };
+
+    let mut users = serde_json::Map::new();
+    if version < RoomVersion::V12 {
+        users.insert(creator.to_string(), json!(100));
+    }
+    if invitees_are_admins {
+        for invitee in &request.invite {
+            users.insert(invitee.to_string(), json!(100));
+        }
+    }
+    let mut power_levels = json!({
+        "users": users, "users_default": 0, "events": {}, "events_default": 0, "state_default": 50,
+        "ban": 50, "kick": 50, "redact": 50, "invite": 0,
+    });
+    if let Some(overrides) = &request.power_level_content_override {
+        let overrides: Value = serde_json::from_str(overrides.json().get())
+            .map_err(|err| ApiError::bad_json(format!("power_level_content_override: {err}")))?;
+        if let (Some(target), Some(overrides)) =
+            (power_levels.as_object_mut(), overrides.as_object())
+        {
+            for (key, value) in overrides {
+                target.insert(key.clone(), value.clone());
+            }
+        }
+    }
+
+    let mut setup: Vec<(String, Option<String>, Value)> = vec![
+        ("m.room.member".into(), Some(creator.to_string()), json!({"membership": "join"})),
+        ("m.room.power_levels".into(), Some(String::new()), power_levels),
+        ("m.room.join_rules".into(), Some(String::new()), json!({"join_rule": join_rule})),
+        (
+            "m.room.history_visibility".into(),
+            Some(String::new()),
+            json!({"history_visibility": "shared"}),
+        ),
+    ];
+    for event in &request.initial_state {
+        let event: Value = serde_json::from_str(event.json().get())
+            .map_err(|err| ApiError::bad_json(format!("initial_state: {err}")))?;
+        let kind = event["type"]
+            .as_str()
+            .ok_or_else(|| ApiError::bad_json("initial_state event without type"))?;
+        let state_key = event["state_key"].as_str().unwrap_or_default();
+        setup.push((kind.to_owned(), Some(state_key.to_owned()), event["content"].clone()));
+    }
+    if let Some(name) = &request.name {
+        setup.push(("m.room.name".into(), Some(String::new()), json!({"name": name})));
+    }
+    if let Some(topic) = &request.topic {
+        setup.push(("m.room.topic".into(), Some(String::new()), json!({"topic": topic})));
+    }
+    for invitee in &request.invite {
+        let mut content = json!({"membership": "invite"});
+        if request.is_direct {
+            content["is_direct"] = json!(true);
+        }
+        setup.push(("m.room.member".into(), Some(invitee.to_string()), content));
+    }
+    let room_id = services.rooms.create(&creator, version, setup).await?;
+    tracing::info!(room = %room_id, version = %version, "room created");
+    Ok(RumaResponse(create_room::v3::Response::new(room_id)))
+}
+
+pub async fn send_message(
+    State(services): State<Services>,
+    request: Ruma<send_message_event::v3::Request>,
+) -> Result<RumaResponse<send_message_event::v3::Response>, ApiError> {
+    let session = request.session().clone();
+    let request = request.body;
+    let content: Value = serde_json::from_str(request.body.json().get())
+        .map_err(|err| ApiError::bad_json(format!("content: {err}")))?;
+    let kind = request.event_type.to_string();
+    let txn = TxnKey { device_id: session.device_id.as_str(), txn_id: request.txn_id.as_str() };
+    let event_id = services
+        .rooms
+        .append(&request.room_id, &session.user_id, &kind, None, content, Some(txn))
+        .await?;
+    Ok(RumaResponse(send_message_event::v3::Response::new(event_id)))
+}
+
+pub async fn send_state(
+    State(services): State<Services>,
+    request: Ruma<send_state_event::v3::Request>,
+) -> Result<RumaResponse<send_state_event::v3::Response>, ApiError> {
+    let sender = request.session().user_id.clone();
+    let request = request.body;
+    let content: Value = serde_json::from_str(request.body.json().get())
+        .map_err(|err| ApiError::bad_json(format!("content: {err}")))?;
+    let kind = request.event_type.to_string();
+    let event_id = services
+        .rooms
+        .append(&request.room_id, &sender, &kind, Some(&request.state_key), content, None)
+        .await?;
+    Ok(RumaResponse(send_state_event::v3::Response::new(event_id)))
+}
+
+pub async fn get_state(
+    State(services): State<Services>,
+    request: Ruma<get_state_event_for_key::v3::Request>,
+) -> Result<RumaResponse<get_state_event_for_key::v3::Response>, ApiError> {
+    let user = request.session().user_id.clone();
+    let request = request.body;
+    require_joined(&services, &request.room_id, &user)?;
+    let kind = StateEventType::from(request.event_type.to_string());
+    let event_id = services
+        .rooms
+        .state_event(&request.room_id, &kind, &request.state_key)?
+        .ok_or_else(|| ApiError::not_found("no such state event"))?;
+    let event = services
+        .rooms
+        .event_json(&event_id)?
+        .ok_or_else(|| ApiError::not_found("no such state event"))?;
+    let content = serde_json::value::to_raw_value(&event["content"]).map_err(ApiError::internal)?;
+    Ok(RumaResponse(get_state_event_for_key::v3::Response::new(content)))
+}
+
+/// Refuses unless `user` is joined to the room now (state reads of a room left or never
+/// joined are refused: no state after a kick).
+fn require_joined(services: &Services, room_id: &RoomId, user: &UserId) -> Result<(), ApiError> {
+    let joined = services
+        .rooms
+        .memberships(user)?
+        .into_iter()
+        .any(|(room, membership)| room == room_id && membership == "join");
+    if joined { Ok(()) } else { Err(ApiError::forbidden("you are not joined to this room")) }
+}
+
+async fn set_membership(
+    services: &Services,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    membership: &str,
+    reason: Option<String>,
+) -> Result<OwnedEventId, ApiError> {
+    let mut content = json!({ "membership": membership });
+    if let Some(reason) = reason {
+        content["reason"] = json!(reason);
+    }
+    Ok(services
+        .rooms
+        .append(room_id, sender, "m.room.member", Some(target.as_str()), content, None)
+        .await?)
+}
+
+pub async fn invite(
+    State(services): State<Services>,
+    request: Ruma<invite_user::v3::Request>,
+) -> Result<RumaResponse<invite_user::v3::Response>, ApiError> {
+    let sender = request.session().user_id.clone();
+    let request = request.body;
+    let invite_user::v3::InvitationRecipient::UserId(recipient) = &request.recipient else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::Unrecognized,
+            "third-party invites are not offered",
+        ));
+    };
+    set_membership(
+        &services,
+        &request.room_id,
+        &sender,
+        &recipient.user_id,
+        "invite",
+        recipient.reason.clone(),
+    )
+    .await?;
+    Ok(RumaResponse(invite_user::v3::Response::new()))
+}
+
+pub async fn join_by_id(
+    State(services): State<Services>,
+    request: Ruma<join_room_by_id::v3::Request>,
+) -> Result<RumaResponse<join_room_by_id::v3::Response>, ApiError> {
+    let user: OwnedUserId = request.session().user_id.clone();
+    let room_id = request.body.room_id.clone();
+    if services.rooms.version(&room_id)?.is_none() {
+        return Err(ApiError::not_found(
+            "unknown room (joining rooms on other servers is not offered yet)",
+        ));
+    }
+    set_membership(&services, &room_id, &user, &user, "join", request.body.reason.clone()).await?;
+    Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id)))
+}
+
+pub async fn leave(
+    State(services): State<Services>,
+    request: Ruma<leave_room::v3::Request>,
+) -> Result<RumaResponse<leave_room::v3::Response>, ApiError> {
+    let user = request.session().user_id.clone();
+    set_membership(
+        &services,
+        &request.body.room_id,
+        &user,
+        &user,
+        "leave",
+        request.body.reason.clone(),
+    )
+    .await?;
+    Ok(RumaResponse(leave_room::v3::Response::new()))
+}
+
+pub async fn kick(
+    State(services): State<Services>,
+    request: Ruma<kick_user::v3::Request>,
+) -> Result<RumaResponse<kick_user::v3::Response>, ApiError> {
+    let sender = request.session().user_id.clone();
+    let body = request.body;
+    set_membership(&services, &body.room_id, &sender, &body.user_id, "leave", body.reason.clone())
+        .await?;
+    Ok(RumaResponse(kick_user::v3::Response::new()))
+}
+
+pub async fn ban(
+    State(services): State<Services>,
+    request: Ruma<ban_user::v3::Request>,
+) -> Result<RumaResponse<ban_user::v3::Response>, ApiError> {
+    let sender = request.session().user_id.clone();
+    let body = request.body;
+    set_membership(&services, &body.room_id, &sender, &body.user_id, "ban", body.reason.clone())
+        .await?;
+    Ok(RumaResponse(ban_user::v3::Response::new()))
+}
+
+pub async fn unban(
+    State(services): State<Services>,
+    request: Ruma<unban_user::v3::Request>,
+) -> Result<RumaResponse<unban_user::v3::Response>, ApiError> {
+    let sender = request.session().user_id.clone();
+    let body = request.body;
+    set_membership(&services, &body.room_id, &sender, &body.user_id, "leave", body.reason.clone())
+        .await?;
+    Ok(RumaResponse(unban_user::v3::Response::new()))
+}

@@ -1,0 +1,279 @@
+//! `/sync`: long-polls until something the user may see arrives, then answers with what
+//! changed since the token. Tokens are `s<stream position>`. Every event passes the
+//! visibility service first.
+//!
+//! The response is assembled as JSON rather than ruma's `sync_events::v3::Response`: most of
+//! its sections are still empty here, and the E2EE sections must always be present.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use axum::{Json, extract::State};
+use ruma::{OwnedRoomId, RoomId, UserId, api::client::sync::sync_events};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    http::{error::ApiError, ruma_request::Ruma},
+    service::{
+        Services,
+        rooms::{position_from, visibility},
+    },
+    storage::{catalogue as cf, compound_key},
+};
+
+/// The longest a client may make the server hold a sync.
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeline events per room in an initial sync.
+const INITIAL_TIMELINE: usize = 20;
+/// Events read per incremental sync; past this, the client syncs again from `next_batch`.
+const MAX_EVENTS_PER_SYNC: usize = 1000;
+
+pub async fn sync(
+    State(services): State<Services>,
+    request: Ruma<sync_events::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = request.session().user_id.clone();
+    let request = request.body;
+    let since = match request.since.as_deref() {
+        Some(token) => Some(
+            token
+                .strip_prefix('s')
+                .and_then(|p| p.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::invalid_param("unknown since token"))?,
+        ),
+        None => None,
+    };
+    let timeout = request.timeout.unwrap_or_default().min(MAX_TIMEOUT);
+
+    let body = match since {
+        None => initial_sync(&services, &user)?,
+        Some(since) => {
+            // Answer as soon as something visible arrives: wake on every new position and
+            // re-check, until the timeout.
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut from = since;
+            loop {
+                let upto = services.rooms.stream.visible();
+                if upto > from {
+                    let response = incremental_sync(&services, &user, since, upto)?;
+                    if response.1 || tokio::time::Instant::now() >= deadline {
+                        break response.0;
+                    }
+                    from = upto;
+                }
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if remaining.is_zero() {
+                    break incremental_sync(
+                        &services,
+                        &user,
+                        since,
+                        services.rooms.stream.visible(),
+                    )?
+                    .0;
+                }
+                services.rooms.stream.wait_past(from, remaining).await;
+            }
+        }
+    };
+    Ok(Json(body))
+}
+
+fn empty_response(next_batch: u64) -> Value {
+    json!({
+        "next_batch": format!("s{next_batch}"),
+        "rooms": { "join": {}, "invite": {}, "leave": {} },
+        "presence": { "events": [] },
+        "account_data": { "events": [] },
+        "to_device": { "events": [] },
+        "device_lists": { "changed": [], "left": [] },
+        "device_one_time_keys_count": {},
+        "device_unused_fallback_key_types": [],
+    })
+}
+
+fn initial_sync(services: &Services, user: &UserId) -> Result<Value, ApiError> {
+    let upto = services.rooms.stream.visible();
+    let mut response = empty_response(upto);
+    for (room_id, membership) in services.rooms.memberships(user)? {
+        match membership.as_str() {
+            "join" => {
+                let (timeline, prev_batch) = recent_visible(services, &room_id, user, upto)?;
+                let version = services
+                    .rooms
+                    .version(&room_id)?
+                    .ok_or_else(|| ApiError::internal("room without head"))?;
+                let state: Vec<Value> = services
+                    .rooms
+                    .current_state_events(&room_id, version)?
+                    .into_iter()
+                    .filter_map(|(id, _)| {
+                        services
+                            .rooms
+                            .event_json(&id)
+                            .ok()
+                            .flatten()
+                            .map(|event| client_event(&id, event))
+                    })
+                    .collect();
+                response["rooms"]["join"][room_id.as_str()] =
+                    joined_room(state, timeline, false, prev_batch);
+            }
+            "invite" => {
+                response["rooms"]["invite"][room_id.as_str()] = invited_room(services, &room_id)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(response)
+}
+
+/// Returns the response and whether it carries anything for the user.
+fn incremental_sync(
+    services: &Services,
+    user: &UserId,
+    since: u64,
+    upto: u64,
+) -> Result<(Value, bool), ApiError> {
+    let rows = services.storage.scan_range(
+        cf::POSITION_ROOMEVENT,
+        &(since + 1).to_be_bytes(),
+        &upto.to_be_bytes(),
+        MAX_EVENTS_PER_SYNC,
+    )?;
+    let next_batch = rows
+        .last()
+        .filter(|_| rows.len() == MAX_EVENTS_PER_SYNC)
+        .map_or(upto, |(key, _)| position_from(key));
+    let mut response = empty_response(next_batch);
+    let mut per_room: BTreeMap<OwnedRoomId, Vec<Value>> = BTreeMap::new();
+    let mut anything = false;
+    for (key, value) in rows {
+        let position = position_from(&key);
+        let Some(split) = value.iter().position(|b| *b == 0xFF) else { continue };
+        let (Ok(room_id), Ok(event_id)) = (
+            RoomId::parse(String::from_utf8_lossy(&value[..split]).as_ref()),
+            ruma::EventId::parse(String::from_utf8_lossy(&value[split + 1..]).as_ref()),
+        ) else {
+            continue;
+        };
+        let Some(event) = services.rooms.event_json(&event_id)? else { continue };
+        let member_key = (event.get("type").and_then(Value::as_str) == Some("m.room.member"))
+            .then(|| event.get("state_key").and_then(Value::as_str))
+            .flatten();
+        if !visibility::may_see(&services.storage, &room_id, user, position, member_key)? {
+            continue;
+        }
+        anything = true;
+        per_room.entry(room_id).or_default().push(client_event(&event_id, event));
+    }
+    let memberships: BTreeMap<_, _> = services.rooms.memberships(user)?.into_iter().collect();
+    for (room_id, events) in per_room {
+        match memberships.get(&room_id).map(String::as_str) {
+            Some("join") => {
+                response["rooms"]["join"][room_id.as_str()] =
+                    joined_room(vec![], events, false, None);
+            }
+            Some("invite") => {
+                response["rooms"]["invite"][room_id.as_str()] = invited_room(services, &room_id)?;
+            }
+            _ => {
+                response["rooms"]["leave"][room_id.as_str()] = json!({ "timeline": { "events": events, "limited": false }, "state": { "events": [] } });
+            }
+        }
+    }
+    Ok((response, anything))
+}
+
+/// The latest events of a room the user may see, oldest first, and the token before them.
+fn recent_visible(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    upto: u64,
+) -> Result<(Vec<Value>, Option<String>), ApiError> {
+    let prefix = compound_key(&[room_id.as_bytes(), b""]);
+    let rows = services.storage.scan_prefix(cf::ROOMPOSITION_EVENTID, &prefix)?;
+    let mut events = Vec::new();
+    let mut first_position = None;
+    for (key, event_id) in rows.iter().rev() {
+        let position = position_from(key);
+        if position > upto {
+            continue;
+        }
+        if events.len() == INITIAL_TIMELINE {
+            break;
+        }
+        let Ok(event_id) = ruma::EventId::parse(String::from_utf8_lossy(event_id).as_ref()) else {
+            continue;
+        };
+        let Some(event) = services.rooms.event_json(&event_id)? else { continue };
+        let member_key = (event.get("type").and_then(Value::as_str) == Some("m.room.member"))
+            .then(|| event.get("state_key").and_then(Value::as_str))
+            .flatten();
+        if visibility::may_see(&services.storage, room_id, user, position, member_key)? {
+            events.push(client_event(&event_id, event));
+            first_position = Some(position);
+        }
+    }
+    events.reverse();
+    Ok((events, first_position.map(|p| format!("s{}", p.saturating_sub(1)))))
+}
+
+fn joined_room(
+    state: Vec<Value>,
+    timeline: Vec<Value>,
+    limited: bool,
+    prev_batch: Option<String>,
+) -> Value {
+    let mut timeline = json!({ "events": timeline, "limited": limited });
+    if let Some(prev_batch) = prev_batch {
+        timeline["prev_batch"] = json!(prev_batch);
+    }
+    json!({
+        "state": { "events": state },
+        "timeline": timeline,
+        "ephemeral": { "events": [] },
+        "account_data": { "events": [] },
+        "unread_notifications": { "notification_count": 0, "highlight_count": 0 },
+        "summary": {},
+    })
+}
+
+/// An invite with the stripped state a client needs to show it.
+fn invited_room(services: &Services, room_id: &RoomId) -> Result<Value, ApiError> {
+    let version =
+        services.rooms.version(room_id)?.ok_or_else(|| ApiError::internal("room without head"))?;
+    let mut stripped = Vec::new();
+    for (event_id, pdu) in services.rooms.current_state_events(room_id, version)? {
+        let kind = pdu.kind().to_string();
+        if matches!(
+            kind.as_str(),
+            "m.room.create"
+                | "m.room.name"
+                | "m.room.join_rules"
+                | "m.room.encryption"
+                | "m.room.member"
+                | "m.room.topic"
+        ) && let Some(event) = services.rooms.event_json(&event_id)?
+        {
+            stripped.push(json!({
+                "type": event["type"], "state_key": event["state_key"],
+                "content": event["content"], "sender": event["sender"],
+            }));
+        }
+    }
+    Ok(json!({ "invite_state": { "events": stripped } }))
+}
+
+/// The client format of a stored event: the envelope fields clients use, plus its ID.
+pub fn client_event(event_id: &ruma::EventId, event: Map<String, Value>) -> Value {
+    let mut out = Map::new();
+    out.insert("event_id".to_owned(), json!(event_id));
+    for field in
+        ["content", "origin_server_ts", "sender", "type", "state_key", "redacts", "unsigned"]
+    {
+        if let Some(value) = event.get(field) {
+            out.insert(field.to_owned(), value.clone());
+        }
+    }
+    Value::Object(out)
+}

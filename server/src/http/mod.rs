@@ -1,0 +1,143 @@
+//! The client-server API over HTTP: a small router from ruma's endpoint paths to handlers,
+//! plus the answers for unknown paths (404) and wrong methods (405), both `M_UNRECOGNIZED`.
+
+pub mod error;
+mod handlers;
+pub mod ruma_request;
+pub mod ruma_response;
+
+use std::sync::atomic::Ordering;
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    handler::Handler,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{MethodFilter, get, on},
+};
+use http::StatusCode;
+use ruma::api::client::{
+    account, discovery, membership, message, room, session, state, sync::sync_events,
+};
+use ruma::api::{Metadata, path_builder::PathBuilder};
+
+use crate::{http::error::ApiError, service::Services};
+
+/// Registers `handler` for every path (current and legacy `r0`) of endpoint `T`.
+fn endpoint<T: Metadata, H, X>(mut router: Router<Services>, handler: H) -> Router<Services>
+where
+    H: Handler<X, Services>,
+    X: 'static,
+{
+    let filter = MethodFilter::try_from(T::METHOD).expect("endpoint methods are standard");
+    for path in T::PATH_BUILDER.all_paths() {
+        router = router.route(path, on(filter, handler.clone()));
+        // An empty state key is a trailing slash (or nothing): axum matches no empty segment,
+        // so those forms get routes of their own (the extractor supplies the empty key).
+        if let Some(without_key) = path.strip_suffix("{state_key}") {
+            router = router.route(without_key, on(filter, handler.clone()));
+            router = router.route(without_key.trim_end_matches('/'), on(filter, handler.clone()));
+        }
+    }
+    router
+}
+
+/// The whole client API.
+pub fn router(services: Services) -> Router {
+    let mut router = Router::new();
+    router = endpoint::<discovery::get_supported_versions::Request, _, _>(
+        router,
+        handlers::discovery::versions,
+    );
+    router = endpoint::<discovery::get_capabilities::v3::Request, _, _>(
+        router,
+        handlers::discovery::capabilities,
+    );
+    router = endpoint::<account::register::v3::Request, _, _>(router, handlers::account::register);
+    router = endpoint::<account::get_username_availability::v3::Request, _, _>(
+        router,
+        handlers::account::username_available,
+    );
+    router = endpoint::<account::whoami::v3::Request, _, _>(router, handlers::account::whoami);
+    router = endpoint::<session::get_login_types::v3::Request, _, _>(
+        router,
+        handlers::session::login_types,
+    );
+    router = endpoint::<session::login::v3::Request, _, _>(router, handlers::session::login);
+    router = endpoint::<session::logout::v3::Request, _, _>(router, handlers::session::logout);
+    router =
+        endpoint::<session::logout_all::v3::Request, _, _>(router, handlers::session::logout_all);
+    router = endpoint::<room::create_room::v3::Request, _, _>(router, handlers::rooms::create_room);
+    router = endpoint::<message::send_message_event::v3::Request, _, _>(
+        router,
+        handlers::rooms::send_message,
+    );
+    router =
+        endpoint::<state::send_state_event::v3::Request, _, _>(router, handlers::rooms::send_state);
+    router = endpoint::<state::get_state_event_for_key::v3::Request, _, _>(
+        router,
+        handlers::rooms::get_state,
+    );
+    router =
+        endpoint::<membership::invite_user::v3::Request, _, _>(router, handlers::rooms::invite);
+    router = endpoint::<membership::join_room_by_id::v3::Request, _, _>(
+        router,
+        handlers::rooms::join_by_id,
+    );
+    router = endpoint::<membership::leave_room::v3::Request, _, _>(router, handlers::rooms::leave);
+    router = endpoint::<membership::kick_user::v3::Request, _, _>(router, handlers::rooms::kick);
+    router = endpoint::<membership::ban_user::v3::Request, _, _>(router, handlers::rooms::ban);
+    router = endpoint::<membership::unban_user::v3::Request, _, _>(router, handlers::rooms::unban);
+    router = endpoint::<sync_events::v3::Request, _, _>(router, handlers::sync::sync);
+    router =
+        router.route("/.well-known/matrix/client", get(handlers::discovery::well_known_client));
+
+    router
+        .fallback(unknown_endpoint)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn_with_state(services.clone(), count_responses))
+        .with_state(services)
+}
+
+async fn unknown_endpoint() -> ApiError {
+    ApiError::unrecognized(StatusCode::NOT_FOUND, "unknown endpoint")
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+}
+
+/// Counts answers by class; logs the route template (never the query: it may carry a token).
+async fn count_responses(
+    State(services): State<Services>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let metrics = &services.metrics;
+    metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let status = response.status();
+    if status.is_client_error() {
+        metrics.errors_4xx.fetch_add(1, Ordering::Relaxed);
+    } else if status.is_server_error() {
+        metrics.errors_5xx.fetch_add(1, Ordering::Relaxed);
+    }
+    tracing::debug!(%method, route, status = status.as_u16(), "request");
+    response.into_response()
+}
+
+/// The metrics listener's router.
+pub fn metrics_router(services: Services) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(services): State<Services>| async move { services.metrics.render() }),
+        )
+        .with_state(services)
+}

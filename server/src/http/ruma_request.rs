@@ -1,0 +1,127 @@
+//! Parsing at the edge: an axum extractor that turns an HTTP request into ruma's typed request
+//! for the endpoint (path arguments, query and body), and authenticates it when the endpoint
+//! needs an access token. Handlers receive types, never raw JSON.
+
+use std::any::TypeId;
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, Request},
+};
+use http::StatusCode;
+use ruma::api::{
+    IncomingRequest,
+    auth_scheme::{AccessToken, AccessTokenOptional},
+};
+
+use crate::{
+    http::error::{ApiError, ErrorCode},
+    service::{Services, accounts::Session},
+};
+
+/// A typed request, with the session that sent it when the endpoint is authenticated.
+pub struct Ruma<T> {
+    pub body: T,
+    pub session: Option<Session>,
+}
+
+impl<T> Ruma<T> {
+    /// The session of an endpoint that requires one (the extractor already refused requests
+    /// without it).
+    pub fn session(&self) -> &Session {
+        self.session.as_ref().expect("authenticated endpoint has a session")
+    }
+}
+
+impl<T> FromRequest<Services> for Ruma<T>
+where
+    T: IncomingRequest + Send + 'static,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, services: &Services) -> Result<Self, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let mut path_args: Vec<String> =
+            match axum::extract::RawPathParams::from_request_parts(&mut parts, services).await {
+                Ok(params) => params.iter().map(|(_, value)| value.to_owned()).collect(),
+                Err(_) => Vec::new(),
+            };
+        // Routes for an empty trailing state key match one argument short.
+        path_args.resize(path_args.len().max(T::_path_parameters().len()), String::new());
+        let limit = services.config.limits.max_json_body_bytes;
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            ApiError::too_large(format!("request body is over the {limit}-byte limit"))
+        })?;
+
+        let needs_token = TypeId::of::<T::Authentication>() == TypeId::of::<AccessToken>();
+        let takes_token =
+            needs_token || TypeId::of::<T::Authentication>() == TypeId::of::<AccessTokenOptional>();
+        let session = if takes_token {
+            match access_token(&parts) {
+                Some(token) => Some(
+                    services.accounts.authenticate(token).map_err(ApiError::from)?.ok_or_else(
+                        || {
+                            ApiError::new(
+                                StatusCode::UNAUTHORIZED,
+                                ErrorCode::UnknownToken,
+                                "unknown access token",
+                            )
+                        },
+                    )?,
+                ),
+                None if needs_token => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        ErrorCode::MissingToken,
+                        "this endpoint needs an access token",
+                    ));
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+
+        if T::RATE_LIMITED {
+            let client = match &session {
+                Some(session) => session.user_id.to_string(),
+                None => parts
+                    .extensions
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string()),
+            };
+            if let Err(retry_after_ms) = services.rate_limits.check(&client) {
+                services.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(ApiError::limit_exceeded(retry_after_ms));
+            }
+        }
+
+        if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+            return Err(ApiError::not_json("the request body is not valid JSON"));
+        }
+        let request = http::Request::from_parts(parts, bytes_or_empty_object::<T>(bytes));
+        let body = T::try_from_http_request(request, &path_args)
+            .map_err(|err| ApiError::bad_json(format!("invalid request: {err}")))?;
+        Ok(Ruma { body, session })
+    }
+}
+
+/// ruma expects `{}` for an empty body on endpoints that take one.
+fn bytes_or_empty_object<T: IncomingRequest>(bytes: Bytes) -> Bytes {
+    if bytes.is_empty() && T::METHOD != http::Method::GET {
+        Bytes::from_static(b"{}")
+    } else {
+        bytes
+    }
+}
+
+/// The access token from the `Authorization: Bearer` header, or the deprecated query
+/// parameter some clients still send.
+fn access_token(parts: &http::request::Parts) -> Option<&str> {
+    if let Some(header) = parts.headers.get(http::header::AUTHORIZATION) {
+        return header.to_str().ok()?.strip_prefix("Bearer ");
+    }
+    parts.uri.query()?.split('&').find_map(|pair| pair.strip_prefix("access_token="))
+}
+
+use axum::extract::FromRequestParts as _;

@@ -1,0 +1,161 @@
+//! `medrix serve`: open the database, start the listeners, stop cleanly on SIGTERM.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::{config::Config, http, service::Services, storage::Storage};
+
+/// Flags of `medrix serve`; each overrides the same setting of the config file.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// A TOML configuration file (see server/medrix.example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The server name (the part after ':' in user IDs).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Address of the client-server API.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Address of the Prometheus metrics listener (loopback only).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// The RocksDB data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Opens registration to clients that present this token.
+    #[arg(long)]
+    registration_token: Option<String>,
+    /// Turns rate limits off (benchmarks and tests only).
+    #[arg(long)]
+    no_rate_limits: bool,
+}
+
+impl ServeArgs {
+    /// The configuration: defaults, then the file, then the flags.
+    pub fn config(&self) -> Result<Config, String> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path).map_err(|err| err.to_string())?,
+            None => Config::default(),
+        };
+        if let Some(name) = &self.server_name {
+            config.server_name = name.clone();
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(listen) = self.metrics_listen {
+            config.metrics_listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(token) = &self.registration_token {
+            config.registration_token = Some(token.clone());
+        }
+        if self.no_rate_limits {
+            config.rate_limits.enabled = false;
+        }
+        config.validate().map_err(|err| err.to_string())?;
+        Ok(config)
+    }
+}
+
+pub fn run(args: ServeArgs) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = args.config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| format!("starting the runtime: {err}"))?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|err| format!("{}: {err}", config.data_dir.display()))?;
+    let storage = Storage::open(&config.data_dir.join("db"))
+        .map_err(|err| format!("opening the database: {err}"))?;
+    let (listen, metrics_listen) = (config.listen, config.metrics_listen);
+    let server_name = config.server_name.clone();
+    let key = load_or_create_signing_key(&config.data_dir, &config.server_name)?;
+    let services =
+        Services::new(config, storage, key).map_err(|err| format!("loading rooms: {err}"))?;
+
+    let client_listener =
+        TcpListener::bind(listen).await.map_err(|err| format!("listening on {listen}: {err}"))?;
+    let metrics_listener = TcpListener::bind(metrics_listen)
+        .await
+        .map_err(|err| format!("listening on {metrics_listen}: {err}"))?;
+    tracing::info!(%server_name, client_api = %client_listener.local_addr().map_err(|e| e.to_string())?, metrics = %metrics_listen, "medrix is serving");
+
+    let metrics = axum::serve(metrics_listener, http::metrics_router(services.clone()))
+        .with_graceful_shutdown(shutdown_signal());
+    let client = axum::serve(
+        client_listener,
+        http::router(services).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal());
+    let (client, metrics) = tokio::join!(client, metrics);
+    client.and(metrics).map_err(|err| format!("serving: {err}"))?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// The server's ed25519 signing key, kept as a base64 seed in `signing.key` (mode 0600) in the
+/// data directory; made from OS randomness on first start.
+fn load_or_create_signing_key(
+    data_dir: &std::path::Path,
+    server_name: &str,
+) -> Result<medrix_protocol::keys::ServerSigningKey, String> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+
+    use base64::{Engine as _, engine::general_purpose::STANDARD_NO_PAD};
+    use rand::RngCore;
+
+    const KEY_VERSION: &str = "mdx1";
+    let path = data_dir.join("signing.key");
+    let seed = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_owned(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            rand::rng().fill_bytes(&mut seed);
+            let text = STANDARD_NO_PAD.encode(seed);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|err| format!("{}: {err}", path.display()))?;
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|err| format!("{}: {err}", path.display()))?;
+            text
+        }
+        Err(err) => return Err(format!("{}: {err}", path.display())),
+    };
+    medrix_protocol::keys::ServerSigningKey::from_base64_seed(server_name, KEY_VERSION, &seed)
+        .map_err(|err| format!("{}: {err}", path.display()))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,253 @@
+//! Accounts: users, passwords, devices and access tokens.
+//!
+//! Access tokens are random 256-bit strings handed to the client once; only their SHA-256
+//! is stored, so a copy of the database logs nobody in. Passwords are argon2id hashes.
+
+use argon2::{
+    Argon2,
+    password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
+};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use rand::RngCore;
+use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::storage::{Storage, StorageError, catalogue as cf, compound_key};
+
+/// What account operations can refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("the user ID is already taken")]
+    UserInUse,
+    #[error("invalid username: {0}")]
+    InvalidUsername(String),
+    #[error("unknown device")]
+    UnknownDevice,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Who a request acts as: a user on one of their devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+}
+
+/// A freshly issued access token, shown to the client once.
+pub struct NewSession {
+    pub session: Session,
+    pub access_token: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredDevice {
+    display_name: Option<String>,
+    /// Hex SHA-256 of the device's current access token.
+    token_hash: String,
+}
+
+/// The accounts service.
+#[derive(Clone)]
+pub struct Accounts {
+    storage: Storage,
+    server_name: OwnedServerName,
+}
+
+impl Accounts {
+    pub fn new(storage: Storage, server_name: OwnedServerName) -> Self {
+        Self { storage, server_name }
+    }
+
+    /// The full user ID for a localpart, if the localpart is valid for a new account.
+    pub fn user_id_for_new_account(&self, localpart: &str) -> Result<OwnedUserId, AccountError> {
+        let allowed =
+            |c: char| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+');
+        if localpart.is_empty() || !localpart.chars().all(allowed) {
+            return Err(AccountError::InvalidUsername(
+                "use only a-z, 0-9 and . _ = - / +".to_owned(),
+            ));
+        }
+        UserId::parse(format!("@{localpart}:{}", self.server_name))
+            .map_err(|err| AccountError::InvalidUsername(err.to_string()))
+    }
+
+    /// The user ID a login names: a localpart or a full ID on this server.
+    pub fn local_user_id(&self, identifier: &str) -> Option<OwnedUserId> {
+        let user_id = if identifier.starts_with('@') {
+            UserId::parse(identifier).ok()?
+        } else {
+            UserId::parse(format!("@{}:{}", identifier.to_lowercase(), self.server_name)).ok()?
+        };
+        (user_id.server_name() == self.server_name).then_some(user_id)
+    }
+
+    pub fn exists(&self, user_id: &UserId) -> Result<bool, AccountError> {
+        Ok(self.storage.get(cf::USERID_PASSWORD, user_id.as_bytes())?.is_some())
+    }
+
+    /// Creates the account with a password hash (see [`hash_password`]) and, unless
+    /// `inhibit_login`, a first device with an access token, in one atomic commit.
+    pub async fn register(
+        &self,
+        user_id: &UserId,
+        password_hash: Option<String>,
+        device_id: Option<OwnedDeviceId>,
+        device_name: Option<String>,
+        inhibit_login: bool,
+    ) -> Result<Option<NewSession>, AccountError> {
+        if self.exists(user_id)? {
+            return Err(AccountError::UserInUse);
+        }
+        let hash = password_hash.unwrap_or_default();
+        let mut batch = self.storage.batch();
+        batch.put(cf::USERID_PASSWORD, user_id.as_bytes(), hash.as_bytes());
+        let session = if inhibit_login {
+            None
+        } else {
+            Some(self.add_device_to(&mut batch, user_id, device_id, device_name)?)
+        };
+        self.storage.commit(batch).await?;
+        Ok(session)
+    }
+
+    /// Checks a password; slow on purpose (argon2id), so call it from a blocking context.
+    pub fn password_matches(&self, user_id: &UserId, password: &str) -> Result<bool, AccountError> {
+        let Some(stored) = self.storage.get(cf::USERID_PASSWORD, user_id.as_bytes())? else {
+            return Ok(false);
+        };
+        let stored = String::from_utf8(stored)
+            .map_err(|_| StorageError::Corrupt(format!("password hash of {user_id}")))?;
+        let Ok(parsed) = PasswordHash::new(&stored) else { return Ok(false) };
+        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    }
+
+    /// Logs a user in on a device (new, or an existing one that gets a fresh token).
+    pub async fn login(
+        &self,
+        user_id: &UserId,
+        device_id: Option<OwnedDeviceId>,
+        device_name: Option<String>,
+    ) -> Result<NewSession, AccountError> {
+        let mut batch = self.storage.batch();
+        if let Some(device_id) = &device_id
+            && let Some(old) = self.device(user_id, device_id.as_str())?
+        {
+            batch.delete(cf::TOKENHASH_SESSION, old.token_hash.as_bytes());
+        }
+        let session = self.add_device_to(&mut batch, user_id, device_id, device_name)?;
+        self.storage.commit(batch).await?;
+        Ok(session)
+    }
+
+    /// The session an access token opens, if any.
+    pub fn authenticate(&self, access_token: &str) -> Result<Option<Session>, AccountError> {
+        // The lookup is by hash: timing reveals nothing about the token itself.
+        let Some(bytes) =
+            self.storage.get(cf::TOKENHASH_SESSION, token_hash(access_token).as_bytes())?
+        else {
+            return Ok(None);
+        };
+        let session = serde_json::from_slice(&bytes)
+            .map_err(|err| StorageError::Corrupt(format!("session: {err}")))?;
+        Ok(Some(session))
+    }
+
+    /// Ends one device's session: its token stops working and the device is removed.
+    pub async fn logout(&self, session: &Session) -> Result<(), AccountError> {
+        let mut batch = self.storage.batch();
+        self.remove_device_in(&mut batch, &session.user_id, session.device_id.as_str())?;
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// Ends every session of a user.
+    pub async fn logout_all(&self, user_id: &UserId) -> Result<(), AccountError> {
+        let mut batch = self.storage.batch();
+        let prefix = compound_key(&[user_id.as_bytes(), b""]);
+        for (key, value) in self.storage.scan_prefix(cf::USERDEVICEID_DEVICE, &prefix)? {
+            let device: StoredDevice = serde_json::from_slice(&value)
+                .map_err(|err| StorageError::Corrupt(format!("device: {err}")))?;
+            batch.delete(cf::TOKENHASH_SESSION, device.token_hash.as_bytes());
+            batch.delete(cf::USERDEVICEID_DEVICE, &key);
+        }
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    fn device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> Result<Option<StoredDevice>, AccountError> {
+        let key = compound_key(&[user_id.as_bytes(), device_id.as_bytes()]);
+        let Some(bytes) = self.storage.get(cf::USERDEVICEID_DEVICE, &key)? else { return Ok(None) };
+        let device = serde_json::from_slice(&bytes)
+            .map_err(|err| StorageError::Corrupt(format!("device: {err}")))?;
+        Ok(Some(device))
+    }
+
+    fn remove_device_in(
+        &self,
+        batch: &mut crate::storage::Batch<'_>,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> Result<(), AccountError> {
+        let device = self.device(user_id, device_id)?.ok_or(AccountError::UnknownDevice)?;
+        batch.delete(cf::TOKENHASH_SESSION, device.token_hash.as_bytes());
+        batch.delete(
+            cf::USERDEVICEID_DEVICE,
+            &compound_key(&[user_id.as_bytes(), device_id.as_bytes()]),
+        );
+        Ok(())
+    }
+
+    fn add_device_to(
+        &self,
+        batch: &mut crate::storage::Batch<'_>,
+        user_id: &UserId,
+        device_id: Option<OwnedDeviceId>,
+        display_name: Option<String>,
+    ) -> Result<NewSession, AccountError> {
+        let device_id = device_id.unwrap_or_else(|| OwnedDeviceId::from(random_device_id()));
+        let access_token = format!("mdx_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+        let token_hash = token_hash(&access_token);
+        let session = Session { user_id: user_id.to_owned(), device_id: device_id.clone() };
+        let device = StoredDevice { display_name, token_hash: token_hash.clone() };
+        batch.put(
+            cf::USERDEVICEID_DEVICE,
+            &compound_key(&[user_id.as_bytes(), device_id.as_bytes()]),
+            &serde_json::to_vec(&device).expect("device serializes"),
+        );
+        batch.put(
+            cf::TOKENHASH_SESSION,
+            token_hash.as_bytes(),
+            &serde_json::to_vec(&session).expect("session serializes"),
+        );
+        Ok(NewSession { session, access_token })
+    }
+}
+
+fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hashes a password with argon2id; slow on purpose, so call it from a blocking context.
+pub fn hash_password(password: &str) -> Result<String, AccountError> {
+    let salt = SaltString::encode_b64(&random_bytes::<16>())
+        .map_err(|err| StorageError::Corrupt(format!("salt: {err}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|err| StorageError::Corrupt(format!("password hashing: {err}")).into())
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+fn random_device_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    random_bytes::<10>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}

@@ -1,0 +1,44 @@
+//! Services own the decisions; HTTP handlers only translate. The graph is acyclic: services
+//! depend on storage and on the protocol crate, never on each other in a cycle.
+
+pub mod accounts;
+pub mod rate_limit;
+pub mod rooms;
+pub mod uia;
+
+use std::sync::Arc;
+
+use crate::{config::Config, metrics::Metrics, storage::Storage};
+
+/// Everything a request handler may use, cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub storage: Storage,
+    pub accounts: accounts::Accounts,
+    pub uia: Arc<uia::UiaSessions>,
+    pub rate_limits: Arc<rate_limit::RateLimiter>,
+    pub metrics: Arc<Metrics>,
+    pub rooms: rooms::Rooms,
+}
+
+impl Services {
+    /// Builds the services over an opened database, signing with `key`.
+    pub fn new(
+        config: Config,
+        storage: Storage,
+        key: medrix_protocol::keys::ServerSigningKey,
+    ) -> Result<Self, crate::storage::StorageError> {
+        let server_name =
+            ruma::ServerName::parse(&config.server_name).expect("validated server name");
+        Ok(Self {
+            rooms: rooms::Rooms::new(storage.clone(), Arc::new(key), server_name.clone())?,
+            accounts: accounts::Accounts::new(storage.clone(), server_name),
+            uia: Arc::new(uia::UiaSessions::default()),
+            rate_limits: Arc::new(rate_limit::RateLimiter::new(&config.rate_limits)),
+            metrics: Arc::new(Metrics::default()),
+            config: Arc::new(config),
+            storage,
+        })
+    }
+}

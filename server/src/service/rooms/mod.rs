@@ -1,0 +1,467 @@
+//! Rooms: creating them, appending local events to their DAG (signed, authorized, stored in
+//! one durable batch), and the current state. Every local event goes through
+//! [`Rooms::append`], which holds the room's lock so the DAG stays a line per server.
+
+pub mod stream;
+pub mod visibility;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use medrix_protocol::{
+    Pdu, RoomVersion, StateMap, Verdict,
+    build::{EventDraft, SignedEvent, sign_new_event},
+    canonical::{MAX_PDU_BYTES, encode, object_from_value, parse_object},
+    decide,
+    decide::select_auth_events,
+    incoming::room_id_from_create_event_id,
+    keys::ServerSigningKey,
+};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, UserId, events::StateEventType};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::storage::{Storage, StorageError, catalogue as cf, compound_key};
+use stream::StreamPositions;
+
+/// What room operations can refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    #[error("unknown room")]
+    UnknownRoom,
+    #[error("not allowed: {0}")]
+    Forbidden(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Where a room's next local event attaches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RoomHead {
+    version: String,
+    tip: OwnedEventId,
+    depth: u64,
+}
+
+/// A room loaded for appending: head, current state and the state events themselves.
+struct LoadedRoom {
+    version: RoomVersion,
+    head: RoomHead,
+    state: StateMap,
+    events: HashMap<OwnedEventId, Pdu>,
+}
+
+/// An idempotency key for client sends: the same key returns the same event.
+pub struct TxnKey<'a> {
+    pub device_id: &'a str,
+    pub txn_id: &'a str,
+}
+
+/// A room's lock, holding the room once loaded.
+type RoomSlot = Arc<tokio::sync::Mutex<Option<LoadedRoom>>>;
+
+/// Cached rooms; past this many, rooms not in use are dropped from memory.
+const MAX_CACHED_ROOMS: usize = 4096;
+
+#[derive(Clone)]
+pub struct Rooms {
+    storage: Storage,
+    key: Arc<ServerSigningKey>,
+    server_name: OwnedServerName,
+    pub stream: Arc<StreamPositions>,
+    rooms: Arc<Mutex<HashMap<OwnedRoomId, RoomSlot>>>,
+}
+
+impl Rooms {
+    pub fn new(
+        storage: Storage,
+        key: Arc<ServerSigningKey>,
+        server_name: OwnedServerName,
+    ) -> Result<Self, StorageError> {
+        let last = storage
+            .last_in_prefix(cf::POSITION_ROOMEVENT, b"", &[0xFF; 8])?
+            .map(|(key, _)| position_from(&key))
+            .unwrap_or(0);
+        Ok(Self {
+            storage,
+            key,
+            server_name,
+            stream: Arc::new(StreamPositions::new(last)),
+            rooms: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// Creates a room: the create event, then each of `setup` in order, as `creator`.
+    pub async fn create(
+        &self,
+        creator: &UserId,
+        version: RoomVersion,
+        setup: Vec<(String, Option<String>, Value)>,
+    ) -> Result<OwnedRoomId, RoomError> {
+        let mut content = json!({ "room_version": version.as_str() });
+        if version == RoomVersion::V10 {
+            content["creator"] = json!(creator);
+        }
+        let room_id = (!version.room_id_is_create_event_hash()).then(|| {
+            RoomId::parse(format!("!{}:{}", random_localpart(), self.server_name))
+                .expect("valid room ID")
+        });
+        let draft = EventDraft {
+            room_id: room_id.clone(),
+            sender: creator.to_owned(),
+            kind: "m.room.create".to_owned(),
+            state_key: Some(String::new()),
+            content: object_from_value(content)
+                .map_err(|err| RoomError::Invalid(err.to_string()))?,
+            prev_events: vec![],
+            auth_events: vec![],
+            depth: 1,
+            origin_server_ts: now_ms(),
+            redacts: None,
+        };
+        let create = sign_new_event(&draft, version, &self.key)
+            .map_err(|err| RoomError::Invalid(err.to_string()))?;
+        let room_id = room_id.unwrap_or_else(|| room_id_from_create_event_id(&create.event_id));
+        let slot = self.slot(&room_id);
+        let mut guard = slot.lock().await;
+        let mut room = LoadedRoom {
+            version,
+            head: RoomHead {
+                version: version.as_str().to_owned(),
+                tip: create.event_id.clone(),
+                depth: 1,
+            },
+            state: StateMap::new(),
+            events: HashMap::new(),
+        };
+        self.store(&room_id, &mut room, create, None).await?;
+        for (kind, state_key, content) in setup {
+            self.append_loaded(
+                &room_id,
+                &mut room,
+                creator,
+                &kind,
+                state_key.as_deref(),
+                content,
+                None,
+            )
+            .await?;
+        }
+        *guard = Some(room);
+        Ok(room_id)
+    }
+
+    /// Appends a local event from `sender`. With a `txn`, a repeated request returns the
+    /// event of the first one instead of sending again.
+    pub async fn append(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        kind: &str,
+        state_key: Option<&str>,
+        content: Value,
+        txn: Option<TxnKey<'_>>,
+    ) -> Result<OwnedEventId, RoomError> {
+        if let Some(txn) = &txn
+            && let Some(id) = self.storage.get(cf::TXNID_EVENTID, &txn_key(sender, txn))?
+        {
+            return parse_event_id(&id);
+        }
+        let slot = self.slot(room_id);
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.load(room_id)?.ok_or(RoomError::UnknownRoom)?);
+        }
+        let room = guard.as_mut().expect("loaded above");
+        // Re-check under the lock: a concurrent retry of the same transaction may have won.
+        if let Some(txn) = &txn
+            && let Some(id) = self.storage.get(cf::TXNID_EVENTID, &txn_key(sender, txn))?
+        {
+            return parse_event_id(&id);
+        }
+        self.append_loaded(room_id, room, sender, kind, state_key, content, txn).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn append_loaded(
+        &self,
+        room_id: &RoomId,
+        room: &mut LoadedRoom,
+        sender: &UserId,
+        kind: &str,
+        state_key: Option<&str>,
+        content: Value,
+        txn: Option<TxnKey<'_>>,
+    ) -> Result<OwnedEventId, RoomError> {
+        let content =
+            object_from_value(content).map_err(|err| RoomError::Invalid(err.to_string()))?;
+        let raw_content = serde_json::value::to_raw_value(&content)
+            .map_err(|err| RoomError::Invalid(err.to_string()))?;
+        let auth_events =
+            select_auth_events(room.version, kind, sender, state_key, &raw_content, &room.state)
+                .map_err(|err| RoomError::Invalid(err.to_string()))?;
+        let redacts = (kind == "m.room.redaction")
+            .then(|| content.get("redacts").and_then(|v| v.as_str()).and_then(|id| id.parse().ok()))
+            .flatten();
+        let draft = EventDraft {
+            room_id: Some(room_id.to_owned()),
+            sender: sender.to_owned(),
+            kind: kind.to_owned(),
+            state_key: state_key.map(ToOwned::to_owned),
+            content,
+            prev_events: vec![room.head.tip.clone()],
+            auth_events,
+            depth: room.head.depth + 1,
+            origin_server_ts: now_ms(),
+            redacts,
+        };
+        let signed = sign_new_event(&draft, room.version, &self.key)
+            .map_err(|err| RoomError::Invalid(err.to_string()))?;
+        match decide(room.version, &signed.pdu, &room.events, &room.state, None).verdict {
+            Verdict::Accepted => {}
+            Verdict::Rejected(reason) | Verdict::SoftFailed(reason) => {
+                return Err(RoomError::Forbidden(reason));
+            }
+        }
+        let event_id = signed.event_id.clone();
+        self.store(room_id, room, signed, txn.map(|txn| txn_key(sender, &txn))).await?;
+        Ok(event_id)
+    }
+
+    /// Writes an accepted event and everything indexing it in one durable batch, then moves
+    /// the in-memory room and the stream forward.
+    async fn store(
+        &self,
+        room_id: &RoomId,
+        room: &mut LoadedRoom,
+        signed: SignedEvent,
+        txn: Option<Vec<u8>>,
+    ) -> Result<(), RoomError> {
+        let position = self.stream.allocate();
+        let result = self.write_event(room_id, room, &signed, txn, position).await;
+        self.stream.finish(position);
+        result?;
+        room.head = RoomHead {
+            version: room.version.as_str().to_owned(),
+            tip: signed.event_id.clone(),
+            depth: signed.pdu.depth(),
+        };
+        if let Some(slot) = signed.pdu.state_slot() {
+            room.state.insert(slot, signed.event_id.clone());
+            room.events.insert(signed.event_id.clone(), signed.pdu);
+        }
+        Ok(())
+    }
+
+    async fn write_event(
+        &self,
+        room_id: &RoomId,
+        room: &LoadedRoom,
+        signed: &SignedEvent,
+        txn: Option<Vec<u8>>,
+        position: u64,
+    ) -> Result<(), RoomError> {
+        let event_id = signed.event_id.as_bytes();
+        let room_key = room_id.as_bytes();
+        let mut batch = self.storage.batch();
+        batch.put(cf::EVENTID_PDU, event_id, encode(&signed.json).as_bytes());
+        batch.put(cf::EVENTID_POSITION, event_id, &position.to_be_bytes());
+        batch.put(
+            cf::POSITION_ROOMEVENT,
+            &position.to_be_bytes(),
+            &compound_key(&[room_key, event_id]),
+        );
+        batch.put(
+            cf::ROOMPOSITION_EVENTID,
+            &compound_key(&[room_key, &position.to_be_bytes()]),
+            event_id,
+        );
+        let head = RoomHead {
+            version: room.version.as_str().to_owned(),
+            tip: signed.event_id.clone(),
+            depth: signed.pdu.depth(),
+        };
+        batch.put(cf::ROOMID_HEAD, room_key, &serde_json::to_vec(&head).expect("head serializes"));
+        if let Some((kind, state_key)) = signed.pdu.state_slot() {
+            let kind = kind.to_string();
+            batch.put(
+                cf::ROOMSTATEKEY_EVENTID,
+                &compound_key(&[room_key, kind.as_bytes(), state_key.as_bytes()]),
+                event_id,
+            );
+            if kind == "m.room.member"
+                && let Some(membership) = membership_of(&signed.pdu)
+            {
+                batch.put(
+                    cf::USERROOMID_MEMBERSHIP,
+                    &compound_key(&[state_key.as_bytes(), room_key]),
+                    membership.as_bytes(),
+                );
+                batch.put(
+                    cf::ROOMUSERPOSITION_MEMBERSHIP,
+                    &compound_key(&[room_key, state_key.as_bytes(), &position.to_be_bytes()]),
+                    membership.as_bytes(),
+                );
+            }
+        }
+        if let Some(txn) = txn {
+            batch.put(cf::TXNID_EVENTID, &txn, event_id);
+        }
+        self.storage.commit(batch).await?;
+        Ok(())
+    }
+
+    /// Loads a room's head and current state from storage.
+    fn load(&self, room_id: &RoomId) -> Result<Option<LoadedRoom>, RoomError> {
+        let Some(head) = self.storage.get(cf::ROOMID_HEAD, room_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let head: RoomHead = serde_json::from_slice(&head)
+            .map_err(|err| StorageError::Corrupt(format!("room head: {err}")))?;
+        let version = RoomVersion::parse(&head.version)
+            .map_err(|err| StorageError::Corrupt(err.to_string()))?;
+        let mut state = StateMap::new();
+        let mut events = HashMap::new();
+        for (event_id, pdu) in self.current_state_events(room_id, version)? {
+            if let Some(slot) = pdu.state_slot() {
+                state.insert(slot, event_id.clone());
+            }
+            events.insert(event_id, pdu);
+        }
+        Ok(Some(LoadedRoom { version, head, state, events }))
+    }
+
+    /// The room's version, if the room exists here.
+    pub fn version(&self, room_id: &RoomId) -> Result<Option<RoomVersion>, RoomError> {
+        let Some(head) = self.storage.get(cf::ROOMID_HEAD, room_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let head: RoomHead = serde_json::from_slice(&head)
+            .map_err(|err| StorageError::Corrupt(format!("room head: {err}")))?;
+        Ok(Some(
+            RoomVersion::parse(&head.version)
+                .map_err(|err| StorageError::Corrupt(err.to_string()))?,
+        ))
+    }
+
+    /// The current state events of a room.
+    pub fn current_state_events(
+        &self,
+        room_id: &RoomId,
+        version: RoomVersion,
+    ) -> Result<Vec<(OwnedEventId, Pdu)>, RoomError> {
+        let prefix = compound_key(&[room_id.as_bytes(), b""]);
+        let mut out = Vec::new();
+        for (_, event_id) in self.storage.scan_prefix(cf::ROOMSTATEKEY_EVENTID, &prefix)? {
+            let event_id = parse_event_id(&event_id)?;
+            let pdu = self
+                .pdu(&event_id, version)?
+                .ok_or_else(|| StorageError::Corrupt(format!("missing state event {event_id}")))?;
+            out.push((event_id, pdu));
+        }
+        Ok(out)
+    }
+
+    /// One current state event by type and state key.
+    pub fn state_event(
+        &self,
+        room_id: &RoomId,
+        kind: &StateEventType,
+        state_key: &str,
+    ) -> Result<Option<OwnedEventId>, RoomError> {
+        let key =
+            compound_key(&[room_id.as_bytes(), kind.to_string().as_bytes(), state_key.as_bytes()]);
+        self.storage.get(cf::ROOMSTATEKEY_EVENTID, &key)?.map(|id| parse_event_id(&id)).transpose()
+    }
+
+    /// A stored event's federation JSON.
+    pub fn event_json(
+        &self,
+        event_id: &ruma::EventId,
+    ) -> Result<Option<serde_json::Map<String, Value>>, RoomError> {
+        let Some(bytes) = self.storage.get(cf::EVENTID_PDU, event_id.as_bytes())? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|err| StorageError::Corrupt(format!("event: {err}")).into())
+    }
+
+    fn pdu(
+        &self,
+        event_id: &ruma::EventId,
+        version: RoomVersion,
+    ) -> Result<Option<Pdu>, RoomError> {
+        let Some(bytes) = self.storage.get(cf::EVENTID_PDU, event_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let object = parse_object(&bytes, MAX_PDU_BYTES)
+            .map_err(|err| StorageError::Corrupt(err.to_string()))?;
+        Ok(Some(
+            Pdu::from_canonical(event_id.to_owned(), &object, version)
+                .map_err(|err| StorageError::Corrupt(err.to_string()))?,
+        ))
+    }
+
+    /// The rooms a user has a membership in, with it.
+    pub fn memberships(&self, user_id: &UserId) -> Result<Vec<(OwnedRoomId, String)>, RoomError> {
+        let prefix = compound_key(&[user_id.as_bytes(), b""]);
+        let mut out = Vec::new();
+        for (key, value) in self.storage.scan_prefix(cf::USERROOMID_MEMBERSHIP, &prefix)? {
+            let room = RoomId::parse(String::from_utf8_lossy(&key[prefix.len()..]).as_ref())
+                .map_err(|err| StorageError::Corrupt(format!("room ID: {err}")))?;
+            out.push((room, String::from_utf8_lossy(&value).into_owned()));
+        }
+        Ok(out)
+    }
+
+    fn slot(&self, room_id: &RoomId) -> RoomSlot {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        if rooms.len() >= MAX_CACHED_ROOMS && !rooms.contains_key(room_id) {
+            rooms.retain(|_, slot| Arc::strong_count(slot) > 1);
+        }
+        rooms.entry(room_id.to_owned()).or_default().clone()
+    }
+}
+
+/// The `membership` of a member event's content.
+pub fn membership_of(pdu: &Pdu) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Content {
+        membership: String,
+    }
+    serde_json::from_str::<Content>(pdu.content().get()).ok().map(|c| c.membership)
+}
+
+fn txn_key(sender: &UserId, txn: &TxnKey<'_>) -> Vec<u8> {
+    compound_key(&[sender.as_bytes(), txn.device_id.as_bytes(), txn.txn_id.as_bytes()])
+}
+
+fn parse_event_id(bytes: &[u8]) -> Result<OwnedEventId, RoomError> {
+    ruma::EventId::parse(String::from_utf8_lossy(bytes).as_ref())
+        .map_err(|err| StorageError::Corrupt(format!("event ID: {err}")).into())
+}
+
+/// The position encoded in the last 8 bytes of a key.
+pub fn position_from(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&key[key.len() - 8..]);
+    u64::from_be_bytes(bytes)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn random_localpart() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 12];
+    rand::rng().fill_bytes(&mut bytes);
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}

@@ -1,0 +1,37 @@
+//! Who may see which event: the one place every read of room data asks. Today's rule is the
+//! strict one health records need: a user sees an event only if they were joined to the room
+//! at that point of the stream, or it is their own membership change. After a kick or ban,
+//! nothing newer reaches them through any read path. (The patient-visible read log will hook
+//! in here.)
+
+use ruma::{RoomId, UserId};
+
+use crate::storage::{Storage, StorageError, catalogue as cf, compound_key};
+
+/// The user's membership in the room as of stream position `position` (inclusive).
+pub fn membership_at(
+    storage: &Storage,
+    room_id: &RoomId,
+    user_id: &UserId,
+    position: u64,
+) -> Result<Option<String>, StorageError> {
+    let prefix = compound_key(&[room_id.as_bytes(), user_id.as_bytes(), b""]);
+    Ok(storage
+        .last_in_prefix(cf::ROOMUSERPOSITION_MEMBERSHIP, &prefix, &position.to_be_bytes())?
+        .map(|(_, membership)| String::from_utf8_lossy(&membership).into_owned()))
+}
+
+/// Whether `user_id` may see the event at `position` in `room_id`, whose state key (for a
+/// membership event) is `member_state_key`.
+pub fn may_see(
+    storage: &Storage,
+    room_id: &RoomId,
+    user_id: &UserId,
+    position: u64,
+    member_state_key: Option<&str>,
+) -> Result<bool, StorageError> {
+    if member_state_key == Some(user_id.as_str()) {
+        return Ok(true);
+    }
+    Ok(membership_at(storage, room_id, user_id, position)?.as_deref() == Some("join"))
+}

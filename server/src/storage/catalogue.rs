@@ -1,0 +1,99 @@
+//! Every RocksDB column family Medrix uses, in one place. Names read `<key>_<value>`; the key
+//! layout is described beside each. Keys that combine parts separate them with 0xFF, a byte
+//! that never occurs in UTF-8 text.
+
+/// A column family: its name and what it holds.
+pub struct ColumnFamily {
+    pub name: &'static str,
+    /// For the people reading this file: what the keys and values are.
+    #[allow(dead_code)]
+    pub holds: &'static str,
+}
+
+pub const USERID_PASSWORD: &str = "userid_password";
+pub const USERID_PROFILE: &str = "userid_profile";
+pub const USERDEVICEID_DEVICE: &str = "userdeviceid_device";
+pub const TOKENHASH_SESSION: &str = "tokenhash_session";
+pub const GLOBAL_COUNTER: &str = "global_counter";
+pub const EVENTID_PDU: &str = "eventid_pdu";
+pub const EVENTID_POSITION: &str = "eventid_position";
+pub const ROOMID_HEAD: &str = "roomid_head";
+pub const ROOMSTATEKEY_EVENTID: &str = "roomstatekey_eventid";
+pub const POSITION_ROOMEVENT: &str = "position_roomevent";
+pub const ROOMPOSITION_EVENTID: &str = "roomposition_eventid";
+pub const USERROOMID_MEMBERSHIP: &str = "userroomid_membership";
+pub const ROOMUSERPOSITION_MEMBERSHIP: &str = "roomuserposition_membership";
+pub const TXNID_EVENTID: &str = "txnid_eventid";
+
+/// The catalogue, in creation order.
+pub const ALL: &[ColumnFamily] = &[
+    ColumnFamily {
+        name: USERID_PASSWORD,
+        holds: "user ID → argon2id password hash (PHC string); absent or empty = no password login",
+    },
+    ColumnFamily {
+        name: USERID_PROFILE,
+        holds: "user ID → profile JSON (displayname, avatar_url)",
+    },
+    ColumnFamily {
+        name: USERDEVICEID_DEVICE,
+        holds: "user ID 0xFF device ID → device JSON (display name, token hash)",
+    },
+    ColumnFamily {
+        name: TOKENHASH_SESSION,
+        holds: "SHA-256 of an access token → session JSON (user ID, device ID); tokens themselves are never stored",
+    },
+    ColumnFamily {
+        name: GLOBAL_COUNTER,
+        holds: "counter name → big-endian u64 (stream positions)",
+    },
+    ColumnFamily {
+        name: EVENTID_PDU,
+        holds: "event ID → the event's federation JSON (canonical), as signed",
+    },
+    ColumnFamily { name: EVENTID_POSITION, holds: "event ID → big-endian u64 stream position" },
+    ColumnFamily {
+        name: ROOMID_HEAD,
+        holds: "room ID → JSON {version, tip, depth}: where the next local event attaches",
+    },
+    ColumnFamily {
+        name: ROOMSTATEKEY_EVENTID,
+        holds: "room ID 0xFF event type 0xFF state key → event ID of the current state",
+    },
+    ColumnFamily {
+        name: POSITION_ROOMEVENT,
+        holds: "big-endian u64 stream position → room ID 0xFF event ID (the global order /sync reads)",
+    },
+    ColumnFamily {
+        name: ROOMPOSITION_EVENTID,
+        holds: "room ID 0xFF big-endian u64 position → event ID (a room's timeline, for /messages)",
+    },
+    ColumnFamily {
+        name: USERROOMID_MEMBERSHIP,
+        holds: "user ID 0xFF room ID → current membership",
+    },
+    ColumnFamily {
+        name: ROOMUSERPOSITION_MEMBERSHIP,
+        holds: "room ID 0xFF user ID 0xFF big-endian u64 position → membership from that position on (visibility history)",
+    },
+    ColumnFamily {
+        name: TXNID_EVENTID,
+        holds: "user ID 0xFF device ID 0xFF transaction ID → event ID (idempotent sends)",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_follow_key_value_naming() {
+        let mut names: Vec<_> = ALL.iter().map(|cf| cf.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+        for name in names {
+            assert!(name.contains('_') && name == name.to_lowercase(), "{name}");
+        }
+    }
+}

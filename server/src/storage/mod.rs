@@ -1,0 +1,163 @@
+//! Persistence: RocksDB with the column families of [`catalogue`], and a group-commit writer
+//! that makes every acknowledged write durable without paying one fsync per write.
+
+pub mod catalogue;
+mod group_commit;
+
+use std::{path::Path, sync::Arc};
+
+use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
+
+pub use group_commit::GroupCommit;
+
+/// What can go wrong below the services.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the writer has stopped")]
+    WriterStopped,
+}
+
+/// One stored `(key, value)` pair.
+pub type Entry = (Box<[u8]>, Box<[u8]>);
+
+/// The database handle shared by all services.
+#[derive(Clone)]
+pub struct Storage {
+    db: Arc<DB>,
+    writer: GroupCommit,
+}
+
+impl Storage {
+    /// Opens (or creates) the database in `dir` with every column family of the catalogue.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Bounded memory: a small organisation's server should idle well under 100 MB.
+        options.set_write_buffer_size(16 << 20);
+        options.set_max_open_files(512);
+        let families = catalogue::ALL.iter().map(|cf| {
+            let mut cf_options = Options::default();
+            cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(cf.name, cf_options)
+        });
+        let db = Arc::new(DB::open_cf_descriptors(&options, dir, families)?);
+        let writer = GroupCommit::start(db.clone());
+        Ok(Self { db, writer })
+    }
+
+    /// Reads one value.
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get_cf(self.cf(cf), key)?)
+    }
+
+    /// A new batch to fill and then [`Storage::commit`].
+    pub fn batch(&self) -> Batch<'_> {
+        Batch { storage: self, batch: WriteBatch::default() }
+    }
+
+    /// Writes a batch atomically and returns once it is durable on disk.
+    pub async fn commit(&self, batch: Batch<'_>) -> Result<(), StorageError> {
+        self.writer.write(batch.batch).await
+    }
+
+    /// All `(key, value)` pairs whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, cf: &str, prefix: &[u8]) -> Result<Vec<Entry>, StorageError> {
+        let iter = self.db.iterator_cf(
+            &self.cf(cf),
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    /// The last `(key, value)` whose key starts with `prefix` and is at most `prefix + upper`.
+    pub fn last_in_prefix(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        upper: &[u8],
+    ) -> Result<Option<Entry>, StorageError> {
+        let mut start = prefix.to_vec();
+        start.extend_from_slice(upper);
+        let mut iter = self.db.iterator_cf(
+            &self.cf(cf),
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Reverse),
+        );
+        match iter.next() {
+            Some(item) => {
+                let (key, value) = item?;
+                Ok(key.starts_with(prefix).then_some((key, value)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Pairs with keys in `[from, to]`, in key order, at most `limit`.
+    pub fn scan_range(
+        &self,
+        cf: &str,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let iter = self.db.iterator_cf(
+            self.cf(cf),
+            rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            if &*key > to || out.len() >= limit {
+                break;
+            }
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // Every name used in code is in the catalogue, which `open` created.
+        self.db.cf_handle(name).unwrap_or_else(|| panic!("column family {name} not in catalogue"))
+    }
+}
+
+/// Writes collected for one atomic, durable commit.
+pub struct Batch<'s> {
+    storage: &'s Storage,
+    batch: WriteBatch,
+}
+
+impl Batch<'_> {
+    pub fn put(&mut self, cf: &str, key: &[u8], value: &[u8]) {
+        self.batch.put_cf(self.storage.cf(cf), key, value);
+    }
+
+    pub fn delete(&mut self, cf: &str, key: &[u8]) {
+        self.batch.delete_cf(self.storage.cf(cf), key);
+    }
+}
+
+/// Joins key parts with 0xFF, which never occurs in UTF-8.
+pub fn compound_key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(0xFF);
+        }
+        key.extend_from_slice(part);
+    }
+    key
+}

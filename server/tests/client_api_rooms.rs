@@ -1,0 +1,289 @@
+//! Rooms over real HTTP: creation, membership as access grants, sends, state, `/sync`, and
+//! what a kicked member can no longer read.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::TestServer;
+
+fn joined_timeline<'a>(sync: &'a Value, room: &str) -> Vec<&'a Value> {
+    sync["rooms"]["join"][room]["timeline"]["events"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+fn bodies(events: &[&Value]) -> Vec<String> {
+    events.iter().filter_map(|e| e["content"]["body"].as_str().map(ToOwned::to_owned)).collect()
+}
+
+async fn send(server: &TestServer, token: &str, room: &str, txn: &str, body: &str) -> (u16, Value) {
+    server
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+            Some(token),
+            Some(json!({"msgtype": "m.text", "body": body})),
+        )
+        .await
+}
+
+async fn sync(server: &TestServer, token: &str, since: Option<&str>, timeout_ms: u64) -> Value {
+    let path = match since {
+        Some(since) => format!("/_matrix/client/v3/sync?since={since}&timeout={timeout_ms}"),
+        None => "/_matrix/client/v3/sync".to_owned(),
+    };
+    let (status, body) = server.call("GET", &path, Some(token), None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn a_grant_is_an_invite_and_a_revocation_is_a_kick() {
+    let server = TestServer::start().await;
+    let patient = server.register("patient", "pw-patient").await;
+    let doctor = server.register("doctor", "pw-doctor").await;
+    let outsider = server.register("outsider", "pw-outsider").await;
+
+    let (status, body) = server
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&patient),
+            Some(json!({"name": "Lab results", "preset": "private_chat"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let room = body["room_id"].as_str().unwrap().to_owned();
+    assert!(!room.contains(':'), "a v12 room ID carries no server name: {room}");
+
+    // The outsider can neither join an invite-only room nor write or read it.
+    let (status, body) = server
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&outsider),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+    let (status, _) = send(&server, &outsider, &room, "t1", "let me in").await;
+    assert_eq!(status, 403);
+    let (status, _) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            Some(&outsider),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // Grant: invite, then the doctor joins.
+    let (status, body) = server
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&patient),
+            Some(json!({"user_id": "@doctor:localhost"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let doctor_sync = sync(&server, &doctor, None, 0).await;
+    assert!(
+        doctor_sync["rooms"]["invite"][&room]["invite_state"]["events"].as_array().unwrap().len()
+            >= 2,
+        "{doctor_sync}"
+    );
+    let (status, body) = server
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&doctor),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            Some(&doctor),
+            None,
+        )
+        .await;
+    assert_eq!((status, body["name"].as_str()), (200, Some("Lab results")), "{body}");
+
+    // A long-polling sync answers as soon as the message lands.
+    let since = sync(&server, &doctor, None, 0).await["next_batch"].as_str().unwrap().to_owned();
+    let waiting = {
+        let (server_base, token, since) = (server.base.clone(), doctor.clone(), since.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response: Value = reqwest::Client::new()
+                .get(format!("{server_base}/_matrix/client/v3/sync?since={since}&timeout=20000"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (started.elapsed(), response)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, first) = send(&server, &patient, &room, "m1", "HbA1c 6.1%").await;
+    assert_eq!(status, 200, "{first}");
+    let (waited, response) = waiting.await.unwrap();
+    assert!(waited < Duration::from_secs(10), "sync waited {waited:?}");
+    assert_eq!(bodies(&joined_timeline(&response, &room)), ["HbA1c 6.1%"], "{response}");
+
+    // Retrying the same transaction returns the same event, not a second one.
+    let (_, again) = send(&server, &patient, &room, "m1", "HbA1c 6.1%").await;
+    assert_eq!(again["event_id"], first["event_id"]);
+
+    // Revoke: kick. The doctor sees the kick, and nothing sent after it.
+    let since = response["next_batch"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            Some(&patient),
+            Some(json!({"user_id": "@doctor:localhost", "reason": "grant revoked"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    send(&server, &patient, &room, "m2", "after revocation").await;
+    let after = sync(&server, &doctor, Some(&since), 0).await;
+    let left = &after["rooms"]["leave"][&room]["timeline"]["events"];
+    assert!(
+        left.as_array().unwrap().iter().any(|e| e["content"]["membership"] == "leave"),
+        "{after}"
+    );
+    assert!(!after.to_string().contains("after revocation"), "{after}");
+    let (status, _) = send(&server, &doctor, &room, "d1", "still here?").await;
+    assert_eq!(status, 403);
+    let (status, _) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            Some(&doctor),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "no state after a kick");
+    let later = sync(&server, &doctor, None, 0).await;
+    assert!(!later.to_string().contains("after revocation"), "{later}");
+
+    // The patient, of course, sees everything.
+    let patient_view = sync(&server, &patient, None, 0).await;
+    assert!(
+        bodies(&joined_timeline(&patient_view, &room)).contains(&"after revocation".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn unsupported_room_versions_are_refused() {
+    let server = TestServer::start().await;
+    let token = server.register("rv", "pw").await;
+    for (version, ok) in [("9", false), ("10", true), ("11", true), ("12", true), ("13", false)] {
+        let (status, body) = server
+            .call(
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                Some(&token),
+                Some(json!({"room_version": version})),
+            )
+            .await;
+        if ok {
+            assert_eq!(status, 200, "{version}: {body}");
+        } else {
+            assert_eq!(
+                (status, body["errcode"].as_str()),
+                (400, Some("M_UNSUPPORTED_ROOM_VERSION")),
+                "{version}: {body}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_acknowledged_event_survives_kill_9_exactly_once() {
+    let mut server = TestServer::start().await;
+    let token = server.register("writer", "pw").await;
+    let (_, body) =
+        server.call("POST", "/_matrix/client/v3/createRoom", Some(&token), Some(json!({}))).await;
+    let room = body["room_id"].as_str().unwrap().to_owned();
+
+    // Concurrent senders; the server is killed while they are still sending.
+    let mut senders = Vec::new();
+    for sender in 0..8 {
+        let (base, token, room) = (server.base.clone(), token.clone(), room.clone());
+        senders.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut acked = Vec::new();
+            for n in 0..400 {
+                let url = format!(
+                    "{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/s{sender}-{n}"
+                );
+                let Ok(response) = client
+                    .put(url)
+                    .bearer_auth(&token)
+                    .json(&json!({"msgtype": "m.text", "body": format!("{sender}-{n}")}))
+                    .send()
+                    .await
+                else {
+                    break;
+                };
+                let Ok(body) = response.json::<Value>().await else { break };
+                match body["event_id"].as_str() {
+                    Some(id) => acked.push((format!("s{sender}-{n}"), id.to_owned())),
+                    None => break,
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.crash_and_restart().await;
+    let mut acked = Vec::new();
+    for sender in senders {
+        acked.extend(sender.await.unwrap());
+    }
+    assert!(!acked.is_empty(), "some sends were acknowledged before the crash");
+
+    // Everything acknowledged is there, once.
+    let mut seen = Vec::new();
+    let mut since = "s0".to_owned();
+    loop {
+        let page = sync(&server, &token, Some(&since), 0).await;
+        let events = joined_timeline(&page, &room);
+        if events.is_empty() {
+            break;
+        }
+        seen.extend(events.iter().filter_map(|e| e["event_id"].as_str().map(ToOwned::to_owned)));
+        since = page["next_batch"].as_str().unwrap().to_owned();
+    }
+    for (_, event_id) in &acked {
+        assert_eq!(
+            seen.iter().filter(|id| *id == event_id).count(),
+            1,
+            "acknowledged {event_id} present exactly once"
+        );
+    }
+    // Retrying acknowledged transactions after the restart does not duplicate them.
+    for (txn, event_id) in acked.iter().take(20) {
+        let (status, body) = server
+            .call(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+                Some(&token),
+                Some(json!({"msgtype": "m.text", "body": "retry"})),
+            )
+            .await;
+        assert_eq!((status, body["event_id"].as_str()), (200, Some(event_id.as_str())), "{body}");
+    }
+}
