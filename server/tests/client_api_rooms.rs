@@ -145,6 +145,38 @@ async fn a_grant_is_an_invite_and_a_revocation_is_a_kick() {
     let (_, again) = send(&server, &patient, &room, "m1", "HbA1c 6.1%").await;
     assert_eq!(again["event_id"], first["event_id"]);
 
+    // While granted, the doctor reads history and members.
+    let (status, page) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=5"),
+            Some(&doctor),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["chunk"][0]["content"]["body"], "HbA1c 6.1%", "{page}");
+    let (status, joined) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+            Some(&doctor),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["joined"].as_object().unwrap().len(), 2, "{joined}");
+    let first_id = first["event_id"].as_str().unwrap();
+    let (status, event) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/event/{first_id}"),
+            Some(&doctor),
+            None,
+        )
+        .await;
+    assert_eq!((status, event["content"]["body"].as_str()), (200, Some("HbA1c 6.1%")), "{event}");
+
     // Revoke: kick. The doctor sees the kick, and nothing sent after it.
     let since = response["next_batch"].as_str().unwrap().to_owned();
     let (status, body) = server
@@ -177,12 +209,115 @@ async fn a_grant_is_an_invite_and_a_revocation_is_a_kick() {
     assert_eq!(status, 403, "no state after a kick");
     let later = sync(&server, &doctor, None, 0).await;
     assert!(!later.to_string().contains("after revocation"), "{later}");
+    // No read path leaks it: /messages, /event, /members.
+    let (status, page) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+            Some(&doctor),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(!page.to_string().contains("after revocation"), "{page}");
+    assert!(page.to_string().contains("HbA1c 6.1%"), "what was granted stays readable: {page}");
+    let (status, page) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=50"),
+            Some(&doctor),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(!page.to_string().contains("after revocation"), "{page}");
+    let hidden = patient_event_ids_with_body(&server, &patient, &room, "after revocation").await;
+    let (status, body) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/event/{hidden}"),
+            Some(&doctor),
+            None,
+        )
+        .await;
+    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{body}");
+    let (status, _) = server
+        .call("GET", &format!("/_matrix/client/v3/rooms/{room}/members"), Some(&doctor), None)
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b"),
+            Some(&outsider),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "never a member");
 
     // The patient, of course, sees everything.
     let patient_view = sync(&server, &patient, None, 0).await;
     assert!(
         bodies(&joined_timeline(&patient_view, &room)).contains(&"after revocation".to_owned())
     );
+}
+
+async fn patient_event_ids_with_body(
+    server: &TestServer,
+    token: &str,
+    room: &str,
+    body: &str,
+) -> String {
+    let (_, page) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"),
+            Some(token),
+            None,
+        )
+        .await;
+    page["chunk"].as_array().unwrap().iter().find(|e| e["content"]["body"] == body).unwrap()["event_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn messages_paginate_backwards_and_forwards_without_gaps() {
+    let server = TestServer::start().await;
+    let token = server.register("pager", "pw").await;
+    let (_, body) =
+        server.call("POST", "/_matrix/client/v3/createRoom", Some(&token), Some(json!({}))).await;
+    let room = body["room_id"].as_str().unwrap().to_owned();
+    for n in 0..7 {
+        send(&server, &token, &room, &format!("p{n}"), &format!("entry {n}")).await;
+    }
+    let mut seen = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let path = match &from {
+            Some(from) => {
+                format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=3&from={from}")
+            }
+            None => format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=3"),
+        };
+        let (status, page) = server.call("GET", &path, Some(&token), None).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(bodies(&page["chunk"].as_array().unwrap().iter().collect::<Vec<_>>()));
+        match page["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..7).rev().map(|n| format!("entry {n}")).collect();
+    assert_eq!(seen, expected);
+    let (_, page) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=100"),
+            Some(&token),
+            None,
+        )
+        .await;
+    let forward = bodies(&page["chunk"].as_array().unwrap().iter().collect::<Vec<_>>());
+    assert_eq!(forward, expected.into_iter().rev().collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -90,6 +90,20 @@ pub fn router(services: Services) -> Router {
     router = endpoint::<membership::ban_user::v3::Request, _, _>(router, handlers::rooms::ban);
     router = endpoint::<membership::unban_user::v3::Request, _, _>(router, handlers::rooms::unban);
     router = endpoint::<sync_events::v3::Request, _, _>(router, handlers::sync::sync);
+    router = endpoint::<message::get_message_events::v3::Request, _, _>(
+        router,
+        handlers::room_reads::messages,
+    );
+    router =
+        endpoint::<room::get_room_event::v3::Request, _, _>(router, handlers::room_reads::event);
+    router = endpoint::<membership::get_member_events::v3::Request, _, _>(
+        router,
+        handlers::room_reads::members,
+    );
+    router = endpoint::<membership::joined_members::v3::Request, _, _>(
+        router,
+        handlers::room_reads::joined_members,
+    );
     router =
         router.route("/.well-known/matrix/client", get(handlers::discovery::well_known_client));
 

@@ -105,6 +105,32 @@ impl Storage {
         }
     }
 
+    /// Pairs whose key starts with `prefix` and is at most `prefix + upper`, newest (highest)
+    /// first, at most `limit`.
+    pub fn scan_back(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let mut start = prefix.to_vec();
+        start.extend_from_slice(upper);
+        let iter = self.db.iterator_cf(
+            self.cf(cf),
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Reverse),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
     /// Pairs with keys in `[from, to]`, in key order, at most `limit`.
     pub fn scan_range(
         &self,

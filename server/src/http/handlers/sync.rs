@@ -191,14 +191,17 @@ fn recent_visible(
     upto: u64,
 ) -> Result<(Vec<Value>, Option<String>), ApiError> {
     let prefix = compound_key(&[room_id.as_bytes(), b""]);
-    let rows = services.storage.scan_prefix(cf::ROOMPOSITION_EVENTID, &prefix)?;
+    // Read a bounded window back from `upto`; events hidden from the user only shorten it.
+    let rows = services.storage.scan_back(
+        cf::ROOMPOSITION_EVENTID,
+        &prefix,
+        &upto.to_be_bytes(),
+        4 * INITIAL_TIMELINE,
+    )?;
     let mut events = Vec::new();
     let mut first_position = None;
-    for (key, event_id) in rows.iter().rev() {
+    for (key, event_id) in &rows {
         let position = position_from(key);
-        if position > upto {
-            continue;
-        }
         if events.len() == INITIAL_TIMELINE {
             break;
         }

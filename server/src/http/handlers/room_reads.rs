@@ -1,0 +1,259 @@
+//! Reading a room's history and members: `/messages`, `/event`, `/members`,
+//! `/joined_members`. Every event returned passes the visibility service, so a kicked or
+//! never-joined user gets nothing newer than their access.
+
+use std::collections::BTreeMap;
+
+use axum::{Json, extract::State};
+use ruma::{
+    OwnedEventId, RoomId, UserId,
+    api::{
+        Direction,
+        client::{
+            membership::{get_member_events, joined_members},
+            message::get_message_events,
+            room::get_room_event,
+        },
+    },
+};
+use serde_json::{Value, json};
+
+use crate::{
+    http::{error::ApiError, handlers::sync::client_event, ruma_request::Ruma},
+    service::{
+        Services,
+        rooms::{position_from, visibility},
+    },
+    storage::{catalogue as cf, compound_key},
+};
+
+/// The most events one `/messages` page returns.
+const MAX_PAGE: usize = 1000;
+
+/// Whether the user has ever had a membership in the room (joined, invited, left...).
+fn ever_member(services: &Services, room_id: &RoomId, user: &UserId) -> Result<bool, ApiError> {
+    Ok(services.rooms.memberships(user)?.iter().any(|(room, _)| room == room_id))
+}
+
+fn parse_token(token: &str) -> Result<u64, ApiError> {
+    token
+        .strip_prefix('s')
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| ApiError::invalid_param("unknown pagination token"))
+}
+
+/// Reads an event and its membership state key, if it may be shown to `user`.
+fn visible_event(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    event_id: &ruma::EventId,
+    position: u64,
+) -> Result<Option<Value>, ApiError> {
+    let Some(event) = services.rooms.event_json(event_id)? else { return Ok(None) };
+    let member_key = (event.get("type").and_then(Value::as_str) == Some("m.room.member"))
+        .then(|| event.get("state_key").and_then(Value::as_str))
+        .flatten();
+    if !visibility::may_see(&services.storage, room_id, user, position, member_key)? {
+        return Ok(None);
+    }
+    let mut event = client_event(event_id, event);
+    event["room_id"] = json!(room_id);
+    Ok(Some(event))
+}
+
+pub async fn messages(
+    State(services): State<Services>,
+    request: Ruma<get_message_events::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = request.session().user_id.clone();
+    let request = request.body;
+    let room_id = &request.room_id;
+    if !ever_member(&services, room_id, &user)? {
+        return Err(ApiError::forbidden("you have never been in this room"));
+    }
+    let limit = usize::try_from(u64::from(request.limit)).unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    let visible_upto = services.rooms.stream.visible();
+    let prefix = compound_key(&[room_id.as_bytes(), b""]);
+    let at = |position: u64| compound_key(&[room_id.as_bytes(), &position.to_be_bytes()]);
+
+    let mut chunk = Vec::new();
+    let mut last_position = None;
+    match request.dir {
+        Direction::Backward => {
+            let from = request
+                .from
+                .as_deref()
+                .map(parse_token)
+                .transpose()?
+                .unwrap_or(visible_upto)
+                .min(visible_upto);
+            // Walk back from `from` a batch at a time, skipping what the user may not see.
+            let mut upper = from;
+            'walk: loop {
+                let rows = services.storage.scan_back(
+                    cf::ROOMPOSITION_EVENTID,
+                    &prefix,
+                    &upper.to_be_bytes(),
+                    limit,
+                )?;
+                for (key, event_id) in &rows {
+                    let position = position_from(key);
+                    last_position = Some(position);
+                    if let Some(event) = event_at(&services, room_id, &user, event_id, position)? {
+                        chunk.push(event);
+                        if chunk.len() == limit {
+                            break 'walk;
+                        }
+                    }
+                }
+                match last_position {
+                    Some(last) if rows.len() == limit && last > 0 => upper = last - 1,
+                    _ => break,
+                }
+            }
+            let mut body = json!({ "chunk": chunk, "start": format!("s{from}"), "state": [] });
+            if chunk_is_full(&body, limit)
+                && let Some(last) = last_position.filter(|last| *last > 0)
+            {
+                body["end"] = json!(format!("s{}", last - 1));
+            }
+            Ok(Json(body))
+        }
+        Direction::Forward => {
+            let from = request.from.as_deref().map(parse_token).transpose()?.unwrap_or(0);
+            let rows = services.storage.scan_range(
+                cf::ROOMPOSITION_EVENTID,
+                &at(from + 1),
+                &at(visible_upto),
+                usize::MAX,
+            )?;
+            for (key, event_id) in &rows {
+                let position = position_from(key);
+                last_position = Some(position);
+                if let Some(event) = event_at(&services, room_id, &user, event_id, position)? {
+                    chunk.push(event);
+                    if chunk.len() == limit {
+                        break;
+                    }
+                }
+            }
+            let mut body = json!({ "chunk": chunk, "start": format!("s{from}"), "state": [] });
+            if chunk_is_full(&body, limit)
+                && let Some(last) = last_position
+            {
+                body["end"] = json!(format!("s{last}"));
+            }
+            Ok(Json(body))
+        }
+    }
+}
+
+fn chunk_is_full(body: &Value, limit: usize) -> bool {
+    body["chunk"].as_array().is_some_and(|chunk| chunk.len() == limit)
+}
+
+fn event_at(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    event_id: &[u8],
+    position: u64,
+) -> Result<Option<Value>, ApiError> {
+    let Ok(event_id) = ruma::EventId::parse(String::from_utf8_lossy(event_id).as_ref()) else {
+        return Ok(None);
+    };
+    visible_event(services, room_id, user, &event_id, position)
+}
+
+pub async fn event(
+    State(services): State<Services>,
+    request: Ruma<get_room_event::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = request.session().user_id.clone();
+    let request = request.body;
+    let not_found = || ApiError::not_found("event not found");
+    let position = services
+        .storage
+        .get(cf::EVENTID_POSITION, request.event_id.as_bytes())?
+        .filter(|bytes| bytes.len() == 8)
+        .map(|bytes| position_from(&bytes))
+        .ok_or_else(not_found)?;
+    let event = visible_event(&services, &request.room_id, &user, &request.event_id, position)?
+        .ok_or_else(not_found)?;
+    if event["room_id"] != json!(request.room_id) {
+        return Err(not_found());
+    }
+    Ok(Json(event))
+}
+
+/// Current member events, for a user joined now.
+fn current_members(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<Vec<(OwnedEventId, Value)>, ApiError> {
+    let joined = services
+        .rooms
+        .memberships(user)?
+        .into_iter()
+        .any(|(room, m)| room == room_id && m == "join");
+    if !joined {
+        return Err(ApiError::forbidden("you are not joined to this room"));
+    }
+    let version =
+        services.rooms.version(room_id)?.ok_or_else(|| ApiError::not_found("unknown room"))?;
+    let mut members = Vec::new();
+    for (event_id, pdu) in services.rooms.current_state_events(room_id, version)? {
+        if pdu.kind().to_string() == "m.room.member"
+            && let Some(event) = services.rooms.event_json(&event_id)?
+        {
+            let mut event = client_event(&event_id, event);
+            event["room_id"] = json!(room_id);
+            members.push((event_id, event));
+        }
+    }
+    Ok(members)
+}
+
+pub async fn members(
+    State(services): State<Services>,
+    request: Ruma<get_member_events::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = request.session().user_id.clone();
+    let request = request.body;
+    let wanted = request.membership.as_ref().map(|m| m.to_string());
+    let unwanted = request.not_membership.as_ref().map(|m| m.to_string());
+    let chunk: Vec<Value> = current_members(&services, &request.room_id, &user)?
+        .into_iter()
+        .map(|(_, event)| event)
+        .filter(|event| {
+            let membership = event["content"]["membership"].as_str().map(ToOwned::to_owned);
+            (wanted.is_none() || membership == wanted)
+                && (unwanted.is_none() || membership != unwanted)
+        })
+        .collect();
+    Ok(Json(json!({ "chunk": chunk })))
+}
+
+pub async fn joined_members(
+    State(services): State<Services>,
+    request: Ruma<joined_members::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = request.session().user_id.clone();
+    let mut joined = BTreeMap::new();
+    for (_, event) in current_members(&services, &request.body.room_id, &user)? {
+        if event["content"]["membership"] == "join"
+            && let Some(member) = event["state_key"].as_str()
+        {
+            joined.insert(
+                member.to_owned(),
+                json!({
+                    "display_name": event["content"]["displayname"],
+                    "avatar_url": event["content"]["avatar_url"],
+                }),
+            );
+        }
+    }
+    Ok(Json(json!({ "joined": joined })))
+}
