@@ -18,7 +18,8 @@ use axum::{
 };
 use http::StatusCode;
 use ruma::api::client::{
-    account, discovery, membership, message, room, session, state, sync::sync_events,
+    account, backup, config, discovery, filter, membership, message, profile, push, room, session,
+    state, sync::sync_events,
 };
 use ruma::api::{Metadata, path_builder::PathBuilder};
 
@@ -103,6 +104,54 @@ pub fn router(services: Services) -> Router {
     router = endpoint::<membership::joined_members::v3::Request, _, _>(
         router,
         handlers::room_reads::joined_members,
+    );
+    router =
+        endpoint::<profile::get_profile::v3::Request, _, _>(router, handlers::user_data::profile);
+    router = endpoint::<profile::get_display_name::v3::Request, _, _>(
+        router,
+        handlers::user_data::display_name,
+    );
+    router = endpoint::<profile::set_display_name::v3::Request, _, _>(
+        router,
+        handlers::user_data::set_display_name,
+    );
+    router = endpoint::<profile::get_avatar_url::v3::Request, _, _>(
+        router,
+        handlers::user_data::avatar_url,
+    );
+    router = endpoint::<profile::set_avatar_url::v3::Request, _, _>(
+        router,
+        handlers::user_data::set_avatar_url,
+    );
+    router = endpoint::<filter::create_filter::v3::Request, _, _>(
+        router,
+        handlers::user_data::create_filter,
+    );
+    router =
+        endpoint::<filter::get_filter::v3::Request, _, _>(router, handlers::user_data::get_filter);
+    router = endpoint::<config::set_global_account_data::v3::Request, _, _>(
+        router,
+        handlers::user_data::set_global_account_data,
+    );
+    router = endpoint::<config::get_global_account_data::v3::Request, _, _>(
+        router,
+        handlers::user_data::global_account_data,
+    );
+    router = endpoint::<config::set_room_account_data::v3::Request, _, _>(
+        router,
+        handlers::user_data::set_room_account_data,
+    );
+    router = endpoint::<config::get_room_account_data::v3::Request, _, _>(
+        router,
+        handlers::user_data::room_account_data,
+    );
+    router = endpoint::<push::get_pushrules_all::v3::Request, _, _>(
+        router,
+        handlers::user_data::push_rules,
+    );
+    router = endpoint::<backup::get_latest_backup_info::v3::Request, _, _>(
+        router,
+        handlers::user_data::latest_backup,
     );
     router =
         router.route("/.well-known/matrix/client", get(handlers::discovery::well_known_client));

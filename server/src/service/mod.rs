@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod rate_limit;
 pub mod rooms;
 pub mod uia;
+pub mod user_data;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ pub struct Services {
     pub rate_limits: Arc<rate_limit::RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub rooms: rooms::Rooms,
+    pub user_data: user_data::UserData,
 }
 
 impl Services {
@@ -31,8 +33,10 @@ impl Services {
     ) -> Result<Self, crate::storage::StorageError> {
         let server_name =
             ruma::ServerName::parse(&config.server_name).expect("validated server name");
+        let rooms = rooms::Rooms::new(storage.clone(), Arc::new(key), server_name.clone())?;
         Ok(Self {
-            rooms: rooms::Rooms::new(storage.clone(), Arc::new(key), server_name.clone())?,
+            user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
+            rooms,
             accounts: accounts::Accounts::new(storage.clone(), server_name),
             uia: Arc::new(uia::UiaSessions::default()),
             rate_limits: Arc::new(rate_limit::RateLimiter::new(&config.rate_limits)),

@@ -24,6 +24,9 @@ pub const ROOMPOSITION_EVENTID: &str = "roomposition_eventid";
 pub const USERROOMID_MEMBERSHIP: &str = "userroomid_membership";
 pub const ROOMUSERPOSITION_MEMBERSHIP: &str = "roomuserposition_membership";
 pub const TXNID_EVENTID: &str = "txnid_eventid";
+pub const USERFILTERID_FILTER: &str = "userfilterid_filter";
+pub const USERROOMTYPE_ACCOUNTDATA: &str = "userroomtype_accountdata";
+pub const USERPOSITION_ACCOUNTDATAKEY: &str = "userposition_accountdatakey";
 
 /// The catalogue, in creation order.
 pub const ALL: &[ColumnFamily] = &[
@@ -79,6 +82,18 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: TXNID_EVENTID,
         holds: "user ID 0xFF device ID 0xFF transaction ID → event ID (idempotent sends)",
+    },
+    ColumnFamily {
+        name: USERFILTERID_FILTER,
+        holds: "user ID 0xFF filter ID → filter definition JSON",
+    },
+    ColumnFamily {
+        name: USERROOMTYPE_ACCOUNTDATA,
+        holds: "user ID 0xFF room ID (empty for global) 0xFF event type → account data content JSON",
+    },
+    ColumnFamily {
+        name: USERPOSITION_ACCOUNTDATAKEY,
+        holds: "user ID 0xFF big-endian u64 position → room ID 0xFF event type that changed then (for /sync)",
     },
 ];
 

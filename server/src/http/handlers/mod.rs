@@ -7,3 +7,4 @@ pub mod room_reads;
 pub mod rooms;
 pub mod session;
 pub mod sync;
+pub mod user_data;

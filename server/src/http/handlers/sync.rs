@@ -123,7 +123,29 @@ fn initial_sync(services: &Services, user: &UserId) -> Result<Value, ApiError> {
             _ => {}
         }
     }
+    let all = services.user_data.all_account_data(user)?;
+    add_account_data(&mut response, all.into_iter());
     Ok(response)
+}
+
+/// Puts account data into the response: global ones at the top, room ones in joined rooms.
+fn add_account_data(response: &mut Value, entries: impl Iterator<Item = (String, String, Value)>) {
+    for (room, kind, content) in entries {
+        let event = json!({ "type": kind, "content": content });
+        if room.is_empty() {
+            push_event(&mut response["account_data"]["events"], event);
+        } else if response["rooms"]["join"].get(&room).is_some() {
+            push_event(&mut response["rooms"]["join"][&room]["account_data"]["events"], event);
+        }
+    }
+}
+
+fn push_event(list: &mut Value, event: Value) {
+    if let Some(list) = list.as_array_mut() {
+        list.push(event);
+    } else {
+        *list = json!([event]);
+    }
 }
 
 /// Returns the response and whether it carries anything for the user.
@@ -179,6 +201,30 @@ fn incremental_sync(
                 response["rooms"]["leave"][room_id.as_str()] = json!({ "timeline": { "events": events, "limited": false }, "state": { "events": [] } });
             }
         }
+    }
+    let changed = services.user_data.changed_account_data(user, since, next_batch)?;
+    if !changed.is_empty() {
+        anything = true;
+        let mut entries = Vec::new();
+        for (room, kind) in changed {
+            let room_id = (!room.is_empty()).then(|| RoomId::parse(&room).ok()).flatten();
+            if !room.is_empty() && room_id.is_none() {
+                continue;
+            }
+            if let Some(content) =
+                services.user_data.account_data(user, room_id.as_deref(), &kind)?
+            {
+                if let Some(room_id) = &room_id
+                    && response["rooms"]["join"].get(room_id.as_str()).is_none()
+                    && memberships.get(room_id).map(String::as_str) == Some("join")
+                {
+                    response["rooms"]["join"][room_id.as_str()] =
+                        joined_room(vec![], vec![], false, None);
+                }
+                entries.push((room, kind, content));
+            }
+        }
+        add_account_data(&mut response, entries.into_iter());
     }
     Ok((response, anything))
 }

@@ -1,0 +1,182 @@
+//! Profile, filters, account data, push rules, and the key-backup probe.
+
+use axum::{Json, extract::State};
+use ruma::{
+    UserId,
+    api::client::{
+        backup::get_latest_backup_info,
+        config::{
+            get_global_account_data, get_room_account_data, set_global_account_data,
+            set_room_account_data,
+        },
+        filter::{create_filter, get_filter},
+        profile::{
+            get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
+        },
+        push::get_pushrules_all,
+    },
+    push::Ruleset,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    http::{error::ApiError, ruma_request::Ruma, ruma_response::RumaResponse},
+    service::Services,
+};
+
+/// Users may change only their own data.
+fn require_self(session_user: &UserId, target: &UserId) -> Result<(), ApiError> {
+    if session_user == target {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("you may only change your own data"))
+    }
+}
+
+fn known_local_user(services: &Services, user_id: &UserId) -> Result<(), ApiError> {
+    if services.accounts.exists(user_id)? {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("no such user"))
+    }
+}
+
+pub async fn profile(
+    State(services): State<Services>,
+    request: Ruma<get_profile::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    known_local_user(&services, &request.body.user_id)?;
+    Ok(Json(Value::Object(services.user_data.profile(&request.body.user_id)?)))
+}
+
+pub async fn display_name(
+    State(services): State<Services>,
+    request: Ruma<get_display_name::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    known_local_user(&services, &request.body.user_id)?;
+    let profile = services.user_data.profile(&request.body.user_id)?;
+    Ok(Json(json!({ "displayname": profile.get("displayname") })))
+}
+
+pub async fn set_display_name(
+    State(services): State<Services>,
+    request: Ruma<set_display_name::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    require_self(&request.session().user_id, &request.body.user_id)?;
+    let value = request.body.displayname.clone().map(Value::String);
+    services.user_data.set_profile_field(&request.body.user_id, "displayname", value).await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn avatar_url(
+    State(services): State<Services>,
+    request: Ruma<get_avatar_url::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    known_local_user(&services, &request.body.user_id)?;
+    let profile = services.user_data.profile(&request.body.user_id)?;
+    Ok(Json(json!({ "avatar_url": profile.get("avatar_url") })))
+}
+
+pub async fn set_avatar_url(
+    State(services): State<Services>,
+    request: Ruma<set_avatar_url::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    require_self(&request.session().user_id, &request.body.user_id)?;
+    let value = request.body.avatar_url.as_ref().map(|url| Value::String(url.to_string()));
+    services.user_data.set_profile_field(&request.body.user_id, "avatar_url", value).await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn create_filter(
+    State(services): State<Services>,
+    request: Ruma<create_filter::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    require_self(&request.session().user_id, &request.body.user_id)?;
+    let filter = serde_json::to_value(&request.body.filter).map_err(ApiError::internal)?;
+    let filter_id = services.user_data.create_filter(&request.body.user_id, &filter).await?;
+    Ok(Json(json!({ "filter_id": filter_id })))
+}
+
+pub async fn get_filter(
+    State(services): State<Services>,
+    request: Ruma<get_filter::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    require_self(&request.session().user_id, &request.body.user_id)?;
+    let filter = services.user_data.filter(&request.body.user_id, &request.body.filter_id)?;
+    filter.map(Json).ok_or_else(|| ApiError::not_found("no such filter"))
+}
+
+fn content_of<T>(raw: &ruma::serde::Raw<T>) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_str(raw.json().get())
+        .map_err(|err| ApiError::bad_json(err.to_string()))?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(ApiError::bad_json("account data must be a JSON object"))
+    }
+}
+
+pub async fn set_global_account_data(
+    State(services): State<Services>,
+    request: Ruma<set_global_account_data::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    require_self(&request.session().user_id, &request.body.user_id)?;
+    let content = content_of(&request.body.data)?;
+    let kind = request.body.event_type.to_string();
+    services.user_data.set_account_data(&request.body.user_id, None, &kind, &content).await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn global_account_data(
+    State(services): State<Services>,
+    request: Ruma<get_global_account_data::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    require_self(&request.session().user_id, &request.body.user_id)?;
+    let kind = request.body.event_type.to_string();
+    services
+        .user_data
+        .account_data(&request.body.user_id, None, &kind)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("no such account data"))
+}
+
+pub async fn set_room_account_data(
+    State(services): State<Services>,
+    request: Ruma<set_room_account_data::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    require_self(&request.session().user_id, &request.body.user_id)?;
+    let content = content_of(&request.body.data)?;
+    let kind = request.body.event_type.to_string();
+    services
+        .user_data
+        .set_account_data(&request.body.user_id, Some(&request.body.room_id), &kind, &content)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn room_account_data(
+    State(services): State<Services>,
+    request: Ruma<get_room_account_data::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    require_self(&request.session().user_id, &request.body.user_id)?;
+    let kind = request.body.event_type.to_string();
+    services
+        .user_data
+        .account_data(&request.body.user_id, Some(&request.body.room_id), &kind)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("no such account data"))
+}
+
+/// The spec's default push rules for the user (custom rules are not stored yet).
+pub async fn push_rules(
+    request: Ruma<get_pushrules_all::v3::Request>,
+) -> RumaResponse<get_pushrules_all::v3::Response> {
+    RumaResponse(get_pushrules_all::v3::Response::new(Ruleset::server_default(
+        &request.session().user_id,
+    )))
+}
+
+/// Clients probe for a key backup on login and expect a 404 with an errcode when there is none.
+pub async fn latest_backup(_: Ruma<get_latest_backup_info::v3::Request>) -> ApiError {
+    ApiError::not_found("no key backup exists")
+}
