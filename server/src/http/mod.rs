@@ -18,8 +18,8 @@ use axum::{
 };
 use http::StatusCode;
 use ruma::api::client::{
-    account, backup, config, discovery, filter, membership, message, profile, push, room, session,
-    state, sync::sync_events,
+    account, backup, config, discovery, filter, keys, membership, message, profile, push, room,
+    session, state, sync::sync_events, to_device,
 };
 use ruma::api::{Metadata, path_builder::PathBuilder};
 
@@ -152,6 +152,22 @@ pub fn router(services: Services) -> Router {
     router = endpoint::<backup::get_latest_backup_info::v3::Request, _, _>(
         router,
         handlers::user_data::latest_backup,
+    );
+    router = endpoint::<keys::upload_keys::v3::Request, _, _>(router, handlers::keys::upload);
+    router = endpoint::<keys::get_keys::v3::Request, _, _>(router, handlers::keys::query);
+    router = endpoint::<keys::claim_keys::v3::Request, _, _>(router, handlers::keys::claim);
+    router = endpoint::<keys::get_key_changes::v3::Request, _, _>(router, handlers::keys::changes);
+    router = endpoint::<keys::upload_signing_keys::v3::Request, _, _>(
+        router,
+        handlers::keys::upload_signing_keys,
+    );
+    router = endpoint::<keys::upload_signatures::v3::Request, _, _>(
+        router,
+        handlers::keys::upload_signatures,
+    );
+    router = endpoint::<to_device::send_event_to_device::v3::Request, _, _>(
+        router,
+        handlers::keys::send_to_device,
     );
     router =
         router.route("/.well-known/matrix/client", get(handlers::discovery::well_known_client));

@@ -161,17 +161,21 @@ impl Accounts {
         Ok(self.storage.commit(batch).await?)
     }
 
-    /// Ends every session of a user.
-    pub async fn logout_all(&self, user_id: &UserId) -> Result<(), AccountError> {
+    /// Ends every session of a user; returns the devices removed.
+    pub async fn logout_all(&self, user_id: &UserId) -> Result<Vec<OwnedDeviceId>, AccountError> {
         let mut batch = self.storage.batch();
         let prefix = compound_key(&[user_id.as_bytes(), b""]);
+        let mut removed = Vec::new();
         for (key, value) in self.storage.scan_prefix(cf::USERDEVICEID_DEVICE, &prefix)? {
             let device: StoredDevice = serde_json::from_slice(&value)
                 .map_err(|err| StorageError::Corrupt(format!("device: {err}")))?;
             batch.delete(cf::TOKENHASH_SESSION, device.token_hash.as_bytes());
             batch.delete(cf::USERDEVICEID_DEVICE, &key);
+            removed
+                .push(OwnedDeviceId::from(String::from_utf8_lossy(&key[prefix.len()..]).as_ref()));
         }
-        Ok(self.storage.commit(batch).await?)
+        self.storage.commit(batch).await?;
+        Ok(removed)
     }
 
     fn device(

@@ -2,6 +2,7 @@
 //! depend on storage and on the protocol crate, never on each other in a cycle.
 
 pub mod accounts;
+pub mod e2ee;
 pub mod rate_limit;
 pub mod rooms;
 pub mod uia;
@@ -22,6 +23,7 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     pub rooms: rooms::Rooms,
     pub user_data: user_data::UserData,
+    pub e2ee: e2ee::E2ee,
 }
 
 impl Services {
@@ -36,6 +38,7 @@ impl Services {
         let rooms = rooms::Rooms::new(storage.clone(), Arc::new(key), server_name.clone())?;
         Ok(Self {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
+            e2ee: e2ee::E2ee::new(storage.clone(), rooms.stream.clone()),
             rooms,
             accounts: accounts::Accounts::new(storage.clone(), server_name),
             uia: Arc::new(uia::UiaSessions::default()),

@@ -27,6 +27,12 @@ pub const TXNID_EVENTID: &str = "txnid_eventid";
 pub const USERFILTERID_FILTER: &str = "userfilterid_filter";
 pub const USERROOMTYPE_ACCOUNTDATA: &str = "userroomtype_accountdata";
 pub const USERPOSITION_ACCOUNTDATAKEY: &str = "userposition_accountdatakey";
+pub const USERDEVICEID_DEVICEKEYS: &str = "userdeviceid_devicekeys";
+pub const USERDEVICEALGOKEY_ONETIMEKEY: &str = "userdevicealgokey_onetimekey";
+pub const USERDEVICEALGO_FALLBACKKEY: &str = "userdevicealgo_fallbackkey";
+pub const USERKEYTYPE_CROSSSIGNINGKEY: &str = "userkeytype_crosssigningkey";
+pub const POSITION_KEYCHANGEUSER: &str = "position_keychangeuser";
+pub const USERDEVICEPOSITION_TODEVICE: &str = "userdeviceposition_todevice";
 
 /// The catalogue, in creation order.
 pub const ALL: &[ColumnFamily] = &[
@@ -94,6 +100,30 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: USERPOSITION_ACCOUNTDATAKEY,
         holds: "user ID 0xFF big-endian u64 position → room ID 0xFF event type that changed then (for /sync)",
+    },
+    ColumnFamily {
+        name: USERDEVICEID_DEVICEKEYS,
+        holds: "user ID 0xFF device ID → the device's signed identity keys JSON",
+    },
+    ColumnFamily {
+        name: USERDEVICEALGOKEY_ONETIMEKEY,
+        holds: "user ID 0xFF device ID 0xFF algorithm 0xFF key ID → one-time key JSON (removed when claimed)",
+    },
+    ColumnFamily {
+        name: USERDEVICEALGO_FALLBACKKEY,
+        holds: "user ID 0xFF device ID 0xFF algorithm → JSON {key_id, key, used}",
+    },
+    ColumnFamily {
+        name: USERKEYTYPE_CROSSSIGNINGKEY,
+        holds: "user ID 0xFF master|self_signing|user_signing → cross-signing key JSON",
+    },
+    ColumnFamily {
+        name: POSITION_KEYCHANGEUSER,
+        holds: "big-endian u64 position → user ID whose devices or cross-signing keys changed then",
+    },
+    ColumnFamily {
+        name: USERDEVICEPOSITION_TODEVICE,
+        holds: "user ID 0xFF device ID 0xFF big-endian u64 position → to-device message JSON (removed once acknowledged)",
     },
 ];
 

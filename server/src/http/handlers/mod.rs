@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod discovery;
+pub mod keys;
 pub mod room_reads;
 pub mod rooms;
 pub mod session;

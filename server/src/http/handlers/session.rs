@@ -64,7 +64,9 @@ pub async fn logout(
     State(services): State<Services>,
     request: Ruma<logout::v3::Request>,
 ) -> Result<RumaResponse<logout::v3::Response>, ApiError> {
-    services.accounts.logout(request.session()).await?;
+    let session = request.session();
+    services.accounts.logout(session).await?;
+    services.e2ee.remove_device(&session.user_id, &session.device_id).await?;
     Ok(RumaResponse(logout::v3::Response::new()))
 }
 
@@ -72,6 +74,9 @@ pub async fn logout_all(
     State(services): State<Services>,
     request: Ruma<logout_all::v3::Request>,
 ) -> Result<RumaResponse<logout_all::v3::Response>, ApiError> {
-    services.accounts.logout_all(&request.session().user_id).await?;
+    let user = &request.session().user_id;
+    for device in services.accounts.logout_all(user).await? {
+        services.e2ee.remove_device(user, &device).await?;
+    }
     Ok(RumaResponse(logout_all::v3::Response::new()))
 }

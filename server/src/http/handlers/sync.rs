@@ -11,6 +11,7 @@ use axum::{Json, extract::State};
 use ruma::{OwnedRoomId, RoomId, UserId, api::client::sync::sync_events};
 use serde_json::{Map, Value, json};
 
+use super::keys;
 use crate::{
     http::{error::ApiError, ruma_request::Ruma},
     service::{
@@ -32,6 +33,7 @@ pub async fn sync(
     request: Ruma<sync_events::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let user = request.session().user_id.clone();
+    let device = request.session().device_id.clone();
     let request = request.body;
     let since = match request.since.as_deref() {
         Some(token) => Some(
@@ -45,36 +47,108 @@ pub async fn sync(
     let timeout = request.timeout.unwrap_or_default().min(MAX_TIMEOUT);
 
     let body = match since {
-        None => initial_sync(&services, &user)?,
+        None => {
+            let mut body = initial_sync(&services, &user)?;
+            let upto = position_of(&body);
+            let (e2ee, _) = keys::sync_sections(&services, &user, &device, None, upto).await?;
+            merge(&mut body, e2ee);
+            body
+        }
         Some(since) => {
-            // Answer as soon as something visible arrives: wake on every new position and
-            // re-check, until the timeout.
+            // Answer as soon as something for this user arrives: wake on every new position
+            // and re-check, until the timeout.
             let deadline = tokio::time::Instant::now() + timeout;
             let mut from = since;
             loop {
                 let upto = services.rooms.stream.visible();
-                if upto > from {
-                    let response = incremental_sync(&services, &user, since, upto)?;
-                    if response.1 || tokio::time::Instant::now() >= deadline {
-                        break response.0;
+                if upto > from || tokio::time::Instant::now() >= deadline {
+                    let (body, anything) =
+                        incremental(&services, &user, &device, since, upto).await?;
+                    if anything || tokio::time::Instant::now() >= deadline {
+                        break body;
                     }
                     from = upto;
                 }
                 let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if remaining.is_zero() {
-                    break incremental_sync(
-                        &services,
-                        &user,
-                        since,
-                        services.rooms.stream.visible(),
-                    )?
-                    .0;
-                }
                 services.rooms.stream.wait_past(from, remaining).await;
             }
         }
     };
     Ok(Json(body))
+}
+
+/// An incremental response with its E2EE sections, and whether it carries anything.
+async fn incremental(
+    services: &Services,
+    user: &UserId,
+    device: &ruma::DeviceId,
+    since: u64,
+    upto: u64,
+) -> Result<(Value, bool), ApiError> {
+    let (mut body, rooms_changed) = incremental_sync(services, user, since, upto)?;
+    let (e2ee, e2ee_changed) =
+        keys::sync_sections(services, user, device, Some(since), position_of(&body)).await?;
+    merge(&mut body, e2ee);
+    // Someone who newly joined a shared room: the client must fetch their devices.
+    let mut joined: Vec<Value> = Vec::new();
+    if let Some(rooms) = body["rooms"]["join"].as_object() {
+        for room in rooms.values() {
+            for event in room["timeline"]["events"].as_array().into_iter().flatten() {
+                if event["type"] == "m.room.member"
+                    && event["content"]["membership"] == "join"
+                    && event["state_key"] != json!(user)
+                {
+                    joined.push(event["state_key"].clone());
+                }
+            }
+        }
+    }
+    if let Some(changed) = body["device_lists"]["changed"].as_array_mut() {
+        for user in joined {
+            if !changed.contains(&user) {
+                changed.push(user);
+            }
+        }
+    }
+    Ok((body, rooms_changed || e2ee_changed))
+}
+
+fn position_of(body: &Value) -> u64 {
+    body["next_batch"]
+        .as_str()
+        .and_then(|t| t.strip_prefix('s'))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+fn merge(body: &mut Value, sections: Value) {
+    if let (Some(body), Value::Object(sections)) = (body.as_object_mut(), sections) {
+        body.extend(sections);
+    }
+}
+
+/// Users joined to any room `user` is joined to (including `user`).
+pub fn users_sharing_rooms_with(
+    services: &Services,
+    user: &UserId,
+) -> Result<Vec<String>, ApiError> {
+    let mut users = vec![user.to_string()];
+    for (room_id, membership) in services.rooms.memberships(user)? {
+        if membership != "join" {
+            continue;
+        }
+        let Some(version) = services.rooms.version(&room_id)? else { continue };
+        for (_, pdu) in services.rooms.current_state_events(&room_id, version)? {
+            if pdu.kind().to_string() == "m.room.member"
+                && crate::service::rooms::membership_of(&pdu).as_deref() == Some("join")
+                && let Some(member) = pdu.state_key()
+                && !users.iter().any(|u| u == member)
+            {
+                users.push(member.to_owned());
+            }
+        }
+    }
+    Ok(users)
 }
 
 fn empty_response(next_batch: u64) -> Value {

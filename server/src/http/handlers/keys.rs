@@ -1,0 +1,303 @@
+//! End-to-end encryption endpoints: key upload, query, claim and changes; cross-signing keys
+//! and signatures; to-device messages.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use http::StatusCode;
+use ruma::{
+    DeviceId, UserId,
+    api::client::{
+        keys::{
+            claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures,
+            upload_signing_keys,
+        },
+        to_device::send_event_to_device,
+        uiaa::{AuthData, UserIdentifier},
+    },
+    to_device::DeviceIdOrAllDevices,
+};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    http::{error::ApiError, ruma_request::Ruma},
+    service::{Services, e2ee::MAX_PENDING_TO_DEVICE},
+    storage::compound_key,
+};
+
+fn raw_to_value<T>(raw: &ruma::serde::Raw<T>) -> Result<Value, ApiError> {
+    serde_json::from_str(raw.json().get()).map_err(|err| ApiError::bad_json(err.to_string()))
+}
+
+pub async fn upload(
+    State(services): State<Services>,
+    request: Ruma<upload_keys::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let session = request.session().clone();
+    let body = request.body;
+    let device_keys = match &body.device_keys {
+        Some(raw) => {
+            let keys = raw_to_value(raw)?;
+            if keys["user_id"] != json!(session.user_id)
+                || keys["device_id"] != json!(session.device_id)
+            {
+                return Err(ApiError::bad_json("device_keys must be for the uploading device"));
+            }
+            Some(keys)
+        }
+        None => None,
+    };
+    let one_time: Vec<(String, Value)> = body
+        .one_time_keys
+        .iter()
+        .map(|(id, raw)| Ok((id.to_string(), raw_to_value(raw)?)))
+        .collect::<Result<_, ApiError>>()?;
+    let fallback: Vec<(String, Value)> = body
+        .fallback_keys
+        .iter()
+        .map(|(id, raw)| Ok((id.to_string(), raw_to_value(raw)?)))
+        .collect::<Result<_, ApiError>>()?;
+    let counts = services
+        .e2ee
+        .upload(&session.user_id, &session.device_id, device_keys, one_time, fallback)
+        .await?;
+    Ok(Json(json!({ "one_time_key_counts": counts })))
+}
+
+pub async fn query(
+    State(services): State<Services>,
+    request: Ruma<get_keys::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let requester = request.session().user_id.clone();
+    let mut device_keys = Map::new();
+    let (mut master, mut self_signing, mut user_signing) = (Map::new(), Map::new(), Map::new());
+    for (user, devices) in &request.body.device_keys {
+        let devices: Vec<String> = devices.iter().map(ToString::to_string).collect();
+        device_keys
+            .insert(user.to_string(), Value::Object(services.e2ee.device_keys(user, &devices)?));
+        if let Some(key) = services.e2ee.cross_signing_key(user, "master")? {
+            master.insert(user.to_string(), key);
+        }
+        if let Some(key) = services.e2ee.cross_signing_key(user, "self_signing")? {
+            self_signing.insert(user.to_string(), key);
+        }
+        // A user-signing key is shown only to its owner.
+        if *user == requester
+            && let Some(key) = services.e2ee.cross_signing_key(user, "user_signing")?
+        {
+            user_signing.insert(user.to_string(), key);
+        }
+    }
+    Ok(Json(json!({
+        "device_keys": device_keys, "master_keys": master, "self_signing_keys": self_signing,
+        "user_signing_keys": user_signing, "failures": {},
+    })))
+}
+
+pub async fn claim(
+    State(services): State<Services>,
+    request: Ruma<claim_keys::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let mut claimed = Map::new();
+    for (user, devices) in &request.body.one_time_keys {
+        let mut per_device = Map::new();
+        for (device, algorithm) in devices {
+            if let Some((key_id, key)) =
+                services.e2ee.claim(user, device, algorithm.as_str()).await?
+            {
+                per_device.insert(device.to_string(), json!({ key_id: key }));
+            }
+        }
+        claimed.insert(user.to_string(), Value::Object(per_device));
+    }
+    Ok(Json(json!({ "one_time_keys": claimed, "failures": {} })))
+}
+
+pub async fn changes(
+    State(services): State<Services>,
+    request: Ruma<get_key_changes::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let parse = |token: &str| {
+        token
+            .strip_prefix('s')
+            .and_then(|p| p.parse::<u64>().ok())
+            .ok_or_else(|| ApiError::invalid_param("unknown token"))
+    };
+    let (from, to) = (parse(&request.body.from)?, parse(&request.body.to)?);
+    let user = request.session().user_id.clone();
+    let contacts = super::sync::users_sharing_rooms_with(&services, &user)?;
+    let changed: Vec<String> = services
+        .e2ee
+        .key_changes(from, to)?
+        .into_iter()
+        .filter(|u| contacts.contains(u) || *u == user.as_str())
+        .collect();
+    Ok(Json(json!({ "changed": changed, "left": [] })))
+}
+
+/// Cross-signing keys. The first upload needs no further auth; replacing an existing master
+/// key needs the account password (user-interactive auth), as the spec requires.
+pub async fn upload_signing_keys(
+    State(services): State<Services>,
+    request: Ruma<upload_signing_keys::v3::Request>,
+) -> Result<Response, ApiError> {
+    let session = request.session().clone();
+    let body = request.body;
+    let has_master = services.e2ee.cross_signing_key(&session.user_id, "master")?.is_some();
+    if has_master {
+        let verified = match &body.auth {
+            Some(AuthData::Password(password)) => {
+                let names_self = match &password.identifier {
+                    UserIdentifier::Matrix(id) => {
+                        services.accounts.local_user_id(&id.user).as_ref() == Some(&session.user_id)
+                    }
+                    _ => false,
+                };
+                let accounts = services.accounts.clone();
+                let (user, secret) = (session.user_id.clone(), password.password.clone());
+                names_self
+                    && tokio::task::spawn_blocking(move || {
+                        accounts.password_matches(&user, &secret)
+                    })
+                    .await
+                    .map_err(ApiError::internal)??
+            }
+            _ => false,
+        };
+        if !verified {
+            let uia_session = body
+                .auth
+                .as_ref()
+                .and_then(|auth| auth.session())
+                .map(ToOwned::to_owned)
+                .unwrap_or_else(|| services.uia.start());
+            let mut challenge = json!({ "flows": [{ "stages": ["m.login.password"] }], "params": {}, "session": uia_session });
+            if body.auth.is_some() {
+                challenge["errcode"] = json!("M_FORBIDDEN");
+                challenge["error"] = json!("invalid password");
+            }
+            return Ok((StatusCode::UNAUTHORIZED, Json(challenge)).into_response());
+        }
+    }
+    let mut keys = Vec::new();
+    for (kind, raw) in [
+        ("master", &body.master_key),
+        ("self_signing", &body.self_signing_key),
+        ("user_signing", &body.user_signing_key),
+    ] {
+        if let Some(raw) = raw {
+            let key = raw_to_value(raw)?;
+            if key["user_id"] != json!(session.user_id) {
+                return Err(ApiError::bad_json(format!("{kind} key is for another user")));
+            }
+            keys.push((kind, key));
+        }
+    }
+    services.e2ee.set_cross_signing_keys(&session.user_id, keys).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+pub async fn upload_signatures(
+    State(services): State<Services>,
+    request: Ruma<upload_signatures::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let mut failures = Map::new();
+    for (user, signed_keys) in &request.body.signed_keys {
+        for (key_id, raw) in signed_keys.iter() {
+            let signed: Value = serde_json::from_str(raw.get())
+                .map_err(|err| ApiError::bad_json(err.to_string()))?;
+            if !services.e2ee.add_signatures(user, key_id, &signed).await? {
+                failures.entry(user.to_string()).or_insert_with(|| json!({}))[key_id] =
+                    json!({"errcode": "M_NOT_FOUND", "error": "no such key"});
+            }
+        }
+    }
+    Ok(Json(json!({ "failures": failures })))
+}
+
+pub async fn send_to_device(
+    State(services): State<Services>,
+    request: Ruma<send_event_to_device::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let session = request.session().clone();
+    let body = request.body;
+    // Idempotent per device and transaction ID, like room sends.
+    let txn_key = compound_key(&[
+        session.user_id.as_bytes(),
+        session.device_id.as_bytes(),
+        b"to-device",
+        body.txn_id.as_bytes(),
+    ]);
+    if services.storage.get(crate::storage::catalogue::TXNID_EVENTID, &txn_key)?.is_some() {
+        return Ok(Json(json!({})));
+    }
+    let kind = body.event_type.to_string();
+    let mut queued = Vec::new();
+    for (user, devices) in &body.messages {
+        for (target, content) in devices {
+            let content = raw_to_value(content)?;
+            let message = json!({ "sender": session.user_id, "type": kind, "content": content });
+            let device_ids: Vec<String> = match target {
+                DeviceIdOrAllDevices::DeviceId(device) => vec![device.to_string()],
+                DeviceIdOrAllDevices::AllDevices => {
+                    services.e2ee.device_keys(user, &[])?.keys().cloned().collect()
+                }
+            };
+            for device in device_ids {
+                if services.e2ee.pending_to_device(user.as_str(), &device)? >= MAX_PENDING_TO_DEVICE
+                {
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        crate::http::error::ErrorCode::LimitExceeded,
+                        "the recipient's device has too many undelivered messages",
+                    ));
+                }
+                queued.push((user.to_string(), device, message.clone()));
+            }
+        }
+    }
+    services.e2ee.queue_to_device(queued).await?;
+    let mut batch = services.storage.batch();
+    batch.put(crate::storage::catalogue::TXNID_EVENTID, &txn_key, b"");
+    services.storage.commit(batch).await?;
+    Ok(Json(json!({})))
+}
+
+/// The E2EE sections of a sync response for one device.
+pub async fn sync_sections(
+    services: &Services,
+    user: &UserId,
+    device: &DeviceId,
+    since: Option<u64>,
+    upto: u64,
+) -> Result<(Value, bool), ApiError> {
+    let to_device = services.e2ee.take_to_device(user, device, since, upto).await?;
+    let counts: BTreeMap<String, u64> = services.e2ee.one_time_key_counts(user, device)?;
+    let fallback = services.e2ee.unused_fallback_key_types(user, device)?;
+    let changed: Vec<String> = match since {
+        Some(since) => {
+            let contacts = super::sync::users_sharing_rooms_with(services, user)?;
+            services
+                .e2ee
+                .key_changes(since, upto)?
+                .into_iter()
+                .filter(|u| contacts.contains(u) || *u == user.as_str())
+                .collect()
+        }
+        None => vec![],
+    };
+    let anything = !to_device.is_empty() || !changed.is_empty();
+    Ok((
+        json!({
+            "to_device": { "events": to_device },
+            "device_one_time_keys_count": counts,
+            "device_unused_fallback_key_types": fallback,
+            "device_lists": { "changed": changed, "left": [] },
+        }),
+        anything,
+    ))
+}

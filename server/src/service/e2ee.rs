@@ -1,0 +1,385 @@
+//! End-to-end encryption support: device keys, one-time and fallback keys, cross-signing
+//! keys and signatures, the device-list change stream and to-device messages. The server
+//! stores and routes keys; it never sees a private key or a message's plaintext.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use ruma::{DeviceId, UserId};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    service::rooms::{position_from, stream::StreamPositions},
+    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key},
+};
+
+/// The most to-device messages waiting for one device; past that, senders are refused.
+pub const MAX_PENDING_TO_DEVICE: usize = 10_000;
+
+#[derive(Clone)]
+pub struct E2ee {
+    storage: Storage,
+    stream: Arc<StreamPositions>,
+}
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt(format!("{what}: {err}"))
+}
+
+impl E2ee {
+    pub fn new(storage: Storage, stream: Arc<StreamPositions>) -> Self {
+        Self { storage, stream }
+    }
+
+    /// Stores what a device uploads; returns its one-time key counts afterwards.
+    pub async fn upload(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        device_keys: Option<Value>,
+        one_time_keys: Vec<(String, Value)>,
+        fallback_keys: Vec<(String, Value)>,
+    ) -> Result<BTreeMap<String, u64>, StorageError> {
+        let mut batch = self.storage.batch();
+        let device_key = compound_key(&[user.as_bytes(), device.as_bytes()]);
+        let mut changed = false;
+        if let Some(keys) = device_keys {
+            let unchanged =
+                self.storage.get(cf::USERDEVICEID_DEVICEKEYS, &device_key)?.is_some_and(|old| {
+                    serde_json::from_slice::<Value>(&old).ok().as_ref() == Some(&keys)
+                });
+            if !unchanged {
+                batch.put(
+                    cf::USERDEVICEID_DEVICEKEYS,
+                    &device_key,
+                    &serde_json::to_vec(&keys).expect("json"),
+                );
+                changed = true;
+            }
+        }
+        for (key_id, key) in one_time_keys {
+            let (algorithm, _) = key_id.split_once(':').unwrap_or((&key_id, ""));
+            batch.put(
+                cf::USERDEVICEALGOKEY_ONETIMEKEY,
+                &compound_key(&[
+                    user.as_bytes(),
+                    device.as_bytes(),
+                    algorithm.as_bytes(),
+                    key_id.as_bytes(),
+                ]),
+                &serde_json::to_vec(&key).expect("json"),
+            );
+        }
+        for (key_id, key) in fallback_keys {
+            let (algorithm, _) = key_id.split_once(':').unwrap_or((&key_id, ""));
+            batch.put(
+                cf::USERDEVICEALGO_FALLBACKKEY,
+                &compound_key(&[user.as_bytes(), device.as_bytes(), algorithm.as_bytes()]),
+                &serde_json::to_vec(&json!({"key_id": key_id, "key": key, "used": false}))
+                    .expect("json"),
+            );
+        }
+        self.commit_with_change(batch, changed.then_some(user)).await?;
+        self.one_time_key_counts(user, device)
+    }
+
+    /// Commits `batch`, recording a device-list change of `changed_user` in the stream.
+    async fn commit_with_change(
+        &self,
+        mut batch: Batch<'_>,
+        changed_user: Option<&UserId>,
+    ) -> Result<(), StorageError> {
+        let Some(user) = changed_user else { return self.storage.commit(batch).await };
+        let position = self.stream.allocate();
+        batch.put(cf::POSITION_KEYCHANGEUSER, &position.to_be_bytes(), user.as_bytes());
+        let result = self.storage.commit(batch).await;
+        self.stream.finish(position);
+        result
+    }
+
+    pub fn one_time_key_counts(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<BTreeMap<String, u64>, StorageError> {
+        let prefix = compound_key(&[user.as_bytes(), device.as_bytes(), b""]);
+        let mut counts = BTreeMap::new();
+        for (key, _) in self.storage.scan_prefix(cf::USERDEVICEALGOKEY_ONETIMEKEY, &prefix)? {
+            let rest = &key[prefix.len()..];
+            let algorithm = rest.split(|b| *b == 0xFF).next().unwrap_or_default();
+            *counts.entry(String::from_utf8_lossy(algorithm).into_owned()).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Algorithms of the device's fallback keys that no one has claimed yet.
+    pub fn unused_fallback_key_types(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Vec<String>, StorageError> {
+        let prefix = compound_key(&[user.as_bytes(), device.as_bytes(), b""]);
+        let mut types = Vec::new();
+        for (key, value) in self.storage.scan_prefix(cf::USERDEVICEALGO_FALLBACKKEY, &prefix)? {
+            let entry: Value =
+                serde_json::from_slice(&value).map_err(|e| corrupt("fallback key", e))?;
+            if entry["used"] != json!(true) {
+                types.push(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+            }
+        }
+        Ok(types)
+    }
+
+    /// The device keys of a user's devices (all of them if `devices` is empty).
+    pub fn device_keys(
+        &self,
+        user: &UserId,
+        devices: &[String],
+    ) -> Result<Map<String, Value>, StorageError> {
+        let prefix = compound_key(&[user.as_bytes(), b""]);
+        let mut out = Map::new();
+        for (key, value) in self.storage.scan_prefix(cf::USERDEVICEID_DEVICEKEYS, &prefix)? {
+            let device = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            if devices.is_empty() || devices.contains(&device) {
+                out.insert(
+                    device,
+                    serde_json::from_slice(&value).map_err(|e| corrupt("device keys", e))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// One of the user's cross-signing keys (`master`, `self_signing`, `user_signing`).
+    pub fn cross_signing_key(
+        &self,
+        user: &UserId,
+        kind: &str,
+    ) -> Result<Option<Value>, StorageError> {
+        self.storage
+            .get(
+                cf::USERKEYTYPE_CROSSSIGNINGKEY,
+                &compound_key(&[user.as_bytes(), kind.as_bytes()]),
+            )?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|e| corrupt("cross-signing key", e))
+            })
+            .transpose()
+    }
+
+    /// Stores cross-signing keys (any of master, self_signing, user_signing).
+    pub async fn set_cross_signing_keys(
+        &self,
+        user: &UserId,
+        keys: Vec<(&str, Value)>,
+    ) -> Result<(), StorageError> {
+        let mut batch = self.storage.batch();
+        for (kind, key) in keys {
+            batch.put(
+                cf::USERKEYTYPE_CROSSSIGNINGKEY,
+                &compound_key(&[user.as_bytes(), kind.as_bytes()]),
+                &serde_json::to_vec(&key).expect("json"),
+            );
+        }
+        self.commit_with_change(batch, Some(user)).await
+    }
+
+    /// Adds signatures to a device key or cross-signing key of `target`, identified by its
+    /// device ID or public key. Returns false if no such key exists.
+    pub async fn add_signatures(
+        &self,
+        target: &UserId,
+        key_id: &str,
+        signed: &Value,
+    ) -> Result<bool, StorageError> {
+        let Some(new_signatures) = signed.get("signatures").and_then(Value::as_object) else {
+            return Ok(false);
+        };
+        let device_key = compound_key(&[target.as_bytes(), key_id.as_bytes()]);
+        let (cf_name, key, mut stored) = if let Some(bytes) =
+            self.storage.get(cf::USERDEVICEID_DEVICEKEYS, &device_key)?
+        {
+            (
+                cf::USERDEVICEID_DEVICEKEYS,
+                device_key,
+                serde_json::from_slice::<Value>(&bytes).map_err(|e| corrupt("device keys", e))?,
+            )
+        } else {
+            let mut found = None;
+            for kind in ["master", "self_signing", "user_signing"] {
+                if let Some(existing) = self.cross_signing_key(target, kind)?
+                    && existing["keys"]
+                        .as_object()
+                        .is_some_and(|keys| keys.values().any(|k| k == key_id))
+                {
+                    found = Some((
+                        cf::USERKEYTYPE_CROSSSIGNINGKEY,
+                        compound_key(&[target.as_bytes(), kind.as_bytes()]),
+                        existing,
+                    ));
+                    break;
+                }
+            }
+            match found {
+                Some(found) => found,
+                None => return Ok(false),
+            }
+        };
+        for (signer, signatures) in new_signatures {
+            if let Some(signatures) = signatures.as_object() {
+                for (signature_key_id, signature) in signatures {
+                    stored["signatures"][signer][signature_key_id] = signature.clone();
+                }
+            }
+        }
+        let mut batch = self.storage.batch();
+        batch.put(cf_name, &key, &serde_json::to_vec(&stored).expect("json"));
+        self.commit_with_change(batch, Some(target)).await?;
+        Ok(true)
+    }
+
+    /// Claims one key of `algorithm` for each requested device: a one-time key (removed), or
+    /// else the fallback key (kept, marked used).
+    pub async fn claim(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        algorithm: &str,
+    ) -> Result<Option<(String, Value)>, StorageError> {
+        let prefix = compound_key(&[user.as_bytes(), device.as_bytes(), algorithm.as_bytes(), b""]);
+        if let Some((key, value)) =
+            self.storage.scan_prefix(cf::USERDEVICEALGOKEY_ONETIMEKEY, &prefix)?.into_iter().next()
+        {
+            let mut batch = self.storage.batch();
+            batch.delete(cf::USERDEVICEALGOKEY_ONETIMEKEY, &key);
+            self.storage.commit(batch).await?;
+            let key_id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            return Ok(Some((
+                key_id,
+                serde_json::from_slice(&value).map_err(|e| corrupt("one-time key", e))?,
+            )));
+        }
+        let fallback_key =
+            compound_key(&[user.as_bytes(), device.as_bytes(), algorithm.as_bytes()]);
+        let Some(bytes) = self.storage.get(cf::USERDEVICEALGO_FALLBACKKEY, &fallback_key)? else {
+            return Ok(None);
+        };
+        let mut entry: Value =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt("fallback key", e))?;
+        let claimed =
+            (entry["key_id"].as_str().unwrap_or_default().to_owned(), entry["key"].clone());
+        if entry["used"] != json!(true) {
+            entry["used"] = json!(true);
+            let mut batch = self.storage.batch();
+            batch.put(
+                cf::USERDEVICEALGO_FALLBACKKEY,
+                &fallback_key,
+                &serde_json::to_vec(&entry).expect("json"),
+            );
+            self.storage.commit(batch).await?;
+        }
+        Ok(Some(claimed))
+    }
+
+    /// Users whose keys changed in `(since, upto]`.
+    pub fn key_changes(&self, since: u64, upto: u64) -> Result<Vec<String>, StorageError> {
+        let mut users = Vec::new();
+        for (_, user) in self.storage.scan_range(
+            cf::POSITION_KEYCHANGEUSER,
+            &(since + 1).to_be_bytes(),
+            &upto.to_be_bytes(),
+            100_000,
+        )? {
+            let user = String::from_utf8_lossy(&user).into_owned();
+            if !users.contains(&user) {
+                users.push(user);
+            }
+        }
+        Ok(users)
+    }
+
+    /// Forgets a removed device's keys and pending messages, and tells its user's contacts.
+    pub async fn remove_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<(), StorageError> {
+        let mut batch = self.storage.batch();
+        batch.delete(
+            cf::USERDEVICEID_DEVICEKEYS,
+            &compound_key(&[user.as_bytes(), device.as_bytes()]),
+        );
+        let prefix = compound_key(&[user.as_bytes(), device.as_bytes(), b""]);
+        for family in [
+            cf::USERDEVICEALGOKEY_ONETIMEKEY,
+            cf::USERDEVICEALGO_FALLBACKKEY,
+            cf::USERDEVICEPOSITION_TODEVICE,
+        ] {
+            for (key, _) in self.storage.scan_prefix(family, &prefix)? {
+                batch.delete(family, &key);
+            }
+        }
+        self.commit_with_change(batch, Some(user)).await
+    }
+
+    /// Queues to-device messages; each is `(user, device, message JSON)`.
+    pub async fn queue_to_device(
+        &self,
+        messages: Vec<(String, String, Value)>,
+    ) -> Result<(), StorageError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let position = self.stream.allocate();
+        let mut batch = self.storage.batch();
+        for (index, (user, device, message)) in messages.iter().enumerate() {
+            // One position per request; the index keeps messages of one request apart.
+            let mut suffix = position.to_be_bytes().to_vec();
+            suffix.extend_from_slice(&(index as u32).to_be_bytes());
+            batch.put(
+                cf::USERDEVICEPOSITION_TODEVICE,
+                &compound_key(&[user.as_bytes(), device.as_bytes(), &suffix]),
+                &serde_json::to_vec(message).expect("json"),
+            );
+        }
+        let result = self.storage.commit(batch).await;
+        self.stream.finish(position);
+        result
+    }
+
+    /// The device's pending to-device messages up to `upto`, after dropping those the client
+    /// acknowledged by syncing with `since`.
+    pub async fn take_to_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        since: Option<u64>,
+        upto: u64,
+    ) -> Result<Vec<Value>, StorageError> {
+        let prefix = compound_key(&[user.as_bytes(), device.as_bytes(), b""]);
+        let rows = self.storage.scan_prefix(cf::USERDEVICEPOSITION_TODEVICE, &prefix)?;
+        let mut acknowledged = self.storage.batch();
+        let mut any_acknowledged = false;
+        let mut pending = Vec::new();
+        for (key, value) in rows {
+            let position = position_from(&key[..key.len() - 4]);
+            if since.is_some_and(|since| position <= since) {
+                acknowledged.delete(cf::USERDEVICEPOSITION_TODEVICE, &key);
+                any_acknowledged = true;
+            } else if position <= upto {
+                pending.push(
+                    serde_json::from_slice(&value).map_err(|e| corrupt("to-device message", e))?,
+                );
+            }
+        }
+        if any_acknowledged {
+            self.storage.commit(acknowledged).await?;
+        }
+        Ok(pending)
+    }
+
+    /// How many messages wait for a device (to bound the queue).
+    pub fn pending_to_device(&self, user: &str, device: &str) -> Result<usize, StorageError> {
+        let prefix = compound_key(&[user.as_bytes(), device.as_bytes(), b""]);
+        Ok(self.storage.scan_prefix(cf::USERDEVICEPOSITION_TODEVICE, &prefix)?.len())
+    }
+}
