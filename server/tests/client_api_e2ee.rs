@@ -27,7 +27,7 @@ fn device_keys(user: &str, device: &str) -> Value {
 
 #[tokio::test]
 async fn keys_are_uploaded_queried_and_claimed_once() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     server.register("alice", "pw-a").await;
     let bob = server.register("bob", "pw-b").await;
     let alice = login_device(&server, "alice", "pw-a", "ALICEPHONE").await;
@@ -110,7 +110,7 @@ async fn keys_are_uploaded_queried_and_claimed_once() {
 
 #[tokio::test]
 async fn to_device_messages_arrive_once_and_go_after_acknowledgement() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     server.register("carol", "pw").await;
     let dan = server.register("dan", "pw").await;
     let carol = login_device(&server, "carol", "pw", "CAROLLAPTOP").await;
@@ -160,7 +160,7 @@ async fn to_device_messages_arrive_once_and_go_after_acknowledgement() {
 
 #[tokio::test]
 async fn device_list_changes_reach_room_mates_and_cross_signing_needs_the_password_to_replace() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let erin = server.register("erin", "pw-erin").await;
     let frank = server.register("frank", "pw-frank").await;
     let (_, created) = server

@@ -42,7 +42,7 @@ async fn sync(server: &TestServer, token: &str, since: Option<&str>, timeout_ms:
 
 #[tokio::test]
 async fn a_grant_is_an_invite_and_a_revocation_is_a_kick() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let patient = server.register("patient", "pw-patient").await;
     let doctor = server.register("doctor", "pw-doctor").await;
     let outsider = server.register("outsider", "pw-outsider").await;
@@ -281,7 +281,7 @@ async fn patient_event_ids_with_body(
 
 #[tokio::test]
 async fn messages_paginate_backwards_and_forwards_without_gaps() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let token = server.register("pager", "pw").await;
     let (_, body) =
         server.call("POST", "/_matrix/client/v3/createRoom", Some(&token), Some(json!({}))).await;
@@ -322,7 +322,7 @@ async fn messages_paginate_backwards_and_forwards_without_gaps() {
 
 #[tokio::test]
 async fn unsupported_room_versions_are_refused() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let token = server.register("rv", "pw").await;
     for (version, ok) in [("9", false), ("10", true), ("11", true), ("12", true), ("13", false)] {
         let (status, body) = server
@@ -347,7 +347,7 @@ async fn unsupported_room_versions_are_refused() {
 
 #[tokio::test]
 async fn every_acknowledged_event_survives_kill_9_exactly_once() {
-    let mut server = TestServer::start().await;
+    let mut server = support::start().await;
     let token = server.register("writer", "pw").await;
     let (_, body) =
         server.call("POST", "/_matrix/client/v3/createRoom", Some(&token), Some(json!({}))).await;

@@ -6,11 +6,10 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::TestServer;
 
 #[tokio::test]
 async fn profile_fields_are_set_by_their_owner_only() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let alice = server.register("alice", "pw").await;
     let bob = server.register("bob", "pw").await;
     let (status, _) = server
@@ -45,7 +44,7 @@ async fn profile_fields_are_set_by_their_owner_only() {
 
 #[tokio::test]
 async fn filters_are_stored_by_id_and_sync_accepts_them_inline_too() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let token = server.register("filterer", "pw").await;
     let filter = json!({"room": {"timeline": {"limit": 10}}});
     let (status, body) = server
@@ -86,7 +85,7 @@ async fn filters_are_stored_by_id_and_sync_accepts_them_inline_too() {
 
 #[tokio::test]
 async fn account_data_is_stored_and_wakes_a_waiting_sync() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let token = server.register("carol", "pw").await;
     let since =
         server.call("GET", "/_matrix/client/v3/sync", Some(&token), None).await.1["next_batch"]
@@ -169,7 +168,7 @@ async fn account_data_is_stored_and_wakes_a_waiting_sync() {
 
 #[tokio::test]
 async fn push_rules_are_the_spec_defaults_and_no_backup_is_a_404() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let token = server.register("dave", "pw").await;
     let (status, body) =
         server.call("GET", "/_matrix/client/v3/pushrules/", Some(&token), None).await;

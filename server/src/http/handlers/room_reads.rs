@@ -51,10 +51,7 @@ fn visible_event(
     position: u64,
 ) -> Result<Option<Value>, ApiError> {
     let Some(event) = services.rooms.event_json(event_id)? else { return Ok(None) };
-    let member_key = (event.get("type").and_then(Value::as_str) == Some("m.room.member"))
-        .then(|| event.get("state_key").and_then(Value::as_str))
-        .flatten();
-    if !visibility::may_see(&services.storage, room_id, user, position, member_key)? {
+    if !visibility::may_see_event(&services.storage, room_id, user, position, &event)? {
         return Ok(None);
     }
     let mut event = client_event(event_id, event);
@@ -90,22 +87,17 @@ pub async fn messages(
                 .min(visible_upto);
             // Walk back from `from` a batch at a time, skipping what the user may not see.
             let mut upper = from;
-            'walk: loop {
+            loop {
                 let rows = services.storage.scan_back(
                     cf::ROOMPOSITION_EVENTID,
                     &prefix,
                     &upper.to_be_bytes(),
                     limit,
                 )?;
-                for (key, event_id) in &rows {
-                    let position = position_from(key);
-                    last_position = Some(position);
-                    if let Some(event) = event_at(&services, room_id, &user, event_id, position)? {
-                        chunk.push(event);
-                        if chunk.len() == limit {
-                            break 'walk;
-                        }
-                    }
+                last_position = fill_page(&services, room_id, &user, &rows, &mut chunk, limit)?
+                    .or(last_position);
+                if chunk.len() == limit {
+                    break;
                 }
                 match last_position {
                     Some(last) if rows.len() == limit && last > 0 => upper = last - 1,
@@ -122,21 +114,24 @@ pub async fn messages(
         }
         Direction::Forward => {
             let from = request.from.as_deref().map(parse_token).transpose()?.unwrap_or(0);
-            let rows = services.storage.scan_range(
-                cf::ROOMPOSITION_EVENTID,
-                &at(from + 1),
-                &at(visible_upto),
-                usize::MAX,
-            )?;
-            for (key, event_id) in &rows {
-                let position = position_from(key);
-                last_position = Some(position);
-                if let Some(event) = event_at(&services, room_id, &user, event_id, position)? {
-                    chunk.push(event);
-                    if chunk.len() == limit {
-                        break;
-                    }
+            // Read forward a page at a time; never more rows at once than a page holds.
+            let mut lower = from + 1;
+            while lower <= visible_upto {
+                let rows = services.storage.scan_range(
+                    cf::ROOMPOSITION_EVENTID,
+                    &at(lower),
+                    &at(visible_upto),
+                    limit,
+                )?;
+                let Some(last) = fill_page(&services, room_id, &user, &rows, &mut chunk, limit)?
+                else {
+                    break;
+                };
+                last_position = Some(last);
+                if chunk.len() == limit || rows.len() < limit {
+                    break;
                 }
+                lower = last + 1;
             }
             let mut body = json!({ "chunk": chunk, "start": format!("s{from}"), "state": [] });
             if chunk_is_full(&body, limit)
@@ -147,6 +142,30 @@ pub async fn messages(
             Ok(Json(body))
         }
     }
+}
+
+/// Appends the visible events of `rows` to `chunk` until it holds `limit`; returns the
+/// position of the last row looked at.
+fn fill_page(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    rows: &[crate::storage::Entry],
+    chunk: &mut Vec<Value>,
+    limit: usize,
+) -> Result<Option<u64>, ApiError> {
+    let mut last = None;
+    for (key, event_id) in rows {
+        let position = position_from(key);
+        last = Some(position);
+        if let Some(event) = event_at(services, room_id, user, event_id, position)? {
+            chunk.push(event);
+            if chunk.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(last)
 }
 
 fn chunk_is_full(body: &Value, limit: usize) -> bool {

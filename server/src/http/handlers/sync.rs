@@ -252,10 +252,7 @@ fn incremental_sync(
             continue;
         };
         let Some(event) = services.rooms.event_json(&event_id)? else { continue };
-        let member_key = (event.get("type").and_then(Value::as_str) == Some("m.room.member"))
-            .then(|| event.get("state_key").and_then(Value::as_str))
-            .flatten();
-        if !visibility::may_see(&services.storage, &room_id, user, position, member_key)? {
+        if !visibility::may_see_event(&services.storage, &room_id, user, position, &event)? {
             continue;
         }
         anything = true;
@@ -329,10 +326,7 @@ fn recent_visible(
             continue;
         };
         let Some(event) = services.rooms.event_json(&event_id)? else { continue };
-        let member_key = (event.get("type").and_then(Value::as_str) == Some("m.room.member"))
-            .then(|| event.get("state_key").and_then(Value::as_str))
-            .flatten();
-        if visibility::may_see(&services.storage, room_id, user, position, member_key)? {
+        if visibility::may_see_event(&services.storage, room_id, user, position, &event)? {
             events.push(client_event(&event_id, event));
             first_position = Some(position);
         }

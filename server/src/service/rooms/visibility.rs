@@ -35,3 +35,18 @@ pub fn may_see(
     }
     Ok(membership_at(storage, room_id, user_id, position)?.as_deref() == Some("join"))
 }
+
+/// [`may_see`] for a stored event given as its JSON: a membership event's state key comes
+/// from the event itself.
+pub fn may_see_event(
+    storage: &Storage,
+    room_id: &RoomId,
+    user_id: &UserId,
+    position: u64,
+    event: &serde_json::Map<String, serde_json::Value>,
+) -> Result<bool, StorageError> {
+    let member_state_key = (event.get("type").and_then(|t| t.as_str()) == Some("m.room.member"))
+        .then(|| event.get("state_key").and_then(|k| k.as_str()))
+        .flatten();
+    may_see(storage, room_id, user_id, position, member_state_key)
+}

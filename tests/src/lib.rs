@@ -1,0 +1,191 @@
+//! The test harness: a real `medrix serve` process on loopback, with its own RocksDB
+//! directory and free ports, killed and cleaned up when dropped. Used by the server's own
+//! HTTP tests and by the real-client tests of this crate.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+pub const REGISTRATION_TOKEN: &str = "test-registration-token-0123456789";
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub base: String,
+    pub metrics: String,
+    pub data_dir: PathBuf,
+    extra_args: Vec<String>,
+    binary: PathBuf,
+    port: u16,
+    metrics_port: u16,
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl TestServer {
+    /// Starts `binary` with registration open by token and no rate limits.
+    pub async fn start(binary: &str) -> Self {
+        Self::start_with(binary, &["--registration-token", REGISTRATION_TOKEN, "--no-rate-limits"])
+            .await
+    }
+
+    /// Starts `binary` with these extra `serve` flags.
+    pub async fn start_with(binary: &str, args: &[&str]) -> Self {
+        let data_dir = std::env::temp_dir().join(format!(
+            "medrix-test-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        let (port, metrics_port) = (free_port(), free_port());
+        let mut server = Self {
+            child: None,
+            base: format!("http://127.0.0.1:{port}"),
+            metrics: format!("http://127.0.0.1:{metrics_port}"),
+            data_dir,
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            binary: PathBuf::from(binary),
+            port,
+            metrics_port,
+            http: reqwest::Client::new(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(&self.binary)
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", self.metrics_port)])
+            .args(["--data-dir", self.data_dir.to_str().unwrap()])
+            .args(&self.extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start medrix");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = self.http.get(self.url("/_matrix/client/versions")).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "medrix did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`, then start again on the same data.
+    pub async fn crash_and_restart(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.spawn().await;
+    }
+
+    /// SIGTERM; returns whether the process exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let child = self.child.take().unwrap();
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let mut child = child;
+        child.wait().unwrap().success()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request; returns the status and JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let response = self
+            .http
+            .request(method.parse().unwrap(), self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Registers `localpart` with a password; returns the access token.
+    pub async fn register(&self, localpart: &str, password: &str) -> String {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/_matrix/client/v3/register",
+                None,
+                Some(json!({
+                    "username": localpart, "password": password,
+                    "auth": {"type": "m.login.registration_token", "token": REGISTRATION_TOKEN},
+                })),
+            )
+            .await;
+        // The first request opens a session; the token stage goes with the session.
+        let (status, body) = if status == 401 {
+            self.call("POST", "/_matrix/client/v3/register", None, Some(json!({
+                "username": localpart, "password": password,
+                "auth": {"type": "m.login.registration_token", "token": REGISTRATION_TOKEN, "session": body["session"]},
+            })))
+            .await
+        } else {
+            (status, body)
+        };
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// The `medrix` binary that `cargo test --workspace` built beside this test executable
+/// (`target/<profile>/medrix`), for tests outside the server package.
+pub fn medrix_binary() -> String {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let binary = profile_dir.join("medrix");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p medrix-server` first",
+        binary.display()
+    );
+    binary.to_string_lossy().into_owned()
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
