@@ -318,13 +318,7 @@ impl Rooms {
 
     /// Loads a room's head and current state from storage.
     fn load(&self, room_id: &RoomId) -> Result<Option<LoadedRoom>, RoomError> {
-        let Some(head) = self.storage.get(cf::ROOMID_HEAD, room_id.as_bytes())? else {
-            return Ok(None);
-        };
-        let head: RoomHead = serde_json::from_slice(&head)
-            .map_err(|err| StorageError::Corrupt(format!("room head: {err}")))?;
-        let version = RoomVersion::parse(&head.version)
-            .map_err(|err| StorageError::Corrupt(err.to_string()))?;
+        let Some((head, version)) = self.head(room_id)? else { return Ok(None) };
         let mut state = StateMap::new();
         let mut events = HashMap::new();
         for (event_id, pdu) in self.current_state_events(room_id, version)? {
@@ -336,17 +330,21 @@ impl Rooms {
         Ok(Some(LoadedRoom { version, head, state, events }))
     }
 
-    /// The room's version, if the room exists here.
-    pub fn version(&self, room_id: &RoomId) -> Result<Option<RoomVersion>, RoomError> {
-        let Some(head) = self.storage.get(cf::ROOMID_HEAD, room_id.as_bytes())? else {
+    /// The stored head of a room and its parsed version, if the room exists here.
+    fn head(&self, room_id: &RoomId) -> Result<Option<(RoomHead, RoomVersion)>, RoomError> {
+        let Some(bytes) = self.storage.get(cf::ROOMID_HEAD, room_id.as_bytes())? else {
             return Ok(None);
         };
-        let head: RoomHead = serde_json::from_slice(&head)
+        let head: RoomHead = serde_json::from_slice(&bytes)
             .map_err(|err| StorageError::Corrupt(format!("room head: {err}")))?;
-        Ok(Some(
-            RoomVersion::parse(&head.version)
-                .map_err(|err| StorageError::Corrupt(err.to_string()))?,
-        ))
+        let version = RoomVersion::parse(&head.version)
+            .map_err(|err| StorageError::Corrupt(err.to_string()))?;
+        Ok(Some((head, version)))
+    }
+
+    /// The room's version, if the room exists here.
+    pub fn version(&self, room_id: &RoomId) -> Result<Option<RoomVersion>, RoomError> {
+        Ok(self.head(room_id)?.map(|(_, version)| version))
     }
 
     /// The current state events of a room.
