@@ -24,6 +24,7 @@ pub enum ErrorCode {
     InvalidUsername,
     NotFound,
     UnsupportedRoomVersion,
+    WrongRoomKeysVersion,
     Unknown,
 }
 
@@ -44,6 +45,7 @@ impl ErrorCode {
             ErrorCode::InvalidUsername => "M_INVALID_USERNAME",
             ErrorCode::NotFound => "M_NOT_FOUND",
             ErrorCode::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            ErrorCode::WrongRoomKeysVersion => "M_WRONG_ROOM_KEYS_VERSION",
             ErrorCode::Unknown => "M_UNKNOWN",
         }
     }
@@ -57,11 +59,13 @@ pub struct ApiError {
     pub message: String,
     /// For `M_LIMIT_EXCEEDED`: when the client may try again.
     pub retry_after_ms: Option<u64>,
+    /// Further fields some error codes carry (`current_version` of a key backup).
+    pub extra: Option<(&'static str, String)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after_ms: None }
+        Self { status, code, message: message.into(), retry_after_ms: None, extra: None }
     }
 
     pub fn bad_json(message: impl Into<String>) -> Self {
@@ -115,6 +119,9 @@ impl IntoResponse for ApiError {
         let mut body = json!({ "errcode": self.code.as_str(), "error": self.message });
         if let Some(retry_after_ms) = self.retry_after_ms {
             body["retry_after_ms"] = retry_after_ms.into();
+        }
+        if let Some((field, value)) = self.extra {
+            body[field] = value.into();
         }
         (self.status, Json(body)).into_response()
     }

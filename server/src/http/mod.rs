@@ -18,8 +18,8 @@ use axum::{
 };
 use http::StatusCode;
 use ruma::api::client::{
-    account, backup, config, discovery, filter, keys, membership, message, profile, push, room,
-    session, state, sync::sync_events, to_device,
+    account, backup, config, device, discovery, filter, keys, membership, message, profile, push,
+    room, session, state, sync::sync_events, to_device,
 };
 use ruma::api::{Metadata, path_builder::PathBuilder};
 
@@ -61,6 +61,22 @@ pub fn router(services: Services) -> Router {
         handlers::account::username_available,
     );
     router = endpoint::<account::whoami::v3::Request, _, _>(router, handlers::account::whoami);
+    router = endpoint::<account::change_password::v3::Request, _, _>(
+        router,
+        handlers::account::change_password,
+    );
+    router =
+        endpoint::<account::deactivate::v3::Request, _, _>(router, handlers::account::deactivate);
+    router = endpoint::<device::get_devices::v3::Request, _, _>(router, handlers::devices::list);
+    router = endpoint::<device::get_device::v3::Request, _, _>(router, handlers::devices::get);
+    router =
+        endpoint::<device::update_device::v3::Request, _, _>(router, handlers::devices::rename);
+    router =
+        endpoint::<device::delete_device::v3::Request, _, _>(router, handlers::devices::delete_one);
+    router = endpoint::<device::delete_devices::v3::Request, _, _>(
+        router,
+        handlers::devices::delete_many,
+    );
     router = endpoint::<session::get_login_types::v3::Request, _, _>(
         router,
         handlers::session::login_types,
@@ -85,6 +101,10 @@ pub fn router(services: Services) -> Router {
     router = endpoint::<membership::join_room_by_id::v3::Request, _, _>(
         router,
         handlers::rooms::join_by_id,
+    );
+    router = endpoint::<membership::join_room_by_id_or_alias::v3::Request, _, _>(
+        router,
+        handlers::rooms::join_by_id_or_alias,
     );
     router = endpoint::<membership::leave_room::v3::Request, _, _>(router, handlers::rooms::leave);
     router = endpoint::<membership::kick_user::v3::Request, _, _>(router, handlers::rooms::kick);
@@ -149,9 +169,59 @@ pub fn router(services: Services) -> Router {
         router,
         handlers::user_data::push_rules,
     );
+    router = endpoint::<backup::create_backup_version::v3::Request, _, _>(
+        router,
+        handlers::key_backup::create_version,
+    );
     router = endpoint::<backup::get_latest_backup_info::v3::Request, _, _>(
         router,
-        handlers::user_data::latest_backup,
+        handlers::key_backup::latest_version,
+    );
+    router = endpoint::<backup::get_backup_info::v3::Request, _, _>(
+        router,
+        handlers::key_backup::version,
+    );
+    router = endpoint::<backup::update_backup_version::v3::Request, _, _>(
+        router,
+        handlers::key_backup::update_version,
+    );
+    router = endpoint::<backup::delete_backup_version::v3::Request, _, _>(
+        router,
+        handlers::key_backup::delete_version,
+    );
+    router = endpoint::<backup::add_backup_keys::v3::Request, _, _>(
+        router,
+        handlers::key_backup::put_keys,
+    );
+    router = endpoint::<backup::add_backup_keys_for_room::v3::Request, _, _>(
+        router,
+        handlers::key_backup::put_room_keys,
+    );
+    router = endpoint::<backup::add_backup_keys_for_session::v3::Request, _, _>(
+        router,
+        handlers::key_backup::put_session_key,
+    );
+    router =
+        endpoint::<backup::get_backup_keys::v3::Request, _, _>(router, handlers::key_backup::keys);
+    router = endpoint::<backup::get_backup_keys_for_room::v3::Request, _, _>(
+        router,
+        handlers::key_backup::room_keys,
+    );
+    router = endpoint::<backup::get_backup_keys_for_session::v3::Request, _, _>(
+        router,
+        handlers::key_backup::session_key,
+    );
+    router = endpoint::<backup::delete_backup_keys::v3::Request, _, _>(
+        router,
+        handlers::key_backup::delete_keys,
+    );
+    router = endpoint::<backup::delete_backup_keys_for_room::v3::Request, _, _>(
+        router,
+        handlers::key_backup::delete_room_keys,
+    );
+    router = endpoint::<backup::delete_backup_keys_for_session::v3::Request, _, _>(
+        router,
+        handlers::key_backup::delete_session_key,
     );
     router = endpoint::<keys::upload_keys::v3::Request, _, _>(router, handlers::keys::upload);
     router = endpoint::<keys::get_keys::v3::Request, _, _>(router, handlers::keys::query);

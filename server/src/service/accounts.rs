@@ -46,7 +46,21 @@ struct StoredDevice {
     display_name: Option<String>,
     /// Hex SHA-256 of the device's current access token.
     token_hash: String,
+    /// When the device logged in (ms since the epoch); older records lack it.
+    #[serde(default)]
+    created_ts: Option<u64>,
 }
+
+/// A device as its owner sees it in the devices API.
+pub struct DeviceInfo {
+    pub device_id: OwnedDeviceId,
+    pub display_name: Option<String>,
+    pub created_ts: Option<u64>,
+}
+
+/// What a stored password record holds after deactivation: no hash matches it, and the user
+/// ID stays taken so nobody can register it again and inherit its rooms.
+const DEACTIVATED: &[u8] = b"!deactivated";
 
 /// The accounts service.
 #[derive(Clone)]
@@ -163,19 +177,97 @@ impl Accounts {
 
     /// Ends every session of a user; returns the devices removed.
     pub async fn logout_all(&self, user_id: &UserId) -> Result<Vec<OwnedDeviceId>, AccountError> {
-        let mut batch = self.storage.batch();
+        let devices: Vec<_> = self.devices(user_id)?.into_iter().map(|d| d.device_id).collect();
+        self.remove_devices(user_id, &devices).await
+    }
+
+    /// All devices of a user.
+    pub fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceInfo>, AccountError> {
         let prefix = compound_key(&[user_id.as_bytes(), b""]);
-        let mut removed = Vec::new();
+        let mut out = Vec::new();
         for (key, value) in self.storage.scan_prefix(cf::USERDEVICEID_DEVICE, &prefix)? {
             let device: StoredDevice = serde_json::from_slice(&value)
                 .map_err(|err| StorageError::Corrupt(format!("device: {err}")))?;
-            batch.delete(cf::TOKENHASH_SESSION, device.token_hash.as_bytes());
-            batch.delete(cf::USERDEVICEID_DEVICE, &key);
-            removed
-                .push(OwnedDeviceId::from(String::from_utf8_lossy(&key[prefix.len()..]).as_ref()));
+            out.push(DeviceInfo {
+                device_id: OwnedDeviceId::from(
+                    String::from_utf8_lossy(&key[prefix.len()..]).as_ref(),
+                ),
+                display_name: device.display_name,
+                created_ts: device.created_ts,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One device of a user.
+    pub fn device_info(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> Result<Option<DeviceInfo>, AccountError> {
+        Ok(self.device(user_id, device_id)?.map(|device| DeviceInfo {
+            device_id: OwnedDeviceId::from(device_id),
+            display_name: device.display_name,
+            created_ts: device.created_ts,
+        }))
+    }
+
+    /// Renames a device.
+    pub async fn rename_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<String>,
+    ) -> Result<(), AccountError> {
+        let mut device = self.device(user_id, device_id)?.ok_or(AccountError::UnknownDevice)?;
+        device.display_name = display_name;
+        let mut batch = self.storage.batch();
+        batch.put(
+            cf::USERDEVICEID_DEVICE,
+            &compound_key(&[user_id.as_bytes(), device_id.as_bytes()]),
+            &serde_json::to_vec(&device).expect("device serializes"),
+        );
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// Removes devices (their tokens stop working) in one commit; unknown ones are skipped,
+    /// as the spec's bulk delete asks. Returns the devices removed.
+    pub async fn remove_devices(
+        &self,
+        user_id: &UserId,
+        device_ids: &[OwnedDeviceId],
+    ) -> Result<Vec<OwnedDeviceId>, AccountError> {
+        let mut batch = self.storage.batch();
+        let mut removed = Vec::new();
+        for device_id in device_ids {
+            match self.remove_device_in(&mut batch, user_id, device_id.as_str()) {
+                Ok(()) => removed.push(device_id.clone()),
+                Err(AccountError::UnknownDevice) => {}
+                Err(err) => return Err(err),
+            }
         }
         self.storage.commit(batch).await?;
         Ok(removed)
+    }
+
+    /// Replaces the password hash (see [`hash_password`]).
+    pub async fn set_password(&self, user_id: &UserId, hash: &str) -> Result<(), AccountError> {
+        let mut batch = self.storage.batch();
+        batch.put(cf::USERID_PASSWORD, user_id.as_bytes(), hash.as_bytes());
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// Closes the account for good: no password works, every device is logged out, and the
+    /// user ID stays reserved. Returns the devices removed.
+    pub async fn deactivate(&self, user_id: &UserId) -> Result<Vec<OwnedDeviceId>, AccountError> {
+        let devices: Vec<_> = self.devices(user_id)?.into_iter().map(|d| d.device_id).collect();
+        let mut batch = self.storage.batch();
+        batch.put(cf::USERID_PASSWORD, user_id.as_bytes(), DEACTIVATED);
+        for device_id in &devices {
+            self.remove_device_in(&mut batch, user_id, device_id.as_str())?;
+        }
+        self.storage.commit(batch).await?;
+        Ok(devices)
     }
 
     fn device(
@@ -216,7 +308,11 @@ impl Accounts {
         let access_token = format!("mdx_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
         let token_hash = token_hash(&access_token);
         let session = Session { user_id: user_id.to_owned(), device_id: device_id.clone() };
-        let device = StoredDevice { display_name, token_hash: token_hash.clone() };
+        let device = StoredDevice {
+            display_name,
+            token_hash: token_hash.clone(),
+            created_ts: Some(now_ms()),
+        };
         batch.put(
             cf::USERDEVICEID_DEVICE,
             &compound_key(&[user_id.as_bytes(), device_id.as_bytes()]),
@@ -243,6 +339,12 @@ pub fn hash_password(password: &str) -> Result<String, AccountError> {
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|err| StorageError::Corrupt(format!("password hashing: {err}")).into())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {

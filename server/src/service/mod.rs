@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod e2ee;
+pub mod key_backup;
 pub mod rate_limit;
 pub mod rooms;
 pub mod uia;
@@ -24,6 +25,7 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     pub user_data: user_data::UserData,
     pub e2ee: e2ee::E2ee,
+    pub key_backup: key_backup::KeyBackup,
 }
 
 impl Services {
@@ -39,6 +41,7 @@ impl Services {
         Ok(Self {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
             e2ee: e2ee::E2ee::new(storage.clone(), rooms.stream.clone()),
+            key_backup: key_backup::KeyBackup::new(storage.clone()),
             rooms,
             accounts: accounts::Accounts::new(storage.clone(), server_name),
             uia: Arc::new(uia::UiaSessions::default()),

@@ -33,6 +33,8 @@ pub const USERDEVICEALGO_FALLBACKKEY: &str = "userdevicealgo_fallbackkey";
 pub const USERKEYTYPE_CROSSSIGNINGKEY: &str = "userkeytype_crosssigningkey";
 pub const POSITION_KEYCHANGEUSER: &str = "position_keychangeuser";
 pub const USERDEVICEPOSITION_TODEVICE: &str = "userdeviceposition_todevice";
+pub const USERVERSION_BACKUP: &str = "userversion_backup";
+pub const USERVERSIONROOMSESSION_ROOMKEY: &str = "userversionroomsession_roomkey";
 
 /// The catalogue, in creation order.
 pub const ALL: &[ColumnFamily] = &[
@@ -124,6 +126,14 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: USERDEVICEPOSITION_TODEVICE,
         holds: "user ID 0xFF device ID 0xFF big-endian u64 position → to-device message JSON (removed once acknowledged)",
+    },
+    ColumnFamily {
+        name: USERVERSION_BACKUP,
+        holds: "user ID 0xFF big-endian u64 backup version → JSON {algorithm, auth_data, count, etag, deleted}",
+    },
+    ColumnFamily {
+        name: USERVERSIONROOMSESSION_ROOMKEY,
+        holds: "user ID 0xFF big-endian u64 version 0xFF room ID 0xFF session ID → the client's encrypted KeyBackupData JSON",
     },
 ];
 

@@ -7,7 +7,10 @@ use axum::{
 };
 use http::StatusCode;
 use ruma::api::client::{
-    account::{get_username_availability, register, whoami},
+    account::{
+        ThirdPartyIdRemovalStatus, change_password, deactivate, get_username_availability,
+        register, whoami,
+    },
     uiaa::AuthData,
 };
 use serde_json::json;
@@ -149,6 +152,78 @@ pub async fn whoami(request: Ruma<whoami::v3::Request>) -> RumaResponse<whoami::
     let mut response = whoami::v3::Response::new(session.user_id.clone(), false);
     response.device_id = Some(session.device_id.clone());
     RumaResponse(response)
+}
+
+/// Changes the password after proving the old one; other devices are logged out unless the
+/// client asks to keep them.
+pub async fn change_password(
+    State(services): State<Services>,
+    request: Ruma<change_password::v3::Request>,
+) -> Result<Response, ApiError> {
+    let session = request.session().clone();
+    let body = request.body;
+    if let Some(challenge) =
+        super::password_auth::require_password(&services, &session, body.auth.as_ref()).await?
+    {
+        return Ok(challenge);
+    }
+    let password = body.new_password;
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(ApiError::internal)??;
+    services.accounts.set_password(&session.user_id, &hash).await?;
+    if body.logout_devices {
+        let others: Vec<_> = services
+            .accounts
+            .devices(&session.user_id)?
+            .into_iter()
+            .map(|device| device.device_id)
+            .filter(|device| *device != session.device_id)
+            .collect();
+        super::devices::remove(&services, &session.user_id, &others).await?;
+    }
+    tracing::info!(user = %session.user_id, "password changed");
+    Ok(RumaResponse(change_password::v3::Response::new()).into_response())
+}
+
+/// Closes the account: leaves every room, clears the profile, logs out every device and
+/// drops its keys. The user ID stays reserved.
+pub async fn deactivate(
+    State(services): State<Services>,
+    request: Ruma<deactivate::v3::Request>,
+) -> Result<Response, ApiError> {
+    let session = request.session().clone();
+    if let Some(challenge) =
+        super::password_auth::require_password(&services, &session, request.body.auth.as_ref())
+            .await?
+    {
+        return Ok(challenge);
+    }
+    let user = &session.user_id;
+    for (room_id, membership) in services.rooms.memberships(user)? {
+        if matches!(membership.as_str(), "join" | "invite" | "knock") {
+            services
+                .rooms
+                .append(
+                    &room_id,
+                    user,
+                    "m.room.member",
+                    Some(user.as_str()),
+                    json!({ "membership": "leave" }),
+                    None,
+                )
+                .await?;
+        }
+    }
+    for field in ["displayname", "avatar_url"] {
+        services.user_data.set_profile_field(user, field, None).await?;
+    }
+    for device in services.accounts.deactivate(user).await? {
+        services.e2ee.remove_device(user, &device).await?;
+    }
+    tracing::info!(user = %user, "deactivated");
+    Ok(RumaResponse(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
+        .into_response())
 }
 
 fn uuid_like_suffix() -> String {

@@ -17,7 +17,6 @@ use ruma::{
             upload_signing_keys,
         },
         to_device::send_event_to_device,
-        uiaa::{AuthData, UserIdentifier},
     },
     to_device::DeviceIdOrAllDevices,
 };
@@ -148,40 +147,11 @@ pub async fn upload_signing_keys(
     let session = request.session().clone();
     let body = request.body;
     let has_master = services.e2ee.cross_signing_key(&session.user_id, "master")?.is_some();
-    if has_master {
-        let verified = match &body.auth {
-            Some(AuthData::Password(password)) => {
-                let names_self = match &password.identifier {
-                    UserIdentifier::Matrix(id) => {
-                        services.accounts.local_user_id(&id.user).as_ref() == Some(&session.user_id)
-                    }
-                    _ => false,
-                };
-                let accounts = services.accounts.clone();
-                let (user, secret) = (session.user_id.clone(), password.password.clone());
-                names_self
-                    && tokio::task::spawn_blocking(move || {
-                        accounts.password_matches(&user, &secret)
-                    })
-                    .await
-                    .map_err(ApiError::internal)??
-            }
-            _ => false,
-        };
-        if !verified {
-            let uia_session = body
-                .auth
-                .as_ref()
-                .and_then(|auth| auth.session())
-                .map(ToOwned::to_owned)
-                .unwrap_or_else(|| services.uia.start());
-            let mut challenge = json!({ "flows": [{ "stages": ["m.login.password"] }], "params": {}, "session": uia_session });
-            if body.auth.is_some() {
-                challenge["errcode"] = json!("M_FORBIDDEN");
-                challenge["error"] = json!("invalid password");
-            }
-            return Ok((StatusCode::UNAUTHORIZED, Json(challenge)).into_response());
-        }
+    if has_master
+        && let Some(challenge) =
+            super::password_auth::require_password(&services, &session, body.auth.as_ref()).await?
+    {
+        return Ok(challenge);
     }
     let mut keys = Vec::new();
     for (kind, raw) in [

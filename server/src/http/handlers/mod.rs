@@ -2,8 +2,11 @@
 //! in the services.
 
 pub mod account;
+pub mod devices;
 pub mod discovery;
+pub mod key_backup;
 pub mod keys;
+mod password_auth;
 pub mod room_reads;
 pub mod rooms;
 pub mod session;

@@ -4,9 +4,12 @@ use axum::extract::State;
 use http::StatusCode;
 use medrix_protocol::RoomVersion;
 use ruma::{
-    OwnedEventId, OwnedUserId, RoomId, UserId,
+    OwnedEventId, RoomId, UserId,
     api::client::{
-        membership::{ban_user, invite_user, join_room_by_id, kick_user, leave_room, unban_user},
+        membership::{
+            ban_user, invite_user, join_room_by_id, join_room_by_id_or_alias, kick_user,
+            leave_room, unban_user,
+        },
         message::send_message_event,
         room::create_room::{self, v3::RoomPreset},
         state::{get_state_event_for_key, send_state_event},
@@ -237,15 +240,37 @@ pub async fn join_by_id(
     State(services): State<Services>,
     request: Ruma<join_room_by_id::v3::Request>,
 ) -> Result<RumaResponse<join_room_by_id::v3::Response>, ApiError> {
-    let user: OwnedUserId = request.session().user_id.clone();
+    let user = request.session().user_id.clone();
     let room_id = request.body.room_id.clone();
-    if services.rooms.version(&room_id)?.is_none() {
+    join(&services, &room_id, &user, request.body.reason.clone()).await?;
+    Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id)))
+}
+
+/// `/join/{roomIdOrAlias}`, what matrix-js-sdk and Element call. Aliases are not offered yet.
+pub async fn join_by_id_or_alias(
+    State(services): State<Services>,
+    request: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>, ApiError> {
+    let user = request.session().user_id.clone();
+    let room_id = RoomId::parse(request.body.room_id_or_alias.as_str())
+        .map_err(|_| ApiError::not_found("room aliases are not offered yet"))?;
+    join(&services, &room_id, &user, request.body.reason.clone()).await?;
+    Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(room_id)))
+}
+
+async fn join(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    reason: Option<String>,
+) -> Result<(), ApiError> {
+    if services.rooms.version(room_id)?.is_none() {
         return Err(ApiError::not_found(
             "unknown room (joining rooms on other servers is not offered yet)",
         ));
     }
-    set_membership(&services, &room_id, &user, &user, "join", request.body.reason.clone()).await?;
-    Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id)))
+    set_membership(services, room_id, user, user, "join", reason).await?;
+    Ok(())
 }
 
 pub async fn leave(

@@ -1,10 +1,9 @@
-//! Profile, filters, account data, push rules, and the key-backup probe.
+//! Profile, filters, account data and push rules.
 
 use axum::{Json, extract::State};
 use ruma::{
     UserId,
     api::client::{
-        backup::get_latest_backup_info,
         config::{
             get_global_account_data, get_room_account_data, set_global_account_data,
             set_room_account_data,
@@ -174,9 +173,4 @@ pub async fn push_rules(
     RumaResponse(get_pushrules_all::v3::Response::new(Ruleset::server_default(
         &request.session().user_id,
     )))
-}
-
-/// Clients probe for a key backup on login and expect a 404 with an errcode when there is none.
-pub async fn latest_backup(_: Ruma<get_latest_backup_info::v3::Request>) -> ApiError {
-    ApiError::not_found("no key backup exists")
 }
