@@ -1,0 +1,182 @@
+//! `loadgen`: the load generator of the Medrix-vs-Synapse benchmark (driven by `bench/run`).
+//!
+//! - `loadgen wait-ready` polls `/_matrix/client/versions` and prints the cold start;
+//! - `loadgen run` registers the users, runs the load and writes one server's result as JSON;
+//! - `loadgen compare` prints the side-by-side markdown table of two results.
+
+mod http;
+mod load;
+mod matrix;
+mod procfs;
+mod report;
+mod stats;
+
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use clap::{Parser, Subcommand};
+
+use crate::{http::Conn, load::LoadConfig, report::ServerResult};
+
+#[derive(Parser)]
+#[command(name = "loadgen", about = "Load generator of the Medrix vs Synapse benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Waits until the server answers /_matrix/client/versions; prints the milliseconds since
+    /// --spawned-at-unix-ns (or since this command started).
+    WaitReady {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        spawned_at_unix_ns: Option<u128>,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
+    /// Runs the load against one server and writes its result as JSON.
+    Run(RunArgs),
+    /// Prints the markdown table of a Medrix result beside a Synapse result.
+    Compare { medrix: PathBuf, synapse: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The server, e.g. http://127.0.0.1:8008 (loopback only).
+    #[arg(long)]
+    base_url: String,
+    /// The name in the table, e.g. "Synapse 1.163.2".
+    #[arg(long)]
+    server: String,
+    /// For servers that gate registration with m.login.registration_token.
+    #[arg(long)]
+    registration_token: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    senders: u32,
+    #[arg(long, default_value_t = 50)]
+    messages: u32,
+    /// Requests in flight per sender, each on its own keep-alive connection.
+    #[arg(long, default_value_t = 2)]
+    in_flight: u32,
+    #[arg(long, default_value_t = 3)]
+    observers: u32,
+    /// The /sync long-poll timeout, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    sync_timeout_ms: u64,
+    /// How long observers wait for missing messages after the last send was answered.
+    #[arg(long, default_value_t = 30)]
+    drain_secs: u64,
+    #[arg(long, default_value_t = 60)]
+    send_timeout_secs: u64,
+    /// The server's process ID, for its CPU time and memory during the load.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Measured by the caller; carried into the result.
+    #[arg(long)]
+    cold_start_ms: Option<f64>,
+    /// Measured by the caller; carried into the result.
+    #[arg(long)]
+    idle_rss_kib: Option<u64>,
+    /// Where to write the result (JSON).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
+    let result = match cli.command {
+        Command::WaitReady { base_url, spawned_at_unix_ns, timeout_secs } => {
+            runtime.block_on(wait_ready(&base_url, spawned_at_unix_ns, timeout_secs))
+        }
+        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Compare { medrix, synapse } => compare(&medrix, &synapse),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("loadgen: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_ready(
+    base_url: &str,
+    spawned_at_unix_ns: Option<u128>,
+    timeout_secs: u64,
+) -> Result<(), String> {
+    let addr = http::loopback_addr(base_url).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(timeout_secs);
+    loop {
+        if let Ok(mut conn) = Conn::open(addr).await
+            && matrix::versions_ok(&mut conn).await
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{base_url} not ready after {timeout_secs}s"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed_ms = match spawned_at_unix_ns {
+        Some(spawned) => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?;
+            now.as_nanos().saturating_sub(spawned) as f64 / 1e6
+        }
+        None => started.elapsed().as_secs_f64() * 1000.0,
+    };
+    println!("{elapsed_ms:.1}");
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let config = LoadConfig {
+        addr: http::loopback_addr(&args.base_url).map_err(|e| e.to_string())?,
+        senders: args.senders,
+        messages_per_sender: args.messages,
+        in_flight: args.in_flight.max(1),
+        observers: args.observers,
+        registration_token: args.registration_token,
+        sync_timeout: Duration::from_millis(args.sync_timeout_ms),
+        drain: Duration::from_secs(args.drain_secs),
+        send_timeout: Duration::from_secs(args.send_timeout_secs),
+        server_pid: args.server_pid,
+    };
+    let load = load::run(&config).await.map_err(|e| format!("{}: {e}", args.server))?;
+    eprintln!(
+        "loadgen: {}: {}/{} accepted, {:.1} messages/s, delivered exactly once: {}",
+        args.server,
+        load.accepted,
+        load.attempted,
+        load.accepted_per_second,
+        load.delivered_exactly_once
+    );
+    let result = ServerResult {
+        server: args.server,
+        cold_start_ms: args.cold_start_ms,
+        idle_rss_kib: args.idle_rss_kib,
+        load,
+    };
+    let json = serde_json::to_string_pretty(&result).expect("results serialize");
+    std::fs::write(&args.out, json).map_err(|e| format!("{}: {e}", args.out.display()))
+}
+
+fn compare(medrix: &PathBuf, synapse: &PathBuf) -> Result<(), String> {
+    let read = |path: &PathBuf| -> Result<ServerResult, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    print!("{}", report::compare(&read(medrix)?, &read(synapse)?));
+    Ok(())
+}
