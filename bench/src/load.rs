@@ -32,6 +32,9 @@ pub struct LoadConfig {
     pub messages_per_sender: u32,
     pub in_flight: u32,
     pub observers: u32,
+    /// Senders are spread over this many rooms (sender i writes to room i mod rooms); the
+    /// observers are in all of them. One room is the benchmark; more show per-room limits.
+    pub rooms: u32,
     pub registration_token: Option<String>,
     /// How long `/sync` long-polls are held (`timeout=`).
     pub sync_timeout: Duration,
@@ -65,6 +68,8 @@ pub struct LoadMeasurements {
     pub messages_per_sender: u32,
     pub in_flight: u32,
     pub observers: u32,
+    #[serde(default = "one")]
+    pub rooms: u32,
     pub attempted: u64,
     /// 200 answers carrying an event ID.
     pub accepted: u64,
@@ -85,6 +90,10 @@ pub struct LoadMeasurements {
     pub loadgen_cpu_seconds: Option<f64>,
     pub server_rss_after_kib: Option<u64>,
     pub server_peak_rss_kib: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A message's identity within a run: (sender, sequence number).
@@ -130,7 +139,7 @@ struct ObserverLog {
 /// Registers everyone, builds the room, runs the load and measures it.
 pub async fn run(config: &LoadConfig) -> Result<LoadMeasurements, HttpError> {
     let run_id = run_id();
-    let (room_id, senders, mut observers) = set_up(config, &run_id).await?;
+    let (room_ids, senders, mut observers) = set_up(config, &run_id).await?;
     eprintln!(
         "loadgen: {} senders and {} observers joined the room",
         senders.len(),
@@ -160,7 +169,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadMeasurements, HttpError> {
     let expected = u64::from(config.senders) * u64::from(config.messages_per_sender);
     let (drain_deadline, deadline_seen) = watch::channel(None::<tokio::time::Instant>);
 
-    let room_id = Arc::<str>::from(room_id);
+    let room_ids: Vec<Arc<str>> = room_ids.into_iter().map(Arc::from).collect();
     let run_id = Arc::<str>::from(run_id);
     let mut observing = JoinSet::new();
     for ((account, conn), since) in observers.into_iter().zip(since) {
@@ -168,7 +177,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadMeasurements, HttpError> {
             account,
             conn,
             since,
-            Arc::clone(&room_id),
+            room_ids.clone(),
             Arc::clone(&run_id),
             epoch,
             expected,
@@ -186,7 +195,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadMeasurements, HttpError> {
                 conn,
                 Arc::clone(&next_seq),
                 config.messages_per_sender,
-                Arc::clone(&room_id),
+                Arc::clone(&room_ids[index as usize % room_ids.len()]),
                 Arc::clone(&run_id),
                 epoch,
                 config.send_timeout,
@@ -238,6 +247,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadMeasurements, HttpError> {
         messages_per_sender: config.messages_per_sender,
         in_flight: config.in_flight,
         observers: config.observers,
+        rooms: config.rooms,
         attempted: sends.len() as u64,
         accepted: accepted.len() as u64,
         failures,
@@ -288,29 +298,40 @@ fn judge(log: &ObserverLog, accepted: &HashSet<MessageKey>) -> ObserverReport {
     report
 }
 
-/// Registers the room's creator, the senders and the observers; everyone joins the room.
+/// Registers the rooms' creator, the senders and the observers; each sender joins its room,
+/// each observer every room.
 async fn set_up(
     config: &LoadConfig,
     run_id: &str,
-) -> Result<(String, Vec<(Account, Conn)>, Vec<(Account, Conn)>), HttpError> {
+) -> Result<(Vec<String>, Vec<(Account, Conn)>, Vec<(Account, Conn)>), HttpError> {
     let token = config.registration_token.as_deref();
     let password = format!("bench-password-{run_id}");
     let mut conn = Conn::open(config.addr).await?;
     let owner = matrix::register(&mut conn, &format!("b{run_id}owner"), &password, token).await?;
-    let room_id = matrix::create_public_room(&mut conn, &owner).await?;
+    let mut room_ids = Vec::new();
+    for _ in 0..config.rooms.max(1) {
+        room_ids.push(matrix::create_public_room(&mut conn, &owner).await?);
+    }
 
     let mut joining = JoinSet::new();
     let roles =
         (0..config.senders).map(|i| (true, i)).chain((0..config.observers).map(|i| (false, i)));
     for (is_sender, index) in roles {
         let username = format!("b{run_id}{}{index}", if is_sender { 's' } else { 'o' });
-        let (addr, password, token, room_id) =
-            (config.addr, password.clone(), config.registration_token.clone(), room_id.clone());
+        let rooms = if is_sender {
+            vec![room_ids[index as usize % room_ids.len()].clone()]
+        } else {
+            room_ids.clone()
+        };
+        let (addr, password, token) =
+            (config.addr, password.clone(), config.registration_token.clone());
         joining.spawn(async move {
             let mut conn = Conn::open(addr).await?;
             let account =
                 matrix::register(&mut conn, &username, &password, token.as_deref()).await?;
-            matrix::join(&mut conn, &account, &room_id).await?;
+            for room_id in &rooms {
+                matrix::join(&mut conn, &account, room_id).await?;
+            }
             Ok::<_, HttpError>((is_sender, index, account, conn))
         });
     }
@@ -324,7 +345,7 @@ async fn set_up(
     observers.sort_by_key(|(index, ..)| *index);
     let strip =
         |list: Vec<(u32, Account, Conn)>| list.into_iter().map(|(_, a, c)| (a, c)).collect();
-    Ok((room_id, strip(senders), strip(observers)))
+    Ok((room_ids, strip(senders), strip(observers)))
 }
 
 /// One in-flight slot of a sender: sends the sender's next message until there is none.
@@ -369,7 +390,7 @@ async fn observe(
     account: Account,
     mut conn: Conn,
     mut since: String,
-    room_id: Arc<str>,
+    room_ids: Vec<Arc<str>>,
     run_id: Arc<str>,
     epoch: Instant,
     expected: u64,
@@ -409,17 +430,19 @@ async fn observe(
         };
         log.syncs += 1;
         since = response.next_batch;
-        let Some(room) = response.rooms.join.get(&*room_id) else { continue };
-        if room.timeline.limited {
-            log.limited_syncs += 1;
-        }
-        for event in &room.timeline.events {
-            let Some(body) = event.message_body() else { continue };
-            let Some((key, sent_at)) = parse_marker(&body, &run_id) else { continue };
-            let count = log.sightings.entry(key).or_insert(0);
-            *count += 1;
-            if *count == 1 {
-                log.latencies.push(seen_at.saturating_sub(sent_at));
+        for room_id in &room_ids {
+            let Some(room) = response.rooms.join.get(&**room_id) else { continue };
+            if room.timeline.limited {
+                log.limited_syncs += 1;
+            }
+            for event in &room.timeline.events {
+                let Some(body) = event.message_body() else { continue };
+                let Some((key, sent_at)) = parse_marker(&body, &run_id) else { continue };
+                let count = log.sightings.entry(key).or_insert(0);
+                *count += 1;
+                if *count == 1 {
+                    log.latencies.push(seen_at.saturating_sub(sent_at));
+                }
             }
         }
     }

@@ -66,6 +66,9 @@ struct RunArgs {
     in_flight: u32,
     #[arg(long, default_value_t = 3)]
     observers: u32,
+    /// Spreads the senders over this many rooms (diagnostics; the benchmark uses one).
+    #[arg(long, default_value_t = 1)]
+    rooms: u32,
     /// The /sync long-poll timeout, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     sync_timeout_ms: u64,
@@ -147,6 +150,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         messages_per_sender: args.messages,
         in_flight: args.in_flight.max(1),
         observers: args.observers,
+        rooms: args.rooms.max(1),
         registration_token: args.registration_token,
         sync_timeout: Duration::from_millis(args.sync_timeout_ms),
         drain: Duration::from_secs(args.drain_secs),
