@@ -321,6 +321,56 @@ async fn messages_paginate_backwards_and_forwards_without_gaps() {
 }
 
 #[tokio::test]
+async fn a_room_joined_since_the_token_arrives_with_its_state() {
+    let server = support::start().await;
+    let patient = server.register("patient", "pw-patient").await;
+    let doctor = server.register("doctor", "pw-doctor").await;
+    let (status, body) = server
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&patient),
+            Some(json!({
+                "name": "Lab results", "invite": ["@doctor:localhost"],
+                "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                                   "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let room = body["room_id"].as_str().unwrap().to_owned();
+    let since = sync(&server, &doctor, None, 0).await["next_batch"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .call("POST", &format!("/_matrix/client/v3/join/{room}"), Some(&doctor), Some(json!({})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Without the state, a client would not know that the room is encrypted, nor who is in it.
+    let after = sync(&server, &doctor, Some(&since), 0).await;
+    let joined = &after["rooms"]["join"][&room];
+    let state = joined["state"]["events"].as_array().unwrap();
+    let has =
+        |kind: &str, key: &str| state.iter().any(|e| e["type"] == kind && e["state_key"] == key);
+    assert!(has("m.room.create", ""), "{joined}");
+    assert!(has("m.room.encryption", ""), "{joined}");
+    assert!(has("m.room.name", ""), "{joined}");
+    assert!(has("m.room.member", "@patient:localhost"), "{joined}");
+    // The join itself is in the timeline, and state and timeline do not repeat each other.
+    let timeline = joined_timeline(&after, &room);
+    assert!(timeline.iter().any(|e| e["state_key"] == "@doctor:localhost"), "{joined}");
+    assert!(
+        !state.iter().any(|s| timeline.iter().any(|t| t["event_id"] == s["event_id"])),
+        "{joined}"
+    );
+
+    // Later syncs of the room carry no state again.
+    let next = after["next_batch"].as_str().unwrap();
+    send(&server, &patient, &room, "m1", "ciphertext stand-in").await;
+    let later = sync(&server, &doctor, Some(next), 5000).await;
+    assert_eq!(later["rooms"]["join"][&room]["state"]["events"], json!([]), "{later}");
+}
+
+#[tokio::test]
 async fn unsupported_room_versions_are_refused() {
     let server = support::start().await;
     let token = server.register("rv", "pw").await;

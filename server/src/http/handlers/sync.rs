@@ -171,23 +171,7 @@ fn initial_sync(services: &Services, user: &UserId) -> Result<Value, ApiError> {
         match membership.as_str() {
             "join" => {
                 let (timeline, prev_batch) = recent_visible(services, &room_id, user, upto)?;
-                let version = services
-                    .rooms
-                    .version(&room_id)?
-                    .ok_or_else(|| ApiError::internal("room without head"))?;
-                let state: Vec<Value> = services
-                    .rooms
-                    .current_state_events(&room_id, version)?
-                    .into_iter()
-                    .filter_map(|(id, _)| {
-                        services
-                            .rooms
-                            .event_json(&id)
-                            .ok()
-                            .flatten()
-                            .map(|event| client_event(&id, event))
-                    })
-                    .collect();
+                let state = current_state(services, &room_id)?;
                 response["rooms"]["join"][room_id.as_str()] =
                     joined_room(state, timeline, false, prev_batch);
             }
@@ -262,8 +246,23 @@ fn incremental_sync(
     for (room_id, events) in per_room {
         match memberships.get(&room_id).map(String::as_str) {
             Some("join") => {
+                // A room joined since the token: the client knows nothing of it yet (not even
+                // that it is encrypted), so it gets the state the timeline does not carry.
+                let newly_joined = events.iter().any(|event| {
+                    event["type"] == "m.room.member"
+                        && event["state_key"] == json!(user)
+                        && event["content"]["membership"] == "join"
+                });
+                let state = if newly_joined {
+                    let mut state = current_state(services, &room_id)?;
+                    state
+                        .retain(|event| !events.iter().any(|e| e["event_id"] == event["event_id"]));
+                    state
+                } else {
+                    vec![]
+                };
                 response["rooms"]["join"][room_id.as_str()] =
-                    joined_room(vec![], events, false, None);
+                    joined_room(state, events, false, None);
             }
             Some("invite") => {
                 response["rooms"]["invite"][room_id.as_str()] = invited_room(services, &room_id)?;
@@ -298,6 +297,19 @@ fn incremental_sync(
         add_account_data(&mut response, entries.into_iter());
     }
     Ok((response, anything))
+}
+
+/// The room's current state events in the client format.
+fn current_state(services: &Services, room_id: &RoomId) -> Result<Vec<Value>, ApiError> {
+    let version =
+        services.rooms.version(room_id)?.ok_or_else(|| ApiError::internal("room without head"))?;
+    let mut state = Vec::new();
+    for (event_id, _) in services.rooms.current_state_events(room_id, version)? {
+        if let Some(event) = services.rooms.event_json(&event_id)? {
+            state.push(client_event(&event_id, event));
+        }
+    }
+    Ok(state)
 }
 
 /// The latest events of a room the user may see, oldest first, and the token before them.
