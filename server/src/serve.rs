@@ -87,6 +87,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let key = load_or_create_signing_key(&config.data_dir, &config.server_name)?;
     let services =
         Services::new(config, storage, key).map_err(|err| format!("loading rooms: {err}"))?;
+    services.typing.start_sweeper();
 
     let client_listener =
         TcpListener::bind(listen).await.map_err(|err| format!("listening on {listen}: {err}"))?;

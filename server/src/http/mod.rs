@@ -18,8 +18,9 @@ use axum::{
 };
 use http::StatusCode;
 use ruma::api::client::{
-    account, backup, config, device, discovery, filter, keys, membership, message, profile, push,
-    room, session, state, sync::sync_events, to_device,
+    account, backup, config, context, device, discovery, filter, keys, membership, message,
+    profile, push, read_marker, receipt, redact, room, session, state, sync::sync_events, tag,
+    to_device, typing,
 };
 use ruma::api::{Metadata, path_builder::PathBuilder};
 
@@ -111,6 +112,27 @@ pub fn router(services: Services) -> Router {
     router = endpoint::<membership::ban_user::v3::Request, _, _>(router, handlers::rooms::ban);
     router = endpoint::<membership::unban_user::v3::Request, _, _>(router, handlers::rooms::unban);
     router = endpoint::<sync_events::v3::Request, _, _>(router, handlers::sync::sync);
+    router =
+        endpoint::<context::get_context::v3::Request, _, _>(router, handlers::room_reads::context);
+    router = endpoint::<redact::redact_event::v3::Request, _, _>(router, handlers::rooms::redact);
+    router =
+        endpoint::<membership::forget_room::v3::Request, _, _>(router, handlers::rooms::forget);
+    router = endpoint::<receipt::create_receipt::v3::Request, _, _>(
+        router,
+        handlers::room_ephemeral::receipt,
+    );
+    router = endpoint::<read_marker::set_read_marker::v3::Request, _, _>(
+        router,
+        handlers::room_ephemeral::read_markers,
+    );
+    router = endpoint::<typing::create_typing_event::v3::Request, _, _>(
+        router,
+        handlers::room_ephemeral::typing,
+    );
+    router = endpoint::<tag::get_tags::v3::Request, _, _>(router, handlers::user_data::tags);
+    router = endpoint::<tag::create_tag::v3::Request, _, _>(router, handlers::user_data::set_tag);
+    router =
+        endpoint::<tag::delete_tag::v3::Request, _, _>(router, handlers::user_data::delete_tag);
     router = endpoint::<message::get_message_events::v3::Request, _, _>(
         router,
         handlers::room_reads::messages,

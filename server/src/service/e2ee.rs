@@ -89,7 +89,7 @@ impl E2ee {
         changed_user: Option<&UserId>,
     ) -> Result<(), StorageError> {
         let Some(user) = changed_user else { return self.storage.commit(batch).await };
-        let position = self.stream.allocate();
+        let position = self.stream.allocate().await?;
         batch.put(cf::POSITION_KEYCHANGEUSER, &position.to_be_bytes(), user.as_bytes());
         let result = self.storage.commit(batch).await;
         self.stream.finish(position);
@@ -329,7 +329,7 @@ impl E2ee {
         if messages.is_empty() {
             return Ok(());
         }
-        let position = self.stream.allocate();
+        let position = self.stream.allocate().await?;
         let mut batch = self.storage.batch();
         for (index, (user, device, message)) in messages.iter().enumerate() {
             // One position per request; the index keeps messages of one request apart.

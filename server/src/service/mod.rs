@@ -5,7 +5,9 @@ pub mod accounts;
 pub mod e2ee;
 pub mod key_backup;
 pub mod rate_limit;
+pub mod receipts;
 pub mod rooms;
+pub mod typing;
 pub mod uia;
 pub mod user_data;
 
@@ -26,6 +28,8 @@ pub struct Services {
     pub user_data: user_data::UserData,
     pub e2ee: e2ee::E2ee,
     pub key_backup: key_backup::KeyBackup,
+    pub receipts: receipts::Receipts,
+    pub typing: typing::Typing,
 }
 
 impl Services {
@@ -42,6 +46,8 @@ impl Services {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
             e2ee: e2ee::E2ee::new(storage.clone(), rooms.stream.clone()),
             key_backup: key_backup::KeyBackup::new(storage.clone()),
+            receipts: receipts::Receipts::new(storage.clone(), rooms.stream.clone()),
+            typing: typing::Typing::new(rooms.stream.clone()),
             rooms,
             accounts: accounts::Accounts::new(storage.clone(), server_name),
             uia: Arc::new(uia::UiaSessions::default()),

@@ -92,7 +92,7 @@ impl UserData {
         content: &Value,
     ) -> Result<(), StorageError> {
         let room = room_id.map(RoomId::as_bytes).unwrap_or_default();
-        let position = self.stream.allocate();
+        let position = self.stream.allocate().await?;
         let mut batch = self.storage.batch();
         batch.put(
             cf::USERROOMTYPE_ACCOUNTDATA,

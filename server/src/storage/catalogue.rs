@@ -33,6 +33,8 @@ pub const USERDEVICEALGO_FALLBACKKEY: &str = "userdevicealgo_fallbackkey";
 pub const USERKEYTYPE_CROSSSIGNINGKEY: &str = "userkeytype_crosssigningkey";
 pub const POSITION_KEYCHANGEUSER: &str = "position_keychangeuser";
 pub const USERDEVICEPOSITION_TODEVICE: &str = "userdeviceposition_todevice";
+pub const ROOMUSERTYPE_RECEIPT: &str = "roomusertype_receipt";
+pub const POSITION_RECEIPT: &str = "position_receipt";
 pub const USERVERSION_BACKUP: &str = "userversion_backup";
 pub const USERVERSIONROOMSESSION_ROOMKEY: &str = "userversionroomsession_roomkey";
 
@@ -126,6 +128,14 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: USERDEVICEPOSITION_TODEVICE,
         holds: "user ID 0xFF device ID 0xFF big-endian u64 position → to-device message JSON (removed once acknowledged)",
+    },
+    ColumnFamily {
+        name: ROOMUSERTYPE_RECEIPT,
+        holds: "room ID 0xFF user ID 0xFF receipt type 0xFF thread ID (empty = unthreaded) → receipt JSON with its stream position",
+    },
+    ColumnFamily {
+        name: POSITION_RECEIPT,
+        holds: "big-endian u64 stream position → the roomusertype_receipt key that changed then (for /sync)",
     },
     ColumnFamily {
         name: USERVERSION_BACKUP,

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod key_backup;
 pub mod keys;
 mod password_auth;
+pub mod room_ephemeral;
 pub mod room_reads;
 pub mod rooms;
 pub mod session;

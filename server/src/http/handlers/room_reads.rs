@@ -1,4 +1,4 @@
-//! Reading a room's history and members: `/messages`, `/event`, `/members`,
+//! Reading a room's history and members: `/messages`, `/event`, `/context`, `/members`,
 //! `/joined_members`. Every event returned passes the visibility service, so a kicked or
 //! never-joined user gets nothing newer than their access.
 
@@ -10,6 +10,7 @@ use ruma::{
     api::{
         Direction,
         client::{
+            context::get_context,
             membership::{get_member_events, joined_members},
             message::get_message_events,
             room::get_room_event,
@@ -40,6 +41,30 @@ fn parse_token(token: &str) -> Result<u64, ApiError> {
         .strip_prefix('s')
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| ApiError::invalid_param("unknown pagination token"))
+}
+
+/// Reads an event of this room by ID, if it may be shown to `user`. The room is checked
+/// against where the event was stored, not taken from the request: visibility is decided
+/// per room, so an event of another room must never be judged by this one's memberships.
+pub fn visible_event_at(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    event_id: &ruma::EventId,
+) -> Result<Option<Value>, ApiError> {
+    let Some(position) = services
+        .storage
+        .get(cf::EVENTID_POSITION, event_id.as_bytes())?
+        .filter(|bytes| bytes.len() == 8)
+        .map(|bytes| position_from(&bytes))
+    else {
+        return Ok(None);
+    };
+    let stored_in = services.storage.get(cf::POSITION_ROOMEVENT, &position.to_be_bytes())?;
+    if stored_in != Some(compound_key(&[room_id.as_bytes(), event_id.as_bytes()])) {
+        return Ok(None);
+    }
+    visible_event(services, room_id, user, event_id, position)
 }
 
 /// Reads an event and its membership state key, if it may be shown to `user`.
@@ -191,19 +216,87 @@ pub async fn event(
 ) -> Result<Json<Value>, ApiError> {
     let user = request.session().user_id.clone();
     let request = request.body;
-    let not_found = || ApiError::not_found("event not found");
+    visible_event_at(&services, &request.room_id, &user, &request.event_id)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("event not found"))
+}
+
+/// The most events `/context` returns around its event.
+const MAX_CONTEXT: usize = 100;
+
+/// `/context`: an event with the visible events before and after it. The `state` is the
+/// current state for a member joined now, and empty otherwise: handing a former member the
+/// current state would show them changes made after they lost access.
+pub async fn context(
+    State(services): State<Services>,
+    request: Ruma<get_context::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = request.session().user_id.clone();
+    let request = request.body;
+    let room_id = &request.room_id;
+    let event = visible_event_at(&services, room_id, &user, &request.event_id)?
+        .ok_or_else(|| ApiError::not_found("event not found"))?;
     let position = services
         .storage
         .get(cf::EVENTID_POSITION, request.event_id.as_bytes())?
-        .filter(|bytes| bytes.len() == 8)
         .map(|bytes| position_from(&bytes))
-        .ok_or_else(not_found)?;
-    let event = visible_event(&services, &request.room_id, &user, &request.event_id, position)?
-        .ok_or_else(not_found)?;
-    if event["room_id"] != json!(request.room_id) {
-        return Err(not_found());
+        .ok_or_else(|| ApiError::not_found("event not found"))?;
+    let limit = usize::try_from(u64::from(request.limit)).unwrap_or(MAX_CONTEXT).min(MAX_CONTEXT);
+    let (before_limit, after_limit) = (limit / 2, limit - limit / 2);
+    let prefix = compound_key(&[room_id.as_bytes(), b""]);
+    let at = |position: u64| compound_key(&[room_id.as_bytes(), &position.to_be_bytes()]);
+
+    let mut before = Vec::new();
+    let mut start = position.saturating_sub(1);
+    if before_limit > 0 && position > 0 {
+        let rows = services.storage.scan_back(
+            cf::ROOMPOSITION_EVENTID,
+            &prefix,
+            &(position - 1).to_be_bytes(),
+            4 * before_limit,
+        )?;
+        if let Some(last) = fill_page(&services, room_id, &user, &rows, &mut before, before_limit)?
+        {
+            start = last.saturating_sub(1);
+        }
     }
-    Ok(Json(event))
+    let mut after = Vec::new();
+    let mut end = position;
+    let visible_upto = services.rooms.stream.visible();
+    if after_limit > 0 && position < visible_upto {
+        let rows = services.storage.scan_range(
+            cf::ROOMPOSITION_EVENTID,
+            &at(position + 1),
+            &at(visible_upto),
+            4 * after_limit,
+        )?;
+        if let Some(last) = fill_page(&services, room_id, &user, &rows, &mut after, after_limit)? {
+            end = last;
+        }
+    }
+    let state = if services.rooms.membership(room_id, &user)?.as_deref() == Some("join") {
+        current_state_json(&services, room_id)?
+    } else {
+        vec![]
+    };
+    Ok(Json(json!({
+        "event": event, "events_before": before, "events_after": after, "state": state,
+        "start": format!("s{start}"), "end": format!("s{end}"),
+    })))
+}
+
+fn current_state_json(services: &Services, room_id: &RoomId) -> Result<Vec<Value>, ApiError> {
+    let version =
+        services.rooms.version(room_id)?.ok_or_else(|| ApiError::not_found("unknown room"))?;
+    let mut state = Vec::new();
+    for (event_id, _) in services.rooms.current_state_events(room_id, version)? {
+        if let Some(event) = services.rooms.event_json(&event_id)? {
+            let mut event = client_event(&event_id, event);
+            event["room_id"] = json!(room_id);
+            state.push(event);
+        }
+    }
+    Ok(state)
 }
 
 /// Current member events, for a user joined now.

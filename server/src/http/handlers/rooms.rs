@@ -7,10 +7,11 @@ use ruma::{
     OwnedEventId, RoomId, UserId,
     api::client::{
         membership::{
-            ban_user, invite_user, join_room_by_id, join_room_by_id_or_alias, kick_user,
-            leave_room, unban_user,
+            ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias,
+            kick_user, leave_room, unban_user,
         },
         message::send_message_event,
+        redact::redact_event,
         room::create_room::{self, v3::RoomPreset},
         state::{get_state_event_for_key, send_state_event},
     },
@@ -321,4 +322,32 @@ pub async fn unban(
     set_membership(&services, &body.room_id, &sender, &body.user_id, "leave", body.reason.clone())
         .await?;
     Ok(RumaResponse(unban_user::v3::Response::new()))
+}
+
+/// Redacts an event: the redaction joins the DAG (idempotent per transaction ID like any
+/// send), and the target's content is removed if the sender may redact it.
+pub async fn redact(
+    State(services): State<Services>,
+    request: Ruma<redact_event::v3::Request>,
+) -> Result<RumaResponse<redact_event::v3::Response>, ApiError> {
+    let session = request.session().clone();
+    let body = request.body;
+    let mut content = json!({ "redacts": body.event_id });
+    if let Some(reason) = body.reason {
+        content["reason"] = json!(reason);
+    }
+    let txn = TxnKey { device_id: session.device_id.as_str(), txn_id: body.txn_id.as_str() };
+    let event_id = services
+        .rooms
+        .append(&body.room_id, &session.user_id, "m.room.redaction", None, content, Some(txn))
+        .await?;
+    Ok(RumaResponse(redact_event::v3::Response::new(event_id)))
+}
+
+pub async fn forget(
+    State(services): State<Services>,
+    request: Ruma<forget_room::v3::Request>,
+) -> Result<RumaResponse<forget_room::v3::Response>, ApiError> {
+    services.rooms.forget(&request.body.room_id, &request.session().user_id).await?;
+    Ok(RumaResponse(forget_room::v3::Response::new()))
 }

@@ -13,6 +13,7 @@ use ruma::{
             get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
         },
         push::get_pushrules_all,
+        tag::{create_tag, delete_tag, get_tags},
     },
     push::Ruleset,
 };
@@ -173,4 +174,52 @@ pub async fn push_rules(
     RumaResponse(get_pushrules_all::v3::Response::new(Ruleset::server_default(
         &request.session().user_id,
     )))
+}
+
+/// Room tags live in the room's `m.tag` account data, where `/sync` delivers them.
+fn tags_of(services: &Services, user: &UserId, room_id: &ruma::RoomId) -> Result<Value, ApiError> {
+    let content = services.user_data.account_data(user, Some(room_id), "m.tag")?;
+    Ok(content.and_then(|c| c.get("tags").cloned()).unwrap_or_else(|| json!({})))
+}
+
+pub async fn tags(
+    State(services): State<Services>,
+    request: Ruma<get_tags::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    require_self(&request.session().user_id, &request.body.user_id)?;
+    Ok(Json(json!({ "tags": tags_of(&services, &request.body.user_id, &request.body.room_id)? })))
+}
+
+pub async fn set_tag(
+    State(services): State<Services>,
+    request: Ruma<create_tag::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let body = &request.body;
+    require_self(&request.session().user_id, &body.user_id)?;
+    let mut tags = tags_of(&services, &body.user_id, &body.room_id)?;
+    tags[&body.tag] = serde_json::to_value(&body.tag_info).map_err(ApiError::internal)?;
+    let content = json!({ "tags": tags });
+    services
+        .user_data
+        .set_account_data(&body.user_id, Some(&body.room_id), "m.tag", &content)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn delete_tag(
+    State(services): State<Services>,
+    request: Ruma<delete_tag::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let body = &request.body;
+    require_self(&request.session().user_id, &body.user_id)?;
+    let mut tags = tags_of(&services, &body.user_id, &body.room_id)?;
+    if let Some(tags) = tags.as_object_mut() {
+        tags.remove(&body.tag);
+    }
+    let content = json!({ "tags": tags });
+    services
+        .user_data
+        .set_account_data(&body.user_id, Some(&body.room_id), "m.tag", &content)
+        .await?;
+    Ok(Json(json!({})))
 }

@@ -2,6 +2,7 @@
 //! one durable batch), and the current state. Every local event goes through
 //! [`Rooms::append`], which holds the room's lock so the DAG stays a line per server.
 
+mod redaction;
 pub mod stream;
 pub mod visibility;
 
@@ -87,13 +88,8 @@ impl Rooms {
             .last_in_prefix(cf::POSITION_ROOMEVENT, b"", &[0xFF; 8])?
             .map(|(key, _)| position_from(&key))
             .unwrap_or(0);
-        Ok(Self {
-            storage,
-            key,
-            server_name,
-            stream: Arc::new(StreamPositions::new(last)),
-            rooms: Arc::new(Mutex::new(HashMap::new())),
-        })
+        let stream = Arc::new(StreamPositions::open(storage.clone(), last)?);
+        Ok(Self { storage, key, server_name, stream, rooms: Arc::new(Mutex::new(HashMap::new())) })
     }
 
     /// Creates a room: the create event, then each of `setup` in order, as `creator`.
@@ -139,7 +135,7 @@ impl Rooms {
             state: StateMap::new(),
             events: HashMap::new(),
         };
-        self.store(&room_id, &mut room, create, None).await?;
+        self.store(&room_id, &mut room, create, None, None).await?;
         for (kind, state_key, content) in setup {
             self.append_loaded(
                 &room_id,
@@ -229,7 +225,15 @@ impl Rooms {
             }
         }
         let event_id = signed.event_id.clone();
-        self.store(room_id, room, signed, txn.map(|txn| txn_key(sender, &txn))).await?;
+        let redacted = redaction::redacted_target(
+            &self.storage,
+            room_id,
+            room.version,
+            &room.state,
+            &room.events,
+            &signed,
+        )?;
+        self.store(room_id, room, signed, txn.map(|txn| txn_key(sender, &txn)), redacted).await?;
         Ok(event_id)
     }
 
@@ -241,9 +245,10 @@ impl Rooms {
         room: &mut LoadedRoom,
         signed: SignedEvent,
         txn: Option<Vec<u8>>,
+        redacted: Option<(OwnedEventId, Vec<u8>)>,
     ) -> Result<(), RoomError> {
-        let position = self.stream.allocate();
-        let result = self.write_event(room_id, room, &signed, txn, position).await;
+        let position = self.stream.allocate().await?;
+        let result = self.write_event(room_id, room, &signed, txn, redacted, position).await;
         self.stream.finish(position);
         result?;
         room.head = RoomHead {
@@ -264,6 +269,7 @@ impl Rooms {
         room: &LoadedRoom,
         signed: &SignedEvent,
         txn: Option<Vec<u8>>,
+        redacted: Option<(OwnedEventId, Vec<u8>)>,
         position: u64,
     ) -> Result<(), RoomError> {
         let event_id = signed.event_id.as_bytes();
@@ -311,6 +317,10 @@ impl Rooms {
         }
         if let Some(txn) = txn {
             batch.put(cf::TXNID_EVENTID, &txn, event_id);
+        }
+        // The redacted target replaces the original in the same write as the redaction.
+        if let Some((target, json)) = redacted {
+            batch.put(cf::EVENTID_PDU, target.as_bytes(), &json);
         }
         self.storage.commit(batch).await?;
         Ok(())
@@ -416,6 +426,41 @@ impl Rooms {
             out.push((room, String::from_utf8_lossy(&value).into_owned()));
         }
         Ok(out)
+    }
+
+    /// The user's current membership in a room, if any.
+    pub fn membership(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<Option<String>, RoomError> {
+        let key = compound_key(&[user_id.as_bytes(), room_id.as_bytes()]);
+        Ok(self
+            .storage
+            .get(cf::USERROOMID_MEMBERSHIP, &key)?
+            .map(|value| String::from_utf8_lossy(&value).into_owned()))
+    }
+
+    /// Forgets a room the user has left or was removed from: it leaves their room list and
+    /// `/sync`. Their membership history stays, since visibility and the audit trail use it.
+    pub async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<(), RoomError> {
+        // Under the room's lock, so a join being appended cannot be forgotten by mistake.
+        let slot = self.slot(room_id);
+        let _guard = slot.lock().await;
+        match self.membership(room_id, user_id)?.as_deref() {
+            None => Err(RoomError::UnknownRoom),
+            Some("join" | "invite" | "knock") => {
+                Err(RoomError::Forbidden("leave the room before forgetting it".to_owned()))
+            }
+            Some(_) => {
+                let mut batch = self.storage.batch();
+                batch.delete(
+                    cf::USERROOMID_MEMBERSHIP,
+                    &compound_key(&[user_id.as_bytes(), room_id.as_bytes()]),
+                );
+                Ok(self.storage.commit(batch).await?)
+            }
+        }
     }
 
     fn slot(&self, room_id: &RoomId) -> RoomSlot {

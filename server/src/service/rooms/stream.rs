@@ -1,38 +1,105 @@
-//! Stream positions: every stored event gets the next position in one global order, and
-//! readers (`/sync`) see a position only once it and every position before it is committed.
+//! Stream positions: every stored change (room event, account data, key change, to-device
+//! message, receipt, typing) gets the next position in one global order, and readers
+//! (`/sync`) see a position only once it and every position before it is committed.
 //! Commits finish out of order under group commit; without this, a reader could move past an
 //! event that lands a moment later and never see it.
+//!
+//! Positions are never handed out twice, across restarts too: a client holding a token must
+//! not miss a change made after a crash at a position it already passed. Positions are
+//! reserved in blocks by one durable write per block, and a restart continues after the
+//! reserved block, leaving a harmless gap.
 
 use std::{collections::BTreeSet, sync::Mutex};
 
 use tokio::sync::watch;
 
+use crate::storage::{Storage, StorageError, catalogue as cf};
+
+/// Positions reserved per durable write.
+const RESERVATION_BLOCK: u64 = 1 << 16;
+/// The key in `global_counter` holding the end of the reserved block.
+const RESERVED_KEY: &[u8] = b"stream_reserved";
+
 pub struct StreamPositions {
     inner: Mutex<Inner>,
     visible: watch::Sender<u64>,
+    /// Where reservations are made durable; `None` keeps them in memory (unit tests).
+    storage: Option<Storage>,
+    reserving: tokio::sync::Mutex<()>,
 }
 
 struct Inner {
     last_allocated: u64,
+    reserved_upto: u64,
     in_flight: BTreeSet<u64>,
 }
 
 impl StreamPositions {
-    /// Starts after `last_committed`, the highest position found in storage.
-    pub fn new(last_committed: u64) -> Self {
+    /// Continues the stream stored in `storage`: after the last reserved block, and after
+    /// `last_used` (the highest position found in the data, for databases older than the
+    /// reservation record).
+    pub fn open(storage: Storage, last_used: u64) -> Result<Self, StorageError> {
+        let reserved = match storage.get(cf::GLOBAL_COUNTER, RESERVED_KEY)? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("stream reservation".to_owned()))?,
+            ),
+            None => 0,
+        };
+        let start = reserved.max(last_used);
+        let mut stream = Self::starting_at(start);
+        stream.storage = Some(storage);
+        stream.inner.get_mut().expect("fresh lock").reserved_upto = start;
+        Ok(stream)
+    }
+
+    /// A stream in memory only, starting after `last_committed`.
+    pub fn starting_at(last_committed: u64) -> Self {
         Self {
-            inner: Mutex::new(Inner { last_allocated: last_committed, in_flight: BTreeSet::new() }),
+            inner: Mutex::new(Inner {
+                last_allocated: last_committed,
+                reserved_upto: u64::MAX,
+                in_flight: BTreeSet::new(),
+            }),
             visible: watch::channel(last_committed).0,
+            storage: None,
+            reserving: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Takes the next position for an event about to be committed.
-    pub fn allocate(&self) -> u64 {
-        let mut inner = self.inner.lock().expect("stream lock");
-        inner.last_allocated += 1;
-        let position = inner.last_allocated;
-        inner.in_flight.insert(position);
-        position
+    /// Takes the next position for a change about to be committed. Every position taken must
+    /// be given back with [`StreamPositions::finish`].
+    pub async fn allocate(&self) -> Result<u64, StorageError> {
+        loop {
+            {
+                let mut inner = self.inner.lock().expect("stream lock");
+                if inner.last_allocated < inner.reserved_upto {
+                    inner.last_allocated += 1;
+                    let position = inner.last_allocated;
+                    inner.in_flight.insert(position);
+                    return Ok(position);
+                }
+            }
+            self.reserve_next_block().await?;
+        }
+    }
+
+    async fn reserve_next_block(&self) -> Result<(), StorageError> {
+        let _one_reserver = self.reserving.lock().await;
+        let reserved = self.inner.lock().expect("stream lock").reserved_upto;
+        if self.inner.lock().expect("stream lock").last_allocated < reserved {
+            return Ok(()); // another task reserved while this one waited
+        }
+        let next = reserved + RESERVATION_BLOCK;
+        if let Some(storage) = &self.storage {
+            let mut batch = storage.batch();
+            batch.put(cf::GLOBAL_COUNTER, RESERVED_KEY, &next.to_be_bytes());
+            storage.commit(batch).await?;
+        }
+        self.inner.lock().expect("stream lock").reserved_upto = next;
+        Ok(())
     }
 
     /// Marks a position done, committed or abandoned; advances what readers see.
@@ -69,13 +136,31 @@ impl StreamPositions {
 mod tests {
     use super::*;
 
-    #[test]
-    fn readers_never_see_past_a_position_still_being_committed() {
-        let stream = StreamPositions::new(10);
-        let (a, b) = (stream.allocate(), stream.allocate());
+    #[tokio::test]
+    async fn readers_never_see_past_a_position_still_being_committed() {
+        let stream = StreamPositions::starting_at(10);
+        let (a, b) = (stream.allocate().await.unwrap(), stream.allocate().await.unwrap());
         stream.finish(b);
         assert_eq!(stream.visible(), 10, "11 is still in flight");
         stream.finish(a);
         assert_eq!(stream.visible(), 12);
+    }
+
+    #[tokio::test]
+    async fn a_reopened_stream_never_reuses_a_position() {
+        let dir = std::env::temp_dir().join(format!("medrix-stream-{}", std::process::id()));
+        let storage = Storage::open(&dir).unwrap();
+        let used = {
+            let stream = StreamPositions::open(storage.clone(), 0).unwrap();
+            let position = stream.allocate().await.unwrap();
+            stream.finish(position);
+            position
+        };
+        // A restart reads the stream back from storage. Nothing recorded `used` anywhere but
+        // the reservation, and still it is never handed out again.
+        let stream = StreamPositions::open(storage, 0).unwrap();
+        assert!(stream.allocate().await.unwrap() > used);
+        assert!(stream.visible() >= used, "tokens handed out before stay valid");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
