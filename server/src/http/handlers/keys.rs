@@ -120,12 +120,7 @@ pub async fn changes(
     State(services): State<Services>,
     request: Ruma<get_key_changes::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
-    let parse = |token: &str| {
-        token
-            .strip_prefix('s')
-            .and_then(|p| p.parse::<u64>().ok())
-            .ok_or_else(|| ApiError::invalid_param("unknown token"))
-    };
+    let parse = super::sync::parse_token;
     let (from, to) = (parse(&request.body.from)?, parse(&request.body.to)?);
     let user = request.session().user_id.clone();
     let contacts = super::sync::users_sharing_rooms_with(&services, &user)?;

@@ -36,12 +36,7 @@ fn ever_member(services: &Services, room_id: &RoomId, user: &UserId) -> Result<b
     Ok(services.rooms.memberships(user)?.iter().any(|(room, _)| room == room_id))
 }
 
-fn parse_token(token: &str) -> Result<u64, ApiError> {
-    token
-        .strip_prefix('s')
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| ApiError::invalid_param("unknown pagination token"))
-}
+use super::sync::parse_token;
 
 /// Reads an event of this room by ID, if it may be shown to `user`. The room is checked
 /// against where the event was stored, not taken from the request: visibility is decided
@@ -286,15 +281,9 @@ pub async fn context(
 }
 
 fn current_state_json(services: &Services, room_id: &RoomId) -> Result<Vec<Value>, ApiError> {
-    let version =
-        services.rooms.version(room_id)?.ok_or_else(|| ApiError::not_found("unknown room"))?;
-    let mut state = Vec::new();
-    for (event_id, _) in services.rooms.current_state_events(room_id, version)? {
-        if let Some(event) = services.rooms.event_json(&event_id)? {
-            let mut event = client_event(&event_id, event);
-            event["room_id"] = json!(room_id);
-            state.push(event);
-        }
+    let mut state = super::sync::current_state(services, room_id)?;
+    for event in &mut state {
+        event["room_id"] = json!(room_id);
     }
     Ok(state)
 }

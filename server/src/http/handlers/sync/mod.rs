@@ -1,0 +1,156 @@
+//! `/sync`: long-polls until something the user may see arrives, then answers with what
+//! changed since the token. Tokens are `s<stream position>`: one global order covers room
+//! events, account data, key changes, to-device messages, receipts and typing. Every event
+//! passes the visibility service first.
+//!
+//! The response is assembled as JSON rather than ruma's `sync_events::v3::Response`: the
+//! E2EE sections must always be present, and the JSON form is what is measured fast.
+
+mod ephemeral;
+mod rooms;
+
+use std::time::Duration;
+
+use axum::{Json, extract::State};
+use ruma::{UserId, api::client::sync::sync_events};
+use serde_json::{Value, json};
+
+use super::keys;
+use crate::{
+    http::{error::ApiError, ruma_request::Ruma},
+    service::Services,
+};
+
+pub use rooms::{client_event, current_state};
+
+/// The longest a client may make the server hold a sync.
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeline events per room when the filter does not say.
+const DEFAULT_TIMELINE_LIMIT: usize = 20;
+/// The most timeline events per room a filter may ask for.
+const MAX_TIMELINE_LIMIT: usize = 500;
+
+/// What one sync computes: from `since` (none for an initial sync) up to `upto`.
+pub(super) struct Window<'a> {
+    pub services: &'a Services,
+    pub user: &'a UserId,
+    pub since: Option<u64>,
+    pub upto: u64,
+    pub timeline_limit: usize,
+}
+
+pub async fn sync(
+    State(services): State<Services>,
+    request: Ruma<sync_events::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = request.session().user_id.clone();
+    let device = request.session().device_id.clone();
+    let request = request.body;
+    let since = request.since.as_deref().map(parse_token).transpose()?;
+    let timeout = request.timeout.unwrap_or_default().min(MAX_TIMEOUT);
+    let timeline_limit = timeline_limit(&services, &user, request.filter.as_ref())?;
+
+    // Answer as soon as something for this user arrives: wake on every new position and
+    // re-check, until the timeout. An initial sync answers at once.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut checked_upto = since.unwrap_or(0);
+    loop {
+        let upto = services.rooms.stream.visible();
+        let timed_out = tokio::time::Instant::now() >= deadline;
+        if since.is_none() || upto > checked_upto || timed_out {
+            let window = Window { services: &services, user: &user, since, upto, timeline_limit };
+            let (body, anything) = respond(&window, &device).await?;
+            if since.is_none() || anything || timed_out {
+                return Ok(Json(body));
+            }
+            checked_upto = upto;
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        services.rooms.stream.wait_past(checked_upto, remaining).await;
+    }
+}
+
+/// The whole response for a window, and whether it carries anything for the user.
+async fn respond(window: &Window<'_>, device: &ruma::DeviceId) -> Result<(Value, bool), ApiError> {
+    let (mut body, rooms_changed) = rooms::room_sections(window)?;
+    let next_batch = parse_token(body["next_batch"].as_str().unwrap_or_default())?;
+    let (e2ee, e2ee_changed) =
+        keys::sync_sections(window.services, window.user, device, window.since, next_batch).await?;
+    if let (Some(body), Value::Object(sections)) = (body.as_object_mut(), e2ee) {
+        body.extend(sections);
+    }
+    // Someone who newly joined a shared room: the client must fetch their devices.
+    if window.since.is_some() {
+        let mut joined: Vec<Value> = Vec::new();
+        for room in body["rooms"]["join"].as_object().into_iter().flat_map(|rooms| rooms.values()) {
+            for event in room["timeline"]["events"].as_array().into_iter().flatten() {
+                if event["type"] == "m.room.member"
+                    && event["content"]["membership"] == "join"
+                    && event["state_key"] != json!(window.user)
+                {
+                    joined.push(event["state_key"].clone());
+                }
+            }
+        }
+        if let Some(changed) = body["device_lists"]["changed"].as_array_mut() {
+            for user in joined {
+                if !changed.contains(&user) {
+                    changed.push(user);
+                }
+            }
+        }
+    }
+    Ok((body, rooms_changed || e2ee_changed))
+}
+
+/// Parses a `s<position>` token (sync, key changes, pagination).
+pub fn parse_token(token: &str) -> Result<u64, ApiError> {
+    token
+        .strip_prefix('s')
+        .and_then(|p| p.parse::<u64>().ok())
+        .ok_or_else(|| ApiError::invalid_param("unknown token"))
+}
+
+/// The timeline limit the sync's filter asks for (inline JSON or a stored filter's ID).
+fn timeline_limit(
+    services: &Services,
+    user: &UserId,
+    filter: Option<&sync_events::v3::Filter>,
+) -> Result<usize, ApiError> {
+    let definition = match filter {
+        None => return Ok(DEFAULT_TIMELINE_LIMIT),
+        Some(sync_events::v3::Filter::FilterDefinition(definition)) => {
+            serde_json::to_value(definition).map_err(ApiError::internal)?
+        }
+        Some(sync_events::v3::Filter::FilterId(id)) => {
+            services.user_data.filter(user, id)?.unwrap_or(Value::Null)
+        }
+        Some(_) => Value::Null,
+    };
+    let limit = definition["room"]["timeline"]["limit"].as_u64();
+    Ok(limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| (l as usize).clamp(1, MAX_TIMELINE_LIMIT)))
+}
+
+/// Users joined to any room `user` is joined to (including `user`).
+pub fn users_sharing_rooms_with(
+    services: &Services,
+    user: &UserId,
+) -> Result<Vec<String>, ApiError> {
+    let mut users = vec![user.to_string()];
+    for (room_id, membership) in services.rooms.memberships(user)? {
+        if membership != "join" {
+            continue;
+        }
+        let Some(version) = services.rooms.version(&room_id)? else { continue };
+        for (_, pdu) in services.rooms.current_state_events(&room_id, version)? {
+            if pdu.kind().to_string() == "m.room.member"
+                && crate::service::rooms::membership_of(&pdu).as_deref() == Some("join")
+                && let Some(member) = pdu.state_key()
+                && !users.iter().any(|u| u == member)
+            {
+                users.push(member.to_owned());
+            }
+        }
+    }
+    Ok(users)
+}
