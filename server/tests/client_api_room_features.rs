@@ -368,3 +368,31 @@ async fn tags_context_redaction_and_forget_work_and_respect_access() {
         .await;
     assert_eq!(status, 403, "a forgotten room is gone from the user's view");
 }
+
+#[tokio::test]
+async fn a_refused_initial_state_creates_no_room_at_all() {
+    let server = support::start().await;
+    let alice = server.register("alice", "pw").await;
+    let (status, body) = server
+        .call("POST", "/_matrix/client/v3/createRoom", Some(&alice), Some(json!({
+            "name": "half-built?",
+            "initial_state": [
+                {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+                {"type": "m.room.member", "state_key": "@bob:localhost", "content": {"membership": "join"}},
+            ],
+        })))
+        .await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+    let (_, rooms) =
+        server.call("GET", "/_matrix/client/v3/joined_rooms", Some(&alice), None).await;
+    assert_eq!(rooms["joined_rooms"], json!([]), "no partial room: {rooms}");
+
+    let (status, body) = server
+        .call("POST", "/_matrix/client/v3/createRoom", Some(&alice), Some(json!({"initial_state": [
+            {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, rooms) =
+        server.call("GET", "/_matrix/client/v3/joined_rooms", Some(&alice), None).await;
+    assert_eq!(rooms["joined_rooms"], json!([body["room_id"]]));
+}

@@ -143,6 +143,10 @@ pub fn router(services: Services) -> Router {
         router,
         handlers::room_reads::members,
     );
+    router = endpoint::<membership::joined_rooms::v3::Request, _, _>(
+        router,
+        handlers::room_reads::joined_rooms,
+    );
     router = endpoint::<membership::joined_members::v3::Request, _, _>(
         router,
         handlers::room_reads::joined_members,

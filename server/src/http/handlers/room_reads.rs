@@ -11,7 +11,7 @@ use ruma::{
         Direction,
         client::{
             context::get_context,
-            membership::{get_member_events, joined_members},
+            membership::{get_member_events, joined_members, joined_rooms},
             message::get_message_events,
             room::get_room_event,
         },
@@ -357,4 +357,18 @@ pub async fn joined_members(
         }
     }
     Ok(Json(json!({ "joined": joined })))
+}
+
+pub async fn joined_rooms(
+    State(services): State<Services>,
+    request: Ruma<joined_rooms::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let rooms: Vec<String> = services
+        .rooms
+        .memberships(&request.session().user_id)?
+        .into_iter()
+        .filter(|(_, membership)| membership == "join")
+        .map(|(room, _)| room.to_string())
+        .collect();
+    Ok(Json(json!({ "joined_rooms": rooms })))
 }

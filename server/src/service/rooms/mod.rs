@@ -50,11 +50,27 @@ struct RoomHead {
 }
 
 /// A room loaded for appending: head, current state and the state events themselves.
+#[derive(Clone)]
 struct LoadedRoom {
     version: RoomVersion,
     head: RoomHead,
     state: StateMap,
     events: HashMap<OwnedEventId, Pdu>,
+}
+
+impl LoadedRoom {
+    /// Moves the in-memory room past an accepted event.
+    fn apply(&mut self, signed: &SignedEvent) {
+        self.head = RoomHead {
+            version: self.version.as_str().to_owned(),
+            tip: signed.event_id.clone(),
+            depth: signed.pdu.depth(),
+        };
+        if let Some(slot) = signed.pdu.state_slot() {
+            self.state.insert(slot, signed.event_id.clone());
+            self.events.insert(signed.event_id.clone(), signed.pdu.clone());
+        }
+    }
 }
 
 /// An idempotency key for client sends: the same key returns the same event.
@@ -135,6 +151,21 @@ impl Rooms {
             state: StateMap::new(),
             events: HashMap::new(),
         };
+        // Authorize the whole setup in memory first: a refused `initial_state` event must not
+        // leave a half-built room behind.
+        let mut trial = room.clone();
+        trial.apply(&create);
+        for (kind, state_key, content) in &setup {
+            let signed = self.prepare(
+                &room_id,
+                &trial,
+                creator,
+                kind,
+                state_key.as_deref(),
+                content.clone(),
+            )?;
+            trial.apply(&signed);
+        }
         self.store(&room_id, &mut room, create, None, None).await?;
         for (kind, state_key, content) in setup {
             self.append_loaded(
@@ -194,6 +225,30 @@ impl Rooms {
         content: Value,
         txn: Option<TxnKey<'_>>,
     ) -> Result<OwnedEventId, RoomError> {
+        let signed = self.prepare(room_id, room, sender, kind, state_key, content)?;
+        let event_id = signed.event_id.clone();
+        let redacted = redaction::redacted_target(
+            &self.storage,
+            room_id,
+            room.version,
+            &room.state,
+            &room.events,
+            &signed,
+        )?;
+        self.store(room_id, room, signed, txn.map(|txn| txn_key(sender, &txn)), redacted).await?;
+        Ok(event_id)
+    }
+
+    /// Builds, signs and authorizes the room's next local event, without storing it.
+    fn prepare(
+        &self,
+        room_id: &RoomId,
+        room: &LoadedRoom,
+        sender: &UserId,
+        kind: &str,
+        state_key: Option<&str>,
+        content: Value,
+    ) -> Result<SignedEvent, RoomError> {
         let content =
             object_from_value(content).map_err(|err| RoomError::Invalid(err.to_string()))?;
         let raw_content = serde_json::value::to_raw_value(&content)
@@ -219,22 +274,11 @@ impl Rooms {
         let signed = sign_new_event(&draft, room.version, &self.key)
             .map_err(|err| RoomError::Invalid(err.to_string()))?;
         match decide(room.version, &signed.pdu, &room.events, &room.state, None).verdict {
-            Verdict::Accepted => {}
+            Verdict::Accepted => Ok(signed),
             Verdict::Rejected(reason) | Verdict::SoftFailed(reason) => {
-                return Err(RoomError::Forbidden(reason));
+                Err(RoomError::Forbidden(reason))
             }
         }
-        let event_id = signed.event_id.clone();
-        let redacted = redaction::redacted_target(
-            &self.storage,
-            room_id,
-            room.version,
-            &room.state,
-            &room.events,
-            &signed,
-        )?;
-        self.store(room_id, room, signed, txn.map(|txn| txn_key(sender, &txn)), redacted).await?;
-        Ok(event_id)
     }
 
     /// Writes an accepted event and everything indexing it in one durable batch, then moves
@@ -251,15 +295,7 @@ impl Rooms {
         let result = self.write_event(room_id, room, &signed, txn, redacted, position).await;
         self.stream.finish(position);
         result?;
-        room.head = RoomHead {
-            version: room.version.as_str().to_owned(),
-            tip: signed.event_id.clone(),
-            depth: signed.pdu.depth(),
-        };
-        if let Some(slot) = signed.pdu.state_slot() {
-            room.state.insert(slot, signed.event_id.clone());
-            room.events.insert(signed.event_id.clone(), signed.pdu);
-        }
+        room.apply(&signed);
         Ok(())
     }
 
