@@ -11,6 +11,8 @@ use std::{
 
 use serde_json::{Value, json};
 
+pub mod clients;
+
 pub const REGISTRATION_TOKEN: &str = "test-registration-token-0123456789";
 
 pub struct TestServer {
@@ -60,14 +62,17 @@ impl TestServer {
     }
 
     async fn spawn(&mut self) {
+        // MEDRIX_TEST_LOG (a RUST_LOG filter) shows the server's log, e.g. each request's route
+        // and status with `debug`; otherwise it is discarded.
+        let log = std::env::var("MEDRIX_TEST_LOG").ok();
         let child = Command::new(&self.binary)
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--metrics-listen", &format!("127.0.0.1:{}", self.metrics_port)])
             .args(["--data-dir", self.data_dir.to_str().unwrap()])
             .args(&self.extra_args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .env("RUST_LOG", log.as_deref().unwrap_or("warn"))
+            .stdout(if log.is_some() { Stdio::inherit() } else { Stdio::null() })
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start medrix");
