@@ -47,6 +47,8 @@ pub struct RateLimits {
 pub struct Limits {
     /// The largest JSON request body.
     pub max_json_body_bytes: usize,
+    /// The largest media upload (encrypted attachments count at their encrypted size).
+    pub max_upload_bytes: usize,
 }
 
 impl Default for Config {
@@ -72,7 +74,7 @@ impl Default for RateLimits {
 impl Default for Limits {
     fn default() -> Self {
         // The spec's event limit is 64 KiB; a request also carries its envelope.
-        Self { max_json_body_bytes: 1 << 20 }
+        Self { max_json_body_bytes: 1 << 20, max_upload_bytes: 50 << 20 }
     }
 }
 

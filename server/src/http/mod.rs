@@ -18,9 +18,9 @@ use axum::{
 };
 use http::StatusCode;
 use ruma::api::client::{
-    account, backup, config, context, device, discovery, filter, keys, membership, message,
-    profile, push, read_marker, receipt, redact, room, session, state, sync::sync_events, tag,
-    to_device, typing,
+    account, authenticated_media, backup, config, context, device, discovery, filter, keys, media,
+    membership, message, profile, push, read_marker, receipt, redact, room, session, state,
+    sync::sync_events, tag, to_device, typing,
 };
 use ruma::api::{Metadata, path_builder::PathBuilder};
 
@@ -264,6 +264,23 @@ pub fn router(services: Services) -> Router {
     router = endpoint::<to_device::send_event_to_device::v3::Request, _, _>(
         router,
         handlers::keys::send_to_device,
+    );
+    router = endpoint::<media::create_content::v3::Request, _, _>(router, handlers::media::upload);
+    router = endpoint::<authenticated_media::get_media_config::v1::Request, _, _>(
+        router,
+        handlers::media::config,
+    );
+    router = endpoint::<authenticated_media::get_content::v1::Request, _, _>(
+        router,
+        handlers::media::download,
+    );
+    router = endpoint::<authenticated_media::get_content_as_filename::v1::Request, _, _>(
+        router,
+        handlers::media::download_as,
+    );
+    router = endpoint::<authenticated_media::get_content_thumbnail::v1::Request, _, _>(
+        router,
+        handlers::media::thumbnail,
     );
     router =
         router.route("/.well-known/matrix/client", get(handlers::discovery::well_known_client));

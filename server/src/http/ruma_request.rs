@@ -56,44 +56,9 @@ where
         let needs_token = TypeId::of::<T::Authentication>() == TypeId::of::<AccessToken>();
         let takes_token =
             needs_token || TypeId::of::<T::Authentication>() == TypeId::of::<AccessTokenOptional>();
-        let session = if takes_token {
-            match access_token(&parts) {
-                Some(token) => Some(
-                    services.accounts.authenticate(token).map_err(ApiError::from)?.ok_or_else(
-                        || {
-                            ApiError::new(
-                                StatusCode::UNAUTHORIZED,
-                                ErrorCode::UnknownToken,
-                                "unknown access token",
-                            )
-                        },
-                    )?,
-                ),
-                None if needs_token => {
-                    return Err(ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        ErrorCode::MissingToken,
-                        "this endpoint needs an access token",
-                    ));
-                }
-                None => None,
-            }
-        } else {
-            None
-        };
-
+        let session = if takes_token { authenticate(&parts, services, needs_token)? } else { None };
         if T::RATE_LIMITED {
-            let client = match &session {
-                Some(session) => session.user_id.to_string(),
-                None => parts
-                    .extensions
-                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                    .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string()),
-            };
-            if let Err(retry_after_ms) = services.rate_limits.check(&client) {
-                services.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Err(ApiError::limit_exceeded(retry_after_ms));
-            }
+            check_rate_limit(&parts, services, session.as_ref())?;
         }
 
         if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
@@ -104,6 +69,44 @@ where
             .map_err(|err| ApiError::bad_json(format!("invalid request: {err}")))?;
         Ok(Ruma { body, session })
     }
+}
+
+/// The session of the request's access token: `None` without a token unless `required`.
+pub fn authenticate(
+    parts: &http::request::Parts,
+    services: &Services,
+    required: bool,
+) -> Result<Option<Session>, ApiError> {
+    match access_token(parts) {
+        Some(token) => Ok(Some(services.accounts.authenticate(token)?.ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::UnknownToken, "unknown access token")
+        })?)),
+        None if required => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::MissingToken,
+            "this endpoint needs an access token",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Applies the per-client rate limit: by user once logged in, by IP before.
+pub fn check_rate_limit(
+    parts: &http::request::Parts,
+    services: &Services,
+    session: Option<&Session>,
+) -> Result<(), ApiError> {
+    let client = match session {
+        Some(session) => session.user_id.to_string(),
+        None => parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string()),
+    };
+    services.rate_limits.check(&client).map_err(|retry_after_ms| {
+        services.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ApiError::limit_exceeded(retry_after_ms)
+    })
 }
 
 /// ruma expects `{}` for an empty body on endpoints that take one.

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod e2ee;
 pub mod key_backup;
+pub mod media;
 pub mod rate_limit;
 pub mod receipts;
 pub mod rooms;
@@ -28,6 +29,7 @@ pub struct Services {
     pub user_data: user_data::UserData,
     pub e2ee: e2ee::E2ee,
     pub key_backup: key_backup::KeyBackup,
+    pub media: media::Media,
     pub receipts: receipts::Receipts,
     pub typing: typing::Typing,
 }
@@ -46,6 +48,7 @@ impl Services {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
             e2ee: e2ee::E2ee::new(storage.clone(), rooms.stream.clone()),
             key_backup: key_backup::KeyBackup::new(storage.clone()),
+            media: media::Media::open(storage.clone(), &config.data_dir.join("media"))?,
             receipts: receipts::Receipts::new(storage.clone(), rooms.stream.clone()),
             typing: typing::Typing::new(rooms.stream.clone()),
             rooms,

@@ -35,6 +35,7 @@ pub const POSITION_KEYCHANGEUSER: &str = "position_keychangeuser";
 pub const USERDEVICEPOSITION_TODEVICE: &str = "userdeviceposition_todevice";
 pub const ROOMUSERTYPE_RECEIPT: &str = "roomusertype_receipt";
 pub const POSITION_RECEIPT: &str = "position_receipt";
+pub const MEDIAID_METADATA: &str = "mediaid_metadata";
 pub const USERVERSION_BACKUP: &str = "userversion_backup";
 pub const USERVERSIONROOMSESSION_ROOMKEY: &str = "userversionroomsession_roomkey";
 
@@ -136,6 +137,10 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: POSITION_RECEIPT,
         holds: "big-endian u64 stream position → the roomusertype_receipt key that changed then (for /sync)",
+    },
+    ColumnFamily {
+        name: MEDIAID_METADATA,
+        holds: "media ID → JSON {uploader, content_type, filename, size, position}; the bytes are the file media/<media ID> in the data directory",
     },
     ColumnFamily {
         name: USERVERSION_BACKUP,

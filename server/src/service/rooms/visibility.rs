@@ -50,3 +50,28 @@ pub fn may_see_event(
         .flatten();
     may_see(storage, room_id, user_id, position, member_state_key)
 }
+
+/// Whether `user` may download a file `uploader` uploaded at stream position `position`:
+/// their own, or one uploaded while both were joined to a room they share. So a kicked
+/// member gets no file uploaded after the kick (as with events), and a stranger gets none.
+/// `rooms` are the rooms `user` has had a membership in.
+pub fn may_see_media(
+    storage: &Storage,
+    rooms: &[ruma::OwnedRoomId],
+    user_id: &UserId,
+    uploader: &UserId,
+    position: u64,
+) -> Result<bool, StorageError> {
+    if user_id == uploader {
+        return Ok(true);
+    }
+    for room_id in rooms {
+        let joined = |who: &UserId| -> Result<bool, StorageError> {
+            Ok(membership_at(storage, room_id, who, position)?.as_deref() == Some("join"))
+        };
+        if joined(user_id)? && joined(uploader)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
