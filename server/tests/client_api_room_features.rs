@@ -396,3 +396,52 @@ async fn a_refused_initial_state_creates_no_room_at_all() {
         server.call("GET", "/_matrix/client/v3/joined_rooms", Some(&alice), None).await;
     assert_eq!(rooms["joined_rooms"], json!([body["room_id"]]));
 }
+
+#[tokio::test]
+async fn a_flood_of_sends_is_slowed_with_limit_exceeded_and_loses_nothing_accepted() {
+    // Rate limits on, as by default: 50 requests in a burst, then 10 per second.
+    let server = support::start_with(&["--registration-token", support::REGISTRATION_TOKEN]).await;
+    let alice = server.register("alice", "pw").await;
+    let (_, room) =
+        server.call("POST", "/_matrix/client/v3/createRoom", Some(&alice), Some(json!({}))).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let mut accepted = Vec::new();
+    let mut limited = 0;
+    for i in 0..80 {
+        let (status, body) = server
+            .call(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/f{i}"),
+                Some(&alice),
+                Some(json!({"msgtype": "m.text", "body": format!("f{i}")})),
+            )
+            .await;
+        match status {
+            200 => accepted.push(body["event_id"].as_str().unwrap().to_owned()),
+            429 => {
+                assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+                assert!(body["retry_after_ms"].as_u64().unwrap() > 0, "{body}");
+                limited += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(limited > 0 && accepted.len() >= 40, "{} accepted, {limited} limited", accepted.len());
+    // Every accepted event is stored and readable once the client slows down.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    for event_id in &accepted {
+        let (status, _) = server
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/{room}/event/{event_id}"),
+                Some(&alice),
+                None,
+            )
+            .await;
+        if status == 429 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        }
+        assert_eq!(status, 200);
+    }
+}

@@ -57,7 +57,9 @@ where
         let takes_token =
             needs_token || TypeId::of::<T::Authentication>() == TypeId::of::<AccessTokenOptional>();
         let session = if takes_token { authenticate(&parts, services, needs_token)? } else { None };
-        if T::RATE_LIMITED {
+        // Every write is rate limited, not only the endpoints the spec marks: a flood of
+        // sends or key uploads costs fsyncs and storage. Reads (sync, history) are not.
+        if T::RATE_LIMITED || T::METHOD != http::Method::GET {
             check_rate_limit(&parts, services, session.as_ref())?;
         }
 
