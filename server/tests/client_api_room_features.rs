@@ -353,14 +353,11 @@ async fn tags_context_redaction_and_forget_work_and_respect_access() {
     let forget = format!("/_matrix/client/v3/rooms/{room}/forget");
     let (status, _) = server.call("POST", &forget, Some(&bob), Some(json!({}))).await;
     assert_eq!(status, 403);
-    server
-        .call(
-            "POST",
-            &format!("/_matrix/client/v3/rooms/{room}/leave"),
-            Some(&bob),
-            Some(json!({})),
-        )
-        .await;
+    let before_leave = sync(&server, &alice, "").await["next_batch"].as_str().unwrap().to_owned();
+    let leave = format!("/_matrix/client/v3/rooms/{room}/leave");
+    server.call("POST", &leave, Some(&bob), Some(json!({}))).await;
+    let body = sync(&server, &alice, &format!("since={before_leave}")).await;
+    assert_eq!(body["device_lists"]["left"], json!(["@bob:localhost"]), "stop encrypting for Bob");
     let (status, _) = server.call("POST", &forget, Some(&bob), Some(json!({}))).await;
     assert_eq!(status, 200);
     let (status, _) = server

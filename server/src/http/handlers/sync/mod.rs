@@ -79,28 +79,53 @@ async fn respond(window: &Window<'_>, device: &ruma::DeviceId) -> Result<(Value,
     if let (Some(body), Value::Object(sections)) = (body.as_object_mut(), e2ee) {
         body.extend(sections);
     }
-    // Someone who newly joined a shared room: the client must fetch their devices.
     if window.since.is_some() {
-        let mut joined: Vec<Value> = Vec::new();
-        for room in body["rooms"]["join"].as_object().into_iter().flat_map(|rooms| rooms.values()) {
-            for event in room["timeline"]["events"].as_array().into_iter().flatten() {
-                if event["type"] == "m.room.member"
-                    && event["content"]["membership"] == "join"
-                    && event["state_key"] != json!(window.user)
-                {
-                    joined.push(event["state_key"].clone());
-                }
+        device_list_membership_changes(window, &mut body)?;
+    }
+    Ok((body, rooms_changed || e2ee_changed))
+}
+
+/// Membership changes in the timelines move users in and out of the client's device
+/// tracking: someone who joined a shared room is `changed` (fetch their devices), someone
+/// who left and shares no room with the user any more is `left` (stop encrypting for them).
+fn device_list_membership_changes(window: &Window<'_>, body: &mut Value) -> Result<(), ApiError> {
+    let (mut joined, mut departed): (Vec<Value>, Vec<String>) = (Vec::new(), Vec::new());
+    let rooms = ["join", "leave"].iter().flat_map(|section| {
+        body["rooms"][section].as_object().into_iter().flat_map(|r| r.values())
+    });
+    for room in rooms {
+        for event in room["timeline"]["events"].as_array().into_iter().flatten() {
+            let Some(member) = event["state_key"].as_str() else { continue };
+            if event["type"] != "m.room.member" || member == window.user.as_str() {
+                continue;
             }
-        }
-        if let Some(changed) = body["device_lists"]["changed"].as_array_mut() {
-            for user in joined {
-                if !changed.contains(&user) {
-                    changed.push(user);
-                }
+            match event["content"]["membership"].as_str() {
+                Some("join") => joined.push(json!(member)),
+                Some("leave" | "ban") => departed.push(member.to_owned()),
+                _ => {}
             }
         }
     }
-    Ok((body, rooms_changed || e2ee_changed))
+    if !departed.is_empty() {
+        let still_shared = users_sharing_rooms_with(window.services, window.user)?;
+        departed.retain(|user| !still_shared.contains(user));
+    }
+    if let Some(changed) = body["device_lists"]["changed"].as_array_mut() {
+        for user in joined {
+            if !changed.contains(&user) {
+                changed.push(user);
+            }
+        }
+    }
+    if let Some(left) = body["device_lists"]["left"].as_array_mut() {
+        for user in departed {
+            let user = json!(user);
+            if !left.contains(&user) {
+                left.push(user);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses a `s<position>` token (sync, key changes, pagination).
