@@ -26,6 +26,7 @@ pub mod pdu;
 pub mod redaction;
 pub mod resolve;
 pub mod room_version;
+pub mod server_keys;
 pub mod vectors;
 
 pub use decide::{Decision, Verdict, decide};
