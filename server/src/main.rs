@@ -9,6 +9,7 @@ mod metrics;
 mod serve;
 mod service;
 mod storage;
+mod tls;
 
 use std::process::ExitCode;
 

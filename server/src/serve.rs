@@ -31,6 +31,29 @@ pub struct ServeArgs {
     /// Turns rate limits off (benchmarks and tests only).
     #[arg(long)]
     no_rate_limits: bool,
+    /// Address of the federation (server-server) API, served over TLS.
+    #[arg(long)]
+    federation_listen: Option<SocketAddr>,
+    /// PEM certificate chain for the server name, for the federation listener.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// A PEM CA certificate trusted for outbound federation beside the system roots.
+    #[arg(long)]
+    federation_ca: Option<PathBuf>,
+    /// A server to federate with (repeatable); none means any.
+    #[arg(long = "federation-allow")]
+    federation_allow: Vec<String>,
+    /// NAME=IP: reach host NAME at IP without DNS (repeatable).
+    #[arg(long = "federation-resolve", value_parser = parse_resolve)]
+    federation_resolve: Vec<(String, std::net::IpAddr)>,
+}
+
+fn parse_resolve(text: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (name, ip) = text.split_once('=').ok_or("expected NAME=IP")?;
+    Ok((name.to_owned(), ip.parse().map_err(|err| format!("{ip}: {err}"))?))
 }
 
 impl ServeArgs {
@@ -58,6 +81,21 @@ impl ServeArgs {
         if self.no_rate_limits {
             config.rate_limits.enabled = false;
         }
+        let federation = &mut config.federation;
+        if let Some(listen) = self.federation_listen {
+            federation.listen = Some(listen);
+        }
+        if let Some(cert) = &self.tls_cert {
+            federation.tls_cert = Some(cert.clone());
+        }
+        if let Some(key) = &self.tls_key {
+            federation.tls_key = Some(key.clone());
+        }
+        if let Some(ca) = &self.federation_ca {
+            federation.ca = Some(ca.clone());
+        }
+        federation.allow.extend(self.federation_allow.iter().cloned());
+        federation.resolve.extend(self.federation_resolve.iter().cloned());
         config.validate().map_err(|err| err.to_string())?;
         Ok(config)
     }
@@ -84,6 +122,7 @@ async fn serve(config: Config) -> Result<(), String> {
         .map_err(|err| format!("opening the database: {err}"))?;
     let (listen, metrics_listen) = (config.listen, config.metrics_listen);
     let server_name = config.server_name.clone();
+    let federation = config.federation.clone();
     let key = load_or_create_signing_key(&config.data_dir, &config.server_name)?;
     let services =
         Services::new(config, storage, key).map_err(|err| format!("loading rooms: {err}"))?;
@@ -96,6 +135,19 @@ async fn serve(config: Config) -> Result<(), String> {
         .map_err(|err| format!("listening on {metrics_listen}: {err}"))?;
     tracing::info!(%server_name, client_api = %client_listener.local_addr().map_err(|e| e.to_string())?, metrics = %metrics_listen, "medrix is serving");
 
+    let federation_listener = match (&federation.listen, &federation.tls_cert, &federation.tls_key)
+    {
+        (Some(listen), Some(cert), Some(key)) => {
+            let acceptor = crate::tls::acceptor(cert, key)?;
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(|err| format!("listening on {listen}: {err}"))?;
+            tracing::info!(federation = %listen, "federation API over TLS");
+            Some((listener, acceptor))
+        }
+        _ => None,
+    };
+    let federation_router = http::federation::router(services.clone());
     let metrics = axum::serve(metrics_listener, http::metrics_router(services.clone()))
         .with_graceful_shutdown(shutdown_signal());
     let client = axum::serve(
@@ -103,7 +155,12 @@ async fn serve(config: Config) -> Result<(), String> {
         http::router(services).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal());
-    let (client, metrics) = tokio::join!(client, metrics);
+    let federation = async {
+        if let Some((listener, acceptor)) = federation_listener {
+            crate::tls::serve(listener, acceptor, federation_router, shutdown_signal()).await;
+        }
+    };
+    let (client, metrics, ()) = tokio::join!(client, metrics, federation);
     client.and(metrics).map_err(|err| format!("serving: {err}"))?;
     tracing::info!("stopped cleanly");
     Ok(())

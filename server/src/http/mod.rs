@@ -2,6 +2,7 @@
 //! plus the answers for unknown paths (404) and wrong methods (405), both `M_UNRECOGNIZED`.
 
 pub mod error;
+pub mod federation;
 mod handlers;
 pub mod ruma_request;
 pub mod ruma_response;

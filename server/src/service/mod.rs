@@ -8,6 +8,7 @@ pub mod media;
 pub mod rate_limit;
 pub mod receipts;
 pub mod rooms;
+pub mod server_keys;
 pub mod typing;
 pub mod uia;
 pub mod user_data;
@@ -28,6 +29,7 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     pub user_data: user_data::UserData,
     pub e2ee: e2ee::E2ee,
+    pub server_keys: server_keys::ServerKeys,
     pub key_backup: key_backup::KeyBackup,
     pub media: media::Media,
     pub receipts: receipts::Receipts,
@@ -43,7 +45,8 @@ impl Services {
     ) -> Result<Self, crate::storage::StorageError> {
         let server_name =
             ruma::ServerName::parse(&config.server_name).expect("validated server name");
-        let rooms = rooms::Rooms::new(storage.clone(), Arc::new(key), server_name.clone())?;
+        let key = Arc::new(key);
+        let rooms = rooms::Rooms::new(storage.clone(), key.clone(), server_name.clone())?;
         Ok(Self {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
             e2ee: e2ee::E2ee::new(storage.clone(), rooms.stream.clone()),
@@ -51,6 +54,7 @@ impl Services {
             media: media::Media::open(storage.clone(), &config.data_dir.join("media"))?,
             receipts: receipts::Receipts::new(storage.clone(), rooms.stream.clone()),
             typing: typing::Typing::new(rooms.stream.clone()),
+            server_keys: server_keys::ServerKeys::new(key, Vec::new()),
             rooms,
             accounts: accounts::Accounts::new(storage.clone(), server_name),
             uia: Arc::new(uia::UiaSessions::default()),

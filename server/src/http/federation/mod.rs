@@ -1,0 +1,35 @@
+//! The server-server API, served on its own TLS listener: key publication and version now;
+//! every endpoint that acts for another server authenticates it with X-Matrix.
+
+use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{http::error::ApiError, service::Services};
+
+/// The federation API.
+pub fn router(services: Services) -> Router {
+    Router::new()
+        .route("/_matrix/key/v2/server", get(own_keys))
+        .route("/_matrix/key/v2/server/{key_id}", get(own_keys))
+        .route("/_matrix/federation/v1/version", get(version))
+        .fallback(|| async {
+            ApiError::unrecognized(StatusCode::NOT_FOUND, "unknown federation endpoint")
+        })
+        .with_state(services)
+}
+
+async fn own_keys(State(services): State<Services>) -> Result<impl IntoResponse, ApiError> {
+    let document = services.server_keys.own_document(now_ms()).map_err(ApiError::internal)?;
+    Ok(Json(document))
+}
+
+async fn version() -> Json<Value> {
+    Json(json!({ "server": { "name": "Medrix", "version": env!("CARGO_PKG_VERSION") } }))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
