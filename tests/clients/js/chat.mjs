@@ -44,6 +44,9 @@ class Chat {
   // completes the registration-token stage within the session the server opened.
   async register({ username, password, token }) {
     const bare = sdk.createClient({ baseUrl: this.baseUrl });
+    // A refused stage leaves InteractiveAuth waiting for the user to try again: fail instead.
+    let refuse;
+    const refused = new Promise((_, reject) => (refuse = reject));
     const auth = new sdk.InteractiveAuth({
       matrixClient: bare,
       doRequest: (authDict) =>
@@ -54,14 +57,15 @@ class Chat {
           ...(authDict ? { auth: authDict } : {}),
         }),
       stateUpdated: (stage, status) => {
-        if (status.errcode) return; // attemptAuth rejects with it
-        if (stage === sdk.AuthType.RegistrationToken) {
+        if (status.errcode) {
+          refuse(new Error(`${stage} refused: ${status.errcode} ${status.error}`));
+        } else if (stage === sdk.AuthType.RegistrationToken) {
           auth.submitAuthDict({ type: stage, token });
         }
       },
       requestEmailToken: () => Promise.reject(new Error("no e-mail stage expected")),
     });
-    const registered = await auth.attemptAuth();
+    const registered = await Promise.race([auth.attemptAuth(), refused]);
     await this.start(registered);
     return { user_id: registered.user_id, device_id: registered.device_id };
   }
