@@ -88,6 +88,19 @@ impl ServerSigningKey {
 }
 
 impl ServerSigningKey {
+    /// The same key as ruma's key pair type, which ruma's request signing (X-Matrix) takes.
+    pub fn to_ruma_key_pair(&self) -> Result<ruma::signatures::Ed25519KeyPair, ProtocolError> {
+        // PKCS#8 v1 for an ed25519 seed: a fixed 16-byte header, then the 32-byte seed.
+        const PKCS8_ED25519_PREFIX: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        let mut document = PKCS8_ED25519_PREFIX.to_vec();
+        document.extend_from_slice(&self.key.to_bytes());
+        ruma::signatures::Ed25519KeyPair::from_der(&document, self.version.clone())
+            .map_err(|err| ProtocolError::BadKey(err.to_string()))
+    }
+
     /// Signs an arbitrary JSON object (server keys, federation requests) in place, adding this
     /// server's entry under `signatures`; `signatures` and `unsigned` are not covered.
     pub fn sign_json(&self, object: &mut CanonicalJsonObject) -> Result<(), ProtocolError> {
@@ -211,6 +224,18 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, ProtocolError> {
     LENIENT_BASE64
         .decode(text)
         .map_err(|err| ProtocolError::BadKey(format!("invalid base64: {err}")))
+}
+
+#[cfg(test)]
+mod ruma_key_pair_tests {
+    use super::*;
+
+    #[test]
+    fn the_ruma_key_pair_is_the_same_key() {
+        let key = ServerSigningKey::from_seed("a.example", "k1", &[7; 32]).unwrap();
+        let pair = key.to_ruma_key_pair().unwrap();
+        assert_eq!(pair.public_key(), key.public_key());
+    }
 }
 
 #[cfg(test)]

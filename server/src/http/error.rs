@@ -25,6 +25,7 @@ pub enum ErrorCode {
     NotFound,
     UnsupportedRoomVersion,
     WrongRoomKeysVersion,
+    Unauthorized,
     Unknown,
 }
 
@@ -46,6 +47,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "M_NOT_FOUND",
             ErrorCode::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             ErrorCode::WrongRoomKeysVersion => "M_WRONG_ROOM_KEYS_VERSION",
+            ErrorCode::Unauthorized => "M_UNAUTHORIZED",
             ErrorCode::Unknown => "M_UNKNOWN",
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod e2ee;
+pub mod federation;
 pub mod key_backup;
 pub mod media;
 pub mod rate_limit;
@@ -30,10 +31,19 @@ pub struct Services {
     pub user_data: user_data::UserData,
     pub e2ee: e2ee::E2ee,
     pub server_keys: server_keys::ServerKeys,
+    /// Present when federation is on.
+    pub federation: Option<FederationServices>,
     pub key_backup: key_backup::KeyBackup,
     pub media: media::Media,
     pub receipts: receipts::Receipts,
     pub typing: typing::Typing,
+}
+
+/// The federation side: the outbound client and the remote key cache.
+#[derive(Clone)]
+pub struct FederationServices {
+    pub client: Arc<federation::client::FederationClient>,
+    pub remote_keys: Arc<federation::remote_keys::RemoteKeys>,
 }
 
 impl Services {
@@ -46,6 +56,26 @@ impl Services {
         let server_name =
             ruma::ServerName::parse(&config.server_name).expect("validated server name");
         let key = Arc::new(key);
+        let federation = match config.federation.listen {
+            Some(_) => {
+                let key_pair = key.to_ruma_key_pair().map_err(|err| {
+                    crate::storage::StorageError::Corrupt(format!("signing key: {err}"))
+                })?;
+                let client = federation::client::FederationClient::new(
+                    &config.federation,
+                    server_name.clone(),
+                    key_pair,
+                )
+                .map_err(crate::storage::StorageError::Corrupt)?;
+                let client = Arc::new(client);
+                let remote_keys = Arc::new(federation::remote_keys::RemoteKeys::new(
+                    storage.clone(),
+                    client.clone(),
+                ));
+                Some(FederationServices { client, remote_keys })
+            }
+            None => None,
+        };
         let rooms = rooms::Rooms::new(storage.clone(), key.clone(), server_name.clone())?;
         Ok(Self {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
@@ -55,6 +85,7 @@ impl Services {
             receipts: receipts::Receipts::new(storage.clone(), rooms.stream.clone()),
             typing: typing::Typing::new(rooms.stream.clone()),
             server_keys: server_keys::ServerKeys::new(key, Vec::new()),
+            federation,
             rooms,
             accounts: accounts::Accounts::new(storage.clone(), server_name),
             uia: Arc::new(uia::UiaSessions::default()),

@@ -36,6 +36,7 @@ pub const USERDEVICEPOSITION_TODEVICE: &str = "userdeviceposition_todevice";
 pub const ROOMUSERTYPE_RECEIPT: &str = "roomusertype_receipt";
 pub const POSITION_RECEIPT: &str = "position_receipt";
 pub const MEDIAID_METADATA: &str = "mediaid_metadata";
+pub const SERVERNAME_VERIFYKEYS: &str = "servername_verifykeys";
 pub const USERVERSION_BACKUP: &str = "userversion_backup";
 pub const USERVERSIONROOMSESSION_ROOMKEY: &str = "userversionroomsession_roomkey";
 
@@ -141,6 +142,10 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: MEDIAID_METADATA,
         holds: "media ID → JSON {uploader, content_type, filename, size, position}; the bytes are the file media/<media ID> in the data directory",
+    },
+    ColumnFamily {
+        name: SERVERNAME_VERIFYKEYS,
+        holds: "server name → JSON {verify_keys: {key ID: base64 key}, valid_until_ts}: another server's checked signing keys",
     },
     ColumnFamily {
         name: USERVERSION_BACKUP,

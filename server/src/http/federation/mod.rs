@@ -1,8 +1,12 @@
 //! The server-server API, served on its own TLS listener: key publication and version now;
 //! every endpoint that acts for another server authenticates it with X-Matrix.
 
+mod auth;
+mod query;
+
 use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
 use http::StatusCode;
+use ruma::api::federation::query::get_profile_information;
 use serde_json::{Value, json};
 
 use crate::{http::error::ApiError, service::Services};
@@ -13,10 +17,17 @@ pub fn router(services: Services) -> Router {
         .route("/_matrix/key/v2/server", get(own_keys))
         .route("/_matrix/key/v2/server/{key_id}", get(own_keys))
         .route("/_matrix/federation/v1/version", get(version))
+        .route(path::<get_profile_information::v1::Request>(), get(query::profile))
         .fallback(|| async {
             ApiError::unrecognized(StatusCode::NOT_FOUND, "unknown federation endpoint")
         })
         .with_state(services)
+}
+
+/// The one path of a federation endpoint (they have no legacy variants).
+fn path<T: ruma::api::Metadata>() -> &'static str {
+    use ruma::api::path_builder::PathBuilder as _;
+    T::PATH_BUILDER.all_paths().last().expect("every endpoint has a path")
 }
 
 async fn own_keys(State(services): State<Services>) -> Result<impl IntoResponse, ApiError> {

@@ -45,17 +45,37 @@ pub async fn profile(
     State(services): State<Services>,
     request: Ruma<get_profile::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
-    known_local_user(&services, &request.body.user_id)?;
-    Ok(Json(Value::Object(services.user_data.profile(&request.body.user_id)?)))
+    Ok(Json(Value::Object(any_profile(&services, &request.body.user_id).await?)))
 }
 
 pub async fn display_name(
     State(services): State<Services>,
     request: Ruma<get_display_name::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
-    known_local_user(&services, &request.body.user_id)?;
-    let profile = services.user_data.profile(&request.body.user_id)?;
+    let profile = any_profile(&services, &request.body.user_id).await?;
     Ok(Json(json!({ "displayname": profile.get("displayname") })))
+}
+
+/// A local user's profile from storage, a remote one by asking their server.
+async fn any_profile(
+    services: &Services,
+    user_id: &UserId,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    if user_id.server_name() == services.config.server_name.as_str() {
+        known_local_user(services, user_id)?;
+        return Ok(services.user_data.profile(user_id)?);
+    }
+    let federation = services
+        .federation
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("no such user (federation is off)"))?;
+    let request =
+        ruma::api::federation::query::get_profile_information::v1::Request::new(user_id.to_owned());
+    let answer = federation.client.send(user_id.server_name(), request).await.map_err(|err| {
+        tracing::info!(server = %user_id.server_name(), %err, "remote profile lookup failed");
+        ApiError::not_found("no profile found for that user")
+    })?;
+    Ok(answer.into_iter().collect())
 }
 
 pub async fn set_display_name(
@@ -72,8 +92,7 @@ pub async fn avatar_url(
     State(services): State<Services>,
     request: Ruma<get_avatar_url::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
-    known_local_user(&services, &request.body.user_id)?;
-    let profile = services.user_data.profile(&request.body.user_id)?;
+    let profile = any_profile(&services, &request.body.user_id).await?;
     Ok(Json(json!({ "avatar_url": profile.get("avatar_url") })))
 }
 

@@ -1,0 +1,89 @@
+//! Servers recognise each other: published, self-signed keys; requests signed with X-Matrix
+//! and verified against the origin's fetched keys; a closed federation refuses outsiders in
+//! both directions; forged or unsigned requests are refused. Carried here by the profile
+//! query, the simplest request one server makes to another for its users.
+
+use medrix_federation_tests::TestNet;
+use medrix_protocol::{ruma::ServerName, server_keys::check_key_document};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_verify_each_other_and_a_closed_federation_refuses_outsiders() {
+    let net = TestNet::new();
+    let clinic = net.start("clinic", &[], &["hospital", "outsider"]).await;
+    // The hospital runs a closed federation: the clinic only (its name carries its port).
+    let hospital_allow = [clinic.server_name.as_str()];
+    let hospital = net.start("hospital", &hospital_allow, &["clinic", "outsider"]).await;
+    let outsider = net.start("outsider", &[], &["hospital", "clinic"]).await;
+
+    // Each server publishes a self-signed key document over TLS with a certificate for its name.
+    let https = net.https_client(&[&hospital, &clinic, &outsider]);
+    let body = https
+        .get(hospital.federation_url("/_matrix/key/v2/server"))
+        .send()
+        .await
+        .expect("TLS with the CA's certificate")
+        .bytes()
+        .await
+        .unwrap();
+    let hospital_name = ServerName::parse(&hospital.server_name).unwrap();
+    let keys = check_key_document(&body, &hospital_name).expect("a valid self-signed document");
+    assert_eq!(keys.verify_keys.len(), 1);
+
+    // A clinic user looks up a hospital user's profile: the clinic signs the request, the
+    // hospital fetches the clinic's keys and verifies it.
+    let alice = hospital.server.register("alice", "pw").await;
+    let alice_id = format!("@alice:{}", hospital.server_name);
+    let (status, _) = hospital
+        .server
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/profile/{alice_id}/displayname"),
+            Some(&alice),
+            Some(json!({"displayname": "Dr Alice"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let bob = clinic.server.register("bob", "pw").await;
+    let (status, profile) = clinic
+        .server
+        .call("GET", &format!("/_matrix/client/v3/profile/{alice_id}"), Some(&bob), None)
+        .await;
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["displayname"], "Dr Alice");
+
+    // The outsider is not on the hospital's list: its query is refused...
+    let eve = outsider.server.register("eve", "pw").await;
+    let (status, _) = outsider
+        .server
+        .call("GET", &format!("/_matrix/client/v3/profile/{alice_id}"), Some(&eve), None)
+        .await;
+    assert_eq!(status, 404, "the outsider learns nothing");
+    // ...and the hospital sends nothing to it.
+    let eve_id = format!("@eve:{}", outsider.server_name);
+    let (status, _) = hospital
+        .server
+        .call("GET", &format!("/_matrix/client/v3/profile/{eve_id}"), Some(&alice), None)
+        .await;
+    assert_eq!(status, 404);
+
+    // Unsigned and forged requests are refused with M_UNAUTHORIZED.
+    let query = hospital.federation_url(&format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        alice_id.replace(':', "%3A").replace('@', "%40")
+    ));
+    let response = https.get(&query).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_UNAUTHORIZED");
+    let forged = format!(
+        "X-Matrix origin=\"{}\",destination=\"{}\",key=\"ed25519:mdx1\",sig=\"{}\"",
+        clinic.server_name,
+        hospital.server_name,
+        "A".repeat(86)
+    );
+    let response = https.get(&query).header("authorization", forged).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_UNAUTHORIZED", "{body}");
+}

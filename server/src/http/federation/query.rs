@@ -1,0 +1,29 @@
+//! Queries other servers make about this one's users.
+
+use axum::extract::State;
+use ruma::api::federation::query::get_profile_information;
+
+use super::auth::Federated;
+use crate::{
+    http::{error::ApiError, ruma_response::RumaResponse},
+    service::Services,
+};
+
+/// A local user's profile, for another server's users (display names in shared rooms).
+pub async fn profile(
+    State(services): State<Services>,
+    request: Federated<get_profile_information::v1::Request>,
+) -> Result<RumaResponse<get_profile_information::v1::Response>, ApiError> {
+    let user = &request.body.user_id;
+    tracing::debug!(origin = %request.origin, "profile query");
+    if user.server_name() != services.config.server_name.as_str()
+        || !services.accounts.exists(user)?
+    {
+        return Err(ApiError::not_found("no such user here"));
+    }
+    let mut profile = services.user_data.profile(user)?;
+    if let Some(field) = &request.body.field {
+        profile.retain(|name, _| name == field.as_str());
+    }
+    Ok(RumaResponse(profile.into_iter().collect()))
+}

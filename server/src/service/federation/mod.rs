@@ -1,0 +1,70 @@
+//! Talking to other servers: who they are (`resolve`: server name → address, as the spec
+//! orders discovery), what they signed with (`remote_keys`), how requests go out signed
+//! (`client`), and which servers this one talks to at all (the allow-list).
+
+pub mod client;
+pub mod remote_keys;
+pub mod resolve;
+
+use std::collections::BTreeSet;
+
+use ruma::{OwnedServerName, ServerName};
+
+/// What can go wrong talking to another server.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    #[error("{0} is not a server this one federates with")]
+    NotAllowed(OwnedServerName),
+    #[error("federation is off on this server")]
+    Disabled,
+    #[error("cannot find {server}: {why}")]
+    Unresolvable { server: OwnedServerName, why: String },
+    #[error("{server} did not answer: {why}")]
+    Unreachable { server: OwnedServerName, why: String },
+    #[error("{server} answered {status}: {body}")]
+    Refused { server: OwnedServerName, status: u16, body: String },
+    #[error("{server} sent an unusable answer: {why}")]
+    BadResponse { server: OwnedServerName, why: String },
+    #[error("cannot verify {server}: {why}")]
+    BadKeys { server: OwnedServerName, why: String },
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+}
+
+/// Which servers this one federates with: any, or only those listed.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    allowed: Option<BTreeSet<OwnedServerName>>,
+}
+
+impl Policy {
+    /// `allow` empty means open federation.
+    pub fn new(allow: &[String]) -> Self {
+        let allowed: BTreeSet<OwnedServerName> =
+            allow.iter().filter_map(|name| ServerName::parse(name).ok()).collect();
+        Self { allowed: (!allowed.is_empty()).then_some(allowed) }
+    }
+
+    pub fn check(&self, server: &ServerName) -> Result<(), FederationError> {
+        match &self.allowed {
+            Some(allowed) if !allowed.contains(server) => {
+                Err(FederationError::NotAllowed(server.to_owned()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_allow_list_is_open_and_a_list_is_closed() {
+        let open = Policy::new(&[]);
+        assert!(open.check(ServerName::parse("any.example").unwrap().as_ref()).is_ok());
+        let closed = Policy::new(&["clinic.example:8448".to_owned()]);
+        assert!(closed.check(ServerName::parse("clinic.example:8448").unwrap().as_ref()).is_ok());
+        assert!(closed.check(ServerName::parse("clinic.example").unwrap().as_ref()).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! Other servers' signing keys: fetched from the server itself (`/_matrix/key/v2/server`),
+//! checked ([`medrix_protocol::server_keys::check_key_document`]), kept in RocksDB and in a
+//! bounded memory cache until their `valid_until_ts`, and fetched again when a request names
+//! a key not seen yet (the server rotated).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use medrix_protocol::{
+    keys::VerifyKeys,
+    server_keys::{RemoteServerKeys, check_key_document},
+};
+use ruma::{OwnedServerName, ServerName};
+use serde::{Deserialize, Serialize};
+
+use super::{FederationError, client::FederationClient};
+use crate::storage::{Storage, catalogue as cf};
+
+/// The most servers whose keys are held in memory.
+const MAX_IN_MEMORY: usize = 4096;
+
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredKeys {
+    verify_keys: std::collections::BTreeMap<String, String>,
+    valid_until_ts: u64,
+}
+
+pub struct RemoteKeys {
+    storage: Storage,
+    client: Arc<FederationClient>,
+    memory: Mutex<HashMap<OwnedServerName, StoredKeys>>,
+}
+
+impl RemoteKeys {
+    pub fn new(storage: Storage, client: Arc<FederationClient>) -> Self {
+        Self { storage, client, memory: Mutex::new(HashMap::new()) }
+    }
+
+    /// Keys to verify what `server` signed with `key_id` now (`now_ms`).
+    pub async fn keys_for(
+        &self,
+        server: &ServerName,
+        key_id: &str,
+        now_ms: u64,
+    ) -> Result<VerifyKeys, FederationError> {
+        let usable = |keys: &StoredKeys| {
+            keys.valid_until_ts > now_ms && keys.verify_keys.contains_key(key_id)
+        };
+        let known = match self.memory.lock().expect("keys lock").get(server).cloned() {
+            Some(keys) => Some(keys),
+            None => self.stored(server)?,
+        };
+        let keys = match known.filter(usable) {
+            Some(keys) => keys,
+            None => {
+                let fetched = self.fetch(server).await?;
+                if !usable(&fetched) {
+                    return Err(FederationError::BadKeys {
+                        server: server.to_owned(),
+                        why: format!("no valid key {key_id}"),
+                    });
+                }
+                fetched
+            }
+        };
+        self.remember(server, &keys);
+        let mut verify = VerifyKeys::default();
+        for (id, key) in &keys.verify_keys {
+            verify.insert_base64(server.as_str(), id, key).map_err(|err| {
+                FederationError::BadKeys { server: server.to_owned(), why: err.to_string() }
+            })?;
+        }
+        Ok(verify)
+    }
+
+    fn stored(&self, server: &ServerName) -> Result<Option<StoredKeys>, FederationError> {
+        Ok(self
+            .storage
+            .get(cf::SERVERNAME_VERIFYKEYS, server.as_bytes())?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
+    async fn fetch(&self, server: &ServerName) -> Result<StoredKeys, FederationError> {
+        let body = self.client.get_unsigned(server, "/_matrix/key/v2/server").await?;
+        let RemoteServerKeys { verify_keys, valid_until_ts, .. } =
+            check_key_document(&body, server).map_err(|err| FederationError::BadKeys {
+                server: server.to_owned(),
+                why: err.to_string(),
+            })?;
+        let keys = StoredKeys { verify_keys, valid_until_ts };
+        let mut batch = self.storage.batch();
+        batch.put(
+            cf::SERVERNAME_VERIFYKEYS,
+            server.as_bytes(),
+            &serde_json::to_vec(&keys).expect("keys serialize"),
+        );
+        self.storage.commit(batch).await?;
+        Ok(keys)
+    }
+
+    fn remember(&self, server: &ServerName, keys: &StoredKeys) {
+        let mut memory = self.memory.lock().expect("keys lock");
+        if memory.len() >= MAX_IN_MEMORY && !memory.contains_key(server) {
+            memory.clear();
+        }
+        memory.insert(server.to_owned(), keys.clone());
+    }
+}
