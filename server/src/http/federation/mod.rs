@@ -2,11 +2,21 @@
 //! every endpoint that acts for another server authenticates it with X-Matrix.
 
 mod auth;
+mod keys;
 mod query;
 
-use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
+use axum::{
+    Json, Router,
+    extract::State,
+    response::IntoResponse,
+    routing::{get, post},
+};
 use http::StatusCode;
-use ruma::api::federation::query::get_profile_information;
+use ruma::api::federation::{
+    device::get_devices,
+    keys::{claim_keys, get_keys},
+    query::get_profile_information,
+};
 use serde_json::{Value, json};
 
 use crate::{http::error::ApiError, service::Services};
@@ -18,6 +28,9 @@ pub fn router(services: Services) -> Router {
         .route("/_matrix/key/v2/server/{key_id}", get(own_keys))
         .route("/_matrix/federation/v1/version", get(version))
         .route(path::<get_profile_information::v1::Request>(), get(query::profile))
+        .route(path::<get_devices::v1::Request>(), get(keys::user_devices))
+        .route(path::<get_keys::v1::Request>(), post(keys::keys_query))
+        .route(path::<claim_keys::v1::Request>(), post(keys::keys_claim))
         .fallback(|| async {
             ApiError::unrecognized(StatusCode::NOT_FOUND, "unknown federation endpoint")
         })

@@ -10,7 +10,7 @@ use axum::{
 };
 use http::StatusCode;
 use ruma::{
-    DeviceId, UserId,
+    DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId,
     api::client::{
         keys::{
             claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures,
@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     http::{error::ApiError, ruma_request::Ruma},
-    service::{Services, e2ee::MAX_PENDING_TO_DEVICE},
+    service::{Services, e2ee::MAX_PENDING_TO_DEVICE, federation::FederationError},
     storage::compound_key,
 };
 
@@ -72,9 +72,53 @@ pub async fn query(
     request: Ruma<get_keys::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let requester = request.session().user_id.clone();
+    let (local, remote) = split_by_server(&services, request.body.device_keys);
+    let mut answer = local_device_keys(&services, &local, Some(&requester))?;
+    answer["failures"] = json!({});
+    for (server, users) in remote {
+        match remote_device_keys(&services, &server, users).await {
+            Ok(found) => {
+                for section in ["device_keys", "master_keys", "self_signing_keys"] {
+                    if let (Some(into), Some(from)) =
+                        (answer[section].as_object_mut(), found[section].as_object())
+                    {
+                        into.extend(from.clone());
+                    }
+                }
+            }
+            Err(err) => answer["failures"][server.as_str()] = json!({ "error": err.to_string() }),
+        }
+    }
+    Ok(Json(answer))
+}
+
+/// Splits a per-user request into this server's users and other servers' users.
+fn split_by_server<V>(
+    services: &Services,
+    per_user: BTreeMap<OwnedUserId, V>,
+) -> (Vec<(OwnedUserId, V)>, BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, V>>) {
+    let mut local = Vec::new();
+    let mut remote: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, V>> = BTreeMap::new();
+    for (user, value) in per_user {
+        if user.server_name() == services.config.server_name.as_str() {
+            local.push((user, value));
+        } else {
+            remote.entry(user.server_name().to_owned()).or_default().insert(user, value);
+        }
+    }
+    (local, remote)
+}
+
+/// Device and cross-signing keys of local users. The user-signing key is shown only to its
+/// owner (`requester`; none for another server).
+pub fn local_device_keys(
+    services: &Services,
+    users: &[(OwnedUserId, Vec<OwnedDeviceId>)],
+    requester: Option<&UserId>,
+) -> Result<Value, ApiError> {
     let mut device_keys = Map::new();
     let (mut master, mut self_signing, mut user_signing) = (Map::new(), Map::new(), Map::new());
-    for (user, devices) in &request.body.device_keys {
+    for (user, devices) in users {
         let devices: Vec<String> = devices.iter().map(ToString::to_string).collect();
         device_keys
             .insert(user.to_string(), Value::Object(services.e2ee.device_keys(user, &devices)?));
@@ -84,36 +128,81 @@ pub async fn query(
         if let Some(key) = services.e2ee.cross_signing_key(user, "self_signing")? {
             self_signing.insert(user.to_string(), key);
         }
-        // A user-signing key is shown only to its owner.
-        if *user == requester
+        if requester == Some(user.as_ref())
             && let Some(key) = services.e2ee.cross_signing_key(user, "user_signing")?
         {
             user_signing.insert(user.to_string(), key);
         }
     }
-    Ok(Json(json!({
+    Ok(json!({
         "device_keys": device_keys, "master_keys": master, "self_signing_keys": self_signing,
-        "user_signing_keys": user_signing, "failures": {},
-    })))
+        "user_signing_keys": user_signing,
+    }))
+}
+
+async fn remote_device_keys(
+    services: &Services,
+    server: &ServerName,
+    users: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+) -> Result<Value, FederationError> {
+    let federation = services.federation.as_ref().ok_or(FederationError::Disabled)?;
+    let request = ruma::api::federation::keys::get_keys::v1::Request::new(users);
+    let response = federation.client.send(server, request).await?;
+    // Keys stay as the other server sent them: clients check their signatures themselves.
+    serde_json::to_value(json!({
+        "device_keys": response.device_keys,
+        "master_keys": response.master_keys,
+        "self_signing_keys": response.self_signing_keys,
+    }))
+    .map_err(|err| FederationError::BadResponse { server: server.to_owned(), why: err.to_string() })
 }
 
 pub async fn claim(
     State(services): State<Services>,
     request: Ruma<claim_keys::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
+    let (local, remote) = split_by_server(&services, request.body.one_time_keys);
+    let mut claimed = local_claim(&services, local).await?;
+    let mut failures = Map::new();
+    for (server, users) in remote {
+        let answer = async {
+            let federation = services.federation.as_ref().ok_or(FederationError::Disabled)?;
+            let request = ruma::api::federation::keys::claim_keys::v1::Request::new(users);
+            let response = federation.client.send(&server, request).await?;
+            serde_json::to_value(response.one_time_keys).map_err(|err| {
+                FederationError::BadResponse { server: server.clone(), why: err.to_string() }
+            })
+        }
+        .await;
+        match answer {
+            Ok(Value::Object(found)) => claimed.extend(found),
+            Ok(_) => {}
+            Err(err) => {
+                failures.insert(server.to_string(), json!({ "error": err.to_string() }));
+            }
+        }
+    }
+    Ok(Json(json!({ "one_time_keys": claimed, "failures": failures })))
+}
+
+/// Claims one key per requested device of local users.
+pub async fn local_claim(
+    services: &Services,
+    users: Vec<(OwnedUserId, BTreeMap<OwnedDeviceId, ruma::OneTimeKeyAlgorithm>)>,
+) -> Result<Map<String, Value>, ApiError> {
     let mut claimed = Map::new();
-    for (user, devices) in &request.body.one_time_keys {
+    for (user, devices) in users {
         let mut per_device = Map::new();
         for (device, algorithm) in devices {
             if let Some((key_id, key)) =
-                services.e2ee.claim(user, device, algorithm.as_str()).await?
+                services.e2ee.claim(&user, &device, algorithm.as_str()).await?
             {
                 per_device.insert(device.to_string(), json!({ key_id: key }));
             }
         }
         claimed.insert(user.to_string(), Value::Object(per_device));
     }
-    Ok(Json(json!({ "one_time_keys": claimed, "failures": {} })))
+    Ok(claimed)
 }
 
 pub async fn changes(
