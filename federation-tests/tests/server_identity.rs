@@ -4,8 +4,19 @@
 //! query, the simplest request one server makes to another for its users.
 
 use medrix_federation_tests::TestNet;
-use medrix_protocol::{ruma::ServerName, server_keys::check_key_document};
-use serde_json::json;
+use medrix_protocol::{
+    canonical::object_from_value,
+    keys::{VerifyKeys, verify_json},
+    ruma::{CanonicalJsonValue, ServerName},
+    server_keys::{check_key_document, check_key_object},
+};
+use serde_json::{Value, json};
+
+async fn post_json(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
+    let response = client.post(url).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_verify_each_other_and_a_closed_federation_refuses_outsiders() {
@@ -51,6 +62,31 @@ async fn servers_verify_each_other_and_a_closed_federation_refuses_outsiders() {
         .await;
     assert_eq!(status, 200, "{profile}");
     assert_eq!(profile["displayname"], "Dr Alice");
+
+    // The hospital, now holding the clinic's keys, vouches for them as a notary: the
+    // clinic's document comes back signed by both. It vouches for no server outside its list.
+    let (status, notarised) = post_json(
+        &https,
+        &hospital.federation_url("/_matrix/key/v2/query"),
+        json!({"server_keys": {&clinic.server_name: {}, &outsider.server_name: {}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{notarised}");
+    let documents = notarised["server_keys"].as_array().unwrap();
+    assert_eq!(documents.len(), 1, "only the clinic: {notarised}");
+    let clinic_name = ServerName::parse(&clinic.server_name).unwrap();
+    let document = object_from_value(documents[0].clone()).unwrap();
+    check_key_object(&document, &clinic_name).expect("the clinic's own signature holds");
+    let mut hospital_keys = VerifyKeys::default();
+    for (key_id, key) in &keys.verify_keys {
+        hospital_keys.insert_base64(&hospital.server_name, key_id, key).unwrap();
+    }
+    let mut only_hospital = document.clone();
+    let signatures = only_hospital.get_mut("signatures").unwrap();
+    if let CanonicalJsonValue::Object(signatures) = signatures {
+        signatures.retain(|server, _| *server == hospital.server_name);
+    }
+    verify_json(&only_hospital, &hospital_keys).expect("the hospital's notary signature holds");
 
     // The outsider is not on the hospital's list: its query is refused...
     let eve = outsider.server.register("eve", "pw").await;

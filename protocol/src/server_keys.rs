@@ -120,7 +120,13 @@ pub fn check_key_object(
     if !keys.has_server(server.as_str()) {
         return Err(ProtocolError::BadKey(format!("{server} lists no usable verify key")));
     }
-    verify_json(object, &keys)?;
+    // Only the server's own signature counts here; notaries add theirs beside it, and those
+    // are checked (or not) by whoever trusts that notary.
+    let mut own_signature_only = object.clone();
+    if let Some(CanonicalJsonValue::Object(signatures)) = own_signature_only.get_mut("signatures") {
+        signatures.retain(|signer, _| signer == server.as_str());
+    }
+    verify_json(&own_signature_only, &keys)?;
     Ok(RemoteServerKeys {
         verify_keys: document.verify_keys.into_iter().map(|(id, e)| (id, e.key)).collect(),
         old_verify_keys: document
@@ -184,5 +190,13 @@ mod tests {
         swapped.insert("verify_keys".into(), document["verify_keys"].clone());
         assert!(check_key_document(encode(&swapped).as_bytes(), &server).is_err());
         assert!(check_key_document(b"not json", &server).is_err());
+    }
+
+    #[test]
+    fn a_notarised_document_still_checks_by_its_own_signature() {
+        let server = ServerName::parse("hospital.example").unwrap();
+        let mut document = own_key_document(&key("hospital.example", 1), &[], 2_000).unwrap();
+        key("notary.example", 9).sign_json(&mut document).unwrap();
+        assert!(check_key_object(&document, &server).is_ok());
     }
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod keys;
+mod notary;
 mod query;
 
 use axum::{
@@ -14,6 +15,7 @@ use axum::{
 use http::StatusCode;
 use ruma::api::federation::{
     device::get_devices,
+    discovery::{get_remote_server_keys, get_remote_server_keys_batch},
     keys::{claim_keys, get_keys},
     query::get_profile_information,
 };
@@ -27,6 +29,8 @@ pub fn router(services: Services) -> Router {
         .route("/_matrix/key/v2/server", get(own_keys))
         .route("/_matrix/key/v2/server/{key_id}", get(own_keys))
         .route("/_matrix/federation/v1/version", get(version))
+        .route(path::<get_remote_server_keys_batch::v2::Request>(), post(notary::query_batch))
+        .route(path::<get_remote_server_keys::v2::Request>(), get(notary::query_one))
         .route(path::<get_profile_information::v1::Request>(), get(query::profile))
         .route(path::<get_devices::v1::Request>(), get(keys::user_devices))
         .route(path::<get_keys::v1::Request>(), post(keys::keys_query))

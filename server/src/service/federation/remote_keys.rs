@@ -25,6 +25,9 @@ const MAX_IN_MEMORY: usize = 4096;
 struct StoredKeys {
     verify_keys: std::collections::BTreeMap<String, String>,
     valid_until_ts: u64,
+    /// The document as the server signed it, for notary answers.
+    #[serde(default)]
+    document: String,
 }
 
 pub struct RemoteKeys {
@@ -75,6 +78,31 @@ impl RemoteKeys {
         Ok(verify)
     }
 
+    /// The key document `server` signed, valid at least until `minimum_valid_until_ts` if it
+    /// can be had (fetched again when the cached one expires sooner).
+    pub async fn document(
+        &self,
+        server: &ServerName,
+        minimum_valid_until_ts: u64,
+    ) -> Result<ruma::CanonicalJsonObject, FederationError> {
+        let cached = match self.memory.lock().expect("keys lock").get(server).cloned() {
+            Some(keys) => Some(keys),
+            None => self.stored(server)?,
+        };
+        let keys = match cached
+            .filter(|k| !k.document.is_empty() && k.valid_until_ts >= minimum_valid_until_ts)
+        {
+            Some(keys) => keys,
+            None => self.fetch(server).await?,
+        };
+        self.remember(server, &keys);
+        medrix_protocol::canonical::parse_object(
+            keys.document.as_bytes(),
+            medrix_protocol::server_keys::MAX_KEY_DOCUMENT_BYTES,
+        )
+        .map_err(|err| FederationError::BadKeys { server: server.to_owned(), why: err.to_string() })
+    }
+
     fn stored(&self, server: &ServerName) -> Result<Option<StoredKeys>, FederationError> {
         Ok(self
             .storage
@@ -89,7 +117,11 @@ impl RemoteKeys {
                 server: server.to_owned(),
                 why: err.to_string(),
             })?;
-        let keys = StoredKeys { verify_keys, valid_until_ts };
+        let keys = StoredKeys {
+            verify_keys,
+            valid_until_ts,
+            document: String::from_utf8_lossy(&body).into_owned(),
+        };
         let mut batch = self.storage.batch();
         batch.put(
             cf::SERVERNAME_VERIFYKEYS,
