@@ -123,3 +123,51 @@ async fn servers_verify_each_other_and_a_closed_federation_refuses_outsiders() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["errcode"], "M_UNAUTHORIZED", "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_picked_up_and_the_old_one_stays_published() {
+    let net = TestNet::new();
+    let clinic = net.start("clinic", &[], &["hospital"]).await;
+    let mut hospital = net.start("hospital", &[], &["clinic"]).await;
+    clinic.server.register("bob", "pw").await;
+    let bob_id = format!("@bob:{}", clinic.server_name);
+    let alice = hospital.server.register("alice", "pw").await;
+    let lookup = format!("/_matrix/client/v3/profile/{bob_id}");
+    // The clinic caches the hospital's first key while verifying this request.
+    assert_eq!(hospital.server.call("GET", &lookup, Some(&alice), None).await.0, 200);
+
+    let (binary, name) = (hospital.server.binary().to_owned(), hospital.server_name.clone());
+    hospital
+        .server
+        .restart_with(|data_dir| {
+            let status = std::process::Command::new(&binary)
+                .args([
+                    "keys",
+                    "rotate",
+                    "--data-dir",
+                    data_dir.to_str().unwrap(),
+                    "--server-name",
+                    &name,
+                ])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        })
+        .await;
+
+    // Requests now carry the new key ID; the clinic fetches it and accepts them.
+    assert_eq!(hospital.server.call("GET", &lookup, Some(&alice), None).await.0, 200);
+    let https = net.https_client(&[&hospital]);
+    let body = https
+        .get(hospital.federation_url("/_matrix/key/v2/server"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let keys =
+        check_key_document(&body, &ServerName::parse(&hospital.server_name).unwrap()).unwrap();
+    assert!(keys.verify_keys.contains_key("ed25519:mdx2"), "{keys:?}");
+    assert!(keys.old_verify_keys.contains_key("ed25519:mdx1"), "{keys:?}");
+}

@@ -8,6 +8,7 @@ mod http;
 mod metrics;
 mod serve;
 mod service;
+mod signing_keys;
 mod storage;
 mod tls;
 
@@ -32,6 +33,23 @@ enum Command {
     /// Check test-vector files against this implementation.
     #[command(subcommand)]
     Vectors(cli_vectors::VectorsCommand),
+    /// Manage the server's signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Retire the current signing key (it stays published as an old key) and make a new one.
+    /// Run it while the server is stopped; the new key is used from the next start.
+    Rotate {
+        /// The data directory holding the keys.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// The server name the keys belong to.
+        #[arg(long)]
+        server_name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,6 +58,14 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Event(command) => cli_event::run(command),
         Command::Vectors(command) => cli_vectors::run(command),
+        Command::Keys(KeysCommand::Rotate { data_dir, server_name }) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_millis() as u64);
+            signing_keys::rotate(&data_dir, &server_name, now).map(|key_id| {
+                println!("new signing key {key_id}; the previous one is kept as an old key");
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -123,9 +123,9 @@ async fn serve(config: Config) -> Result<(), String> {
     let (listen, metrics_listen) = (config.listen, config.metrics_listen);
     let server_name = config.server_name.clone();
     let federation = config.federation.clone();
-    let key = load_or_create_signing_key(&config.data_dir, &config.server_name)?;
-    let services =
-        Services::new(config, storage, key).map_err(|err| format!("loading rooms: {err}"))?;
+    let keys = crate::signing_keys::load_or_create(&config.data_dir, &config.server_name)?;
+    let services = Services::new(config, storage, keys.current, keys.old)
+        .map_err(|err| format!("loading rooms: {err}"))?;
     services.typing.start_sweeper();
 
     let client_listener =
@@ -164,42 +164,6 @@ async fn serve(config: Config) -> Result<(), String> {
     client.and(metrics).map_err(|err| format!("serving: {err}"))?;
     tracing::info!("stopped cleanly");
     Ok(())
-}
-
-/// The server's ed25519 signing key, kept as a base64 seed in `signing.key` (mode 0600) in the
-/// data directory; made from OS randomness on first start.
-fn load_or_create_signing_key(
-    data_dir: &std::path::Path,
-    server_name: &str,
-) -> Result<medrix_protocol::keys::ServerSigningKey, String> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
-
-    use base64::{Engine as _, engine::general_purpose::STANDARD_NO_PAD};
-    use rand::RngCore;
-
-    const KEY_VERSION: &str = "mdx1";
-    let path = data_dir.join("signing.key");
-    let seed = match std::fs::read_to_string(&path) {
-        Ok(text) => text.trim().to_owned(),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let mut seed = [0u8; 32];
-            rand::rng().fill_bytes(&mut seed);
-            let text = STANDARD_NO_PAD.encode(seed);
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|err| format!("{}: {err}", path.display()))?;
-            file.write_all(text.as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|err| format!("{}: {err}", path.display()))?;
-            text
-        }
-        Err(err) => return Err(format!("{}: {err}", path.display())),
-    };
-    medrix_protocol::keys::ServerSigningKey::from_base64_seed(server_name, KEY_VERSION, &seed)
-        .map_err(|err| format!("{}: {err}", path.display()))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

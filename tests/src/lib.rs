@@ -97,6 +97,19 @@ impl TestServer {
         self.spawn().await;
     }
 
+    /// Stops the server cleanly, runs `offline` (an operator's task on its data directory),
+    /// then starts it again on the same data and ports.
+    pub async fn restart_with(&mut self, offline: impl FnOnce(&std::path::Path)) {
+        assert!(self.terminate(), "clean shutdown");
+        offline(&self.data_dir);
+        self.spawn().await;
+    }
+
+    /// The `medrix` binary this server runs.
+    pub fn binary(&self) -> &std::path::Path {
+        &self.binary
+    }
+
     /// SIGTERM; returns whether the process exited successfully.
     pub fn terminate(&mut self) -> bool {
         let child = self.child.take().unwrap();

@@ -52,6 +52,7 @@ impl Services {
         config: Config,
         storage: Storage,
         key: medrix_protocol::keys::ServerSigningKey,
+        old_keys: Vec<medrix_protocol::server_keys::OldVerifyKey>,
     ) -> Result<Self, crate::storage::StorageError> {
         let server_name =
             ruma::ServerName::parse(&config.server_name).expect("validated server name");
@@ -84,7 +85,7 @@ impl Services {
             media: media::Media::open(storage.clone(), &config.data_dir.join("media"))?,
             receipts: receipts::Receipts::new(storage.clone(), rooms.stream.clone()),
             typing: typing::Typing::new(rooms.stream.clone()),
-            server_keys: server_keys::ServerKeys::new(key, Vec::new()),
+            server_keys: server_keys::ServerKeys::new(key, old_keys),
             federation,
             rooms,
             accounts: accounts::Accounts::new(storage.clone(), server_name),
