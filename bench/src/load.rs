@@ -88,6 +88,9 @@ pub struct LoadMeasurements {
     pub load_seconds: f64,
     pub server_cpu_seconds: Option<f64>,
     pub loadgen_cpu_seconds: Option<f64>,
+    /// VmRSS once every user is registered and joined, just before the first send.
+    #[serde(default)]
+    pub server_rss_before_kib: Option<u64>,
     pub server_rss_after_kib: Option<u64>,
     pub server_peak_rss_kib: Option<u64>,
 }
@@ -163,6 +166,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadMeasurements, HttpError> {
     }
 
     let server_pid = config.server_pid.map(|pid| pid.to_string());
+    let server_rss_before_kib = server_pid.as_deref().and_then(|p| procfs::status_kib(p, "VmRSS"));
     let server_cpu_before = server_pid.as_deref().and_then(procfs::cpu_time);
     let loadgen_cpu_before = procfs::cpu_time("self");
     let epoch = Instant::now();
@@ -264,6 +268,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadMeasurements, HttpError> {
         load_seconds,
         server_cpu_seconds: cpu_used(server_cpu_before, server_cpu_after),
         loadgen_cpu_seconds: cpu_used(loadgen_cpu_before, loadgen_cpu_after),
+        server_rss_before_kib,
         server_rss_after_kib: server_pid.as_deref().and_then(|p| procfs::status_kib(p, "VmRSS")),
         server_peak_rss_kib: server_pid.as_deref().and_then(|p| procfs::status_kib(p, "VmHWM")),
     })

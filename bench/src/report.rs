@@ -136,6 +136,13 @@ pub fn compare(medrix: &ServerResult, synapse: &ServerResult) -> String {
             better: Better::Lower,
         },
         Row {
+            metric: "RSS after registering and joining the users (MiB)",
+            medrix: mib(m.server_rss_before_kib),
+            synapse: mib(s.server_rss_before_kib),
+            decimals: 1,
+            better: Better::Lower,
+        },
+        Row {
             metric: "RSS after the load (MiB)",
             medrix: mib(m.server_rss_after_kib),
             synapse: mib(s.server_rss_after_kib),
