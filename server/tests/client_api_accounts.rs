@@ -45,7 +45,7 @@ async fn registration_walks_the_token_flow_and_refuses_bad_input() {
         .call("POST", register, None, Some(json!({"username": "bob", "password": "pw"})))
         .await;
     assert_eq!(status, 401, "{body}");
-    assert_eq!(body["flows"][0]["stages"][0], "m.login.registration_token");
+    assert_eq!(body["flows"], json!([{"stages": ["m.login.registration_token", "m.login.dummy"]}]));
     let session = body["session"].as_str().unwrap().to_owned();
 
     // matrix-nio's habit: m.login.dummy on the first request. Still the flows, no account.
@@ -71,10 +71,21 @@ async fn registration_walks_the_token_flow_and_refuses_bad_input() {
         .await;
     assert_eq!((status, body["errcode"].as_str()), (401, Some("M_FORBIDDEN")), "{body}");
 
-    // The right token completes it.
+    // The right token completes its stage; the dummy stage then completes the flow.
     let (status, body) = server
         .call("POST", register, None, Some(json!({"username": "bob", "password": "pw",
             "auth": {"type": "m.login.registration_token", "token": REGISTRATION_TOKEN, "session": session}})))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["completed"], json!(["m.login.registration_token"]));
+    let (status, body) = server
+        .call(
+            "POST",
+            register,
+            None,
+            Some(json!({"username": "bob", "password": "pw",
+            "auth": {"type": "m.login.dummy", "session": session}})),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user_id"], "@bob:localhost");

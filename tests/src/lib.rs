@@ -156,29 +156,33 @@ impl TestServer {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// Registers `localpart` with a password; returns the access token.
+    /// Registers `localpart` with a password through the server's flow (the registration
+    /// token, then the dummy stage); returns the access token.
     pub async fn register(&self, localpart: &str, password: &str) -> String {
+        let path = "/_matrix/client/v3/register";
+        let account = json!({ "username": localpart, "password": password });
+        let with_auth = |auth: Value| {
+            let mut body = account.clone();
+            body["auth"] = auth;
+            body
+        };
+        let (status, opened) = self.call("POST", path, None, Some(account.clone())).await;
+        assert_eq!(status, 401, "the flows first: {opened}");
+        let session = &opened["session"];
+        let (status, body) = self
+            .call("POST", path, None, Some(with_auth(json!({
+                "type": "m.login.registration_token", "token": REGISTRATION_TOKEN, "session": session,
+            }))))
+            .await;
+        assert_eq!(status, 401, "the token stage done, the dummy stage next: {body}");
         let (status, body) = self
             .call(
                 "POST",
-                "/_matrix/client/v3/register",
+                path,
                 None,
-                Some(json!({
-                    "username": localpart, "password": password,
-                    "auth": {"type": "m.login.registration_token", "token": REGISTRATION_TOKEN},
-                })),
+                Some(with_auth(json!({"type": "m.login.dummy", "session": session}))),
             )
             .await;
-        // The first request opens a session; the token stage goes with the session.
-        let (status, body) = if status == 401 {
-            self.call("POST", "/_matrix/client/v3/register", None, Some(json!({
-                "username": localpart, "password": password,
-                "auth": {"type": "m.login.registration_token", "token": REGISTRATION_TOKEN, "session": body["session"]},
-            })))
-            .await
-        } else {
-            (status, body)
-        };
         assert_eq!(status, 200, "{body}");
         body["access_token"].as_str().unwrap().to_owned()
     }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{Creator, encrypted_conversation};
 use medrix_tests::{
-    TestServer,
+    REGISTRATION_TOKEN, TestServer,
     clients::{ScriptedClient, client_env, clients_dir},
     medrix_binary,
 };
@@ -24,16 +24,22 @@ async fn matrix_nio_and_matrix_sdk_decrypt_each_other_in_an_encrypted_room() {
     );
 
     // nio's register() offers m.login.dummy as its only stage; registration here needs the
-    // token, so the server answers with its flows instead of an account.
+    // token first, so the server answers with its flow instead of an account.
     let refused = nio
         .request(json!({"cmd": "register", "username": "patient", "password": "patient-password"}))
         .await;
     assert_eq!(refused["registered"], false, "registration without the token: {refused}");
     assert_eq!(refused["status"], 401, "{refused}");
 
-    // nio has no token flow that ends in one stage, so the account comes from the token flow,
-    // and nio logs in with its full user ID and password.
-    server.register("patient", "patient-password").await;
+    // nio's registration-token flow completes the server's flow (token, then dummy); then
+    // nio logs in with its full user ID and password.
+    let registered = nio
+        .request(json!({
+            "cmd": "register_with_token", "username": "patient", "password": "patient-password",
+            "token": REGISTRATION_TOKEN,
+        }))
+        .await;
+    assert_eq!(registered["user_id"], user_id, "{registered}");
     let login = nio.request(json!({"cmd": "login", "password": "patient-password"})).await;
     assert_eq!(login["user_id"], user_id);
 

@@ -66,6 +66,7 @@ where
         if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
             return Err(ApiError::not_json("the request body is not valid JSON"));
         }
+        let bytes = without_empty_auth(bytes);
         let request = http::Request::from_parts(parts, bytes_or_empty_object::<T>(bytes));
         let body = T::try_from_http_request(request, &path_args)
             .map_err(|err| ApiError::bad_json(format!("invalid request: {err}")))?;
@@ -109,6 +110,27 @@ pub fn check_rate_limit(
         services.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ApiError::limit_exceeded(retry_after_ms)
     })
+}
+
+/// Drops an `auth` object that has neither `type` nor `session` (matrix-nio sends
+/// `{"initial_device_display_name": ...}` there to open a flow): it completes no stage, and
+/// without it the endpoint answers with its flows, which is what the client is asking for.
+fn without_empty_auth(bytes: Bytes) -> Bytes {
+    if !bytes.windows(6).any(|window| window == b"\"auth\"") {
+        return bytes;
+    }
+    let Ok(serde_json::Value::Object(mut body)) = serde_json::from_slice(&bytes) else {
+        return bytes;
+    };
+    match body.get("auth") {
+        Some(serde_json::Value::Object(auth))
+            if !auth.contains_key("type") && !auth.contains_key("session") =>
+        {
+            body.remove("auth");
+            Bytes::from(serde_json::to_vec(&body).expect("a JSON object serializes"))
+        }
+        _ => bytes,
+    }
 }
 
 /// ruma expects `{}` for an empty body on endpoints that take one.

@@ -17,7 +17,7 @@ use matrix_sdk::{
         api::client::{
             account::register,
             room::create_room::v3::Request as CreateRoomRequest,
-            uiaa::{AuthData, RegistrationToken},
+            uiaa::{AuthData, Dummy, RegistrationToken},
         },
         events::{
             InitialStateEvent,
@@ -38,7 +38,7 @@ pub async fn registered_client(server: &TestServer, localpart: &str) -> Client {
     request.username = Some(localpart.to_owned());
     request.password = Some(format!("{localpart}-password"));
     request.inhibit_login = true;
-    // The first request gets the flows and a session; the second completes the token stage.
+    // The first request gets the flows and a session; then the token and the dummy stages.
     let session = match client.matrix_auth().register(request.clone()).await {
         Err(err) => {
             err.as_uiaa_response().and_then(|info| info.session.clone()).expect("a UIA session")
@@ -46,9 +46,22 @@ pub async fn registered_client(server: &TestServer, localpart: &str) -> Client {
         Ok(_) => panic!("registration must ask for the token"),
     };
     let mut token = RegistrationToken::new(REGISTRATION_TOKEN.to_owned());
-    token.session = Some(session);
+    token.session = Some(session.clone());
     request.auth = Some(AuthData::RegistrationToken(token));
-    client.matrix_auth().register(request).await.expect("registration with the token");
+    // The token stage done, the dummy stage completes the flow.
+    match client.matrix_auth().register(request.clone()).await {
+        Err(err) => {
+            let info = err.as_uiaa_response().expect("the next stage is asked for");
+            assert!(
+                info.completed.iter().any(|stage| stage.as_str() == "m.login.registration_token")
+            );
+        }
+        Ok(_) => panic!("registration must ask for the dummy stage after the token"),
+    }
+    let mut dummy = Dummy::new();
+    dummy.session = Some(session);
+    request.auth = Some(AuthData::Dummy(dummy));
+    client.matrix_auth().register(request).await.expect("registration completes");
     client
         .matrix_auth()
         .login_username(localpart, &format!("{localpart}-password"))

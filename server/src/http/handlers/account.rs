@@ -29,6 +29,10 @@ use crate::{
 };
 
 const TOKEN_STAGE: &str = "m.login.registration_token";
+const DUMMY_STAGE: &str = "m.login.dummy";
+/// The one registration flow: the token, then the dummy stage. Synapse offers the same, and
+/// clients that register with a token (matrix-nio, Element) expect the second stage.
+const FLOW: [&str; 2] = [TOKEN_STAGE, DUMMY_STAGE];
 
 impl From<AccountError> for ApiError {
     fn from(err: AccountError) -> Self {
@@ -50,7 +54,7 @@ impl From<AccountError> for ApiError {
 /// The 401 answer of user-interactive auth: the flows, the session and what is done.
 fn uia_challenge(session: &str, completed: &[String], error: Option<&str>) -> Response {
     let mut body = json!({
-        "flows": [{ "stages": [TOKEN_STAGE] }],
+        "flows": [{ "stages": FLOW }],
         "params": {},
         "session": session,
         "completed": completed,
@@ -83,7 +87,7 @@ pub async fn register(
         return Err(AccountError::UserInUse.into());
     }
 
-    // User-interactive auth: the flow has one stage, the registration token.
+    // User-interactive auth: the token, then the dummy stage, in that order.
     let session = match &request.auth {
         Some(auth) => auth.session().map(ToOwned::to_owned),
         None => None,
@@ -92,18 +96,27 @@ pub async fn register(
         Some(id) => id,
         None => services.uia.start(),
     };
-    // Any other stage (clients such as matrix-nio send m.login.dummy first) is answered with
-    // the flows, so the client can go on with the token.
-    if let Some(AuthData::RegistrationToken(stage)) = &request.auth {
-        if bool::from(stage.token.as_bytes().ct_eq(expected_token.as_bytes())) {
-            services.uia.complete(&session, TOKEN_STAGE);
-        } else {
-            let completed = services.uia.completed(&session).unwrap_or_default();
-            return Ok(uia_challenge(&session, &completed, Some("invalid registration token")));
+    match &request.auth {
+        Some(AuthData::RegistrationToken(stage)) => {
+            if bool::from(stage.token.as_bytes().ct_eq(expected_token.as_bytes())) {
+                services.uia.complete(&session, TOKEN_STAGE);
+            } else {
+                let completed = services.uia.completed(&session).unwrap_or_default();
+                return Ok(uia_challenge(&session, &completed, Some("invalid registration token")));
+            }
         }
+        // The dummy stage counts only after the token: a dummy alone (matrix-nio's register())
+        // is answered with the flow.
+        Some(AuthData::Dummy(_)) => {
+            let completed = services.uia.completed(&session).unwrap_or_default();
+            if completed.iter().any(|stage| stage == TOKEN_STAGE) {
+                services.uia.complete(&session, DUMMY_STAGE);
+            }
+        }
+        _ => {}
     }
     let completed = services.uia.completed(&session).unwrap_or_default();
-    if !completed.iter().any(|stage| stage == TOKEN_STAGE) {
+    if !FLOW.iter().all(|stage| completed.iter().any(|done| done == stage)) {
         return Ok(uia_challenge(&session, &completed, None));
     }
 
