@@ -2,7 +2,7 @@
 //!
 //! - `loadgen wait-ready` polls `/_matrix/client/versions` and prints the cold start;
 //! - `loadgen run` registers the users, runs the load and writes one server's result as JSON;
-//! - `loadgen compare` prints the side-by-side markdown table of two results.
+//! - `loadgen compare` prints the side-by-side markdown table (medians over each server's runs).
 
 mod http;
 mod load;
@@ -42,8 +42,15 @@ enum Command {
     },
     /// Runs the load against one server and writes its result as JSON.
     Run(RunArgs),
-    /// Prints the markdown table of a Medrix result beside a Synapse result.
-    Compare { medrix: PathBuf, synapse: PathBuf },
+    /// Prints the markdown table of Medrix's results beside Synapse's (medians over runs).
+    Compare {
+        /// Medrix's result files, one per run.
+        #[arg(long, num_args = 1.., required = true)]
+        medrix: Vec<PathBuf>,
+        /// Synapse's result files, one per run.
+        #[arg(long, num_args = 1.., required = true)]
+        synapse: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -176,10 +183,16 @@ async fn run(args: RunArgs) -> Result<(), String> {
     std::fs::write(&args.out, json).map_err(|e| format!("{}: {e}", args.out.display()))
 }
 
-fn compare(medrix: &PathBuf, synapse: &PathBuf) -> Result<(), String> {
-    let read = |path: &PathBuf| -> Result<ServerResult, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+fn compare(medrix: &[PathBuf], synapse: &[PathBuf]) -> Result<(), String> {
+    let read = |paths: &[PathBuf]| -> Result<Vec<ServerResult>, String> {
+        paths
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+            })
+            .collect()
     };
     print!("{}", report::compare(&read(medrix)?, &read(synapse)?));
     Ok(())
