@@ -126,7 +126,8 @@ impl Accounts {
         Ok(session)
     }
 
-    /// Checks a password; slow on purpose (argon2id), so call it from a blocking context.
+    /// Checks a password; slow on purpose (argon2id), so call it through
+    /// [`with_password_hashing`].
     pub fn password_matches(&self, user_id: &UserId, password: &str) -> Result<bool, AccountError> {
         let Some(stored) = self.storage.get(cf::USERID_PASSWORD, user_id.as_bytes())? else {
             return Ok(false);
@@ -331,7 +332,30 @@ fn token_hash(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Hashes a password with argon2id; slow on purpose, so call it from a blocking context.
+/// How many argon2id computations run at once. Each takes ~19 MiB and a core for tens of
+/// milliseconds; unbounded, a burst of registrations or logins grows the process by hundreds
+/// of MiB (the allocator keeps what it freed) and starves every other request of CPU.
+const MAX_CONCURRENT_PASSWORD_HASHES: usize = 2;
+
+static PASSWORD_HASHING: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_CONCURRENT_PASSWORD_HASHES);
+
+/// Runs a password hash or check off the async workers, at most
+/// [`MAX_CONCURRENT_PASSWORD_HASHES`] at a time.
+pub async fn with_password_hashing<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StorageError> {
+    let _slot = PASSWORD_HASHING
+        .acquire()
+        .await
+        .map_err(|_| StorageError::Corrupt("password hashing stopped".to_owned()))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| StorageError::Corrupt(format!("password hashing: {err}")))
+}
+
+/// Hashes a password with argon2id; slow on purpose, so call it through
+/// [`with_password_hashing`].
 pub fn hash_password(password: &str) -> Result<String, AccountError> {
     let salt = SaltString::encode_b64(&random_bytes::<16>())
         .map_err(|err| StorageError::Corrupt(format!("salt: {err}")))?;

@@ -24,7 +24,7 @@ use crate::{
     },
     service::{
         Services,
-        accounts::{AccountError, hash_password},
+        accounts::{AccountError, hash_password, with_password_hashing},
     },
 };
 
@@ -121,11 +121,7 @@ pub async fn register(
     }
 
     let password_hash = match request.password {
-        Some(password) => Some(
-            tokio::task::spawn_blocking(move || hash_password(&password))
-                .await
-                .map_err(ApiError::internal)??,
-        ),
+        Some(password) => Some(with_password_hashing(move || hash_password(&password)).await??),
         None => None,
     };
     let new_session = services
@@ -181,9 +177,7 @@ pub async fn change_password(
         return Ok(challenge);
     }
     let password = body.new_password;
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(ApiError::internal)??;
+    let hash = with_password_hashing(move || hash_password(&password)).await??;
     services.accounts.set_password(&session.user_id, &hash).await?;
     if body.logout_devices {
         let others: Vec<_> = services

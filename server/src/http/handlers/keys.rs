@@ -212,14 +212,25 @@ pub async fn changes(
     let parse = super::sync::parse_token;
     let (from, to) = (parse(&request.body.from)?, parse(&request.body.to)?);
     let user = request.session().user_id.clone();
-    let contacts = super::sync::users_sharing_rooms_with(&services, &user)?;
-    let changed: Vec<String> = services
-        .e2ee
-        .key_changes(from, to)?
-        .into_iter()
-        .filter(|u| contacts.contains(u) || *u == user.as_str())
-        .collect();
+    let changed = visible_key_changes(&services, &user, from, to)?;
     Ok(Json(json!({ "changed": changed, "left": [] })))
+}
+
+/// Users whose keys changed in `(from, to]` and who share a room with `user` (or are `user`).
+/// Who shares a room is worked out only when some key changed: it reads every joined room's
+/// members, and most syncs (a message arriving) carry no key change at all.
+fn visible_key_changes(
+    services: &Services,
+    user: &UserId,
+    from: u64,
+    to: u64,
+) -> Result<Vec<String>, ApiError> {
+    let changed = services.e2ee.key_changes(from, to)?;
+    if changed.is_empty() {
+        return Ok(changed);
+    }
+    let contacts = super::sync::users_sharing_rooms_with(services, user)?;
+    Ok(changed.into_iter().filter(|u| contacts.contains(u) || *u == user.as_str()).collect())
 }
 
 /// Cross-signing keys. The first upload needs no further auth; replacing an existing master
@@ -333,15 +344,7 @@ pub async fn sync_sections(
     let counts: BTreeMap<String, u64> = services.e2ee.one_time_key_counts(user, device)?;
     let fallback = services.e2ee.unused_fallback_key_types(user, device)?;
     let changed: Vec<String> = match since {
-        Some(since) => {
-            let contacts = super::sync::users_sharing_rooms_with(services, user)?;
-            services
-                .e2ee
-                .key_changes(since, upto)?
-                .into_iter()
-                .filter(|u| contacts.contains(u) || *u == user.as_str())
-                .collect()
-        }
+        Some(since) => visible_key_changes(services, user, since, upto)?,
         None => vec![],
     };
     let anything = !to_device.is_empty() || !changed.is_empty();

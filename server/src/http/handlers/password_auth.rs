@@ -12,7 +12,10 @@ use serde_json::json;
 
 use crate::{
     http::error::ApiError,
-    service::{Services, accounts::Session},
+    service::{
+        Services,
+        accounts::{Session, with_password_hashing},
+    },
 };
 
 /// Checks that `auth` proves the session's user knows their password. `Ok(None)` means proven;
@@ -34,9 +37,7 @@ pub async fn require_password(
         let (user, secret) = (session.user_id.clone(), password.password.clone());
         // argon2 is slow on purpose: off the async workers.
         let matches = names_self
-            && tokio::task::spawn_blocking(move || accounts.password_matches(&user, &secret))
-                .await
-                .map_err(ApiError::internal)??;
+            && with_password_hashing(move || accounts.password_matches(&user, &secret)).await??;
         if matches {
             if let Some(id) = auth.and_then(AuthData::session) {
                 services.uia.finish(id);

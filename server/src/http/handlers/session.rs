@@ -10,7 +10,7 @@ use ruma::api::client::uiaa::UserIdentifier;
 
 use crate::{
     http::{error::ApiError, ruma_request::Ruma, ruma_response::RumaResponse},
-    service::Services,
+    service::{Services, accounts::with_password_hashing},
 };
 
 pub async fn login_types(
@@ -43,9 +43,8 @@ pub async fn login(
     let accounts = services.accounts.clone();
     let (checked_user, password) = (user_id.clone(), password_login.password.clone());
     let matches =
-        tokio::task::spawn_blocking(move || accounts.password_matches(&checked_user, &password))
-            .await
-            .map_err(ApiError::internal)??;
+        with_password_hashing(move || accounts.password_matches(&checked_user, &password))
+            .await??;
     if !matches {
         return Err(wrong());
     }
