@@ -442,3 +442,54 @@ async fn a_flood_of_sends_is_slowed_with_limit_exceeded_and_loses_nothing_accept
         assert_eq!(status, 200);
     }
 }
+
+#[tokio::test]
+async fn concurrent_retries_of_one_transaction_store_one_event() {
+    let server = support::start().await;
+    let alice = server.register("alice", "pw").await;
+    let (_, room) =
+        server.call("POST", "/_matrix/client/v3/createRoom", Some(&alice), Some(json!({}))).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    // Other sends keep the commit queue busy, so retries meet the first send still queued.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (base, token, room) = (server.base.clone(), alice.clone(), room.clone());
+        let txn = if i % 2 == 0 { "same-txn".to_owned() } else { format!("other-{i}") };
+        tasks.push(tokio::spawn(async move {
+            let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+            let response = reqwest::Client::new()
+                .put(url)
+                .bearer_auth(token)
+                .json(&json!({"msgtype": "m.text", "body": txn}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            let body: Value = response.json().await.unwrap();
+            (txn, body["event_id"].as_str().unwrap().to_owned())
+        }));
+    }
+    let mut same = std::collections::BTreeSet::new();
+    for task in tasks {
+        let (txn, event_id) = task.await.unwrap();
+        if txn == "same-txn" {
+            same.insert(event_id);
+        }
+    }
+    assert_eq!(same.len(), 1, "every retry got the first send's event: {same:?}");
+    let (_, page) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    let stored = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["content"]["body"] == "same-txn")
+        .count();
+    assert_eq!(stored, 1, "one event stored for the transaction");
+}

@@ -333,25 +333,59 @@ fn token_hash(token: &str) -> String {
 }
 
 /// How many argon2id computations run at once. Each takes ~19 MiB and a core for tens of
-/// milliseconds; unbounded, a burst of registrations or logins grows the process by hundreds
-/// of MiB (the allocator keeps what it freed) and starves every other request of CPU.
+/// milliseconds; unbounded, a burst of registrations or logins starves every other request
+/// of CPU.
 const MAX_CONCURRENT_PASSWORD_HASHES: usize = 2;
 
 static PASSWORD_HASHING: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(MAX_CONCURRENT_PASSWORD_HASHES);
 
-/// Runs a password hash or check off the async workers, at most
+type HashingJob = Box<dyn FnOnce() + Send>;
+
+/// The threads that hash passwords: always the same few, because the C allocator keeps a
+/// memory arena per thread that has used it, and argon2's 19 MiB per hash spread over
+/// tokio's many blocking threads grew the server by ~400 MiB during a burst of sign-ups.
+fn hashing_threads() -> &'static std::sync::mpsc::SyncSender<HashingJob> {
+    static QUEUE: std::sync::OnceLock<std::sync::mpsc::SyncSender<HashingJob>> =
+        std::sync::OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (queue, jobs) =
+            std::sync::mpsc::sync_channel::<HashingJob>(MAX_CONCURRENT_PASSWORD_HASHES);
+        let jobs = std::sync::Arc::new(std::sync::Mutex::new(jobs));
+        for index in 0..MAX_CONCURRENT_PASSWORD_HASHES {
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name(format!("medrix-argon2-{index}"))
+                .spawn(move || {
+                    loop {
+                        let job = jobs.lock().expect("job queue").recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("spawn a password hashing thread");
+        }
+        queue
+    })
+}
+
+/// Runs a password hash or check on the hashing threads, at most
 /// [`MAX_CONCURRENT_PASSWORD_HASHES`] at a time.
 pub async fn with_password_hashing<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, StorageError> {
-    let _slot = PASSWORD_HASHING
-        .acquire()
-        .await
-        .map_err(|_| StorageError::Corrupt("password hashing stopped".to_owned()))?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|err| StorageError::Corrupt(format!("password hashing: {err}")))
+    let stopped = || StorageError::Corrupt("password hashing stopped".to_owned());
+    // A permit per queue slot: the send below never blocks an async worker.
+    let _slot = PASSWORD_HASHING.acquire().await.map_err(|_| stopped())?;
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    hashing_threads()
+        .send(Box::new(move || {
+            let _ = answer.send(work());
+        }))
+        .map_err(|_| stopped())?;
+    answered.await.map_err(|_| stopped())
 }
 
 /// Hashes a password with argon2id; slow on purpose, so call it through

@@ -39,11 +39,19 @@ impl GroupCommit {
 
     /// Queues `batch` and waits until it is durable.
     pub async fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.enqueue(batch).await?.wait().await
+    }
+
+    /// Queues `batch` behind every batch queued before it and returns at once; the answer
+    /// says when it is durable. Batches are written in queue order, so a batch that is durable
+    /// means every one queued before it is too. This lets a caller release its own lock
+    /// before the fsync, yet keep its writes in order.
+    pub async fn enqueue(&self, batch: WriteBatch) -> Result<Durability, StorageError> {
         let (ack, done) = oneshot::channel();
         let mut item = (batch, ack);
         loop {
             match self.queue.try_send(item) {
-                Ok(()) => break,
+                Ok(()) => return Ok(Durability(done)),
                 Err(TrySendError::Full(back)) => {
                     item = back;
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -51,7 +59,16 @@ impl GroupCommit {
                 Err(TrySendError::Disconnected(_)) => return Err(StorageError::WriterStopped),
             }
         }
-        done.await.map_err(|_| StorageError::WriterStopped)?
+    }
+}
+
+/// A queued batch's outcome.
+pub struct Durability(oneshot::Receiver<Result<(), StorageError>>);
+
+impl Durability {
+    /// Waits until the batch is durable (or failed).
+    pub async fn wait(self) -> Result<(), StorageError> {
+        self.0.await.map_err(|_| StorageError::WriterStopped)?
     }
 }
 

@@ -8,7 +8,7 @@ use std::{path::Path, sync::Arc};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
 
-pub use group_commit::GroupCommit;
+pub use group_commit::{Durability, GroupCommit};
 
 /// What can go wrong below the services.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,12 @@ impl Storage {
     /// Writes a batch atomically and returns once it is durable on disk.
     pub async fn commit(&self, batch: Batch<'_>) -> Result<(), StorageError> {
         self.writer.write(batch.batch).await
+    }
+
+    /// Queues a batch for an atomic, durable commit and returns at once (see
+    /// [`GroupCommit::enqueue`]); wait on the answer before acknowledging the write.
+    pub async fn enqueue(&self, batch: Batch<'_>) -> Result<Durability, StorageError> {
+        self.writer.enqueue(batch.batch).await
     }
 
     /// All `(key, value)` pairs whose key starts with `prefix`, in key order.

@@ -24,6 +24,7 @@ use medrix_protocol::{
 use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, UserId, events::StateEventType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use crate::storage::{Storage, StorageError, catalogue as cf, compound_key};
 use stream::StreamPositions;
@@ -92,6 +93,20 @@ pub struct Rooms {
     server_name: OwnedServerName,
     pub stream: Arc<StreamPositions>,
     rooms: Arc<Mutex<HashMap<OwnedRoomId, RoomSlot>>>,
+    /// Sends queued but not yet durable, by transaction key: a retry that arrives meanwhile
+    /// waits for the first one's outcome instead of sending again.
+    pending_txns: Arc<Mutex<HashMap<Vec<u8>, PendingTxn>>>,
+}
+
+/// A queued send's event ID and the channel that reports whether it became durable.
+type PendingTxn = (OwnedEventId, watch::Receiver<Option<bool>>);
+
+/// An event in the commit queue: appended to the in-memory room, durable once settled.
+struct QueuedEvent {
+    event_id: OwnedEventId,
+    position: u64,
+    durability: crate::storage::Durability,
+    txn: Option<(Vec<u8>, watch::Sender<Option<bool>>)>,
 }
 
 impl Rooms {
@@ -105,7 +120,14 @@ impl Rooms {
             .map(|(key, _)| position_from(&key))
             .unwrap_or(0);
         let stream = Arc::new(StreamPositions::open(storage.clone(), last)?);
-        Ok(Self { storage, key, server_name, stream, rooms: Arc::new(Mutex::new(HashMap::new())) })
+        Ok(Self {
+            storage,
+            key,
+            server_name,
+            stream,
+            rooms: Arc::new(Mutex::new(HashMap::new())),
+            pending_txns: Arc::new(Mutex::new(HashMap::new())),
+        })
     }
 
     /// Creates a room: the create event, then each of `setup` in order, as `creator`.
@@ -166,18 +188,21 @@ impl Rooms {
             )?;
             trial.apply(&signed);
         }
-        self.store(&room_id, &mut room, create, None, None).await?;
+        let queued = self.store(&room_id, &mut room, create, None, None).await?;
+        self.settle(&room_id, queued).await?;
         for (kind, state_key, content) in setup {
-            self.append_loaded(
-                &room_id,
-                &mut room,
-                creator,
-                &kind,
-                state_key.as_deref(),
-                content,
-                None,
-            )
-            .await?;
+            let queued = self
+                .append_loaded(
+                    &room_id,
+                    &mut room,
+                    creator,
+                    &kind,
+                    state_key.as_deref(),
+                    content,
+                    None,
+                )
+                .await?;
+            self.settle(&room_id, queued).await?;
         }
         *guard = Some(room);
         Ok(room_id)
@@ -205,13 +230,29 @@ impl Rooms {
             *guard = Some(self.load(room_id)?.ok_or(RoomError::UnknownRoom)?);
         }
         let room = guard.as_mut().expect("loaded above");
-        // Re-check under the lock: a concurrent retry of the same transaction may have won.
-        if let Some(txn) = &txn
-            && let Some(id) = self.storage.get(cf::TXNID_EVENTID, &txn_key(sender, txn))?
-        {
-            return parse_event_id(&id);
+        // Re-check under the lock: a concurrent retry of the same transaction may have won,
+        // durably or still in the commit queue.
+        if let Some(txn) = &txn {
+            let key = txn_key(sender, txn);
+            if let Some(id) = self.storage.get(cf::TXNID_EVENTID, &key)? {
+                return parse_event_id(&id);
+            }
+            let pending = self.pending_txns.lock().expect("pending lock").get(&key).cloned();
+            if let Some((event_id, mut outcome)) = pending {
+                drop(guard);
+                let durable = outcome.wait_for(Option::is_some).await.map(|o| *o == Some(true));
+                return match durable {
+                    Ok(true) => Ok(event_id),
+                    _ => Err(RoomError::Storage(crate::storage::StorageError::WriterStopped)),
+                };
+            }
         }
-        self.append_loaded(room_id, room, sender, kind, state_key, content, txn).await
+        let queued =
+            self.append_loaded(room_id, room, sender, kind, state_key, content, txn).await?;
+        // The next event may be built and queued while this one waits for its fsync: group
+        // commit then makes a room's events durable together instead of one fsync each.
+        drop(guard);
+        self.settle(room_id, queued).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -224,9 +265,8 @@ impl Rooms {
         state_key: Option<&str>,
         content: Value,
         txn: Option<TxnKey<'_>>,
-    ) -> Result<OwnedEventId, RoomError> {
+    ) -> Result<QueuedEvent, RoomError> {
         let signed = self.prepare(room_id, room, sender, kind, state_key, content)?;
-        let event_id = signed.event_id.clone();
         let redacted = redaction::redacted_target(
             &self.storage,
             room_id,
@@ -235,8 +275,7 @@ impl Rooms {
             &room.events,
             &signed,
         )?;
-        self.store(room_id, room, signed, txn.map(|txn| txn_key(sender, &txn)), redacted).await?;
-        Ok(event_id)
+        self.store(room_id, room, signed, txn.map(|txn| txn_key(sender, &txn)), redacted).await
     }
 
     /// Builds, signs and authorizes the room's next local event, without storing it.
@@ -281,8 +320,8 @@ impl Rooms {
         }
     }
 
-    /// Writes an accepted event and everything indexing it in one durable batch, then moves
-    /// the in-memory room and the stream forward.
+    /// Queues an accepted event and everything indexing it as one batch, and moves the
+    /// in-memory room past it; [`Rooms::settle`] then waits for durability.
     async fn store(
         &self,
         room_id: &RoomId,
@@ -290,13 +329,49 @@ impl Rooms {
         signed: SignedEvent,
         txn: Option<Vec<u8>>,
         redacted: Option<(OwnedEventId, Vec<u8>)>,
-    ) -> Result<(), RoomError> {
+    ) -> Result<QueuedEvent, RoomError> {
         let position = self.stream.allocate().await?;
-        let result = self.write_event(room_id, room, &signed, txn, redacted, position).await;
-        self.stream.finish(position);
-        result?;
+        let durability =
+            match self.write_event(room_id, room, &signed, txn.clone(), redacted, position).await {
+                Ok(durability) => durability,
+                Err(err) => {
+                    self.stream.finish(position);
+                    return Err(err);
+                }
+            };
         room.apply(&signed);
-        Ok(())
+        let txn = txn.map(|key| {
+            let (sender, receiver) = watch::channel(None);
+            self.pending_txns
+                .lock()
+                .expect("pending lock")
+                .insert(key.clone(), (signed.event_id.clone(), receiver));
+            (key, sender)
+        });
+        Ok(QueuedEvent { event_id: signed.event_id, position, durability, txn })
+    }
+
+    /// Waits until a queued event is durable, then lets readers see it. If the write failed,
+    /// the room is dropped from memory (it ran ahead of storage) and reloads on next use.
+    async fn settle(
+        &self,
+        room_id: &RoomId,
+        queued: QueuedEvent,
+    ) -> Result<OwnedEventId, RoomError> {
+        let result = queued.durability.wait().await;
+        self.stream.finish(queued.position);
+        if let Some((key, outcome)) = queued.txn {
+            self.pending_txns.lock().expect("pending lock").remove(&key);
+            let _ = outcome.send(Some(result.is_ok()));
+        }
+        match result {
+            Ok(()) => Ok(queued.event_id),
+            Err(err) => {
+                tracing::error!(room = %room_id, %err, "event write failed; reloading the room");
+                *self.slot(room_id).lock().await = None;
+                Err(err.into())
+            }
+        }
     }
 
     async fn write_event(
@@ -307,7 +382,7 @@ impl Rooms {
         txn: Option<Vec<u8>>,
         redacted: Option<(OwnedEventId, Vec<u8>)>,
         position: u64,
-    ) -> Result<(), RoomError> {
+    ) -> Result<crate::storage::Durability, RoomError> {
         let event_id = signed.event_id.as_bytes();
         let room_key = room_id.as_bytes();
         let mut batch = self.storage.batch();
@@ -358,8 +433,7 @@ impl Rooms {
         if let Some((target, json)) = redacted {
             batch.put(cf::EVENTID_PDU, target.as_bytes(), &json);
         }
-        self.storage.commit(batch).await?;
-        Ok(())
+        Ok(self.storage.enqueue(batch).await?)
     }
 
     /// Loads a room's head and current state from storage.
