@@ -342,9 +342,8 @@ static PASSWORD_HASHING: tokio::sync::Semaphore =
 
 type HashingJob = Box<dyn FnOnce() + Send>;
 
-/// The threads that hash passwords: always the same few, because the C allocator keeps a
-/// memory arena per thread that has used it, and argon2's 19 MiB per hash spread over
-/// tokio's many blocking threads grew the server by ~400 MiB during a burst of sign-ups.
+/// The threads that hash passwords: always the same few, so that the memory argon2 takes
+/// stays in few allocator arenas, each trimmed after every hash.
 fn hashing_threads() -> &'static std::sync::mpsc::SyncSender<HashingJob> {
     static QUEUE: std::sync::OnceLock<std::sync::mpsc::SyncSender<HashingJob>> =
         std::sync::OnceLock::new();
@@ -360,7 +359,10 @@ fn hashing_threads() -> &'static std::sync::mpsc::SyncSender<HashingJob> {
                     loop {
                         let job = jobs.lock().expect("job queue").recv();
                         match job {
-                            Ok(job) => job(),
+                            Ok(job) => {
+                                job();
+                                release_freed_memory();
+                            }
                             Err(_) => return,
                         }
                     }
@@ -369,6 +371,16 @@ fn hashing_threads() -> &'static std::sync::mpsc::SyncSender<HashingJob> {
         }
         queue
     })
+}
+
+/// Hands memory freed by a hash back to the system. glibc keeps argon2's 19 MiB blocks in
+/// its arenas after they are freed: measured, 24 sign-ups at once left the server at 354 MiB
+/// where it idles at 22 MiB.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free pages to the system; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Runs a password hash or check on the hashing threads, at most
