@@ -3,6 +3,7 @@
 
 mod cli_event;
 mod cli_vectors;
+mod clock;
 mod config;
 mod http;
 mod metrics;
@@ -59,10 +60,7 @@ fn main() -> ExitCode {
         Command::Event(command) => cli_event::run(command),
         Command::Vectors(command) => cli_vectors::run(command),
         Command::Keys(KeysCommand::Rotate { data_dir, server_name }) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_millis() as u64);
-            signing_keys::rotate(&data_dir, &server_name, now).map(|key_id| {
+            signing_keys::rotate(&data_dir, &server_name, clock::now_ms()).map(|key_id| {
                 println!("new signing key {key_id}; the previous one is kept as an old key");
             })
         }

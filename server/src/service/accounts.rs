@@ -312,7 +312,7 @@ impl Accounts {
         let device = StoredDevice {
             display_name,
             token_hash: token_hash.clone(),
-            created_ts: Some(now_ms()),
+            created_ts: Some(crate::clock::now_ms()),
         };
         batch.put(
             cf::USERDEVICEID_DEVICE,
@@ -409,12 +409,6 @@ pub fn hash_password(password: &str) -> Result<String, AccountError> {
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|err| StorageError::Corrupt(format!("password hashing: {err}")).into())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {

@@ -63,7 +63,7 @@ impl Receipts {
             user_id: user_id.to_string(),
             receipt_type: receipt_type.to_owned(),
             event_id: event_id.to_string(),
-            ts: now_ms(),
+            ts: crate::clock::now_ms(),
             thread_id,
             position,
         };
@@ -116,10 +116,4 @@ impl Receipts {
 
 fn decode(bytes: &[u8]) -> Result<Receipt, StorageError> {
     serde_json::from_slice(bytes).map_err(|err| StorageError::Corrupt(format!("receipt: {err}")))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

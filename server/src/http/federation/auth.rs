@@ -75,7 +75,7 @@ where
         })?;
         let keys = federation
             .remote_keys
-            .keys_for(&x_matrix.origin, x_matrix.key.as_str(), now_ms())
+            .keys_for(&x_matrix.origin, x_matrix.key.as_str(), crate::clock::now_ms())
             .await
             .map_err(|err| unauthorized(format!("cannot verify the origin: {err}")))?;
         let request = http::Request::from_parts(parts, bytes);
@@ -97,12 +97,6 @@ fn with_empty_object<T: IncomingRequest>(request: http::Request<Bytes>) -> http:
     } else {
         request
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 use axum::extract::FromRequestParts as _;

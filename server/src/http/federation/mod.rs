@@ -48,16 +48,11 @@ fn path<T: ruma::api::Metadata>() -> &'static str {
 }
 
 async fn own_keys(State(services): State<Services>) -> Result<impl IntoResponse, ApiError> {
-    let document = services.server_keys.own_document(now_ms()).map_err(ApiError::internal)?;
+    let document =
+        services.server_keys.own_document(crate::clock::now_ms()).map_err(ApiError::internal)?;
     Ok(Json(document))
 }
 
 async fn version() -> Json<Value> {
     Json(json!({ "server": { "name": "Medrix", "version": env!("CARGO_PKG_VERSION") } }))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

@@ -59,7 +59,11 @@ async fn vouched(
     minimum_valid_until_ts: u64,
 ) -> Result<Option<CanonicalJsonObject>, ApiError> {
     if server.as_str() == services.config.server_name {
-        return services.server_keys.own_document(now_ms()).map(Some).map_err(ApiError::internal);
+        return services
+            .server_keys
+            .own_document(crate::clock::now_ms())
+            .map(Some)
+            .map_err(ApiError::internal);
     }
     let Some(federation) = &services.federation else {
         return Err(FederationError::Disabled.into());
@@ -82,10 +86,4 @@ async fn vouched(
             Ok(None)
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

@@ -201,6 +201,17 @@ fn tags_of(services: &Services, user: &UserId, room_id: &ruma::RoomId) -> Result
     Ok(content.and_then(|c| c.get("tags").cloned()).unwrap_or_else(|| json!({})))
 }
 
+async fn save_tags(
+    services: &Services,
+    user: &UserId,
+    room_id: &ruma::RoomId,
+    tags: Value,
+) -> Result<Json<Value>, ApiError> {
+    let content = json!({ "tags": tags });
+    services.user_data.set_account_data(user, Some(room_id), "m.tag", &content).await?;
+    Ok(Json(json!({})))
+}
+
 pub async fn tags(
     State(services): State<Services>,
     request: Ruma<get_tags::v3::Request>,
@@ -217,12 +228,7 @@ pub async fn set_tag(
     require_self(&request.session().user_id, &body.user_id)?;
     let mut tags = tags_of(&services, &body.user_id, &body.room_id)?;
     tags[&body.tag] = serde_json::to_value(&body.tag_info).map_err(ApiError::internal)?;
-    let content = json!({ "tags": tags });
-    services
-        .user_data
-        .set_account_data(&body.user_id, Some(&body.room_id), "m.tag", &content)
-        .await?;
-    Ok(Json(json!({})))
+    save_tags(&services, &body.user_id, &body.room_id, tags).await
 }
 
 pub async fn delete_tag(
@@ -235,10 +241,5 @@ pub async fn delete_tag(
     if let Some(tags) = tags.as_object_mut() {
         tags.remove(&body.tag);
     }
-    let content = json!({ "tags": tags });
-    services
-        .user_data
-        .set_account_data(&body.user_id, Some(&body.room_id), "m.tag", &content)
-        .await?;
-    Ok(Json(json!({})))
+    save_tags(&services, &body.user_id, &body.room_id, tags).await
 }

@@ -9,7 +9,6 @@ pub mod visibility;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use medrix_protocol::{
@@ -155,7 +154,7 @@ impl Rooms {
             prev_events: vec![],
             auth_events: vec![],
             depth: 1,
-            origin_server_ts: now_ms(),
+            origin_server_ts: crate::clock::now_ms(),
             redacts: None,
         };
         let create = sign_new_event(&draft, version, &self.key)
@@ -307,7 +306,7 @@ impl Rooms {
             prev_events: vec![room.head.tip.clone()],
             auth_events,
             depth: room.head.depth + 1,
-            origin_server_ts: now_ms(),
+            origin_server_ts: crate::clock::now_ms(),
             redacts,
         };
         let signed = sign_new_event(&draft, room.version, &self.key)
@@ -605,10 +604,6 @@ pub fn position_from(key: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&key[key.len() - 8..]);
     u64::from_be_bytes(bytes)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn random_localpart() -> String {
