@@ -112,14 +112,22 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|err| format!("starting the runtime: {err}"))?;
-    runtime.block_on(serve(config))
+    let writer = runtime.block_on(serve(config))?;
+    // Every task (and with it every database handle) goes with the runtime; then the writer
+    // thread closes the database. Exiting before it finishes aborted the process now and then.
+    drop(runtime);
+    writer.join();
+    tracing::info!("stopped cleanly");
+    Ok(())
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+/// Serves until SIGTERM; returns the writer thread to wait for.
+async fn serve(config: Config) -> Result<crate::storage::WriterThread, String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|err| format!("{}: {err}", config.data_dir.display()))?;
     let storage = Storage::open(&config.data_dir.join("db"))
         .map_err(|err| format!("opening the database: {err}"))?;
+    let writer = storage.writer_thread();
     let (listen, metrics_listen) = (config.listen, config.metrics_listen);
     let server_name = config.server_name.clone();
     let federation = config.federation.clone();
@@ -162,8 +170,7 @@ async fn serve(config: Config) -> Result<(), String> {
     };
     let (client, metrics, ()) = tokio::join!(client, metrics, federation);
     client.and(metrics).map_err(|err| format!("serving: {err}"))?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    Ok(writer)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

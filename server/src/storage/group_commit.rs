@@ -24,17 +24,36 @@ type Ack = oneshot::Sender<Result<(), StorageError>>;
 #[derive(Clone)]
 pub struct GroupCommit {
     queue: SyncSender<(WriteBatch, Ack)>,
+    thread: WriterThread,
+}
+
+/// The writer thread itself, to wait for at shutdown: it closes the database when the last
+/// handle is gone, and the process must not exit while it does.
+#[derive(Clone)]
+pub struct WriterThread(Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>);
+
+impl WriterThread {
+    /// Waits for the writer to finish. Call it once every [`GroupCommit`] handle is dropped.
+    pub fn join(&self) {
+        if let Some(handle) = self.0.lock().expect("writer handle").take() {
+            let _ = handle.join();
+        }
+    }
 }
 
 impl GroupCommit {
     /// Starts the writer thread for `db`. It stops when every handle is dropped.
     pub fn start(db: Arc<DB>) -> Self {
         let (queue, incoming) = mpsc::sync_channel(QUEUE_DEPTH);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("medrix-writer".into())
             .spawn(move || run_writer(&db, &incoming))
             .expect("spawn the writer thread");
-        Self { queue }
+        Self { queue, thread: WriterThread(Arc::new(std::sync::Mutex::new(Some(handle)))) }
+    }
+
+    pub fn thread(&self) -> WriterThread {
+        self.thread.clone()
     }
 
     /// Queues `batch` and waits until it is durable.

@@ -8,7 +8,7 @@ use std::{path::Path, sync::Arc};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
 
-pub use group_commit::{Durability, GroupCommit};
+pub use group_commit::{Durability, GroupCommit, WriterThread};
 
 /// What can go wrong below the services.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,11 @@ impl Storage {
         let db = Arc::new(DB::open_cf_descriptors(&options, dir, families)?);
         let writer = GroupCommit::start(db.clone());
         Ok(Self { db, writer })
+    }
+
+    /// The writer thread, to wait for at shutdown (see [`WriterThread::join`]).
+    pub fn writer_thread(&self) -> WriterThread {
+        self.writer.thread()
     }
 
     /// Reads one value.
