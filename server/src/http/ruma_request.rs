@@ -41,11 +41,7 @@ where
 
     async fn from_request(request: Request, services: &Services) -> Result<Self, ApiError> {
         let (mut parts, body) = request.into_parts();
-        let mut path_args: Vec<String> =
-            match axum::extract::RawPathParams::from_request_parts(&mut parts, services).await {
-                Ok(params) => params.iter().map(|(_, value)| value.to_owned()).collect(),
-                Err(_) => Vec::new(),
-            };
+        let mut path_args = path_arguments(&mut parts, services).await;
         // Routes for an empty trailing state key match one argument short.
         path_args.resize(path_args.len().max(T::_path_parameters().len()), String::new());
         let limit = services.config.limits.max_json_body_bytes;
@@ -66,7 +62,12 @@ where
         if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
             return Err(ApiError::not_json("the request body is not valid JSON"));
         }
-        let bytes = without_empty_auth(bytes);
+        // Only POST bodies open user-interactive flows that way; sends (PUT) and syncs (GET),
+        // the hot paths, skip the check.
+        let bytes = match T::METHOD {
+            http::Method::POST => without_empty_auth(&bytes).unwrap_or(bytes),
+            _ => bytes,
+        };
         let request = http::Request::from_parts(parts, bytes_or_empty_object::<T>(bytes));
         let body = T::try_from_http_request(request, &path_args)
             .map_err(|err| ApiError::bad_json(format!("invalid request: {err}")))?;
@@ -112,29 +113,43 @@ pub fn check_rate_limit(
     })
 }
 
-/// Drops an `auth` object that has neither `type` nor `session` (matrix-nio sends
-/// `{"initial_device_display_name": ...}` there to open a flow): it completes no stage, and
-/// without it the endpoint answers with its flows, which is what the client is asking for.
-fn without_empty_auth(bytes: Bytes) -> Bytes {
+/// The body without an `auth` object that has neither `type` nor `session`, if it has one
+/// (matrix-nio sends `{"initial_device_display_name": ...}` there to open a flow): such an
+/// object completes no stage, and without it the endpoint answers with its flows, which is
+/// what the client is asking for.
+fn without_empty_auth(bytes: &Bytes) -> Option<Bytes> {
     if !bytes.windows(6).any(|window| window == b"\"auth\"") {
-        return bytes;
+        return None;
     }
-    let Ok(serde_json::Value::Object(mut body)) = serde_json::from_slice(&bytes) else {
-        return bytes;
+    let serde_json::Value::Object(mut body) = serde_json::from_slice(bytes).ok()? else {
+        return None;
     };
     match body.get("auth") {
         Some(serde_json::Value::Object(auth))
             if !auth.contains_key("type") && !auth.contains_key("session") =>
         {
             body.remove("auth");
-            Bytes::from(serde_json::to_vec(&body).expect("a JSON object serializes"))
+            Some(Bytes::from(serde_json::to_vec(&body).expect("a JSON object serializes")))
         }
-        _ => bytes,
+        _ => None,
     }
 }
 
+/// The request's path arguments in route order (what ruma's request parsing takes).
+pub async fn path_arguments(parts: &mut http::request::Parts, services: &Services) -> Vec<String> {
+    match axum::extract::RawPathParams::from_request_parts(parts, services).await {
+        Ok(params) => params.iter().map(|(_, value)| value.to_owned()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A ruma type's JSON (event content, keys) as a value to store or forward.
+pub fn raw_json<T>(raw: &ruma::serde::Raw<T>) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_str(raw.json().get()).map_err(|err| ApiError::bad_json(err.to_string()))
+}
+
 /// ruma expects `{}` for an empty body on endpoints that take one.
-fn bytes_or_empty_object<T: IncomingRequest>(bytes: Bytes) -> Bytes {
+pub fn bytes_or_empty_object<T: IncomingRequest>(bytes: Bytes) -> Bytes {
     if bytes.is_empty() && T::METHOD != http::Method::GET {
         Bytes::from_static(b"{}")
     } else {

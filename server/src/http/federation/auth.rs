@@ -2,10 +2,7 @@
 //! X-Matrix signature (with the origin's published keys), the destination, and the
 //! federation allow-list, then hands the handler ruma's typed request and the origin.
 
-use axum::{
-    body::Bytes,
-    extract::{FromRequest, Request},
-};
+use axum::extract::{FromRequest, Request};
 use http::StatusCode;
 use ruma::{
     OwnedServerName,
@@ -13,7 +10,10 @@ use ruma::{
 };
 
 use crate::{
-    http::error::{ApiError, ErrorCode},
+    http::{
+        error::{ApiError, ErrorCode},
+        ruma_request::{bytes_or_empty_object, path_arguments},
+    },
     service::{Services, federation::FederationError},
 };
 
@@ -52,11 +52,7 @@ where
     async fn from_request(request: Request, services: &Services) -> Result<Self, ApiError> {
         let federation = services.federation.as_ref().ok_or(FederationError::Disabled)?;
         let (mut parts, body) = request.into_parts();
-        let path_args: Vec<String> =
-            match axum::extract::RawPathParams::from_request_parts(&mut parts, services).await {
-                Ok(params) => params.iter().map(|(_, value)| value.to_owned()).collect(),
-                Err(_) => Vec::new(),
-            };
+        let path_args = path_arguments(&mut parts, services).await;
         let header = parts
             .headers
             .get(http::header::AUTHORIZATION)
@@ -82,21 +78,10 @@ where
         x_matrix
             .verify_request(&request, ours, keys.as_public_key_map())
             .map_err(|err| unauthorized(format!("signature check failed: {err}")))?;
-        let request = with_empty_object::<T>(request);
+        let (parts, bytes) = request.into_parts();
+        let request = http::Request::from_parts(parts, bytes_or_empty_object::<T>(bytes));
         let body = T::try_from_http_request(request, &path_args)
             .map_err(|err| ApiError::bad_json(format!("invalid request: {err}")))?;
         Ok(Federated { body, origin: x_matrix.origin })
     }
 }
-
-/// ruma expects `{}` for an empty body on endpoints that take one.
-fn with_empty_object<T: IncomingRequest>(request: http::Request<Bytes>) -> http::Request<Bytes> {
-    if request.body().is_empty() && T::METHOD != http::Method::GET {
-        let (parts, _) = request.into_parts();
-        http::Request::from_parts(parts, Bytes::from_static(b"{}"))
-    } else {
-        request
-    }
-}
-
-use axum::extract::FromRequestParts as _;

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use crate::{
     http::{
         error::{ApiError, ErrorCode},
-        ruma_request::Ruma,
+        ruma_request::{Ruma, raw_json},
     },
     service::{
         Services,
@@ -41,10 +41,6 @@ impl From<BackupError> for ApiError {
             BackupError::Storage(err) => err.into(),
         }
     }
-}
-
-fn raw_json<T>(raw: &ruma::serde::Raw<T>) -> Result<Value, ApiError> {
-    serde_json::from_str(raw.json().get()).map_err(|err| ApiError::bad_json(err.to_string()))
 }
 
 fn info_json((version, record): (String, BackupVersion)) -> Json<Value> {

@@ -23,14 +23,13 @@ use ruma::{
 use serde_json::{Map, Value, json};
 
 use crate::{
-    http::{error::ApiError, ruma_request::Ruma},
+    http::{
+        error::ApiError,
+        ruma_request::{Ruma, raw_json},
+    },
     service::{Services, e2ee::MAX_PENDING_TO_DEVICE, federation::FederationError},
     storage::compound_key,
 };
-
-fn raw_to_value<T>(raw: &ruma::serde::Raw<T>) -> Result<Value, ApiError> {
-    serde_json::from_str(raw.json().get()).map_err(|err| ApiError::bad_json(err.to_string()))
-}
 
 pub async fn upload(
     State(services): State<Services>,
@@ -40,7 +39,7 @@ pub async fn upload(
     let body = request.body;
     let device_keys = match &body.device_keys {
         Some(raw) => {
-            let keys = raw_to_value(raw)?;
+            let keys = raw_json(raw)?;
             if keys["user_id"] != json!(session.user_id)
                 || keys["device_id"] != json!(session.device_id)
             {
@@ -53,12 +52,12 @@ pub async fn upload(
     let one_time: Vec<(String, Value)> = body
         .one_time_keys
         .iter()
-        .map(|(id, raw)| Ok((id.to_string(), raw_to_value(raw)?)))
+        .map(|(id, raw)| Ok((id.to_string(), raw_json(raw)?)))
         .collect::<Result<_, ApiError>>()?;
     let fallback: Vec<(String, Value)> = body
         .fallback_keys
         .iter()
-        .map(|(id, raw)| Ok((id.to_string(), raw_to_value(raw)?)))
+        .map(|(id, raw)| Ok((id.to_string(), raw_json(raw)?)))
         .collect::<Result<_, ApiError>>()?;
     let counts = services
         .e2ee
@@ -255,7 +254,7 @@ pub async fn upload_signing_keys(
         ("user_signing", &body.user_signing_key),
     ] {
         if let Some(raw) = raw {
-            let key = raw_to_value(raw)?;
+            let key = raw_json(raw)?;
             if key["user_id"] != json!(session.user_id) {
                 return Err(ApiError::bad_json(format!("{kind} key is for another user")));
             }
@@ -304,7 +303,7 @@ pub async fn send_to_device(
     let mut queued = Vec::new();
     for (user, devices) in &body.messages {
         for (target, content) in devices {
-            let content = raw_to_value(content)?;
+            let content = raw_json(content)?;
             let message = json!({ "sender": session.user_id, "type": kind, "content": content });
             let device_ids: Vec<String> = match target {
                 DeviceIdOrAllDevices::DeviceId(device) => vec![device.to_string()],

@@ -126,8 +126,7 @@ pub async fn get_filter(
 }
 
 fn content_of<T>(raw: &ruma::serde::Raw<T>) -> Result<Value, ApiError> {
-    let value: Value = serde_json::from_str(raw.json().get())
-        .map_err(|err| ApiError::bad_json(err.to_string()))?;
+    let value = crate::http::ruma_request::raw_json(raw)?;
     if value.is_object() {
         Ok(value)
     } else {
