@@ -7,6 +7,7 @@ mod clock;
 mod config;
 mod http;
 mod metrics;
+mod random;
 mod serve;
 mod service;
 mod signing_keys;

@@ -12,7 +12,6 @@ use std::{
 
 use base64::{Engine as _, engine::general_purpose::STANDARD_NO_PAD};
 use medrix_protocol::{keys::ServerSigningKey, server_keys::OldVerifyKey};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 const FIRST_VERSION: &str = "mdx1";
@@ -120,9 +119,7 @@ fn load_old(dir: &Path) -> Result<Vec<OldVerifyKey>, String> {
 }
 
 fn random_seed() -> String {
-    let mut seed = [0u8; 32];
-    rand::rng().fill_bytes(&mut seed);
-    STANDARD_NO_PAD.encode(seed)
+    STANDARD_NO_PAD.encode(crate::random::bytes::<32>())
 }
 
 /// Writes a secret file readable by the owner only; `replace` allows an existing one.

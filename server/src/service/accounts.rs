@@ -8,7 +8,6 @@ use argon2::{
     password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use rand::RngCore;
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -305,8 +304,10 @@ impl Accounts {
         device_id: Option<OwnedDeviceId>,
         display_name: Option<String>,
     ) -> Result<NewSession, AccountError> {
-        let device_id = device_id.unwrap_or_else(|| OwnedDeviceId::from(random_device_id()));
-        let access_token = format!("mdx_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+        let device_id = device_id.unwrap_or_else(|| {
+            OwnedDeviceId::from(crate::random::string(crate::random::UPPERCASE, 10))
+        });
+        let access_token = format!("mdx_{}", URL_SAFE_NO_PAD.encode(crate::random::bytes::<32>()));
         let token_hash = token_hash(&access_token);
         let session = Session { user_id: user_id.to_owned(), device_id: device_id.clone() };
         let device = StoredDevice {
@@ -403,21 +404,10 @@ pub async fn with_password_hashing<T: Send + 'static>(
 /// Hashes a password with argon2id; slow on purpose, so call it through
 /// [`with_password_hashing`].
 pub fn hash_password(password: &str) -> Result<String, AccountError> {
-    let salt = SaltString::encode_b64(&random_bytes::<16>())
+    let salt = SaltString::encode_b64(&crate::random::bytes::<16>())
         .map_err(|err| StorageError::Corrupt(format!("salt: {err}")))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|err| StorageError::Corrupt(format!("password hashing: {err}")).into())
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes
-}
-
-fn random_device_id() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    random_bytes::<10>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }

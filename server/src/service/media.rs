@@ -8,7 +8,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use rand::RngCore;
 use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -99,10 +98,7 @@ fn write_durably(dir: &Path, media_id: &str, bytes: &[u8]) -> std::io::Result<()
 
 /// Media IDs are random, so knowing one never lets anyone guess another.
 fn random_media_id() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 24];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+    crate::random::string(crate::random::ALPHANUMERIC, 24)
 }
 
 /// Whether a media ID has the shape this server gives out (so it is a safe file name).

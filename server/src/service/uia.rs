@@ -8,7 +8,6 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use rand::RngCore;
 
 /// How long a client has to finish a flow.
 const SESSION_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -23,9 +22,7 @@ pub struct UiaSessions {
 impl UiaSessions {
     /// Starts a session and returns its ID.
     pub fn start(&self) -> String {
-        let mut id = [0u8; 18];
-        rand::rng().fill_bytes(&mut id);
-        let id = URL_SAFE_NO_PAD.encode(id);
+        let id = URL_SAFE_NO_PAD.encode(crate::random::bytes::<18>());
         let mut sessions = self.sessions.lock().expect("uia lock");
         let now = Instant::now();
         sessions.retain(|_, (started, _)| now.duration_since(*started) < SESSION_LIFETIME);

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use rand::RngCore;
 use ruma::{RoomId, UserId};
 use serde_json::{Map, Value};
 
@@ -59,9 +58,7 @@ impl UserData {
         user_id: &UserId,
         filter: &Value,
     ) -> Result<String, StorageError> {
-        let mut id = [0u8; 8];
-        rand::rng().fill_bytes(&mut id);
-        let filter_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let filter_id = crate::random::string(crate::random::HEX, 16);
         let mut batch = self.storage.batch();
         batch.put(
             cf::USERFILTERID_FILTER,

@@ -79,9 +79,10 @@ pub async fn register(
     };
     let user_id = match request.username.as_deref() {
         Some(localpart) => services.accounts.user_id_for_new_account(&localpart.to_lowercase())?,
-        None => {
-            services.accounts.user_id_for_new_account(&format!("user_{}", uuid_like_suffix()))?
-        }
+        None => services.accounts.user_id_for_new_account(&format!(
+            "user_{}",
+            crate::random::string(crate::random::HEX, 12)
+        ))?,
     };
     if services.accounts.exists(&user_id)? {
         return Err(AccountError::UserInUse.into());
@@ -231,11 +232,4 @@ pub async fn deactivate(
     tracing::info!(user = %user, "deactivated");
     Ok(RumaResponse(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
         .into_response())
-}
-
-fn uuid_like_suffix() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 6];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

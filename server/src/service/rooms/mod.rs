@@ -141,8 +141,12 @@ impl Rooms {
             content["creator"] = json!(creator);
         }
         let room_id = (!version.room_id_is_create_event_hash()).then(|| {
-            RoomId::parse(format!("!{}:{}", random_localpart(), self.server_name))
-                .expect("valid room ID")
+            RoomId::parse(format!(
+                "!{}:{}",
+                crate::random::string(crate::random::LETTERS, 12),
+                self.server_name
+            ))
+            .expect("valid room ID")
         });
         let draft = EventDraft {
             room_id: room_id.clone(),
@@ -604,12 +608,4 @@ pub fn position_from(key: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&key[key.len() - 8..]);
     u64::from_be_bytes(bytes)
-}
-
-fn random_localpart() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 12];
-    rand::rng().fill_bytes(&mut bytes);
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
