@@ -322,15 +322,16 @@ impl E2ee {
     }
 
     /// Queues to-device messages; each is `(user, device, message JSON)`.
+    /// `txn` (the sender's idempotency key) is recorded in the same write, so a retry after a
+    /// crash finds either both or neither.
     pub async fn queue_to_device(
         &self,
         messages: Vec<(String, String, Value)>,
+        txn: &[u8],
     ) -> Result<(), StorageError> {
-        if messages.is_empty() {
-            return Ok(());
-        }
         let position = self.stream.allocate().await?;
         let mut batch = self.storage.batch();
+        batch.put(cf::TXNID_EVENTID, txn, b"");
         for (index, (user, device, message)) in messages.iter().enumerate() {
             // One position per request; the index keeps messages of one request apart.
             let mut suffix = position.to_be_bytes().to_vec();

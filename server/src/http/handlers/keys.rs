@@ -324,10 +324,7 @@ pub async fn send_to_device(
             }
         }
     }
-    services.e2ee.queue_to_device(queued).await?;
-    let mut batch = services.storage.batch();
-    batch.put(crate::storage::catalogue::TXNID_EVENTID, &txn_key, b"");
-    services.storage.commit(batch).await?;
+    services.e2ee.queue_to_device(queued, &txn_key).await?;
     Ok(Json(json!({})))
 }
 
