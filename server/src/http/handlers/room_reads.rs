@@ -33,7 +33,7 @@ const MAX_PAGE: usize = 1000;
 
 /// Whether the user has ever had a membership in the room (joined, invited, left...).
 fn ever_member(services: &Services, room_id: &RoomId, user: &UserId) -> Result<bool, ApiError> {
-    Ok(services.rooms.memberships(user)?.iter().any(|(room, _)| room == room_id))
+    Ok(services.rooms.membership(room_id, user)?.is_some())
 }
 
 use super::sync::parse_token;
@@ -46,7 +46,7 @@ pub fn visible_event_at(
     room_id: &RoomId,
     user: &UserId,
     event_id: &ruma::EventId,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Option<(u64, Value)>, ApiError> {
     let Some(position) = services
         .storage
         .get(cf::EVENTID_POSITION, event_id.as_bytes())?
@@ -59,7 +59,7 @@ pub fn visible_event_at(
     if stored_in != Some(compound_key(&[room_id.as_bytes(), event_id.as_bytes()])) {
         return Ok(None);
     }
-    visible_event(services, room_id, user, event_id, position)
+    Ok(visible_event(services, room_id, user, event_id, position)?.map(|event| (position, event)))
 }
 
 /// Reads an event and its membership state key, if it may be shown to `user`.
@@ -212,7 +212,7 @@ pub async fn event(
     let user = request.session().user_id.clone();
     let request = request.body;
     visible_event_at(&services, &request.room_id, &user, &request.event_id)?
-        .map(Json)
+        .map(|(_, event)| Json(event))
         .ok_or_else(|| ApiError::not_found("event not found"))
 }
 
@@ -229,12 +229,7 @@ pub async fn context(
     let user = request.session().user_id.clone();
     let request = request.body;
     let room_id = &request.room_id;
-    let event = visible_event_at(&services, room_id, &user, &request.event_id)?
-        .ok_or_else(|| ApiError::not_found("event not found"))?;
-    let position = services
-        .storage
-        .get(cf::EVENTID_POSITION, request.event_id.as_bytes())?
-        .map(|bytes| position_from(&bytes))
+    let (position, event) = visible_event_at(&services, room_id, &user, &request.event_id)?
         .ok_or_else(|| ApiError::not_found("event not found"))?;
     let limit = usize::try_from(u64::from(request.limit)).unwrap_or(MAX_CONTEXT).min(MAX_CONTEXT);
     let (before_limit, after_limit) = (limit / 2, limit - limit / 2);
