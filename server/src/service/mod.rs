@@ -39,11 +39,14 @@ pub struct Services {
     pub typing: typing::Typing,
 }
 
-/// The federation side: the outbound client and the remote key cache.
+/// The federation side: the outbound client, the remote key cache, the outbound queues and
+/// rooms spanning servers.
 #[derive(Clone)]
 pub struct FederationServices {
     pub client: Arc<federation::client::FederationClient>,
     pub remote_keys: Arc<federation::remote_keys::RemoteKeys>,
+    pub sender: Arc<federation::sender::Sender>,
+    pub rooms: Arc<federation::rooms::FederatedRooms>,
 }
 
 impl Services {
@@ -57,6 +60,7 @@ impl Services {
         let server_name =
             ruma::ServerName::parse(&config.server_name).expect("validated server name");
         let key = Arc::new(key);
+        let rooms = rooms::Rooms::new(storage.clone(), key.clone(), server_name.clone())?;
         let federation = match config.federation.listen {
             Some(_) => {
                 let key_pair = key.to_ruma_key_pair().map_err(|err| {
@@ -73,11 +77,17 @@ impl Services {
                     storage.clone(),
                     client.clone(),
                 ));
-                Some(FederationServices { client, remote_keys })
+                let sender = federation::sender::Sender::new(storage.clone(), client.clone());
+                let federated_rooms = Arc::new(federation::rooms::FederatedRooms::new(
+                    rooms.clone(),
+                    client.clone(),
+                    remote_keys.clone(),
+                    sender.clone(),
+                ));
+                Some(FederationServices { client, remote_keys, sender, rooms: federated_rooms })
             }
             None => None,
         };
-        let rooms = rooms::Rooms::new(storage.clone(), key.clone(), server_name.clone())?;
         Ok(Self {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
             e2ee: e2ee::E2ee::new(storage.clone(), rooms.stream.clone()),

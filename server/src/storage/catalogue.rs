@@ -39,6 +39,8 @@ pub const MEDIAID_METADATA: &str = "mediaid_metadata";
 pub const SERVERNAME_VERIFYKEYS: &str = "servername_verifykeys";
 pub const USERVERSION_BACKUP: &str = "userversion_backup";
 pub const USERVERSIONROOMSESSION_ROOMKEY: &str = "userversionroomsession_roomkey";
+pub const DESTINATIONPOSITION_PDU: &str = "destinationposition_pdu";
+pub const DESTINATIONSEQ_EDU: &str = "destinationseq_edu";
 
 /// The catalogue, in creation order.
 pub const ALL: &[ColumnFamily] = &[
@@ -154,6 +156,14 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: USERVERSIONROOMSESSION_ROOMKEY,
         holds: "user ID 0xFF big-endian u64 version 0xFF room ID 0xFF session ID → the client's encrypted KeyBackupData JSON",
+    },
+    ColumnFamily {
+        name: DESTINATIONPOSITION_PDU,
+        holds: "destination server 0xFF big-endian u64 stream position → event ID queued for it (removed once the destination accepted the transaction)",
+    },
+    ColumnFamily {
+        name: DESTINATIONSEQ_EDU,
+        holds: "destination server 0xFF big-endian u64 sequence → EDU JSON queued for it (removed once sent)",
     },
 ];
 

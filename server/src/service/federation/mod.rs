@@ -5,6 +5,8 @@
 pub mod client;
 pub mod remote_keys;
 pub mod resolve;
+pub mod rooms;
+pub mod sender;
 
 use std::collections::BTreeSet;
 
