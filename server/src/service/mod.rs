@@ -60,7 +60,6 @@ impl Services {
         let server_name =
             ruma::ServerName::parse(&config.server_name).expect("validated server name");
         let key = Arc::new(key);
-        let rooms = rooms::Rooms::new(storage.clone(), key.clone(), server_name.clone())?;
         let federation = match config.federation.listen {
             Some(_) => {
                 let key_pair = key.to_ruma_key_pair().map_err(|err| {
@@ -77,17 +76,24 @@ impl Services {
                     storage.clone(),
                     client.clone(),
                 ));
-                let sender = federation::sender::Sender::new(storage.clone(), client.clone());
-                let federated_rooms = Arc::new(federation::rooms::FederatedRooms::new(
-                    rooms.clone(),
-                    client.clone(),
-                    remote_keys.clone(),
-                    sender.clone(),
-                ));
-                Some(FederationServices { client, remote_keys, sender, rooms: federated_rooms })
+                Some((client, remote_keys))
             }
             None => None,
         };
+        let sender = federation
+            .as_ref()
+            .map(|(client, _)| federation::sender::Sender::new(storage.clone(), client.clone()));
+        let rooms =
+            rooms::Rooms::new(storage.clone(), key.clone(), server_name.clone(), sender.clone())?;
+        let federation = federation.zip(sender).map(|((client, remote_keys), sender)| {
+            let federated_rooms = Arc::new(federation::rooms::FederatedRooms::new(
+                rooms.clone(),
+                client.clone(),
+                remote_keys.clone(),
+                sender.clone(),
+            ));
+            FederationServices { client, remote_keys, sender, rooms: federated_rooms }
+        });
         Ok(Self {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
             e2ee: e2ee::E2ee::new(storage.clone(), rooms.stream.clone()),

@@ -39,6 +39,10 @@ pub const MEDIAID_METADATA: &str = "mediaid_metadata";
 pub const SERVERNAME_VERIFYKEYS: &str = "servername_verifykeys";
 pub const USERVERSION_BACKUP: &str = "userversion_backup";
 pub const USERVERSIONROOMSESSION_ROOMKEY: &str = "userversionroomsession_roomkey";
+pub const EVENTID_STATEGROUP: &str = "eventid_stategroup";
+pub const STATEGROUP_STATE: &str = "stategroup_state";
+pub const EVENTID_REJECTION: &str = "eventid_rejection";
+pub const ROOMUSER_INVITESTATE: &str = "roomuser_invitestate";
 pub const DESTINATIONPOSITION_PDU: &str = "destinationposition_pdu";
 pub const DESTINATIONSEQ_EDU: &str = "destinationseq_edu";
 
@@ -71,7 +75,7 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily { name: EVENTID_POSITION, holds: "event ID → big-endian u64 stream position" },
     ColumnFamily {
         name: ROOMID_HEAD,
-        holds: "room ID → JSON {version, tip, depth}: where the next local event attaches",
+        holds: "room ID → JSON {version, extremities, depth, state_group}: the DAG's forward extremities (the next local event's prev_events) and the current state's group",
     },
     ColumnFamily {
         name: ROOMSTATEKEY_EVENTID,
@@ -156,6 +160,22 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: USERVERSIONROOMSESSION_ROOMKEY,
         holds: "user ID 0xFF big-endian u64 version 0xFF room ID 0xFF session ID → the client's encrypted KeyBackupData JSON",
+    },
+    ColumnFamily {
+        name: EVENTID_STATEGROUP,
+        holds: "event ID → big-endian u64 state group: the room state before the event (absent for outliers)",
+    },
+    ColumnFamily {
+        name: STATEGROUP_STATE,
+        holds: "big-endian u64 state group → JSON [[type, state_key, event_id], ...]",
+    },
+    ColumnFamily {
+        name: EVENTID_REJECTION,
+        holds: "event ID → `rejected: <reason>` or `soft_failed: <reason>` (accepted events have no row; the event stays in eventid_pdu)",
+    },
+    ColumnFamily {
+        name: ROOMUSER_INVITESTATE,
+        holds: "room ID 0xFF local user ID → JSON stripped state of a room another server invited the user to",
     },
     ColumnFamily {
         name: DESTINATIONPOSITION_PDU,

@@ -3,29 +3,41 @@
 //! [`Rooms::append`], which holds the room's lock so the DAG stays a line per server.
 
 mod redaction;
+mod remote;
+pub mod state_store;
 pub mod stream;
 pub mod visibility;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap, HashSet},
+    future::Future,
+    pin::Pin,
     sync::{Arc, Mutex},
 };
 
 use medrix_protocol::{
     Pdu, RoomVersion, StateMap, Verdict,
     build::{EventDraft, SignedEvent, sign_new_event},
-    canonical::{MAX_PDU_BYTES, encode, object_from_value, parse_object},
+    canonical::{encode, object_from_value},
     decide,
     decide::select_auth_events,
     incoming::room_id_from_create_event_id,
     keys::ServerSigningKey,
 };
-use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, UserId, events::StateEventType};
+use ruma::{
+    CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, ServerName,
+    UserId,
+    events::{StateEventType, TimelineEventType},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::storage::{Storage, StorageError, catalogue as cf, compound_key};
+use crate::{
+    service::federation::sender::Sender,
+    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key},
+};
+use state_store::StateStore;
 use stream::StreamPositions;
 
 /// What room operations can refuse.
@@ -37,17 +49,29 @@ pub enum RoomError {
     Forbidden(String),
     #[error("invalid: {0}")]
     Invalid(String),
+    /// Events the operation needs that this server does not have (yet).
+    #[error("missing events: {0:?}")]
+    MissingEvents(Vec<OwnedEventId>),
+    /// Another server failed or refused a step (an invite's co-signature, a join).
+    #[error("{0}")]
+    Remote(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
-/// Where a room's next local event attaches.
+/// Where a room's next local event attaches: the DAG's forward extremities (its
+/// `prev_events`), the greatest depth among them, and the group of the current state (the
+/// state resolved over the extremities).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RoomHead {
     version: String,
-    tip: OwnedEventId,
+    extremities: Vec<OwnedEventId>,
     depth: u64,
+    state_group: u64,
 }
+
+/// The most `prev_events` a local event cites; older extremities stay until merged later.
+const MAX_PREV_EVENTS: usize = 10;
 
 /// A room loaded for appending: head, current state and the state events themselves.
 #[derive(Clone)]
@@ -56,21 +80,62 @@ struct LoadedRoom {
     head: RoomHead,
     state: StateMap,
     events: HashMap<OwnedEventId, Pdu>,
+    /// Other servers with a member joined now: where this room's local events go.
+    remote_servers: BTreeSet<OwnedServerName>,
 }
 
 impl LoadedRoom {
-    /// Moves the in-memory room past an accepted event.
-    fn apply(&mut self, signed: &SignedEvent) {
-        self.head = RoomHead {
-            version: self.version.as_str().to_owned(),
-            tip: signed.event_id.clone(),
-            depth: signed.pdu.depth(),
-        };
-        if let Some(slot) = signed.pdu.state_slot() {
-            self.state.insert(slot, signed.event_id.clone());
-            self.events.insert(signed.event_id.clone(), signed.pdu.clone());
+    fn empty(version: RoomVersion) -> Self {
+        Self {
+            version,
+            head: RoomHead {
+                version: version.as_str().to_owned(),
+                extremities: vec![],
+                depth: 0,
+                state_group: 0,
+            },
+            state: StateMap::new(),
+            events: HashMap::new(),
+            remote_servers: BTreeSet::new(),
         }
     }
+
+    /// Moves the in-memory room to a new head, and to a new current state if it changed
+    /// (`new_state_events` are the events that entered it).
+    fn advance(&mut self, head: RoomHead, state: Option<(StateMap, Vec<Pdu>)>, own: &ServerName) {
+        self.head = head;
+        let Some((state, entered)) = state else { return };
+        let members_changed =
+            entered.iter().any(|pdu| *pdu.kind() == TimelineEventType::RoomMember);
+        for pdu in entered {
+            self.events.insert(pdu.event_id().to_owned(), pdu);
+        }
+        if self.events.len() > state.len() {
+            let current: HashSet<&OwnedEventId> = state.values().collect();
+            self.events.retain(|id, _| current.contains(id));
+        }
+        self.state = state;
+        if members_changed {
+            self.remote_servers = joined_servers(&self.state, &self.events, own);
+        }
+    }
+}
+
+/// The servers of the members joined in `state`, other than `own`.
+fn joined_servers(
+    state: &StateMap,
+    events: &HashMap<OwnedEventId, Pdu>,
+    own: &ServerName,
+) -> BTreeSet<OwnedServerName> {
+    state
+        .iter()
+        .filter(|((kind, _), _)| *kind == StateEventType::RoomMember)
+        .filter_map(|(_, id)| events.get(id))
+        .filter(|pdu| membership_of(pdu).as_deref() == Some("join"))
+        .filter_map(|pdu| pdu.state_key().and_then(|key| UserId::parse(key).ok()))
+        .map(|user| user.server_name().to_owned())
+        .filter(|server| server != own)
+        .collect()
 }
 
 /// An idempotency key for client sends: the same key returns the same event.
@@ -91,6 +156,9 @@ pub struct Rooms {
     key: Arc<ServerSigningKey>,
     server_name: OwnedServerName,
     pub stream: Arc<StreamPositions>,
+    pub state_store: Arc<StateStore>,
+    /// The outbound federation queues, when federation is on.
+    sender: Option<Arc<Sender>>,
     rooms: Arc<Mutex<HashMap<OwnedRoomId, RoomSlot>>>,
     /// Sends queued but not yet durable, by transaction key: a retry that arrives meanwhile
     /// waits for the first one's outcome instead of sending again.
@@ -103,16 +171,27 @@ type PendingTxn = (OwnedEventId, watch::Receiver<Option<bool>>);
 /// An event in the commit queue: appended to the in-memory room, durable once settled.
 struct QueuedEvent {
     event_id: OwnedEventId,
-    position: u64,
+    /// Its stream position, if it joined the timeline (rejected and soft-failed events do not).
+    position: Option<u64>,
     durability: crate::storage::Durability,
     txn: Option<(Vec<u8>, watch::Sender<Option<bool>>)>,
+    /// Servers whose queues received it, to wake once it is durable.
+    destinations: Vec<OwnedServerName>,
 }
+
+/// A co-signing step between building a local event and storing it: an invite to a user on
+/// another server must carry that server's signature too (`/invite` v2).
+pub type Cosigner = Box<
+    dyn FnOnce(SignedEvent) -> Pin<Box<dyn Future<Output = Result<SignedEvent, RoomError>> + Send>>
+        + Send,
+>;
 
 impl Rooms {
     pub fn new(
         storage: Storage,
         key: Arc<ServerSigningKey>,
         server_name: OwnedServerName,
+        sender: Option<Arc<Sender>>,
     ) -> Result<Self, StorageError> {
         let last = storage
             .last_in_prefix(cf::POSITION_ROOMEVENT, b"", &[0xFF; 8])?
@@ -120,13 +199,27 @@ impl Rooms {
             .unwrap_or(0);
         let stream = Arc::new(StreamPositions::open(storage.clone(), last)?);
         Ok(Self {
+            state_store: Arc::new(StateStore::open(storage.clone())?),
             storage,
             key,
             server_name,
             stream,
+            sender,
             rooms: Arc::new(Mutex::new(HashMap::new())),
             pending_txns: Arc::new(Mutex::new(HashMap::new())),
         })
+    }
+
+    pub fn server_name(&self) -> &ServerName {
+        &self.server_name
+    }
+
+    pub fn signing_key(&self) -> &ServerSigningKey {
+        &self.key
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Creates a room: the create event, then each of `setup` in order, as `creator`.
@@ -166,20 +259,14 @@ impl Rooms {
         let room_id = room_id.unwrap_or_else(|| room_id_from_create_event_id(&create.event_id));
         let slot = self.slot(&room_id);
         let mut guard = slot.lock().await;
-        let mut room = LoadedRoom {
-            version,
-            head: RoomHead {
-                version: version.as_str().to_owned(),
-                tip: create.event_id.clone(),
-                depth: 1,
-            },
-            state: StateMap::new(),
-            events: HashMap::new(),
-        };
+        let mut room = LoadedRoom::empty(version);
         // Authorize the whole setup in memory first: a refused `initial_state` event must not
         // leave a half-built room behind.
         let mut trial = room.clone();
-        trial.apply(&create);
+        trial.state.insert(create.pdu.state_slot().expect("state"), create.event_id.clone());
+        trial.events.insert(create.event_id.clone(), create.pdu.clone());
+        trial.head.extremities = vec![create.event_id.clone()];
+        trial.head.depth = 1;
         for (kind, state_key, content) in &setup {
             let signed = self.prepare(
                 &room_id,
@@ -189,7 +276,12 @@ impl Rooms {
                 state_key.as_deref(),
                 content.clone(),
             )?;
-            trial.apply(&signed);
+            if let Some(slot) = signed.pdu.state_slot() {
+                trial.state.insert(slot, signed.event_id.clone());
+                trial.events.insert(signed.event_id.clone(), signed.pdu.clone());
+            }
+            trial.head.extremities = vec![signed.event_id.clone()];
+            trial.head.depth = signed.pdu.depth();
         }
         let queued = self.store(&room_id, &mut room, create, None, None).await?;
         self.settle(&room_id, queued).await?;
@@ -202,6 +294,7 @@ impl Rooms {
                     &kind,
                     state_key.as_deref(),
                     content,
+                    None,
                     None,
                 )
                 .await?;
@@ -221,6 +314,21 @@ impl Rooms {
         state_key: Option<&str>,
         content: Value,
         txn: Option<TxnKey<'_>>,
+    ) -> Result<OwnedEventId, RoomError> {
+        self.append_cosigned(room_id, sender, kind, state_key, content, txn, None).await
+    }
+
+    /// [`Rooms::append`], with a co-signing step (a remote invite) before the event is stored.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append_cosigned(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        kind: &str,
+        state_key: Option<&str>,
+        content: Value,
+        txn: Option<TxnKey<'_>>,
+        cosign: Option<Cosigner>,
     ) -> Result<OwnedEventId, RoomError> {
         if let Some(txn) = &txn
             && let Some(id) = self.storage.get(cf::TXNID_EVENTID, &txn_key(sender, txn))?
@@ -250,8 +358,9 @@ impl Rooms {
                 };
             }
         }
-        let queued =
-            self.append_loaded(room_id, room, sender, kind, state_key, content, txn).await?;
+        let queued = self
+            .append_loaded(room_id, room, sender, kind, state_key, content, txn, cosign)
+            .await?;
         // The next event may be built and queued while this one waits for its fsync: group
         // commit then makes a room's events durable together instead of one fsync each.
         drop(guard);
@@ -268,8 +377,16 @@ impl Rooms {
         state_key: Option<&str>,
         content: Value,
         txn: Option<TxnKey<'_>>,
+        cosign: Option<Cosigner>,
     ) -> Result<QueuedEvent, RoomError> {
-        let signed = self.prepare(room_id, room, sender, kind, state_key, content)?;
+        let mut signed = self.prepare(room_id, room, sender, kind, state_key, content)?;
+        if let Some(cosign) = cosign {
+            let event_id = signed.event_id.clone();
+            signed = cosign(signed).await?;
+            if signed.event_id != event_id {
+                return Err(RoomError::Invalid("the co-signed event is another event".to_owned()));
+            }
+        }
         let redacted = redaction::redacted_target(
             &self.storage,
             room_id,
@@ -291,28 +408,7 @@ impl Rooms {
         state_key: Option<&str>,
         content: Value,
     ) -> Result<SignedEvent, RoomError> {
-        let content =
-            object_from_value(content).map_err(|err| RoomError::Invalid(err.to_string()))?;
-        let raw_content = serde_json::value::to_raw_value(&content)
-            .map_err(|err| RoomError::Invalid(err.to_string()))?;
-        let auth_events =
-            select_auth_events(room.version, kind, sender, state_key, &raw_content, &room.state)
-                .map_err(|err| RoomError::Invalid(err.to_string()))?;
-        let redacts = (kind == "m.room.redaction")
-            .then(|| content.get("redacts").and_then(|v| v.as_str()).and_then(|id| id.parse().ok()))
-            .flatten();
-        let draft = EventDraft {
-            room_id: Some(room_id.to_owned()),
-            sender: sender.to_owned(),
-            kind: kind.to_owned(),
-            state_key: state_key.map(ToOwned::to_owned),
-            content,
-            prev_events: vec![room.head.tip.clone()],
-            auth_events,
-            depth: room.head.depth + 1,
-            origin_server_ts: crate::clock::now_ms(),
-            redacts,
-        };
+        let draft = self.draft(room_id, room, sender, kind, state_key, content)?;
         let signed = sign_new_event(&draft, room.version, &self.key)
             .map_err(|err| RoomError::Invalid(err.to_string()))?;
         match decide(room.version, &signed.pdu, &room.events, &room.state, None).verdict {
@@ -323,7 +419,74 @@ impl Rooms {
         }
     }
 
-    /// Queues an accepted event and everything indexing it as one batch, and moves the
+    /// The unsigned next event of a room: `prev_events` are its forward extremities,
+    /// `auth_events` chosen from its current state.
+    fn draft(
+        &self,
+        room_id: &RoomId,
+        room: &LoadedRoom,
+        sender: &UserId,
+        kind: &str,
+        state_key: Option<&str>,
+        content: Value,
+    ) -> Result<EventDraft, RoomError> {
+        let content =
+            object_from_value(content).map_err(|err| RoomError::Invalid(err.to_string()))?;
+        let raw_content = serde_json::value::to_raw_value(&content)
+            .map_err(|err| RoomError::Invalid(err.to_string()))?;
+        let auth_events =
+            select_auth_events(room.version, kind, sender, state_key, &raw_content, &room.state)
+                .map_err(|err| RoomError::Invalid(err.to_string()))?;
+        let redacts = (kind == "m.room.redaction")
+            .then(|| content.get("redacts").and_then(|v| v.as_str()).and_then(|id| id.parse().ok()))
+            .flatten();
+        let skip = room.head.extremities.len().saturating_sub(MAX_PREV_EVENTS);
+        Ok(EventDraft {
+            room_id: Some(room_id.to_owned()),
+            sender: sender.to_owned(),
+            kind: kind.to_owned(),
+            state_key: state_key.map(ToOwned::to_owned),
+            content,
+            prev_events: room.head.extremities[skip..].to_vec(),
+            auth_events,
+            depth: room.head.depth + 1,
+            origin_server_ts: crate::clock::now_ms(),
+            redacts,
+        })
+    }
+
+    /// A join (or leave) template for a user of another server (`make_join`/`make_leave`):
+    /// the event unsigned, checked against the current state as if it were sent now.
+    pub async fn membership_template(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        membership: &str,
+    ) -> Result<(RoomVersion, CanonicalJsonObject), RoomError> {
+        let slot = self.slot(room_id);
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.load(room_id)?.ok_or(RoomError::UnknownRoom)?);
+        }
+        let room = guard.as_ref().expect("loaded above");
+        let content = json!({ "membership": membership });
+        let draft =
+            self.draft(room_id, room, user_id, "m.room.member", Some(user_id.as_str()), content)?;
+        // Authorize a copy signed by this server: the rules read no signature, so the verdict
+        // is the one the joining server's signed event will get (barring a state change).
+        let trial = sign_new_event(&draft, room.version, &self.key)
+            .map_err(|err| RoomError::Invalid(err.to_string()))?;
+        if let Verdict::Rejected(reason) | Verdict::SoftFailed(reason) =
+            decide(room.version, &trial.pdu, &room.events, &room.state, None).verdict
+        {
+            return Err(RoomError::Forbidden(reason));
+        }
+        let template = medrix_protocol::build::unsigned_event_json(&draft, room.version)
+            .map_err(|err| RoomError::Invalid(err.to_string()))?;
+        Ok((room.version, template))
+    }
+
+    /// Queues an accepted local event and everything indexing it as one batch, and moves the
     /// in-memory room past it; [`Rooms::settle`] then waits for durability.
     async fn store(
         &self,
@@ -334,15 +497,61 @@ impl Rooms {
         redacted: Option<(OwnedEventId, Vec<u8>)>,
     ) -> Result<QueuedEvent, RoomError> {
         let position = self.stream.allocate().await?;
-        let durability =
-            match self.write_event(room_id, room, &signed, txn.clone(), redacted, position).await {
-                Ok(durability) => durability,
-                Err(err) => {
-                    self.stream.finish(position);
-                    return Err(err);
-                }
-            };
-        room.apply(&signed);
+        let mut batch = self.storage.batch();
+        batch.put(cf::EVENTID_PDU, signed.event_id.as_bytes(), encode(&signed.json).as_bytes());
+        let is_create = room.head.extremities.is_empty();
+        let before_group = if is_create {
+            self.state_store.put_group(&mut batch, &StateMap::new())
+        } else {
+            room.head.state_group
+        };
+        StateStore::put_event_group(&mut batch, &signed.event_id, before_group);
+        index_timeline(&mut batch, room_id, &signed.event_id, position);
+        let mut new_state = None;
+        let mut state_group = before_group;
+        if let Some(slot) = signed.pdu.state_slot() {
+            let mut state = room.state.clone();
+            state.insert(slot, signed.event_id.clone());
+            index_state_slot(&mut batch, room_id, &signed.pdu, position);
+            state_group = self.state_store.put_group(&mut batch, &state);
+            new_state = Some((state, vec![signed.pdu.clone()]));
+        }
+        let head = RoomHead {
+            version: room.version.as_str().to_owned(),
+            extremities: vec![signed.event_id.clone()],
+            depth: signed.pdu.depth(),
+            state_group,
+        };
+        batch.put(cf::ROOMID_HEAD, room_id.as_bytes(), &serde_json::to_vec(&head).expect("head"));
+        if let Some(txn) = &txn {
+            batch.put(cf::TXNID_EVENTID, txn, signed.event_id.as_bytes());
+        }
+        // The redacted target replaces the original in the same write as the redaction.
+        if let Some((target, json)) = redacted {
+            batch.put(cf::EVENTID_PDU, target.as_bytes(), &json);
+        }
+        // Servers with members before or after the event: a kick, ban or leave must reach
+        // the server whose user it removes, an invite the server of the invitee.
+        let mut servers = room.remote_servers.clone();
+        if let Some((state, entered)) = &new_state
+            && *entered[0].kind() == TimelineEventType::RoomMember
+        {
+            let mut events = room.events.clone();
+            events.insert(entered[0].event_id().to_owned(), entered[0].clone());
+            servers.extend(joined_servers(state, &events, &self.server_name));
+        }
+        if let Some(target) = member_target_server(&signed.pdu) {
+            servers.insert(target);
+        }
+        let destinations = self.queue_outbound(&mut batch, servers, &signed.event_id, position);
+        let durability = match self.storage.enqueue(batch).await {
+            Ok(durability) => durability,
+            Err(err) => {
+                self.stream.finish(position);
+                return Err(err.into());
+            }
+        };
+        room.advance(head, new_state, &self.server_name);
         let txn = txn.map(|key| {
             let (sender, receiver) = watch::channel(None);
             self.pending_txns
@@ -351,7 +560,31 @@ impl Rooms {
                 .insert(key.clone(), (signed.event_id.clone(), receiver));
             (key, sender)
         });
-        Ok(QueuedEvent { event_id: signed.event_id, position, durability, txn })
+        Ok(QueuedEvent {
+            event_id: signed.event_id,
+            position: Some(position),
+            durability,
+            txn,
+            destinations,
+        })
+    }
+
+    /// Puts `event_id` in the outbound queue of each of `servers`, in `batch`.
+    fn queue_outbound(
+        &self,
+        batch: &mut crate::storage::Batch<'_>,
+        servers: BTreeSet<OwnedServerName>,
+        event_id: &EventId,
+        position: u64,
+    ) -> Vec<OwnedServerName> {
+        if self.sender.is_none() {
+            return Vec::new();
+        }
+        let servers: Vec<_> = servers.into_iter().filter(|s| *s != self.server_name).collect();
+        for server in &servers {
+            Sender::queue_pdu_in(batch, server, position, event_id);
+        }
+        servers
     }
 
     /// Waits until a queued event is durable, then lets readers see it. If the write failed,
@@ -362,81 +595,28 @@ impl Rooms {
         queued: QueuedEvent,
     ) -> Result<OwnedEventId, RoomError> {
         let result = queued.durability.wait().await;
-        self.stream.finish(queued.position);
+        if let Some(position) = queued.position {
+            self.stream.finish(position);
+        }
         if let Some((key, outcome)) = queued.txn {
             self.pending_txns.lock().expect("pending lock").remove(&key);
             let _ = outcome.send(Some(result.is_ok()));
         }
         match result {
-            Ok(()) => Ok(queued.event_id),
+            Ok(()) => {
+                if let Some(sender) = &self.sender
+                    && !queued.destinations.is_empty()
+                {
+                    sender.wake(&queued.destinations);
+                }
+                Ok(queued.event_id)
+            }
             Err(err) => {
                 tracing::error!(room = %room_id, %err, "event write failed; reloading the room");
                 *self.slot(room_id).lock().await = None;
                 Err(err.into())
             }
         }
-    }
-
-    async fn write_event(
-        &self,
-        room_id: &RoomId,
-        room: &LoadedRoom,
-        signed: &SignedEvent,
-        txn: Option<Vec<u8>>,
-        redacted: Option<(OwnedEventId, Vec<u8>)>,
-        position: u64,
-    ) -> Result<crate::storage::Durability, RoomError> {
-        let event_id = signed.event_id.as_bytes();
-        let room_key = room_id.as_bytes();
-        let mut batch = self.storage.batch();
-        batch.put(cf::EVENTID_PDU, event_id, encode(&signed.json).as_bytes());
-        batch.put(cf::EVENTID_POSITION, event_id, &position.to_be_bytes());
-        batch.put(
-            cf::POSITION_ROOMEVENT,
-            &position.to_be_bytes(),
-            &compound_key(&[room_key, event_id]),
-        );
-        batch.put(
-            cf::ROOMPOSITION_EVENTID,
-            &compound_key(&[room_key, &position.to_be_bytes()]),
-            event_id,
-        );
-        let head = RoomHead {
-            version: room.version.as_str().to_owned(),
-            tip: signed.event_id.clone(),
-            depth: signed.pdu.depth(),
-        };
-        batch.put(cf::ROOMID_HEAD, room_key, &serde_json::to_vec(&head).expect("head serializes"));
-        if let Some((kind, state_key)) = signed.pdu.state_slot() {
-            let kind = kind.to_string();
-            batch.put(
-                cf::ROOMSTATEKEY_EVENTID,
-                &compound_key(&[room_key, kind.as_bytes(), state_key.as_bytes()]),
-                event_id,
-            );
-            if kind == "m.room.member"
-                && let Some(membership) = membership_of(&signed.pdu)
-            {
-                batch.put(
-                    cf::USERROOMID_MEMBERSHIP,
-                    &compound_key(&[state_key.as_bytes(), room_key]),
-                    membership.as_bytes(),
-                );
-                batch.put(
-                    cf::ROOMUSERPOSITION_MEMBERSHIP,
-                    &compound_key(&[room_key, state_key.as_bytes(), &position.to_be_bytes()]),
-                    membership.as_bytes(),
-                );
-            }
-        }
-        if let Some(txn) = txn {
-            batch.put(cf::TXNID_EVENTID, &txn, event_id);
-        }
-        // The redacted target replaces the original in the same write as the redaction.
-        if let Some((target, json)) = redacted {
-            batch.put(cf::EVENTID_PDU, target.as_bytes(), &json);
-        }
-        Ok(self.storage.enqueue(batch).await?)
     }
 
     /// Loads a room's head and current state from storage.
@@ -450,7 +630,8 @@ impl Rooms {
             }
             events.insert(event_id, pdu);
         }
-        Ok(Some(LoadedRoom { version, head, state, events }))
+        let remote_servers = joined_servers(&state, &events, &self.server_name);
+        Ok(Some(LoadedRoom { version, head, state, events, remote_servers }))
     }
 
     /// The stored head of a room and its parsed version, if the room exists here.
@@ -513,20 +694,13 @@ impl Rooms {
             .map_err(|err| StorageError::Corrupt(format!("event: {err}")).into())
     }
 
-    fn pdu(
+    /// A stored event, typed.
+    pub fn pdu(
         &self,
         event_id: &ruma::EventId,
         version: RoomVersion,
     ) -> Result<Option<Pdu>, RoomError> {
-        let Some(bytes) = self.storage.get(cf::EVENTID_PDU, event_id.as_bytes())? else {
-            return Ok(None);
-        };
-        let object = parse_object(&bytes, MAX_PDU_BYTES)
-            .map_err(|err| StorageError::Corrupt(err.to_string()))?;
-        Ok(Some(
-            Pdu::from_canonical(event_id.to_owned(), &object, version)
-                .map_err(|err| StorageError::Corrupt(err.to_string()))?,
-        ))
+        Ok(state_store::load_pdu(&self.storage, event_id, version)?)
     }
 
     /// The rooms a user has a membership in, with it.
@@ -592,6 +766,58 @@ pub fn membership_of(pdu: &Pdu) -> Option<String> {
         membership: String,
     }
     serde_json::from_str::<Content>(pdu.content().get()).ok().map(|c| c.membership)
+}
+
+/// The rows that put an event in the timeline at `position` (what `/sync` and `/messages`
+/// read).
+fn index_timeline(batch: &mut Batch<'_>, room_id: &RoomId, event_id: &EventId, position: u64) {
+    let (room_key, event_key) = (room_id.as_bytes(), event_id.as_bytes());
+    batch.put(cf::EVENTID_POSITION, event_key, &position.to_be_bytes());
+    batch.put(
+        cf::POSITION_ROOMEVENT,
+        &position.to_be_bytes(),
+        &compound_key(&[room_key, event_key]),
+    );
+    batch.put(
+        cf::ROOMPOSITION_EVENTID,
+        &compound_key(&[room_key, &position.to_be_bytes()]),
+        event_key,
+    );
+}
+
+/// The rows that make a state event the current holder of its slot, as of `position`: the
+/// current-state index, and for a member event the membership indexes.
+fn index_state_slot(batch: &mut Batch<'_>, room_id: &RoomId, pdu: &Pdu, position: u64) {
+    let Some((kind, state_key)) = pdu.state_slot() else { return };
+    let room_key = room_id.as_bytes();
+    let kind = kind.to_string();
+    batch.put(
+        cf::ROOMSTATEKEY_EVENTID,
+        &compound_key(&[room_key, kind.as_bytes(), state_key.as_bytes()]),
+        pdu.event_id().as_bytes(),
+    );
+    if kind == "m.room.member"
+        && let Some(membership) = membership_of(pdu)
+    {
+        batch.put(
+            cf::USERROOMID_MEMBERSHIP,
+            &compound_key(&[state_key.as_bytes(), room_key]),
+            membership.as_bytes(),
+        );
+        batch.put(
+            cf::ROOMUSERPOSITION_MEMBERSHIP,
+            &compound_key(&[room_key, state_key.as_bytes(), &position.to_be_bytes()]),
+            membership.as_bytes(),
+        );
+    }
+}
+
+/// The server of the user a member event is about.
+fn member_target_server(pdu: &Pdu) -> Option<OwnedServerName> {
+    if *pdu.kind() != TimelineEventType::RoomMember {
+        return None;
+    }
+    pdu.state_key().and_then(|key| UserId::parse(key).ok()).map(|u| u.server_name().to_owned())
 }
 
 fn txn_key(sender: &UserId, txn: &TxnKey<'_>) -> Vec<u8> {

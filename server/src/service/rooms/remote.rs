@@ -1,0 +1,362 @@
+//! Events from other servers entering a room's DAG. The caller (the federation layer) has
+//! checked each event's format, signatures and hashes, and fetched what it depends on; here
+//! the event is authorized against its auth events, the state before it (resolved over its
+//! `prev_events` where the DAG forks) and the current state, and stored with its verdict.
+//! Rejected and soft-failed events are kept: the DAG is the audit trail.
+
+use std::collections::{BTreeSet, HashMap};
+
+use medrix_protocol::{
+    Pdu, RoomVersion, StateMap, Verdict, canonical::encode, decide, incoming::CheckedPdu,
+    resolve::resolve_state,
+};
+use ruma::{EventId, OwnedEventId, OwnedServerName, RoomId};
+
+use super::{
+    LoadedRoom, QueuedEvent, RoomError, RoomHead, Rooms, index_state_slot, index_timeline,
+    state_store::{StateStore, StoredEvents, load_pdu, state_after},
+};
+use crate::storage::{StorageError, catalogue as cf, compound_key};
+
+/// Where the state before a received event comes from.
+pub enum StateBefore {
+    /// Resolved over the states after its `prev_events`, which must all be in the DAG.
+    FromPrevEvents,
+    /// Given by the caller: a join's room state from `send_join`, or the state a peer
+    /// reported at an event whose predecessors could not be fetched. The event then starts a
+    /// new line of the DAG here.
+    Given(StateMap),
+}
+
+impl Rooms {
+    /// Whether the event is stored (in the DAG or as an outlier).
+    pub fn has_event(&self, event_id: &EventId) -> Result<bool, RoomError> {
+        Ok(self.storage.get(cf::EVENTID_PDU, event_id.as_bytes())?.is_some())
+    }
+
+    /// Whether the event's place in the DAG is known: the state before it is stored.
+    pub fn has_state_at(&self, event_id: &EventId) -> Result<bool, RoomError> {
+        Ok(self.state_store.event_group(event_id)?.is_some())
+    }
+
+    /// The verdict stored for an event (accepted unless a rejection row says otherwise).
+    pub fn verdict(&self, event_id: &EventId) -> Result<Verdict, RoomError> {
+        Ok(match self.storage.get(cf::EVENTID_REJECTION, event_id.as_bytes())? {
+            None => Verdict::Accepted,
+            Some(row) => {
+                let text = String::from_utf8_lossy(&row).into_owned();
+                match text.strip_prefix("soft_failed: ") {
+                    Some(reason) => Verdict::SoftFailed(reason.to_owned()),
+                    None => Verdict::Rejected(
+                        text.strip_prefix("rejected: ").unwrap_or(&text).to_owned(),
+                    ),
+                }
+            }
+        })
+    }
+
+    /// Stores events known only by themselves (auth chains, a joined room's state), each
+    /// authorized against its own auth events, oldest first. Their auth events must be among
+    /// them or stored already; an event whose auth events are missing is rejected.
+    pub async fn store_outliers(
+        &self,
+        version: RoomVersion,
+        mut checked: Vec<CheckedPdu>,
+    ) -> Result<HashMap<OwnedEventId, Verdict>, RoomError> {
+        checked.sort_by_key(|c| c.pdu.depth());
+        let mut events = StoredEvents::new(&self.storage, version);
+        let mut verdicts = HashMap::new();
+        let mut batch = self.storage.batch();
+        for CheckedPdu { mut pdu, json, .. } in checked {
+            let id = pdu.event_id().to_owned();
+            if self.has_event(&id)? {
+                verdicts.insert(id.clone(), self.verdict(&id)?);
+                continue;
+            }
+            events.load_with_auth_chains(pdu.auth_events().iter().map(|id| &**id))?;
+            let auth_state: StateMap =
+                pdu.auth_events().iter().filter_map(|id| events_slot(&events, id)).collect();
+            let verdict = decide(version, &pdu, &events, &auth_state, None).verdict;
+            batch.put(cf::EVENTID_PDU, id.as_bytes(), encode(&json).as_bytes());
+            if let Verdict::Rejected(reason) = &verdict {
+                batch.put(
+                    cf::EVENTID_REJECTION,
+                    id.as_bytes(),
+                    format!("rejected: {reason}").as_bytes(),
+                );
+                pdu.set_rejected(true);
+            }
+            events.insert(pdu);
+            verdicts.insert(id, verdict);
+        }
+        self.storage.commit(batch).await?;
+        Ok(verdicts)
+    }
+
+    /// Takes in one event from another server: authorizes it where it sits in the DAG and
+    /// stores it with its verdict. An accepted event joins the timeline, becomes a forward
+    /// extremity and moves the current state (resolved over all extremities); it is queued
+    /// for `forward_to` (the other servers, when this server relays a join or leave it was
+    /// handed). Receiving an event twice answers the first verdict.
+    pub async fn receive(
+        &self,
+        room_id: &RoomId,
+        version: RoomVersion,
+        checked: CheckedPdu,
+        state_before: StateBefore,
+        forward_to: BTreeSet<OwnedServerName>,
+    ) -> Result<Verdict, RoomError> {
+        let slot = self.slot(room_id);
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            *guard = self.load(room_id)?;
+        }
+        let starts_line = matches!(state_before, StateBefore::Given(_));
+        let room = match guard.as_mut() {
+            Some(room) if room.version == version => room,
+            Some(_) => return Err(RoomError::Invalid("room version mismatch".to_owned())),
+            None if starts_line => guard.insert(LoadedRoom::empty(version)),
+            None => return Err(RoomError::UnknownRoom),
+        };
+        let event_id = checked.pdu.event_id().to_owned();
+        if self.has_state_at(&event_id)? {
+            return self.verdict(&event_id);
+        }
+        let queued =
+            self.decide_and_store(room_id, room, checked, state_before, forward_to).await?;
+        drop(guard);
+        let verdict = queued.1;
+        self.settle(room_id, queued.0).await?;
+        Ok(verdict)
+    }
+
+    async fn decide_and_store(
+        &self,
+        room_id: &RoomId,
+        room: &mut LoadedRoom,
+        checked: CheckedPdu,
+        state_before: StateBefore,
+        forward_to: BTreeSet<OwnedServerName>,
+    ) -> Result<(QueuedEvent, Verdict), RoomError> {
+        let version = room.version;
+        let CheckedPdu { pdu, json, .. } = checked;
+        let event_id = pdu.event_id().to_owned();
+        let mut events = StoredEvents::new(&self.storage, version);
+        for state_event in room.events.values() {
+            events.insert(state_event.clone());
+        }
+        let starts_line = matches!(state_before, StateBefore::Given(_));
+        let (before, reusable_group) = match state_before {
+            StateBefore::Given(state) => (state, None),
+            StateBefore::FromPrevEvents => {
+                self.state_from_prev_events(version, &pdu, &mut events)?
+            }
+        };
+        events.load(before.values().map(|id| &**id))?;
+        events.load(pdu.auth_events().iter().map(|id| &**id))?;
+        let has_current = !room.head.extremities.is_empty() && !starts_line;
+        let decision = decide(version, &pdu, &events, &before, has_current.then_some(&room.state));
+
+        let mut batch = self.storage.batch();
+        batch.put(cf::EVENTID_PDU, event_id.as_bytes(), encode(&json).as_bytes());
+        let before_group = match reusable_group {
+            Some(group) => group,
+            None if has_current && before == room.state => room.head.state_group,
+            None => self.state_store.put_group(&mut batch, &before),
+        };
+        StateStore::put_event_group(&mut batch, &event_id, before_group);
+        let accepted = match &decision.verdict {
+            Verdict::Accepted => true,
+            Verdict::Rejected(reason) => {
+                batch.put(
+                    cf::EVENTID_REJECTION,
+                    event_id.as_bytes(),
+                    format!("rejected: {reason}").as_bytes(),
+                );
+                false
+            }
+            Verdict::SoftFailed(reason) => {
+                batch.put(
+                    cf::EVENTID_REJECTION,
+                    event_id.as_bytes(),
+                    format!("soft_failed: {reason}").as_bytes(),
+                );
+                false
+            }
+        };
+        if !accepted {
+            // Kept for the audit trail, but neither served to clients nor built upon.
+            let durability = self.storage.enqueue(batch).await?;
+            let queued = QueuedEvent {
+                event_id,
+                position: None,
+                durability,
+                txn: None,
+                destinations: vec![],
+            };
+            return Ok((queued, decision.verdict));
+        }
+
+        let position = self.stream.allocate().await?;
+        index_timeline(&mut batch, room_id, &event_id, position);
+        let extremities: Vec<OwnedEventId> = if starts_line {
+            vec![event_id.clone()]
+        } else {
+            room.head
+                .extremities
+                .iter()
+                .filter(|id| !pdu.prev_events().contains(id))
+                .cloned()
+                .chain([event_id.clone()])
+                .collect()
+        };
+        let after = decision.state_after.clone();
+        events.insert(pdu.clone());
+        let current = if extremities.len() == 1 {
+            after.clone()
+        } else {
+            let mut forks = Vec::with_capacity(extremities.len());
+            for id in &extremities {
+                forks.push(if *id == event_id {
+                    after.clone()
+                } else {
+                    self.state_after_event(id, version)?
+                });
+            }
+            for fork in &forks {
+                events.load_with_auth_chains(fork.values().map(|id| &**id))?;
+            }
+            resolve_state(version, &forks, &events)
+                .map_err(|err| RoomError::Invalid(err.to_string()))?
+        };
+        let mut entered = Vec::new();
+        for (slot, id) in &current {
+            if room.state.get(slot) != Some(id) {
+                events.load([&**id])?;
+                if let Some(state_event) = events_get(&events, id) {
+                    index_state_slot(&mut batch, room_id, state_event, position);
+                    entered.push(state_event.clone());
+                }
+            }
+        }
+        for (kind, key) in room.state.keys().filter(|slot| !current.contains_key(*slot)) {
+            let kind = kind.to_string();
+            batch.delete(
+                cf::ROOMSTATEKEY_EVENTID,
+                &compound_key(&[room_id.as_bytes(), kind.as_bytes(), key.as_bytes()]),
+            );
+        }
+        let state_group = if current == before {
+            before_group
+        } else if has_current && current == room.state {
+            room.head.state_group
+        } else {
+            self.state_store.put_group(&mut batch, &current)
+        };
+        let head = RoomHead {
+            version: version.as_str().to_owned(),
+            depth: if starts_line { pdu.depth() } else { room.head.depth.max(pdu.depth()) },
+            extremities,
+            state_group,
+        };
+        batch.put(cf::ROOMID_HEAD, room_id.as_bytes(), &serde_json::to_vec(&head).expect("head"));
+        let destinations = self.queue_outbound(&mut batch, forward_to, &event_id, position);
+        let durability = match self.storage.enqueue(batch).await {
+            Ok(durability) => durability,
+            Err(err) => {
+                self.stream.finish(position);
+                return Err(err.into());
+            }
+        };
+        let changed = (current != room.state).then_some((current, entered));
+        room.advance(head, changed, &self.server_name);
+        let queued =
+            QueuedEvent { event_id, position: Some(position), durability, txn: None, destinations };
+        Ok((queued, Verdict::Accepted))
+    }
+
+    /// The state before `pdu` from its `prev_events`: the state after the one predecessor,
+    /// or the resolution of the states after several. Answers the state group to reuse when
+    /// the state is exactly a stored group.
+    fn state_from_prev_events(
+        &self,
+        version: RoomVersion,
+        pdu: &Pdu,
+        events: &mut StoredEvents<'_>,
+    ) -> Result<(StateMap, Option<u64>), RoomError> {
+        let missing: Vec<OwnedEventId> = pdu
+            .prev_events()
+            .iter()
+            .filter(|id| !matches!(self.state_store.event_group(id), Ok(Some(_))))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(RoomError::MissingEvents(missing));
+        }
+        let mut forks: Vec<StateMap> = Vec::new();
+        let mut single_group = None;
+        for prev in pdu.prev_events() {
+            let group = self.state_store.event_group(prev)?.expect("checked above");
+            let prev_pdu = load_pdu(&self.storage, prev, version)?
+                .ok_or_else(|| RoomError::MissingEvents(vec![prev.clone()]))?;
+            let before_prev = self.state_store.group(group)?;
+            let after = state_after(&before_prev, &prev_pdu);
+            if after == *before_prev {
+                single_group = Some(group);
+            }
+            if !forks.contains(&after) {
+                forks.push(after);
+            }
+        }
+        if forks.len() == 1 {
+            let reusable = single_group.filter(|_| pdu.prev_events().len() == 1);
+            return Ok((forks.pop().expect("one fork"), reusable));
+        }
+        for fork in &forks {
+            events.load_with_auth_chains(fork.values().map(|id| &**id))?;
+        }
+        let resolved = resolve_state(version, &forks, &*events)
+            .map_err(|err| RoomError::Invalid(err.to_string()))?;
+        Ok((resolved, None))
+    }
+
+    /// The state after a stored event whose place in the DAG is known.
+    pub fn state_after_event(
+        &self,
+        event_id: &EventId,
+        version: RoomVersion,
+    ) -> Result<StateMap, RoomError> {
+        let before = self
+            .state_store
+            .state_before(event_id)?
+            .ok_or_else(|| RoomError::MissingEvents(vec![event_id.to_owned()]))?;
+        let pdu = load_pdu(&self.storage, event_id, version)?
+            .ok_or_else(|| StorageError::Corrupt(format!("missing event {event_id}")))?;
+        Ok(state_after(&before, &pdu))
+    }
+
+    /// The state before a stored event whose place in the DAG is known.
+    pub fn state_before_event(&self, event_id: &EventId) -> Result<Option<StateMap>, RoomError> {
+        Ok(self.state_store.state_before(event_id)?.map(|state| (*state).clone()))
+    }
+
+    /// The room's forward extremities and the greatest depth among them.
+    pub fn extremities(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<Option<(Vec<OwnedEventId>, u64)>, RoomError> {
+        Ok(self.head(room_id)?.map(|(head, _)| (head.extremities, head.depth)))
+    }
+}
+
+fn events_get<'e>(events: &'e StoredEvents<'_>, id: &EventId) -> Option<&'e Pdu> {
+    use medrix_protocol::lookup::EventLookup;
+    events.get_pdu(id)
+}
+
+fn events_slot(
+    events: &StoredEvents<'_>,
+    id: &EventId,
+) -> Option<((ruma::events::StateEventType, String), OwnedEventId)> {
+    events_get(events, id).and_then(|pdu| pdu.state_slot().map(|slot| (slot, id.to_owned())))
+}
