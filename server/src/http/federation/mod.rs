@@ -2,7 +2,9 @@
 //! every endpoint that acts for another server authenticates it with X-Matrix.
 
 mod auth;
+mod events;
 mod keys;
+mod membership;
 mod notary;
 mod query;
 
@@ -10,13 +12,20 @@ use axum::{
     Json, Router,
     extract::State,
     response::IntoResponse,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use http::StatusCode;
 use ruma::api::federation::{
+    authorization::get_event_authorization,
+    backfill::get_backfill,
     device::get_devices,
     discovery::{get_remote_server_keys, get_remote_server_keys_batch},
+    event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
     keys::{claim_keys, get_keys},
+    membership::{
+        create_invite, create_join_event, create_leave_event, prepare_join_event,
+        prepare_leave_event,
+    },
     query::get_profile_information,
 };
 use serde_json::{Value, json};
@@ -35,6 +44,17 @@ pub fn router(services: Services) -> Router {
         .route(path::<get_devices::v1::Request>(), get(keys::user_devices))
         .route(path::<get_keys::v1::Request>(), post(keys::keys_query))
         .route(path::<claim_keys::v1::Request>(), post(keys::keys_claim))
+        .route(path::<prepare_join_event::v1::Request>(), get(membership::make_join))
+        .route(path::<create_join_event::v2::Request>(), put(membership::send_join))
+        .route(path::<prepare_leave_event::v1::Request>(), get(membership::make_leave))
+        .route(path::<create_leave_event::v2::Request>(), put(membership::send_leave))
+        .route(path::<create_invite::v2::Request>(), put(membership::invite))
+        .route(path::<get_event::v1::Request>(), get(events::event))
+        .route(path::<get_room_state_ids::v1::Request>(), get(events::state_ids))
+        .route(path::<get_room_state::v1::Request>(), get(events::state))
+        .route(path::<get_event_authorization::v1::Request>(), get(events::event_auth))
+        .route(path::<get_backfill::v1::Request>(), get(events::backfill))
+        .route(path::<get_missing_events::v1::Request>(), post(events::missing_events))
         .fallback(|| async {
             ApiError::unrecognized(StatusCode::NOT_FOUND, "unknown federation endpoint")
         })

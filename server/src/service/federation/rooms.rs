@@ -1,24 +1,54 @@
-//! Rooms that span servers: receiving other servers' events (`/send`, backfill, missing
-//! events), and joining, inviting and leaving across servers.
+//! Rooms that span servers: receiving other servers' events (`/send`, with the missing
+//! predecessors, auth events and state fetched from the sender), and joining rooms that live
+//! on other servers (`make_join` / `send_join`).
+//!
+//! Every received event passes the same gate: its signers' keys are fetched, then
+//! `incoming::check_incoming_object` checks format, signatures and hashes (a failed
+//! signature drops it: nothing unverifiable is stored), then [`Rooms::receive`] authorizes
+//! it and stores it with its verdict.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+};
 
-use ruma::{OwnedEventId, ServerName};
+use medrix_protocol::{
+    RoomVersion, StateMap, Verdict,
+    build::hash_and_sign,
+    canonical::{MAX_PDU_BYTES, encode, parse_object},
+    incoming::{CheckedPdu, check_incoming_object, event_id as compute_event_id, required_signers},
+    keys::VerifyKeys,
+};
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName,
+    RoomId, ServerName, UInt, UserId,
+    api::federation::{
+        authorization::get_event_authorization,
+        event::{get_event, get_missing_events, get_room_state_ids},
+        membership::{create_join_event, prepare_join_event},
+    },
+};
 use serde_json::value::RawValue;
 
 use super::{client::FederationClient, remote_keys::RemoteKeys, sender::Sender};
-use crate::service::rooms::Rooms;
+use crate::service::rooms::{RoomError, Rooms, remote::StateBefore};
+
+/// The most events fetched one by one to fill in a state snapshot.
+const MAX_EVENTS_FETCHED: usize = 500;
+/// How many missing predecessors are asked for at a time.
+const MISSING_EVENTS_LIMIT: u32 = 20;
 
 pub struct FederatedRooms {
-    #[allow(dead_code)]
     rooms: Rooms,
-    #[allow(dead_code)]
     client: Arc<FederationClient>,
-    #[allow(dead_code)]
     remote_keys: Arc<RemoteKeys>,
     #[allow(dead_code)]
     sender: Arc<Sender>,
 }
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl FederatedRooms {
     pub fn new(
@@ -34,9 +64,464 @@ impl FederatedRooms {
     /// answers (an error string for an event that was not accepted).
     pub async fn receive_transaction(
         &self,
-        _origin: &ServerName,
-        _pdus: Vec<Box<RawValue>>,
+        origin: &ServerName,
+        pdus: Vec<Box<RawValue>>,
     ) -> BTreeMap<OwnedEventId, Result<(), String>> {
-        BTreeMap::new()
+        let mut results = BTreeMap::new();
+        let mut by_room: BTreeMap<OwnedRoomId, Vec<CanonicalJsonObject>> = BTreeMap::new();
+        for raw in pdus {
+            let Ok(object) = parse_object(raw.get().as_bytes(), MAX_PDU_BYTES) else { continue };
+            let Some(room_id) = room_id_of(&object) else { continue };
+            by_room.entry(room_id).or_default().push(object);
+        }
+        for (room_id, objects) in by_room {
+            let version = match self.rooms.version(&room_id) {
+                Ok(Some(version)) => version,
+                _ => {
+                    for object in &objects {
+                        if let Some(version) = guess_version(&object)
+                            && let Ok(id) = compute_event_id(object, version)
+                        {
+                            results.insert(id, Err("this server is not in the room".to_owned()));
+                        }
+                    }
+                    continue;
+                }
+            };
+            let mut checked = Vec::new();
+            for (object, result) in self.check_objects(version, objects).await {
+                match result {
+                    Ok(pdu) => checked.push(pdu),
+                    Err(why) => {
+                        if let Ok(id) = compute_event_id(&object, version) {
+                            results.insert(id, Err(why));
+                        }
+                    }
+                }
+            }
+            checked.sort_by_key(|c| c.pdu.depth());
+            for pdu in checked {
+                let id = pdu.pdu.event_id().to_owned();
+                let result = match self.ingest(origin, &room_id, version, pdu, true).await {
+                    Ok(Verdict::Accepted) => Ok(()),
+                    Ok(Verdict::Rejected(why)) => Err(format!("rejected: {why}")),
+                    Ok(Verdict::SoftFailed(why)) => Err(format!("soft-failed: {why}")),
+                    Err(err) => Err(err.to_string()),
+                };
+                if let Err(why) = &result {
+                    tracing::debug!(%origin, event = %id, why, "event from a transaction not accepted");
+                }
+                results.insert(id, result);
+            }
+        }
+        results
+    }
+
+    /// One checked event into the room: its auth events fetched if missing, its
+    /// predecessors fetched (`get_missing_events`) when `fill_gaps`, else the state before
+    /// it asked of `origin`; then authorized and stored.
+    fn ingest<'a>(
+        &'a self,
+        origin: &'a ServerName,
+        room_id: &'a RoomId,
+        version: RoomVersion,
+        checked: CheckedPdu,
+        fill_gaps: bool,
+    ) -> BoxFuture<'a, Result<Verdict, RoomError>> {
+        Box::pin(async move {
+            let event_id = checked.pdu.event_id().to_owned();
+            if self.rooms.has_state_at(&event_id)? {
+                return self.rooms.verdict(&event_id);
+            }
+            let missing_auth = self.missing(checked.pdu.auth_events())?;
+            if !missing_auth.is_empty() {
+                self.fetch_auth_chain(origin, room_id, version, &event_id).await?;
+            }
+            let mut missing_prev = self.missing_in_dag(checked.pdu.prev_events())?;
+            if !missing_prev.is_empty() && fill_gaps {
+                self.fill_gap(origin, room_id, version, &event_id, checked.pdu.depth()).await;
+                missing_prev = self.missing_in_dag(checked.pdu.prev_events())?;
+            }
+            let state_before = if missing_prev.is_empty() {
+                StateBefore::FromPrevEvents
+            } else {
+                StateBefore::Given(self.fetch_state_at(origin, room_id, version, &event_id).await?)
+            };
+            self.rooms.receive(room_id, version, checked, state_before, BTreeSet::new()).await
+        })
+    }
+
+    /// Asks `origin` for the events between this room's forward extremities and `latest`,
+    /// and takes them in oldest first. Failures are left to the caller's fallback.
+    async fn fill_gap(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        version: RoomVersion,
+        latest: &EventId,
+        depth: u64,
+    ) {
+        let Ok(Some((earliest, _))) = self.rooms.extremities(room_id) else { return };
+        let mut request = get_missing_events::v1::Request::new(
+            room_id.to_owned(),
+            earliest,
+            vec![latest.to_owned()],
+        );
+        request.limit = UInt::from(MISSING_EVENTS_LIMIT);
+        request.min_depth = UInt::try_from(depth.saturating_sub(1000)).unwrap_or_default();
+        let events = match self.client.send(origin, request).await {
+            Ok(response) => response.events,
+            Err(err) => {
+                tracing::info!(%origin, room = %room_id, %err, "get_missing_events failed");
+                return;
+            }
+        };
+        let objects = events
+            .iter()
+            .filter_map(|raw| parse_object(raw.get().as_bytes(), MAX_PDU_BYTES).ok())
+            .filter(|object| room_id_of(object).as_deref() == Some(room_id))
+            .collect();
+        let mut checked: Vec<CheckedPdu> = self
+            .check_objects(version, objects)
+            .await
+            .into_iter()
+            .filter_map(|(_, result)| result.ok())
+            .collect();
+        checked.sort_by_key(|c| c.pdu.depth());
+        for pdu in checked {
+            if let Err(err) = self.ingest(origin, room_id, version, pdu, false).await {
+                tracing::info!(%origin, room = %room_id, %err, "a missing event could not be taken in");
+            }
+        }
+    }
+
+    /// Fetches the auth chain of `event_id` from `origin` and stores it as outliers.
+    async fn fetch_auth_chain(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        version: RoomVersion,
+        event_id: &EventId,
+    ) -> Result<(), RoomError> {
+        let request =
+            get_event_authorization::v1::Request::new(room_id.to_owned(), event_id.to_owned());
+        let response = self.client.send(origin, request).await.map_err(remote)?;
+        let checked = self.check_raw(version, room_id, &response.auth_chain).await;
+        self.rooms.store_outliers(version, checked).await?;
+        Ok(())
+    }
+
+    /// The state before `event_id` as `origin` reports it (`/state_ids`), with the events
+    /// this server lacks fetched, checked and stored as outliers.
+    async fn fetch_state_at(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        version: RoomVersion,
+        event_id: &EventId,
+    ) -> Result<StateMap, RoomError> {
+        let request = get_room_state_ids::v1::Request::new(event_id.to_owned(), room_id.to_owned());
+        let response = self.client.send(origin, request).await.map_err(remote)?;
+        let wanted: Vec<OwnedEventId> =
+            response.pdu_ids.iter().chain(&response.auth_chain_ids).cloned().collect();
+        let missing = self.missing(&wanted)?;
+        if missing.len() > MAX_EVENTS_FETCHED {
+            return Err(RoomError::Remote(format!(
+                "{origin} reports {} unknown state events, more than {MAX_EVENTS_FETCHED}",
+                missing.len()
+            )));
+        }
+        let mut fetched = Vec::new();
+        for id in missing {
+            match self.client.send(origin, get_event::v1::Request::new(id.clone())).await {
+                Ok(response) => fetched.push(response.pdu),
+                Err(err) => tracing::info!(%origin, event = %id, %err, "state event not fetched"),
+            }
+        }
+        let checked = self.check_raw(version, room_id, &fetched).await;
+        self.rooms.store_outliers(version, checked).await?;
+        let mut state = StateMap::new();
+        for id in &response.pdu_ids {
+            if let Some(pdu) = self.rooms.pdu(id, version)?
+                && !pdu.is_rejected()
+                && let Some(slot) = pdu.state_slot()
+            {
+                state.insert(slot, id.clone());
+            }
+        }
+        Ok(state)
+    }
+
+    /// Joins `user` to a room this server is not in, through one of `via`: `make_join`,
+    /// sign, `send_join` (v2, full state), check everything answered, adopt the state.
+    pub async fn join(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        via: &[OwnedServerName],
+    ) -> Result<OwnedEventId, RoomError> {
+        let mut last_error = RoomError::Remote("no server to join through".to_owned());
+        for server in via.iter().filter(|s| **s != *self.client.origin()) {
+            match self.join_through(room_id, user, server).await {
+                Ok(event_id) => return Ok(event_id),
+                Err(err) => {
+                    tracing::info!(room = %room_id, %server, %err, "join through this server failed");
+                    last_error = err;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn join_through(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        server: &ServerName,
+    ) -> Result<OwnedEventId, RoomError> {
+        let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+        request.ver = RoomVersion::ALL.iter().map(|v| v.id()).collect();
+        let template = self.client.send(server, request).await.map_err(remote)?;
+        let version = template
+            .room_version
+            .as_ref()
+            .and_then(|v| RoomVersion::parse(v.as_str()).ok())
+            .ok_or_else(|| {
+                RoomError::Remote(format!("{server} offers an unsupported room version"))
+            })?;
+        let mut event = parse_object(template.event.get().as_bytes(), MAX_PDU_BYTES)
+            .map_err(|err| RoomError::Remote(format!("join template: {err}")))?;
+        check_join_template(&event, room_id, user)?;
+        event.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(crate::clock::now_ms().try_into().unwrap_or_default()),
+        );
+        event.remove("signatures");
+        event.remove("hashes");
+        event.remove("unsigned");
+        hash_and_sign(&mut event, version, self.rooms.signing_key())
+            .map_err(|err| RoomError::Invalid(err.to_string()))?;
+        let event_id =
+            compute_event_id(&event, version).map_err(|err| RoomError::Invalid(err.to_string()))?;
+        let pdu = RawValue::from_string(encode(&event)).expect("canonical JSON is JSON");
+        let request =
+            create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), pdu);
+        let answer = self.client.send(server, request).await.map_err(remote)?.room_state;
+
+        let state_checked = self.check_raw(version, room_id, &answer.state).await;
+        let state_ids: Vec<OwnedEventId> =
+            state_checked.iter().map(|c| c.pdu.event_id().to_owned()).collect();
+        let mut everything = state_checked;
+        everything.extend(self.check_raw(version, room_id, &answer.auth_chain).await);
+        let verdicts = self.rooms.store_outliers(version, everything).await?;
+        let mut state = StateMap::new();
+        for id in &state_ids {
+            if verdicts.get(id) == Some(&Verdict::Accepted)
+                && let Some(pdu) = self.rooms.pdu(id, version)?
+                && let Some(slot) = pdu.state_slot()
+            {
+                state.insert(slot, id.clone());
+            }
+        }
+        check_create_event(&self.rooms, &state, room_id, version)?;
+        // The resident server may have added its signature; the event is the same either way.
+        let joined = match answer.event {
+            Some(raw) => parse_object(raw.get().as_bytes(), MAX_PDU_BYTES)
+                .ok()
+                .filter(|object| compute_event_id(object, version).ok().as_ref() == Some(&event_id))
+                .unwrap_or(event),
+            None => event,
+        };
+        let keys = self.verify_keys(version, std::slice::from_ref(&joined)).await;
+        let checked = check_incoming_object(joined, version, &keys)
+            .map_err(|err| RoomError::Invalid(err.to_string()))?;
+        match self
+            .rooms
+            .receive(room_id, version, checked, StateBefore::Join(state), BTreeSet::new())
+            .await?
+        {
+            Verdict::Accepted => Ok(event_id),
+            Verdict::Rejected(why) | Verdict::SoftFailed(why) => Err(RoomError::Forbidden(why)),
+        }
+    }
+
+    /// Checks raw PDUs of `room_id` (format, signatures, hashes); drops those that fail.
+    async fn check_raw(
+        &self,
+        version: RoomVersion,
+        room_id: &RoomId,
+        raw: &[Box<RawValue>],
+    ) -> Vec<CheckedPdu> {
+        let objects = raw
+            .iter()
+            .filter_map(|raw| parse_object(raw.get().as_bytes(), MAX_PDU_BYTES).ok())
+            .filter(|object| room_id_of(object).as_deref() == Some(room_id))
+            .collect();
+        self.check_objects(version, objects)
+            .await
+            .into_iter()
+            .filter_map(|(_, result)| result.ok())
+            .collect()
+    }
+
+    /// Checks parsed PDUs, fetching their signers' keys first; each keeps its object so a
+    /// failure can still be reported by event ID.
+    pub async fn check_objects(
+        &self,
+        version: RoomVersion,
+        objects: Vec<CanonicalJsonObject>,
+    ) -> Vec<(CanonicalJsonObject, Result<CheckedPdu, String>)> {
+        let keys = self.verify_keys(version, &objects).await;
+        objects
+            .into_iter()
+            .map(|object| {
+                let result = check_incoming_object(object.clone(), version, &keys)
+                    .map_err(|err| err.to_string());
+                (object, result)
+            })
+            .collect()
+    }
+
+    /// The verify keys of every server whose signature these events need.
+    pub async fn verify_keys(
+        &self,
+        version: RoomVersion,
+        objects: &[CanonicalJsonObject],
+    ) -> VerifyKeys {
+        let mut wanted: BTreeSet<(OwnedServerName, String)> = BTreeSet::new();
+        for object in objects {
+            for server in required_signers(object, version).unwrap_or_default() {
+                for key_id in signature_key_ids(object, &server) {
+                    wanted.insert((server.clone(), key_id));
+                }
+            }
+        }
+        let mut keys = VerifyKeys::default();
+        let own = self.rooms.signing_key();
+        let now = crate::clock::now_ms();
+        for (server, key_id) in wanted {
+            if server == *own.server_name() {
+                keys.extend(own.verify_keys());
+                continue;
+            }
+            if keys.ed25519_keys(server.as_str()).is_some_and(|known| known.contains_key(&key_id)) {
+                continue;
+            }
+            match self.remote_keys.keys_for(&server, &key_id, now).await {
+                Ok(found) => keys.extend(found),
+                Err(err) => tracing::info!(%server, %err, "signing keys not available"),
+            }
+        }
+        keys
+    }
+
+    fn missing(&self, ids: &[OwnedEventId]) -> Result<Vec<OwnedEventId>, RoomError> {
+        let mut out = Vec::new();
+        for id in ids {
+            if !self.rooms.has_event(id)? {
+                out.push(id.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn missing_in_dag(&self, ids: &[OwnedEventId]) -> Result<Vec<OwnedEventId>, RoomError> {
+        let mut out = Vec::new();
+        for id in ids {
+            if !self.rooms.has_state_at(id)? {
+                out.push(id.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn remote(err: super::FederationError) -> RoomError {
+    RoomError::Remote(err.to_string())
+}
+
+/// The key IDs of `server`'s signatures on an event.
+fn signature_key_ids(object: &CanonicalJsonObject, server: &ServerName) -> Vec<String> {
+    match object.get("signatures") {
+        Some(CanonicalJsonValue::Object(signatures)) => match signatures.get(server.as_str()) {
+            Some(CanonicalJsonValue::Object(by_key)) => by_key.keys().cloned().collect(),
+            _ => vec![],
+        },
+        _ => vec![],
+    }
+}
+
+fn room_id_of(object: &CanonicalJsonObject) -> Option<OwnedRoomId> {
+    match object.get("room_id") {
+        Some(CanonicalJsonValue::String(id)) => RoomId::parse(id).ok(),
+        _ => None,
+    }
+}
+
+/// For reporting an event of an unknown room by ID: v12's rules for a v12-shaped room ID.
+fn guess_version(object: &CanonicalJsonObject) -> Option<RoomVersion> {
+    let room_id = room_id_of(object)?;
+    Some(if room_id.server_name().is_none() { RoomVersion::V12 } else { RoomVersion::V11 })
+}
+
+/// A join template must be the join of the user asked for, in the room asked for.
+fn check_join_template(
+    event: &CanonicalJsonObject,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<(), RoomError> {
+    let text = |field: &str| match event.get(field) {
+        Some(CanonicalJsonValue::String(value)) => Some(value.as_str()),
+        _ => None,
+    };
+    let membership = match event.get("content") {
+        Some(CanonicalJsonValue::Object(content)) => match content.get("membership") {
+            Some(CanonicalJsonValue::String(m)) => Some(m.as_str()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let fits = text("type") == Some("m.room.member")
+        && text("sender") == Some(user.as_str())
+        && text("state_key") == Some(user.as_str())
+        && text("room_id") == Some(room_id.as_str())
+        && membership == Some("join");
+    if fits {
+        Ok(())
+    } else {
+        Err(RoomError::Remote("the join template is not this join".to_owned()))
+    }
+}
+
+/// The joined room's state must hold the create event the room ID and version name.
+fn check_create_event(
+    rooms: &Rooms,
+    state: &StateMap,
+    room_id: &RoomId,
+    version: RoomVersion,
+) -> Result<(), RoomError> {
+    let create_id = state
+        .get(&(ruma::events::StateEventType::RoomCreate, String::new()))
+        .ok_or_else(|| RoomError::Remote("the room state has no create event".to_owned()))?;
+    if version.room_id_is_create_event_hash()
+        && medrix_protocol::incoming::room_id_from_create_event_id(create_id) != *room_id
+    {
+        return Err(RoomError::Remote("the create event is not this room's".to_owned()));
+    }
+    let create = rooms
+        .pdu(create_id, version)?
+        .ok_or_else(|| RoomError::Remote("the create event is missing".to_owned()))?;
+    #[derive(serde::Deserialize)]
+    struct Content {
+        room_version: Option<String>,
+    }
+    let named = serde_json::from_str::<Content>(create.content().get())
+        .ok()
+        .and_then(|c| c.room_version)
+        .unwrap_or_else(|| "1".to_owned());
+    if named == version.as_str() {
+        Ok(())
+    } else {
+        Err(RoomError::Remote(format!("the create event names room version {named}")))
     }
 }

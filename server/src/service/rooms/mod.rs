@@ -3,7 +3,7 @@
 //! [`Rooms::append`], which holds the room's lock so the DAG stays a line per server.
 
 mod redaction;
-mod remote;
+pub mod remote;
 pub mod state_store;
 pub mod stream;
 pub mod visibility;

@@ -22,10 +22,12 @@ use crate::storage::{StorageError, catalogue as cf, compound_key};
 pub enum StateBefore {
     /// Resolved over the states after its `prev_events`, which must all be in the DAG.
     FromPrevEvents,
-    /// Given by the caller: a join's room state from `send_join`, or the state a peer
-    /// reported at an event whose predecessors could not be fetched. The event then starts a
-    /// new line of the DAG here.
+    /// Given by the caller: the state a peer reported at an event whose predecessors could
+    /// not be fetched.
     Given(StateMap),
+    /// This server's join to a room on another server, with the room's state from
+    /// `send_join`: the join starts this server's view of the DAG.
+    Join(StateMap),
 }
 
 impl Rooms {
@@ -111,7 +113,7 @@ impl Rooms {
         if guard.is_none() {
             *guard = self.load(room_id)?;
         }
-        let starts_line = matches!(state_before, StateBefore::Given(_));
+        let starts_line = matches!(state_before, StateBefore::Join(_));
         let room = match guard.as_mut() {
             Some(room) if room.version == version => room,
             Some(_) => return Err(RoomError::Invalid("room version mismatch".to_owned())),
@@ -145,9 +147,9 @@ impl Rooms {
         for state_event in room.events.values() {
             events.insert(state_event.clone());
         }
-        let starts_line = matches!(state_before, StateBefore::Given(_));
+        let starts_line = matches!(state_before, StateBefore::Join(_));
         let (before, reusable_group) = match state_before {
-            StateBefore::Given(state) => (state, None),
+            StateBefore::Given(state) | StateBefore::Join(state) => (state, None),
             StateBefore::FromPrevEvents => {
                 self.state_from_prev_events(version, &pdu, &mut events)?
             }
@@ -346,6 +348,155 @@ impl Rooms {
         room_id: &RoomId,
     ) -> Result<Option<(Vec<OwnedEventId>, u64)>, RoomError> {
         Ok(self.head(room_id)?.map(|(head, _)| (head.extremities, head.depth)))
+    }
+}
+
+impl Rooms {
+    /// Records another server's invite of a local user to a room this server is not in: the
+    /// event (signed by both servers) in the room's timeline here so the invitee's `/sync`
+    /// shows it, their membership, and the stripped state their client displays.
+    pub async fn store_remote_invite(
+        &self,
+        room_id: &RoomId,
+        user: &ruma::UserId,
+        event_id: &EventId,
+        json: &ruma::CanonicalJsonObject,
+        invite_state: &serde_json::Value,
+    ) -> Result<(), RoomError> {
+        let slot = self.slot(room_id);
+        let _guard = slot.lock().await;
+        let position = self.stream.allocate().await?;
+        let mut batch = self.storage.batch();
+        let (room_key, user_key) = (room_id.as_bytes(), user.as_bytes());
+        batch.put(cf::EVENTID_PDU, event_id.as_bytes(), encode(json).as_bytes());
+        index_timeline(&mut batch, room_id, event_id, position);
+        batch.put(cf::USERROOMID_MEMBERSHIP, &compound_key(&[user_key, room_key]), b"invite");
+        batch.put(
+            cf::ROOMUSERPOSITION_MEMBERSHIP,
+            &compound_key(&[room_key, user_key, &position.to_be_bytes()]),
+            b"invite",
+        );
+        batch.put(
+            cf::ROOMUSER_INVITESTATE,
+            &compound_key(&[room_key, user_key]),
+            &serde_json::to_vec(invite_state).expect("JSON"),
+        );
+        let result = self.storage.commit(batch).await;
+        self.stream.finish(position);
+        Ok(result?)
+    }
+
+    /// The stripped state of a room another server invited `user` to.
+    pub fn remote_invite_state(
+        &self,
+        room_id: &RoomId,
+        user: &ruma::UserId,
+    ) -> Result<Option<serde_json::Value>, RoomError> {
+        let key = compound_key(&[room_id.as_bytes(), user.as_bytes()]);
+        Ok(self
+            .storage
+            .get(cf::ROOMUSER_INVITESTATE, &key)?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// The servers with a member joined to the room now (this one included if so).
+    pub fn servers_in_room(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<BTreeSet<OwnedServerName>, RoomError> {
+        let Some(version) = self.version(room_id)? else { return Ok(BTreeSet::new()) };
+        let mut servers = BTreeSet::new();
+        for (_, pdu) in self.current_state_events(room_id, version)? {
+            if *pdu.kind() == ruma::events::TimelineEventType::RoomMember
+                && super::membership_of(&pdu).as_deref() == Some("join")
+                && let Some(user) = pdu.state_key().and_then(|k| ruma::UserId::parse(k).ok())
+            {
+                servers.insert(user.server_name().to_owned());
+            }
+        }
+        Ok(servers)
+    }
+
+    /// Whether `server` may read the room's events at `event_id` (or now, without one): it
+    /// has a member joined in the state before that event, or in the current state. A server
+    /// whose last member was removed gets nothing newer.
+    pub fn server_may_read(
+        &self,
+        room_id: &RoomId,
+        server: &ruma::ServerName,
+        event_id: Option<&EventId>,
+    ) -> Result<bool, RoomError> {
+        let Some(version) = self.version(room_id)? else { return Ok(false) };
+        let state = match event_id {
+            Some(id) => match self.state_before_event(id)? {
+                Some(state) => state,
+                None => return Ok(false),
+            },
+            None => self
+                .current_state_events(room_id, version)?
+                .into_iter()
+                .filter_map(|(id, pdu)| pdu.state_slot().map(|slot| (slot, id)))
+                .collect(),
+        };
+        for ((kind, key), id) in &state {
+            if *kind == ruma::events::StateEventType::RoomMember
+                && ruma::UserId::parse(key.as_str()).is_ok_and(|u| u.server_name() == server)
+                && let Some(pdu) = load_pdu(&self.storage, id, version)?
+                && super::membership_of(&pdu).as_deref() == Some("join")
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The auth chain of these events (not counting them), as stored event IDs.
+    pub fn auth_chain_of(
+        &self,
+        version: RoomVersion,
+        starts: &[OwnedEventId],
+    ) -> Result<Vec<OwnedEventId>, RoomError> {
+        let mut events = StoredEvents::new(&self.storage, version);
+        events.load_with_auth_chains(starts.iter().map(|id| &**id))?;
+        let chain = medrix_protocol::auth_chain::auth_chain(&events, starts.iter().map(|id| &**id));
+        Ok(chain.into_iter().filter(|id| events.contains(id)).collect())
+    }
+
+    /// Walks the DAG backwards over `prev_events` from `from`, breadth first, stopping at
+    /// `stop_at`, below `min_depth` or after `limit` events; `from` itself is included when
+    /// `include_from`. For `/backfill` and `get_missing_events`.
+    pub fn walk_back(
+        &self,
+        version: RoomVersion,
+        from: &[OwnedEventId],
+        stop_at: &[OwnedEventId],
+        min_depth: u64,
+        limit: usize,
+        include_from: bool,
+    ) -> Result<Vec<Pdu>, RoomError> {
+        use std::collections::{HashSet, VecDeque};
+        let starts: HashSet<&OwnedEventId> = from.iter().collect();
+        let mut seen: HashSet<OwnedEventId> = stop_at.iter().chain(from).cloned().collect();
+        let mut queue: VecDeque<OwnedEventId> = from.iter().cloned().collect();
+        let mut out = Vec::new();
+        while let Some(id) = queue.pop_front() {
+            if out.len() >= limit {
+                break;
+            }
+            let Some(pdu) = load_pdu(&self.storage, &id, version)? else { continue };
+            if pdu.depth() < min_depth {
+                continue;
+            }
+            for prev in pdu.prev_events() {
+                if seen.insert(prev.clone()) {
+                    queue.push_back(prev.clone());
+                }
+            }
+            if include_from || !starts.contains(&id) {
+                out.push(pdu);
+            }
+        }
+        Ok(out)
     }
 }
 
