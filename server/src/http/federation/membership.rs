@@ -220,7 +220,13 @@ pub async fn invite(
             body.invite_room_state.iter().filter_map(stripped_event).collect();
         services
             .rooms
-            .store_remote_invite(&body.room_id, &invitee, &event_id, &object, &json!(stripped))
+            .store_remote_invite(
+                &body.room_id,
+                &invitee,
+                &event_id,
+                &object,
+                &json!({ "events": stripped, "via": [request.origin.as_str()] }),
+            )
             .await?;
     }
     Ok(Json(json!({ "event": object })))

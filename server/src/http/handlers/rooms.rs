@@ -231,15 +231,39 @@ pub async fn invite(
             "third-party invites are not offered",
         ));
     };
-    set_membership(
-        &services,
-        &request.room_id,
-        &sender,
-        &recipient.user_id,
-        "invite",
-        recipient.reason.clone(),
-    )
-    .await?;
+    let target = &recipient.user_id;
+    match &services.federation {
+        Some(federation) if target.server_name() != services.rooms.server_name() => {
+            let mut content = json!({ "membership": "invite" });
+            if let Some(reason) = &recipient.reason {
+                content["reason"] = json!(reason);
+            }
+            let cosign = federation.rooms.invite_cosigner(&request.room_id, &sender)?;
+            services
+                .rooms
+                .append_cosigned(
+                    &request.room_id,
+                    &sender,
+                    "m.room.member",
+                    Some(target.as_str()),
+                    content,
+                    None,
+                    Some(cosign),
+                )
+                .await?;
+        }
+        _ => {
+            set_membership(
+                &services,
+                &request.room_id,
+                &sender,
+                target,
+                "invite",
+                recipient.reason.clone(),
+            )
+            .await?;
+        }
+    }
     Ok(RumaResponse(invite_user::v3::Response::new()))
 }
 
@@ -249,7 +273,7 @@ pub async fn join_by_id(
 ) -> Result<RumaResponse<join_room_by_id::v3::Response>, ApiError> {
     let user = request.session().user_id.clone();
     let room_id = request.body.room_id.clone();
-    join(&services, &room_id, &user, request.body.reason.clone()).await?;
+    join(&services, &room_id, &user, request.body.reason.clone(), &[]).await?;
     Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id)))
 }
 
@@ -261,22 +285,42 @@ pub async fn join_by_id_or_alias(
     let user = request.session().user_id.clone();
     let room_id = RoomId::parse(request.body.room_id_or_alias.as_str())
         .map_err(|_| ApiError::not_found("room aliases are not offered yet"))?;
-    join(&services, &room_id, &user, request.body.reason.clone()).await?;
+    join(&services, &room_id, &user, request.body.reason.clone(), &request.body.via).await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(room_id)))
 }
 
+/// Joins a room: locally when this server is in it, else through another server in it (those
+/// the client names, the server that sent the user's invite, the room ID's server).
 async fn join(
     services: &Services,
     room_id: &RoomId,
     user: &UserId,
     reason: Option<String>,
+    via: &[ruma::OwnedServerName],
 ) -> Result<(), ApiError> {
-    if services.rooms.version(room_id)?.is_none() {
-        return Err(ApiError::not_found(
-            "unknown room (joining rooms on other servers is not offered yet)",
-        ));
+    if services.rooms.version(room_id)?.is_some() {
+        set_membership(services, room_id, user, user, "join", reason).await?;
+        return Ok(());
     }
-    set_membership(services, room_id, user, user, "join", reason).await?;
+    let Some(federation) = &services.federation else {
+        return Err(ApiError::not_found("unknown room"));
+    };
+    let mut servers: Vec<ruma::OwnedServerName> = via.to_vec();
+    if let Some(invite) = services.rooms.remote_invite_state(room_id, user)? {
+        servers.extend(
+            invite["via"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().and_then(|s| ruma::ServerName::parse(s).ok())),
+        );
+    }
+    servers.extend(room_id.server_name().map(ToOwned::to_owned));
+    servers.dedup();
+    if servers.is_empty() {
+        return Err(ApiError::not_found("unknown room, and no server to join it through"));
+    }
+    federation.rooms.join(room_id, user, &servers).await?;
     Ok(())
 }
 

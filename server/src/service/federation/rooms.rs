@@ -16,7 +16,7 @@ use std::{
 
 use medrix_protocol::{
     RoomVersion, StateMap, Verdict,
-    build::hash_and_sign,
+    build::{SignedEvent, hash_and_sign},
     canonical::{MAX_PDU_BYTES, encode, parse_object},
     incoming::{CheckedPdu, check_incoming_object, event_id as compute_event_id, required_signers},
     keys::VerifyKeys,
@@ -27,13 +27,13 @@ use ruma::{
     api::federation::{
         authorization::get_event_authorization,
         event::{get_event, get_missing_events, get_room_state_ids},
-        membership::{create_join_event, prepare_join_event},
+        membership::{create_invite, create_join_event, prepare_join_event},
     },
 };
 use serde_json::value::RawValue;
 
 use super::{client::FederationClient, remote_keys::RemoteKeys, sender::Sender};
-use crate::service::rooms::{RoomError, Rooms, remote::StateBefore};
+use crate::service::rooms::{Cosigner, RoomError, Rooms, remote::StateBefore};
 
 /// The most events fetched one by one to fill in a state snapshot.
 const MAX_EVENTS_FETCHED: usize = 500;
@@ -343,6 +343,66 @@ impl FederatedRooms {
             Verdict::Accepted => Ok(event_id),
             Verdict::Rejected(why) | Verdict::SoftFailed(why) => Err(RoomError::Forbidden(why)),
         }
+    }
+
+    /// The co-signing step of inviting a user of another server: their server checks and
+    /// signs the invite (`/invite` v2, with the room's public state for the invitee to see)
+    /// before it is stored here.
+    pub fn invite_cosigner(
+        self: &Arc<Self>,
+        room_id: &RoomId,
+        inviter: &UserId,
+    ) -> Result<Cosigner, RoomError> {
+        let version = self.rooms.version(room_id)?.ok_or(RoomError::UnknownRoom)?;
+        let mut invite_room_state = Vec::new();
+        for (id, pdu) in self.rooms.current_state_events(room_id, version)? {
+            let shown = matches!(
+                pdu.kind().to_string().as_str(),
+                "m.room.create"
+                    | "m.room.join_rules"
+                    | "m.room.name"
+                    | "m.room.avatar"
+                    | "m.room.topic"
+                    | "m.room.canonical_alias"
+                    | "m.room.encryption"
+            ) || (*pdu.kind() == ruma::events::TimelineEventType::RoomMember
+                && pdu.state_key() == Some(inviter.as_str()));
+            if shown && let Some(json) = self.rooms.event_json(&id)? {
+                let raw = serde_json::value::to_raw_value(&json).expect("JSON");
+                invite_room_state
+                    .push(ruma::api::federation::membership::RawStrippedState::Pdu(raw));
+            }
+        }
+        let this = self.clone();
+        let room_id = room_id.to_owned();
+        Ok(Box::new(move |signed: SignedEvent| {
+            Box::pin(async move {
+                let target = signed
+                    .pdu
+                    .state_key()
+                    .and_then(|key| UserId::parse(key).ok())
+                    .ok_or_else(|| RoomError::Invalid("an invite names a user".to_owned()))?;
+                let event = RawValue::from_string(encode(&signed.json)).expect("JSON");
+                let request = create_invite::v2::Request::new(
+                    room_id,
+                    signed.event_id.clone(),
+                    version.id(),
+                    event,
+                    invite_room_state,
+                );
+                let answer =
+                    this.client.send(target.server_name(), request).await.map_err(remote)?;
+                let object = parse_object(answer.event.get().as_bytes(), MAX_PDU_BYTES)
+                    .map_err(|err| RoomError::Remote(format!("invite answer: {err}")))?;
+                let (_, checked) = this.check_objects(version, vec![object]).await.remove(0);
+                let checked =
+                    checked.map_err(|why| RoomError::Remote(format!("invite answer: {why}")))?;
+                if checked.pdu.event_id() != signed.event_id {
+                    return Err(RoomError::Remote("the invite answer is another event".to_owned()));
+                }
+                Ok(SignedEvent { event_id: signed.event_id, json: checked.json, pdu: checked.pdu })
+            }) as Pin<Box<dyn Future<Output = Result<SignedEvent, RoomError>> + Send>>
+        }))
     }
 
     /// Checks raw PDUs of `room_id` (format, signatures, hashes); drops those that fail.

@@ -59,7 +59,8 @@ fn initial(window: &Window<'_>) -> Result<Value, ApiError> {
                 response["rooms"]["join"][room_id.as_str()] = room;
             }
             "invite" => {
-                response["rooms"]["invite"][room_id.as_str()] = invited_room(services, &room_id)?;
+                response["rooms"]["invite"][room_id.as_str()] =
+                    invited_room(services, &room_id, user)?;
             }
             _ => {}
         }
@@ -106,7 +107,8 @@ fn incremental(window: &Window<'_>, since: u64) -> Result<(Value, bool), ApiErro
                     joined_incremental(window, &room_id, since, events)?;
             }
             Some("invite") => {
-                response["rooms"]["invite"][room_id.as_str()] = invited_room(services, &room_id)?;
+                response["rooms"]["invite"][room_id.as_str()] =
+                    invited_room(services, &room_id, user)?;
             }
             // Left, kicked or banned: what they saw up to leaving (visibility stops there).
             Some(_) => {
@@ -297,9 +299,14 @@ fn joined_room(
 }
 
 /// An invite with the stripped state a client needs to show it.
-fn invited_room(services: &Services, room_id: &RoomId) -> Result<Value, ApiError> {
-    let version =
-        services.rooms.version(room_id)?.ok_or_else(|| ApiError::internal("room without head"))?;
+fn invited_room(services: &Services, room_id: &RoomId, user: &UserId) -> Result<Value, ApiError> {
+    let Some(version) = services.rooms.version(room_id)? else {
+        // A room on another server: the state its invite carried.
+        let invite = services.rooms.remote_invite_state(room_id, user)?.unwrap_or_default();
+        return Ok(
+            json!({ "invite_state": { "events": invite["events"].as_array().cloned().unwrap_or_default() } }),
+        );
+    };
     let mut stripped = Vec::new();
     for (event_id, pdu) in services.rooms.current_state_events(room_id, version)? {
         let kind = pdu.kind().to_string();
