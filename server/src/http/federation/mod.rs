@@ -5,12 +5,13 @@ mod auth;
 mod keys;
 mod notary;
 mod query;
+mod transactions;
 
 use axum::{
     Json, Router,
     extract::State,
     response::IntoResponse,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use http::StatusCode;
 use ruma::api::federation::{
@@ -18,6 +19,7 @@ use ruma::api::federation::{
     discovery::{get_remote_server_keys, get_remote_server_keys_batch},
     keys::{claim_keys, get_keys},
     query::get_profile_information,
+    transactions::send_transaction_message,
 };
 use serde_json::{Value, json};
 
@@ -35,6 +37,7 @@ pub fn router(services: Services) -> Router {
         .route(path::<get_devices::v1::Request>(), get(keys::user_devices))
         .route(path::<get_keys::v1::Request>(), post(keys::keys_query))
         .route(path::<claim_keys::v1::Request>(), post(keys::keys_claim))
+        .route(path::<send_transaction_message::v1::Request>(), put(transactions::send))
         .fallback(|| async {
             ApiError::unrecognized(StatusCode::NOT_FOUND, "unknown federation endpoint")
         })
