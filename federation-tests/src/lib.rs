@@ -5,8 +5,10 @@
 
 use std::{net::TcpListener, path::PathBuf};
 
+use medrix_protocol::{canonical::object_from_value, keys::ServerSigningKey};
 use medrix_tests::{REGISTRATION_TOKEN, TestServer, medrix_binary};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use serde_json::{Value, json};
 
 /// The CA and the directory its files live in.
 pub struct TestNet {
@@ -28,6 +30,43 @@ impl FederatingServer {
     /// The federation API's base URL (for raw requests in tests).
     pub fn federation_url(&self, path: &str) -> String {
         format!("https://{}:{}{path}", self.host, self.federation_port)
+    }
+}
+
+impl FederatingServer {
+    /// An `Authorization: X-Matrix ...` header for a request from this server to
+    /// `destination`, signed with this server's own key (read from its data directory): lets
+    /// a test speak as this server, e.g. to repeat a transaction.
+    pub fn x_matrix(
+        &self,
+        destination: &FederatingServer,
+        method: &str,
+        uri: &str,
+        content: Option<&Value>,
+    ) -> String {
+        let stored = std::fs::read_to_string(self.server.data_dir.join("signing.key")).unwrap();
+        let (version, seed) = stored.trim().split_once(' ').unwrap();
+        let key = ServerSigningKey::from_base64_seed(&self.server_name, version, seed).unwrap();
+        let mut request = json!({
+            "method": method, "uri": uri,
+            "origin": self.server_name, "destination": destination.server_name,
+        });
+        if let Some(content) = content {
+            request["content"] = content.clone();
+        }
+        let mut object = object_from_value(request).unwrap();
+        key.sign_json(&mut object).unwrap();
+        let signature = serde_json::to_value(&object["signatures"]).unwrap()[&self.server_name]
+            [key.key_id()]
+        .as_str()
+        .unwrap()
+        .to_owned();
+        format!(
+            "X-Matrix origin=\"{}\",destination=\"{}\",key=\"{}\",sig=\"{signature}\"",
+            self.server_name,
+            destination.server_name,
+            key.key_id()
+        )
     }
 }
 

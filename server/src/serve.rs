@@ -135,6 +135,9 @@ async fn serve(config: Config) -> Result<crate::storage::WriterThread, String> {
     let services = Services::new(config, storage, keys.current, keys.old)
         .map_err(|err| format!("loading rooms: {err}"))?;
     services.typing.start_sweeper();
+    if let Some(federation) = &services.federation {
+        federation.sender.start();
+    }
 
     let client_listener =
         TcpListener::bind(listen).await.map_err(|err| format!("listening on {listen}: {err}"))?;

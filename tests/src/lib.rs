@@ -105,6 +105,12 @@ impl TestServer {
         self.spawn().await;
     }
 
+    /// Starts the server again after [`TestServer::terminate`], on the same data and ports.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        self.spawn().await;
+    }
+
     /// The `medrix` binary this server runs.
     pub fn binary(&self) -> &std::path::Path {
         &self.binary

@@ -2,9 +2,9 @@
 //! keys and signatures, the device-list change stream and to-device messages. The server
 //! stores and routes keys; it never sees a private key or a message's plaintext.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
 
-use ruma::{DeviceId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -19,6 +19,21 @@ pub const MAX_PENDING_TO_DEVICE: usize = 10_000;
 pub struct E2ee {
     storage: Storage,
     stream: Arc<StreamPositions>,
+    listener: Option<Arc<dyn KeyChangeListener>>,
+}
+
+/// A committed change of a local user's public keys, as other servers need to hear of it.
+pub enum KeyChange {
+    /// A device's keys were uploaded or signed (`Some`), or the device was removed (`None`).
+    Device { user: OwnedUserId, device: OwnedDeviceId, keys: Option<Value> },
+    /// The user's public cross-signing keys (master, self-signing) changed.
+    CrossSigning { user: OwnedUserId, master: Option<Value>, self_signing: Option<Value> },
+}
+
+/// Told of every [`KeyChange`] once it is durable (federation forwards them); keeps this
+/// service free of any dependency on the federation side.
+pub trait KeyChangeListener: Send + Sync {
+    fn keys_changed(&self, change: KeyChange) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 fn corrupt(what: &str, err: impl std::fmt::Display) -> StorageError {
@@ -27,7 +42,32 @@ fn corrupt(what: &str, err: impl std::fmt::Display) -> StorageError {
 
 impl E2ee {
     pub fn new(storage: Storage, stream: Arc<StreamPositions>) -> Self {
-        Self { storage, stream }
+        Self { storage, stream, listener: None }
+    }
+
+    /// Tells `listener` of every change of local users' public keys from now on.
+    pub fn with_listener(self, listener: Arc<dyn KeyChangeListener>) -> Self {
+        Self { listener: Some(listener), ..self }
+    }
+
+    async fn tell(&self, change: KeyChange) {
+        if let Some(listener) = &self.listener {
+            listener.keys_changed(change).await;
+        }
+    }
+
+    /// Tells the listener of the user's current public cross-signing keys.
+    async fn tell_cross_signing(&self, user: &UserId) -> Result<(), StorageError> {
+        let master = self.cross_signing_key(user, "master")?;
+        let self_signing = self.cross_signing_key(user, "self_signing")?;
+        self.tell(KeyChange::CrossSigning { user: user.to_owned(), master, self_signing }).await;
+        Ok(())
+    }
+
+    /// Records that a remote user's keys changed (their server told us), so local clients
+    /// sharing a room with them re-query the keys.
+    pub async fn mark_keys_changed(&self, user: &UserId) -> Result<(), StorageError> {
+        self.commit_with_change(self.storage.batch(), Some(user)).await
     }
 
     /// Stores what a device uploads; returns its one-time key counts afterwards.
@@ -41,7 +81,7 @@ impl E2ee {
     ) -> Result<BTreeMap<String, u64>, StorageError> {
         let mut batch = self.storage.batch();
         let device_key = compound_key(&[user.as_bytes(), device.as_bytes()]);
-        let mut changed = false;
+        let mut changed = None;
         if let Some(keys) = device_keys {
             let unchanged =
                 self.storage.get(cf::USERDEVICEID_DEVICEKEYS, &device_key)?.is_some_and(|old| {
@@ -53,7 +93,7 @@ impl E2ee {
                     &device_key,
                     &serde_json::to_vec(&keys).expect("json"),
                 );
-                changed = true;
+                changed = Some(keys);
             }
         }
         for (key_id, key) in one_time_keys {
@@ -78,7 +118,11 @@ impl E2ee {
                     .expect("json"),
             );
         }
-        self.commit_with_change(batch, changed.then_some(user)).await?;
+        self.commit_with_change(batch, changed.is_some().then_some(user)).await?;
+        if let Some(keys) = changed {
+            let (user, device) = (user.to_owned(), device.to_owned());
+            self.tell(KeyChange::Device { user, device, keys: Some(keys) }).await;
+        }
         self.one_time_key_counts(user, device)
     }
 
@@ -173,6 +217,7 @@ impl E2ee {
         keys: Vec<(&str, Value)>,
     ) -> Result<(), StorageError> {
         let mut batch = self.storage.batch();
+        let public = keys.iter().any(|(kind, _)| *kind != "user_signing");
         for (kind, key) in keys {
             batch.put(
                 cf::USERKEYTYPE_CROSSSIGNINGKEY,
@@ -180,7 +225,11 @@ impl E2ee {
                 &serde_json::to_vec(&key).expect("json"),
             );
         }
-        self.commit_with_change(batch, Some(user)).await
+        self.commit_with_change(batch, Some(user)).await?;
+        if public {
+            self.tell_cross_signing(user).await?;
+        }
+        Ok(())
     }
 
     /// Adds signatures to a device key or cross-signing key of `target`, identified by its
@@ -234,6 +283,13 @@ impl E2ee {
         let mut batch = self.storage.batch();
         batch.put(cf_name, &key, &serde_json::to_vec(&stored).expect("json"));
         self.commit_with_change(batch, Some(target)).await?;
+        if cf_name == cf::USERDEVICEID_DEVICEKEYS {
+            let device = OwnedDeviceId::from(key_id);
+            let user = target.to_owned();
+            self.tell(KeyChange::Device { user, device, keys: Some(stored) }).await;
+        } else {
+            self.tell_cross_signing(target).await?;
+        }
         Ok(true)
     }
 
@@ -318,20 +374,25 @@ impl E2ee {
                 batch.delete(family, &key);
             }
         }
-        self.commit_with_change(batch, Some(user)).await
+        self.commit_with_change(batch, Some(user)).await?;
+        let (user, device) = (user.to_owned(), device.to_owned());
+        self.tell(KeyChange::Device { user, device, keys: None }).await;
+        Ok(())
     }
 
     /// Queues to-device messages; each is `(user, device, message JSON)`.
-    /// `txn` (the sender's idempotency key) is recorded in the same write, so a retry after a
-    /// crash finds either both or neither.
+    /// `txn` (a local sender's idempotency key) is recorded in the same write, so a retry
+    /// after a crash finds either both or neither. Messages from other servers have none.
     pub async fn queue_to_device(
         &self,
         messages: Vec<(String, String, Value)>,
-        txn: &[u8],
+        txn: Option<&[u8]>,
     ) -> Result<(), StorageError> {
         let position = self.stream.allocate().await?;
         let mut batch = self.storage.batch();
-        batch.put(cf::TXNID_EVENTID, txn, b"");
+        if let Some(txn) = txn {
+            batch.put(cf::TXNID_EVENTID, txn, b"");
+        }
         for (index, (user, device, message)) in messages.iter().enumerate() {
             // One position per request; the index keeps messages of one request apart.
             let mut suffix = position.to_be_bytes().to_vec();

@@ -47,6 +47,10 @@ pub struct FederationServices {
     pub remote_keys: Arc<federation::remote_keys::RemoteKeys>,
     pub sender: Arc<federation::sender::Sender>,
     pub rooms: Arc<federation::rooms::FederatedRooms>,
+    pub edus_in: Arc<federation::edus_in::InboundEdus>,
+    pub edus_out: Arc<federation::edus_out::OutboundEdus>,
+    /// Per-origin-server limits, separate from (and far above) the clients' own.
+    pub rate_limits: Arc<rate_limit::RateLimiter>,
 }
 
 impl Services {
@@ -80,27 +84,57 @@ impl Services {
             }
             None => None,
         };
-        let sender = federation
-            .as_ref()
-            .map(|(client, _)| federation::sender::Sender::new(storage.clone(), client.clone()));
+        let sender = match &federation {
+            Some((client, _)) => {
+                Some(federation::sender::Sender::new(storage.clone(), client.clone())?)
+            }
+            None => None,
+        };
         let rooms =
             rooms::Rooms::new(storage.clone(), key.clone(), server_name.clone(), sender.clone())?;
-        let federation = federation.zip(sender).map(|((client, remote_keys), sender)| {
-            let federated_rooms = Arc::new(federation::rooms::FederatedRooms::new(
-                rooms.clone(),
-                client.clone(),
-                remote_keys.clone(),
-                sender.clone(),
-            ));
-            FederationServices { client, remote_keys, sender, rooms: federated_rooms }
-        });
+        let mut e2ee = e2ee::E2ee::new(storage.clone(), rooms.stream.clone());
+        let typing = typing::Typing::new(rooms.stream.clone());
+        let receipts = receipts::Receipts::new(storage.clone(), rooms.stream.clone());
+        let federation = match federation.zip(sender) {
+            Some(((client, remote_keys), sender)) => {
+                let federated_rooms = Arc::new(federation::rooms::FederatedRooms::new(
+                    rooms.clone(),
+                    client.clone(),
+                    remote_keys.clone(),
+                    sender.clone(),
+                ));
+                let edus_out = federation::edus_out::OutboundEdus::new(
+                    storage.clone(),
+                    sender.clone(),
+                    server_name.clone(),
+                );
+                e2ee = e2ee.with_listener(edus_out.clone());
+                let edus_in = Arc::new(federation::edus_in::InboundEdus::new(
+                    server_name.clone(),
+                    rooms.clone(),
+                    e2ee.clone(),
+                    typing.clone(),
+                    receipts.clone(),
+                ));
+                Some(FederationServices {
+                    client,
+                    remote_keys,
+                    sender,
+                    rooms: federated_rooms,
+                    edus_in,
+                    edus_out,
+                    rate_limits: Arc::new(rate_limit::RateLimiter::federation(&config.rate_limits)),
+                })
+            }
+            None => None,
+        };
         Ok(Self {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
-            e2ee: e2ee::E2ee::new(storage.clone(), rooms.stream.clone()),
+            e2ee,
             key_backup: key_backup::KeyBackup::new(storage.clone()),
             media: media::Media::open(storage.clone(), &config.data_dir.join("media"))?,
-            receipts: receipts::Receipts::new(storage.clone(), rooms.stream.clone()),
-            typing: typing::Typing::new(rooms.stream.clone()),
+            receipts,
+            typing,
             server_keys: server_keys::ServerKeys::new(key, old_keys),
             federation,
             rooms,

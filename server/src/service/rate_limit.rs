@@ -6,6 +6,11 @@ use std::{collections::HashMap, sync::Mutex, time::Instant};
 use crate::config::RateLimits;
 
 const MAX_CLIENTS: usize = 100_000;
+/// Requests another server may make in a burst: a busy peer catching up sends transactions,
+/// key queries and backfill in quick succession.
+const FEDERATION_BURST: u32 = 1_000;
+/// Requests per second another server may sustain.
+const FEDERATION_PER_SECOND: u32 = 200;
 
 pub struct RateLimiter {
     enabled: bool,
@@ -22,6 +27,15 @@ impl RateLimiter {
             per_second: f64::from(config.per_second.max(1)),
             buckets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The limits for other servers, keyed by server name; on and off with the clients' own.
+    pub fn federation(config: &RateLimits) -> Self {
+        Self::new(&RateLimits {
+            enabled: config.enabled,
+            burst: FEDERATION_BURST,
+            per_second: FEDERATION_PER_SECOND,
+        })
     }
 
     /// Takes one request from `client`'s bucket: `Ok` if allowed, else how many milliseconds

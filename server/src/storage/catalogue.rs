@@ -45,6 +45,7 @@ pub const EVENTID_REJECTION: &str = "eventid_rejection";
 pub const ROOMUSER_INVITESTATE: &str = "roomuser_invitestate";
 pub const DESTINATIONPOSITION_PDU: &str = "destinationposition_pdu";
 pub const DESTINATIONSEQ_EDU: &str = "destinationseq_edu";
+pub const USERID_DEVICELISTSTREAMID: &str = "userid_deviceliststreamid";
 
 /// The catalogue, in creation order.
 pub const ALL: &[ColumnFamily] = &[
@@ -184,6 +185,10 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: DESTINATIONSEQ_EDU,
         holds: "destination server 0xFF big-endian u64 sequence → EDU JSON queued for it (removed once sent)",
+    },
+    ColumnFamily {
+        name: USERID_DEVICELISTSTREAMID,
+        holds: "local user ID → big-endian u64 stream ID of the last device-list update sent for them",
     },
 ];
 

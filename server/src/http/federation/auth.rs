@@ -1,6 +1,7 @@
 //! Parsing and authenticating inbound federation requests: an axum extractor that checks the
 //! X-Matrix signature (with the origin's published keys), the destination, and the
-//! federation allow-list, then hands the handler ruma's typed request and the origin.
+//! federation allow-list, applies the per-origin rate limit, then hands the handler ruma's
+//! typed request and the origin.
 
 use axum::extract::{FromRequest, Request};
 use http::StatusCode;
@@ -78,6 +79,12 @@ where
         x_matrix
             .verify_request(&request, ours, keys.as_public_key_map())
             .map_err(|err| unauthorized(format!("signature check failed: {err}")))?;
+        federation.rate_limits.check(x_matrix.origin.as_str()).map_err(|retry_after_ms| {
+            services.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ApiError::limit_exceeded(retry_after_ms)
+        })?;
+        // It signed a request to us, so it is up: whatever waits for it goes now.
+        federation.sender.peer_is_back(&x_matrix.origin);
         let (parts, bytes) = request.into_parts();
         let request = http::Request::from_parts(parts, bytes_or_empty_object::<T>(bytes));
         let body = T::try_from_http_request(request, &path_args)

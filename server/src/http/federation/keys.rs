@@ -51,7 +51,10 @@ pub async fn user_devices(
         .collect();
     let mut answer = json!({
         "user_id": user,
-        "stream_id": services.rooms.stream.visible(),
+        "stream_id": match &services.federation {
+            Some(federation) => federation.edus_out.device_list_stream_id(user)?,
+            None => 0,
+        },
         "devices": devices,
     });
     if let Some(key) = services.e2ee.cross_signing_key(user, "master")? {

@@ -7,6 +7,7 @@ mod keys;
 mod membership;
 mod notary;
 mod query;
+mod transactions;
 
 use axum::{
     Json, Router,
@@ -27,6 +28,7 @@ use ruma::api::federation::{
         prepare_leave_event,
     },
     query::get_profile_information,
+    transactions::send_transaction_message,
 };
 use serde_json::{Value, json};
 
@@ -55,6 +57,7 @@ pub fn router(services: Services) -> Router {
         .route(path::<get_event_authorization::v1::Request>(), get(events::event_auth))
         .route(path::<get_backfill::v1::Request>(), get(events::backfill))
         .route(path::<get_missing_events::v1::Request>(), post(events::missing_events))
+        .route(path::<send_transaction_message::v1::Request>(), put(transactions::send))
         .fallback(|| async {
             ApiError::unrecognized(StatusCode::NOT_FOUND, "unknown federation endpoint")
         })

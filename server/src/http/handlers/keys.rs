@@ -27,7 +27,11 @@ use crate::{
         error::ApiError,
         ruma_request::{Ruma, raw_json},
     },
-    service::{Services, e2ee::MAX_PENDING_TO_DEVICE, federation::FederationError},
+    service::{
+        Services,
+        e2ee::MAX_PENDING_TO_DEVICE,
+        federation::{FederationError, sender::QueueError},
+    },
     storage::compound_key,
 };
 
@@ -301,7 +305,31 @@ pub async fn send_to_device(
     }
     let kind = body.event_type.to_string();
     let mut queued = Vec::new();
-    for (user, devices) in &body.messages {
+    let (local, remote) = split_by_server(&services, body.messages);
+    if !remote.is_empty() {
+        // Queued (durably) before the local messages and the transaction record: a retry
+        // after a crash between them resends with the same message ID, which peers drop.
+        let federation = services.federation.as_ref().ok_or(FederationError::Disabled)?;
+        federation
+            .edus_out
+            .to_device(
+                &session.user_id,
+                session.device_id.as_str(),
+                body.txn_id.as_str(),
+                &body.event_type,
+                remote,
+            )
+            .await
+            .map_err(|err| match err {
+                QueueError::Full(_) => ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    crate::http::error::ErrorCode::LimitExceeded,
+                    "the recipient's server has too many undelivered messages",
+                ),
+                QueueError::Storage(err) => err.into(),
+            })?;
+    }
+    for (user, devices) in &local {
         for (target, content) in devices {
             let content = raw_json(content)?;
             let message = json!({ "sender": session.user_id, "type": kind, "content": content });
@@ -324,7 +352,7 @@ pub async fn send_to_device(
             }
         }
     }
-    services.e2ee.queue_to_device(queued, &txn_key).await?;
+    services.e2ee.queue_to_device(queued, Some(&txn_key)).await?;
     Ok(Json(json!({})))
 }
 

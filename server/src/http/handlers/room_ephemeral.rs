@@ -53,7 +53,19 @@ pub async fn receipt(
         ReceiptType::Read | ReceiptType::ReadPrivate => {
             require_visible_event(&services, &body.room_id, &user, &body.event_id)?;
             let kind = body.receipt_type.to_string();
-            services.receipts.set(&body.room_id, &user, &kind, &body.event_id, thread).await?;
+            services
+                .receipts
+                .set(&body.room_id, &user, &kind, &body.event_id, thread.clone())
+                .await?;
+            if body.receipt_type == ReceiptType::Read
+                && let Some(federation) = &services.federation
+            {
+                let thread = thread.as_deref();
+                federation
+                    .edus_out
+                    .read_receipt(&body.room_id, &user, &body.event_id, thread)
+                    .await;
+            }
         }
         _ => return Err(ApiError::invalid_param("unknown receipt type")),
     }
@@ -76,6 +88,11 @@ pub async fn read_markers(
         if let Some(event_id) = event_id {
             require_visible_event(&services, &body.room_id, &user, event_id)?;
             services.receipts.set(&body.room_id, &user, kind, event_id, None).await?;
+            if kind == "m.read"
+                && let Some(federation) = &services.federation
+            {
+                federation.edus_out.read_receipt(&body.room_id, &user, event_id, None).await;
+            }
         }
     }
     Ok(Json(json!({})))
@@ -109,5 +126,8 @@ pub async fn typing(
         _ => None,
     };
     services.typing.set(&body.room_id, &user, typing).await?;
+    if let Some(federation) = &services.federation {
+        federation.edus_out.typing(&body.room_id, &user, typing.is_some()).await;
+    }
     Ok(Json(json!({})))
 }

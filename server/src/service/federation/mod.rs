@@ -1,8 +1,14 @@
 //! Talking to other servers: who they are (`resolve`: server name → address, as the spec
 //! orders discovery), what they signed with (`remote_keys`), how requests go out signed
-//! (`client`), and which servers this one talks to at all (the allow-list).
+//! (`client`), and which servers this one talks to at all (the allow-list). `sender` queues
+//! and delivers transactions; `edus_out` and `edus_in` are the EDUs sent and received;
+//! `destinations` says which servers a room's traffic goes to; `rooms` joins rooms across
+//! servers.
 
 pub mod client;
+pub mod destinations;
+pub mod edus_in;
+pub mod edus_out;
 pub mod remote_keys;
 pub mod resolve;
 pub mod rooms;

@@ -1,0 +1,117 @@
+//! Which servers a room's traffic goes to: those with a joined member, this one excepted.
+//! Read from the membership column families, so it answers for any room this server knows,
+//! without loading its state events.
+
+use std::collections::BTreeSet;
+
+use ruma::{OwnedServerName, RoomId, ServerName, UserId};
+
+use crate::storage::{Storage, StorageError, catalogue as cf, compound_key};
+
+/// Servers with at least one member currently joined to `room`, other than `own`.
+pub fn servers_in_room(
+    storage: &Storage,
+    room: &RoomId,
+    own: &ServerName,
+) -> Result<BTreeSet<OwnedServerName>, StorageError> {
+    let prefix = compound_key(&[room.as_bytes(), b""]);
+    let mut servers = BTreeSet::new();
+    // Rows are `room 0xFF user 0xFF position`, so each user's rows are adjacent and the
+    // last of them is the current membership.
+    let rows = storage.scan_prefix(cf::ROOMUSERPOSITION_MEMBERSHIP, &prefix)?;
+    let mut rows = rows.iter().peekable();
+    while let Some((key, membership)) = rows.next() {
+        let user = user_of(&key[prefix.len()..]);
+        if rows.peek().is_some_and(|(next, _)| user_of(&next[prefix.len()..]) == user) {
+            continue;
+        }
+        if &**membership == b"join"
+            && let Some(server) = server_of(user)
+            && server != own
+        {
+            servers.insert(server);
+        }
+    }
+    Ok(servers)
+}
+
+/// Servers sharing at least one joined room with `user`, other than `own`: where news of
+/// the user's devices and keys must go.
+pub fn servers_sharing_rooms_with(
+    storage: &Storage,
+    user: &UserId,
+    own: &ServerName,
+) -> Result<BTreeSet<OwnedServerName>, StorageError> {
+    let prefix = compound_key(&[user.as_bytes(), b""]);
+    let mut servers = BTreeSet::new();
+    for (key, membership) in storage.scan_prefix(cf::USERROOMID_MEMBERSHIP, &prefix)? {
+        if &*membership != b"join" {
+            continue;
+        }
+        let Ok(room) = RoomId::parse(String::from_utf8_lossy(&key[prefix.len()..]).as_ref()) else {
+            continue;
+        };
+        servers.extend(servers_in_room(storage, &room, own)?);
+    }
+    Ok(servers)
+}
+
+/// The user ID part of `user 0xFF position`.
+fn user_of(rest: &[u8]) -> &[u8] {
+    rest.split(|b| *b == 0xFF).next().unwrap_or_default()
+}
+
+fn server_of(user: &[u8]) -> Option<OwnedServerName> {
+    let user = UserId::parse(std::str::from_utf8(user).ok()?).ok()?;
+    Some(user.server_name().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_room_goes_to_the_servers_of_its_joined_members_but_ours() {
+        let dir = std::env::temp_dir().join(format!("medrix-dest-{}", std::process::id()));
+        let storage = Storage::open(&dir).unwrap();
+        let room = RoomId::parse("!room:here.test").unwrap();
+        let mut batch = storage.batch();
+        let mut member = |user: &str, position: u64, membership: &str| {
+            batch.put(
+                cf::ROOMUSERPOSITION_MEMBERSHIP,
+                &compound_key(&[room.as_bytes(), user.as_bytes(), &position.to_be_bytes()]),
+                membership.as_bytes(),
+            );
+            batch.put(
+                cf::USERROOMID_MEMBERSHIP,
+                &compound_key(&[user.as_bytes(), room.as_bytes()]),
+                membership.as_bytes(),
+            );
+        };
+        member("@alice:here.test", 1, "join");
+        member("@bob:there.test", 2, "join");
+        member("@carol:gone.test", 3, "join");
+        member("@carol:gone.test", 7, "leave");
+        member("@dan:invited.test", 4, "invite");
+        member("@erin:back.test", 5, "leave");
+        member("@erin:back.test", 6, "join");
+        storage.commit(batch).await.unwrap();
+
+        let here = ServerName::parse("here.test").unwrap();
+        let names = |set: BTreeSet<OwnedServerName>| -> Vec<String> {
+            set.iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(
+            names(servers_in_room(&storage, &room, &here).unwrap()),
+            ["back.test", "there.test"]
+        );
+        let alice = UserId::parse("@alice:here.test").unwrap();
+        assert_eq!(
+            names(servers_sharing_rooms_with(&storage, &alice, &here).unwrap()),
+            ["back.test", "there.test"]
+        );
+        let carol = UserId::parse("@carol:gone.test").unwrap();
+        assert!(servers_sharing_rooms_with(&storage, &carol, &here).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

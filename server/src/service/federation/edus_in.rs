@@ -1,0 +1,304 @@
+//! EDUs other servers send in `/send` transactions: to-device messages for local devices,
+//! device-list and cross-signing key changes of their users, typing and read receipts in
+//! shared rooms. Every EDU must speak only for users of the server that sent it; one that
+//! does not, or that cannot be read, is skipped without failing the transaction.
+//!
+//! Repeats are dropped: whole transactions by origin and transaction ID, to-device messages
+//! by sender and message ID, each remembered in a bounded memory map (a repeat comes within
+//! seconds of the original, when a sender did not see the answer).
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    hash::Hash,
+    sync::Mutex,
+    time::Duration,
+};
+
+use ruma::{
+    OwnedServerName, OwnedUserId, RoomId, ServerName, UserId,
+    api::federation::transactions::edu::{DirectDeviceContent, Edu, ReceiptContent},
+    serde::Raw,
+    to_device::DeviceIdOrAllDevices,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    service::{
+        e2ee::{E2ee, MAX_PENDING_TO_DEVICE},
+        receipts::Receipts,
+        rooms::{RoomError, Rooms},
+        typing::Typing,
+    },
+    storage::StorageError,
+};
+
+/// Transactions remembered per server for repeats, across all origins.
+const REMEMBERED_TRANSACTIONS: usize = 10_000;
+/// To-device message IDs remembered for repeats.
+const REMEMBERED_MESSAGES: usize = 50_000;
+/// Remote users whose last device-list stream ID is remembered.
+const REMEMBERED_DEVICE_LISTS: usize = 50_000;
+/// How long a remote user counts as typing: federation typing EDUs carry no timeout, and
+/// servers repeat `typing: true` while their user types (Synapse's value).
+const REMOTE_TYPING_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct InboundEdus {
+    own: OwnedServerName,
+    rooms: Rooms,
+    e2ee: E2ee,
+    typing: Typing,
+    receipts: Receipts,
+    transactions: Mutex<Recent<(OwnedServerName, String), ()>>,
+    messages: Mutex<Recent<(OwnedUserId, String), ()>>,
+    device_lists: Mutex<Recent<OwnedUserId, u64>>,
+}
+
+impl InboundEdus {
+    pub fn new(
+        own: OwnedServerName,
+        rooms: Rooms,
+        e2ee: E2ee,
+        typing: Typing,
+        receipts: Receipts,
+    ) -> Self {
+        Self {
+            own,
+            rooms,
+            e2ee,
+            typing,
+            receipts,
+            transactions: Mutex::new(Recent::new(REMEMBERED_TRANSACTIONS)),
+            messages: Mutex::new(Recent::new(REMEMBERED_MESSAGES)),
+            device_lists: Mutex::new(Recent::new(REMEMBERED_DEVICE_LISTS)),
+        }
+    }
+
+    /// Claims a transaction for processing; false if it was processed (or is being) already.
+    pub fn begin_transaction(&self, origin: &ServerName, txn_id: &str) -> bool {
+        let key = (origin.to_owned(), txn_id.to_owned());
+        self.transactions.lock().expect("edu lock").insert(key, ())
+    }
+
+    /// Processing a claimed transaction failed: its repeat must be processed.
+    pub fn abandon_transaction(&self, origin: &ServerName, txn_id: &str) {
+        let key = (origin.to_owned(), txn_id.to_owned());
+        self.transactions.lock().expect("edu lock").remove(&key);
+    }
+
+    /// Applies a transaction's EDUs from `origin`.
+    pub async fn receive(
+        &self,
+        origin: &ServerName,
+        edus: &[Raw<Edu>],
+    ) -> Result<(), StorageError> {
+        let mut keys_changed = BTreeSet::new();
+        for raw in edus {
+            let edu = match raw.deserialize() {
+                Ok(edu) => edu,
+                Err(err) => {
+                    tracing::debug!(%origin, %err, "unreadable EDU skipped");
+                    continue;
+                }
+            };
+            match edu {
+                Edu::DirectToDevice(content) => self.to_device(origin, content).await?,
+                Edu::DeviceListUpdate(update) => {
+                    if self.from_origin(origin, &update.user_id, "m.device_list_update") {
+                        let stream_id = u64::from(update.stream_id);
+                        let prev: Vec<u64> =
+                            update.prev_id.iter().map(|id| u64::from(*id)).collect();
+                        if self.note_device_list(&update.user_id, stream_id, &prev) {
+                            keys_changed.insert(update.user_id);
+                        }
+                    }
+                }
+                Edu::SigningKeyUpdate(update) => {
+                    if self.from_origin(origin, &update.user_id, "m.signing_key_update") {
+                        keys_changed.insert(update.user_id);
+                    }
+                }
+                Edu::Typing(typing) => {
+                    if self.from_origin(origin, &typing.user_id, "m.typing")
+                        && self.joined(&typing.room_id, &typing.user_id)?
+                    {
+                        let timeout = typing.typing.then_some(REMOTE_TYPING_TIMEOUT);
+                        self.typing.set(&typing.room_id, &typing.user_id, timeout).await?;
+                    }
+                }
+                Edu::Receipt(content) => self.receipts(origin, content).await?,
+                _ => {} // presence and unknown types: not kept by this server
+            }
+        }
+        for user in keys_changed {
+            self.e2ee.mark_keys_changed(&user).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `user` belongs to the sending server; logs an EDU that speaks for another.
+    fn from_origin(&self, origin: &ServerName, user: &UserId, edu_type: &str) -> bool {
+        let ok = user.server_name() == origin;
+        if !ok {
+            tracing::warn!(%origin, edu_type, "EDU about another server's user skipped");
+        }
+        ok
+    }
+
+    fn joined(&self, room: &RoomId, user: &UserId) -> Result<bool, StorageError> {
+        match self.rooms.membership(room, user) {
+            Ok(membership) => Ok(membership.as_deref() == Some("join")),
+            Err(RoomError::Storage(err)) => Err(err),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Records a remote user's device-list update; false for a repeat of the last one.
+    fn note_device_list(&self, user: &UserId, stream_id: u64, prev: &[u64]) -> bool {
+        let mut known = self.device_lists.lock().expect("edu lock");
+        let last = known.get(user).copied();
+        if last == Some(stream_id) {
+            return false;
+        }
+        if prev.iter().any(|id| Some(*id) != last) {
+            // A gap: an update we never saw. Medrix keeps no copy of remote devices (clients'
+            // `/keys/query` asks the user's server live), so marking the user changed, as for
+            // any update, is the whole resync a gap calls for.
+            tracing::debug!(%user, "device-list gap; clients will re-query");
+        }
+        known.insert(user.to_owned(), stream_id);
+        true
+    }
+
+    /// Delivers a to-device EDU to local devices (`*`: all with keys), once per message ID.
+    async fn to_device(
+        &self,
+        origin: &ServerName,
+        content: DirectDeviceContent,
+    ) -> Result<(), StorageError> {
+        if !self.from_origin(origin, &content.sender, "m.direct_to_device") {
+            return Ok(());
+        }
+        let message_key = (content.sender.clone(), content.message_id.to_string());
+        if !self.messages.lock().expect("edu lock").insert(message_key.clone(), ()) {
+            tracing::debug!(%origin, "repeated to-device message dropped");
+            return Ok(());
+        }
+        let kind = content.ev_type.to_string();
+        let mut queued = Vec::new();
+        for (user, devices) in &content.messages {
+            if user.server_name() != self.own {
+                continue;
+            }
+            for (target, message) in devices {
+                let Ok(body) = serde_json::from_str::<Value>(message.json().get()) else {
+                    continue;
+                };
+                let message = json!({ "sender": content.sender, "type": kind, "content": body });
+                let devices: Vec<String> = match target {
+                    DeviceIdOrAllDevices::DeviceId(device) => vec![device.to_string()],
+                    DeviceIdOrAllDevices::AllDevices => {
+                        self.e2ee.device_keys(user, &[])?.keys().cloned().collect()
+                    }
+                };
+                for device in devices {
+                    if self.e2ee.pending_to_device(user.as_str(), &device)? >= MAX_PENDING_TO_DEVICE
+                    {
+                        tracing::warn!(%origin, "a local device's to-device queue is full; dropped");
+                        continue;
+                    }
+                    queued.push((user.to_string(), device, message.clone()));
+                }
+            }
+        }
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let result = self.e2ee.queue_to_device(queued, None).await;
+        if result.is_err() {
+            self.messages.lock().expect("edu lock").remove(&message_key);
+        }
+        result
+    }
+
+    /// Public read receipts of the origin's users, in rooms they are joined to.
+    async fn receipts(
+        &self,
+        origin: &ServerName,
+        content: ReceiptContent,
+    ) -> Result<(), StorageError> {
+        for (room, map) in content.receipts {
+            for (user, data) in map.read {
+                if !self.from_origin(origin, &user, "m.receipt") || !self.joined(&room, &user)? {
+                    continue;
+                }
+                let thread = data.data.thread.as_str().map(ToOwned::to_owned);
+                if let Some(event_id) = data.event_ids.last() {
+                    self.receipts.set(&room, &user, "m.read", event_id, thread).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A map holding at most `capacity` entries, forgetting the oldest first.
+struct Recent<K, V> {
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+    capacity: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> Recent<K, V> {
+    fn new(capacity: usize) -> Self {
+        Self { map: HashMap::new(), order: VecDeque::new(), capacity }
+    }
+
+    fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(key)
+    }
+
+    /// Inserts or replaces; true if the key was new.
+    fn insert(&mut self, key: K, value: V) -> bool {
+        if let Some(old) = self.map.get_mut(&key) {
+            *old = value;
+            return false;
+        }
+        if self.order.len() >= self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.map.remove(&oldest);
+        }
+        self.order.push_back(key.clone());
+        self.map.insert(key, value);
+        true
+    }
+
+    fn remove(&mut self, key: &K) {
+        if self.map.remove(key).is_some() {
+            self.order.retain(|k| k != key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_forgets_the_oldest_first() {
+        let mut recent = Recent::new(2);
+        assert!(recent.insert("a", 1));
+        assert!(!recent.insert("a", 2), "a repeat");
+        assert!(recent.insert("b", 1));
+        assert!(recent.insert("c", 1));
+        assert!(recent.get("a").is_none());
+        assert_eq!(recent.get("b"), Some(&1));
+        recent.remove(&"b");
+        assert!(recent.insert("b", 3));
+        assert_eq!(recent.map.len(), 2);
+    }
+}

@@ -1,0 +1,224 @@
+//! EDUs this server sends: to-device messages for other servers' users, and, to every server
+//! sharing a room with the local user concerned, their device-list and cross-signing key
+//! changes, typing notifications and read receipts. Each becomes a queued EDU per destination
+//! ([`Sender`]); none is sent directly from a request.
+
+use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
+
+use ruma::{
+    EventId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedServerName, OwnedTransactionId,
+    OwnedUserId, RoomId, UInt, UserId,
+    api::federation::transactions::edu::{
+        DeviceListUpdateContent, DirectDeviceContent, DirectDeviceMessages, Edu, ReceiptContent,
+        ReceiptData, ReceiptMap, SigningKeyUpdateContent, TypingContent,
+    },
+    events::{
+        ToDeviceEventType,
+        receipt::{Receipt, ReceiptThread},
+    },
+    serde::Raw,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{
+    destinations,
+    sender::{QueueError, Sender},
+};
+use crate::{
+    service::e2ee::{KeyChange, KeyChangeListener},
+    storage::{Storage, StorageError, catalogue as cf},
+};
+
+pub struct OutboundEdus {
+    own: OwnedServerName,
+    storage: Storage,
+    sender: Arc<Sender>,
+    /// Serialises device-list stream IDs, so each user's IDs increase and `prev_id` holds.
+    device_list_ids: tokio::sync::Mutex<()>,
+}
+
+impl OutboundEdus {
+    pub fn new(storage: Storage, sender: Arc<Sender>, own: OwnedServerName) -> Arc<Self> {
+        Arc::new(Self { own, storage, sender, device_list_ids: Default::default() })
+    }
+
+    /// Queues to-device messages for users of other servers: one `m.direct_to_device` EDU per
+    /// destination. The message ID is derived from the sending device and its transaction ID,
+    /// so a client's retry after a crash carries the same one and the receiver drops the copy.
+    pub async fn to_device(
+        &self,
+        sender: &UserId,
+        sender_device: &str,
+        txn_id: &str,
+        event_type: &ToDeviceEventType,
+        per_server: BTreeMap<OwnedServerName, DirectDeviceMessages>,
+    ) -> Result<(), QueueError> {
+        let digest = Sha256::new()
+            .chain_update(sender.as_bytes())
+            .chain_update([0xFF])
+            .chain_update(sender_device.as_bytes())
+            .chain_update([0xFF])
+            .chain_update(txn_id.as_bytes())
+            .finalize();
+        let message_id: String = digest[..16].iter().map(|byte| format!("{byte:02x}")).collect();
+        for (destination, messages) in per_server {
+            let mut content = DirectDeviceContent::new(
+                sender.to_owned(),
+                event_type.clone(),
+                OwnedTransactionId::from(message_id.clone()),
+            );
+            content.messages = messages;
+            self.sender.queue_edu(&destination, edu_json(Edu::DirectToDevice(content))).await?;
+        }
+        Ok(())
+    }
+
+    /// A local user started or stopped typing in `room`.
+    pub async fn typing(&self, room: &RoomId, user: &UserId, typing: bool) {
+        let edu = Edu::Typing(TypingContent::new(room.to_owned(), user.to_owned(), typing));
+        self.to_room(room, edu).await;
+    }
+
+    /// A local user's public read receipt in `room`.
+    pub async fn read_receipt(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        event_id: &EventId,
+        thread: Option<&str>,
+    ) {
+        let mut receipt = Receipt::new(MilliSecondsSinceUnixEpoch::now());
+        receipt.thread = ReceiptThread::try_from(thread).unwrap_or(ReceiptThread::Unthreaded);
+        let data = ReceiptData::new(receipt, vec![event_id.to_owned()]);
+        let map = ReceiptMap::new(BTreeMap::from([(user.to_owned(), data)]));
+        let edu = Edu::Receipt(ReceiptContent::new(BTreeMap::from([(room.to_owned(), map)])));
+        self.to_room(room, edu).await;
+    }
+
+    /// The last device-list stream ID sent for a local user (0: none yet), which
+    /// `/user/devices` answers too so a peer that resynced recognises the next `prev_id`.
+    pub fn device_list_stream_id(&self, user: &UserId) -> Result<u64, StorageError> {
+        Ok(self
+            .storage
+            .get(cf::USERID_DEVICELISTSTREAMID, user.as_bytes())?
+            .and_then(|bytes| bytes.try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    /// Typing and receipts matter only now: a failure to queue is logged, not retried.
+    async fn to_room(&self, room: &RoomId, edu: Edu) {
+        let destinations = match destinations::servers_in_room(&self.storage, room, &self.own) {
+            Ok(destinations) => destinations,
+            Err(err) => {
+                tracing::error!(%err, "finding a room's servers");
+                return;
+            }
+        };
+        if destinations.is_empty() {
+            return;
+        }
+        let destinations: Vec<OwnedServerName> = destinations.into_iter().collect();
+        let batch = self.storage.batch();
+        if let Err(err) = self.sender.queue_edu_for_all(&destinations, &edu_json(edu), batch).await
+        {
+            tracing::warn!(%err, "queueing an EDU for a room's servers");
+        }
+    }
+
+    /// Sends a key change of a local user to every server sharing a room with them.
+    async fn key_change(&self, change: KeyChange) -> Result<(), QueueError> {
+        let user = match &change {
+            KeyChange::Device { user, .. } | KeyChange::CrossSigning { user, .. } => user.clone(),
+        };
+        if user.server_name() != self.own {
+            return Ok(());
+        }
+        let destinations: Vec<OwnedServerName> =
+            destinations::servers_sharing_rooms_with(&self.storage, &user, &self.own)?
+                .into_iter()
+                .collect();
+        match change {
+            KeyChange::Device { user, device, keys } => {
+                self.device_list_update(&destinations, user, device, keys).await
+            }
+            KeyChange::CrossSigning { user, master, self_signing } => {
+                if destinations.is_empty() {
+                    return Ok(());
+                }
+                let mut content = SigningKeyUpdateContent::new(user);
+                content.master_key = master.as_ref().and_then(raw);
+                content.self_signing_key = self_signing.as_ref().and_then(raw);
+                let edu = edu_json(Edu::SigningKeyUpdate(content));
+                self.sender.queue_edu_for_all(&destinations, &edu, self.storage.batch()).await
+            }
+        }
+    }
+
+    /// Takes the user's next device-list stream ID (durably, with the EDUs) and queues the
+    /// update naming the previous one.
+    async fn device_list_update(
+        &self,
+        destinations: &[OwnedServerName],
+        user: OwnedUserId,
+        device: OwnedDeviceId,
+        keys: Option<Value>,
+    ) -> Result<(), QueueError> {
+        let _one_at_a_time = self.device_list_ids.lock().await;
+        let previous = self.device_list_stream_id(&user)?;
+        let stream_id = previous + 1;
+        let mut batch = self.storage.batch();
+        batch.put(cf::USERID_DEVICELISTSTREAMID, user.as_bytes(), &stream_id.to_be_bytes());
+        let mut content = DeviceListUpdateContent::new(
+            user,
+            device,
+            UInt::try_from(stream_id).unwrap_or_default(),
+        );
+        if previous > 0 {
+            content.prev_id = vec![UInt::try_from(previous).unwrap_or_default()];
+        }
+        match &keys {
+            Some(keys) => content.keys = raw(keys),
+            None => content.deleted = Some(true),
+        }
+        let edu = edu_json(Edu::DeviceListUpdate(content));
+        self.sender.queue_edu_for_all(destinations, &edu, batch).await
+    }
+}
+
+impl KeyChangeListener for OutboundEdus {
+    fn keys_changed(&self, change: KeyChange) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            // The change itself is committed; a peer that misses it resyncs at the next one
+            // (its `prev_id` will not match).
+            if let Err(err) = self.key_change(change).await {
+                tracing::warn!(%err, "queueing a key change for other servers");
+            }
+        })
+    }
+}
+
+fn edu_json(edu: Edu) -> Value {
+    serde_json::to_value(edu).expect("EDUs serialize")
+}
+
+fn raw<T>(value: &Value) -> Option<Raw<T>> {
+    Raw::new(value).ok().map(Raw::cast_unchecked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edus_have_the_wire_shape_peers_expect() {
+        let user = UserId::parse("@alice:here.test").unwrap();
+        let mut content = DeviceListUpdateContent::new(user, "DEV".into(), UInt::from(2u32));
+        content.prev_id = vec![UInt::from(1u32)];
+        content.deleted = Some(true);
+        let json = edu_json(Edu::DeviceListUpdate(content));
+        assert_eq!(json["edu_type"], "m.device_list_update");
+        assert_eq!(json["content"]["prev_id"], serde_json::json!([1]));
+        assert_eq!(json["content"]["deleted"], true);
+    }
+}
