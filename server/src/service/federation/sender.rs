@@ -94,10 +94,18 @@ impl Sender {
     pub fn new(storage: Storage, client: Arc<FederationClient>) -> Result<Arc<Self>, StorageError> {
         let mut queued_edus: HashMap<OwnedServerName, usize> = HashMap::new();
         let mut max_seq = 0;
-        for (key, _) in storage.scan_prefix(cf::DESTINATIONSEQ_EDU, b"")? {
-            let Some((destination, seq)) = split_queue_key(&key) else { continue };
-            max_seq = max_seq.max(seq);
-            *queued_edus.entry(destination).or_default() += 1;
+        // In chunks, so a long queue is never read into memory at once.
+        let mut from = Vec::new();
+        loop {
+            let rows = storage.scan_range(cf::DESTINATIONSEQ_EDU, &from, &[0xFF; 512], 4096)?;
+            let Some((last, _)) = rows.last() else { break };
+            from = last.to_vec();
+            from.push(0); // the next key after `last`
+            for (key, _) in &rows {
+                let Some((destination, seq)) = split_queue_key(key) else { continue };
+                max_seq = max_seq.max(seq);
+                *queued_edus.entry(destination).or_default() += 1;
+            }
         }
         let (wake_tx, wake_rx) = mpsc::channel(WAKE_CHANNEL);
         Ok(Arc::new(Self {
@@ -243,8 +251,10 @@ impl Sender {
         batch: &mut Batch<'_>,
         wanted: usize,
     ) -> Result<usize, StorageError> {
-        let prefix = compound_key(&[destination.as_bytes(), b""]);
-        let rows = self.storage.scan_prefix(cf::DESTINATIONSEQ_EDU, &prefix)?;
+        // The oldest rows only: a scan per queued EDU must stay cheap when a queue is long.
+        let from = compound_key(&[destination.as_bytes(), b""]);
+        let to = compound_key(&[destination.as_bytes(), &[0xFF; 8]]);
+        let rows = self.storage.scan_range(cf::DESTINATIONSEQ_EDU, &from, &to, 2 * EDU_SOFT_CAP)?;
         let mut candidates: Vec<(u8, usize)> = rows
             .iter()
             .enumerate()
