@@ -232,6 +232,12 @@ impl Sender {
         Ok(())
     }
 
+    /// The database the queues live in (unit tests).
+    #[cfg(test)]
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
     /// An inbound request came from `origin`: it is up, so retry now instead of after backoff.
     pub fn peer_is_back(&self, origin: &ServerName) {
         if let Some(signals) = self.workers.lock().expect("sender lock").get(origin) {
@@ -553,30 +559,36 @@ impl Backoff {
     }
 }
 
+/// A sender for `origin.test` over a fresh database in a temporary directory, allowed to
+/// send to `peer.test` and `other.test` only (unit tests).
+#[cfg(test)]
+pub(crate) fn test_sender(name: &str) -> (Arc<Sender>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "medrix-sender-{name}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let storage = Storage::open(&dir).unwrap();
+    let key = medrix_protocol::keys::ServerSigningKey::from_seed("origin.test", "mdx1", &[7; 32]);
+    let config = crate::config::Federation {
+        allow: vec!["peer.test".to_owned(), "other.test".to_owned(), "origin.test".to_owned()],
+        ..Default::default()
+    };
+    let client = FederationClient::new(
+        &config,
+        ServerName::parse("origin.test").unwrap(),
+        key.unwrap().to_ruma_key_pair().unwrap(),
+    )
+    .unwrap();
+    (Sender::new(storage, Arc::new(client)).unwrap(), dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sender(name: &str) -> (Arc<Sender>, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "medrix-sender-{name}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let storage = Storage::open(&dir).unwrap();
-        let key =
-            medrix_protocol::keys::ServerSigningKey::from_seed("origin.test", "mdx1", &[7; 32]);
-        let config = crate::config::Federation {
-            allow: vec!["peer.test".to_owned(), "other.test".to_owned(), "origin.test".to_owned()],
-            ..Default::default()
-        };
-        let client = FederationClient::new(
-            &config,
-            ServerName::parse("origin.test").unwrap(),
-            key.unwrap().to_ruma_key_pair().unwrap(),
-        )
-        .unwrap();
-        (Sender::new(storage, Arc::new(client)).unwrap(), dir)
+        test_sender(name)
     }
 
     fn edu(kind: &str, n: u64) -> serde_json::Value {
