@@ -306,10 +306,10 @@ pub async fn send_to_device(
     let kind = body.event_type.to_string();
     let mut queued = Vec::new();
     let (local, remote) = split_by_server(&services, body.messages);
-    if !remote.is_empty() {
-        // Queued (durably) before the local messages and the transaction record: a retry
-        // after a crash between them resends with the same message ID, which peers drop.
-        let federation = services.federation.as_ref().ok_or(FederationError::Disabled)?;
+    // Queued (durably) before the local messages and the transaction record: a retry after
+    // a crash between them resends with the same message ID, which peers drop. Without
+    // federation, messages for other servers' users have nowhere to go.
+    if let Some(federation) = services.federation.as_ref().filter(|_| !remote.is_empty()) {
         federation
             .edus_out
             .to_device(

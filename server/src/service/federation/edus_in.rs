@@ -16,7 +16,7 @@ use std::{
 
 use ruma::{
     OwnedServerName, OwnedUserId, RoomId, ServerName, UserId,
-    api::federation::transactions::edu::{DirectDeviceContent, Edu, ReceiptContent},
+    api::federation::transactions::edu::{DirectDeviceContent, Edu, ReceiptContent, TypingContent},
     serde::Raw,
     to_device::DeviceIdOrAllDevices,
 };
@@ -102,31 +102,26 @@ impl InboundEdus {
             };
             match edu {
                 Edu::DirectToDevice(content) => self.to_device(origin, content).await?,
-                Edu::DeviceListUpdate(update) => {
-                    if self.from_origin(origin, &update.user_id, "m.device_list_update") {
-                        let stream_id = u64::from(update.stream_id);
-                        let prev: Vec<u64> =
-                            update.prev_id.iter().map(|id| u64::from(*id)).collect();
-                        if self.note_device_list(&update.user_id, stream_id, &prev) {
-                            keys_changed.insert(update.user_id);
-                        }
-                    }
-                }
-                Edu::SigningKeyUpdate(update) => {
-                    if self.from_origin(origin, &update.user_id, "m.signing_key_update") {
+                Edu::DeviceListUpdate(update)
+                    if of_origin(origin, &update.user_id, "m.device_list_update") =>
+                {
+                    let stream_id = u64::from(update.stream_id);
+                    let prev: Vec<u64> = update.prev_id.iter().map(|id| u64::from(*id)).collect();
+                    if self.note_device_list(&update.user_id, stream_id, &prev) {
                         keys_changed.insert(update.user_id);
                     }
                 }
-                Edu::Typing(typing) => {
-                    if self.from_origin(origin, &typing.user_id, "m.typing")
-                        && self.joined(&typing.room_id, &typing.user_id)?
-                    {
-                        let timeout = typing.typing.then_some(REMOTE_TYPING_TIMEOUT);
-                        self.typing.set(&typing.room_id, &typing.user_id, timeout).await?;
-                    }
+                Edu::SigningKeyUpdate(update)
+                    if of_origin(origin, &update.user_id, "m.signing_key_update") =>
+                {
+                    keys_changed.insert(update.user_id);
+                }
+                Edu::Typing(typing) if of_origin(origin, &typing.user_id, "m.typing") => {
+                    self.typing(typing).await?;
                 }
                 Edu::Receipt(content) => self.receipts(origin, content).await?,
-                _ => {} // presence and unknown types: not kept by this server
+                // Presence, unknown types, and EDUs speaking for other servers' users.
+                _ => {}
             }
         }
         for user in keys_changed {
@@ -135,13 +130,13 @@ impl InboundEdus {
         Ok(())
     }
 
-    /// Whether `user` belongs to the sending server; logs an EDU that speaks for another.
-    fn from_origin(&self, origin: &ServerName, user: &UserId, edu_type: &str) -> bool {
-        let ok = user.server_name() == origin;
-        if !ok {
-            tracing::warn!(%origin, edu_type, "EDU about another server's user skipped");
+    /// A remote member's typing, if they are joined to the room.
+    async fn typing(&self, typing: TypingContent) -> Result<(), StorageError> {
+        if self.joined(&typing.room_id, &typing.user_id)? {
+            let timeout = typing.typing.then_some(REMOTE_TYPING_TIMEOUT);
+            self.typing.set(&typing.room_id, &typing.user_id, timeout).await?;
         }
-        ok
+        Ok(())
     }
 
     fn joined(&self, room: &RoomId, user: &UserId) -> Result<bool, StorageError> {
@@ -175,7 +170,7 @@ impl InboundEdus {
         origin: &ServerName,
         content: DirectDeviceContent,
     ) -> Result<(), StorageError> {
-        if !self.from_origin(origin, &content.sender, "m.direct_to_device") {
+        if !of_origin(origin, &content.sender, "m.direct_to_device") {
             return Ok(());
         }
         let message_key = (content.sender.clone(), content.message_id.to_string());
@@ -228,7 +223,7 @@ impl InboundEdus {
     ) -> Result<(), StorageError> {
         for (room, map) in content.receipts {
             for (user, data) in map.read {
-                if !self.from_origin(origin, &user, "m.receipt") || !self.joined(&room, &user)? {
+                if !of_origin(origin, &user, "m.receipt") || !self.joined(&room, &user)? {
                     continue;
                 }
                 let thread = data.data.thread.as_str().map(ToOwned::to_owned);
@@ -239,6 +234,15 @@ impl InboundEdus {
         }
         Ok(())
     }
+}
+
+/// Whether `user` belongs to the sending server; logs an EDU that speaks for another.
+fn of_origin(origin: &ServerName, user: &UserId, edu_type: &str) -> bool {
+    let ok = user.server_name() == origin;
+    if !ok {
+        tracing::warn!(%origin, edu_type, "EDU about another server's user skipped");
+    }
+    ok
 }
 
 /// A map holding at most `capacity` entries, forgetting the oldest first.

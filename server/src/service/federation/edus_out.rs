@@ -221,4 +221,48 @@ mod tests {
         assert_eq!(json["content"]["prev_id"], serde_json::json!([1]));
         assert_eq!(json["content"]["deleted"], true);
     }
+
+    #[tokio::test]
+    async fn device_changes_go_to_servers_sharing_a_room_with_increasing_stream_ids() {
+        let (sender, dir) = crate::service::federation::sender::test_sender("device-lists");
+        let storage = sender.storage().clone();
+        let own = ruma::ServerName::parse("origin.test").unwrap();
+        let edus = OutboundEdus::new(storage.clone(), sender, own);
+        let room = RoomId::parse("!room:origin.test").unwrap();
+        let mut batch = storage.batch();
+        for user in ["@alice:origin.test", "@bob:peer.test"] {
+            let (room_key, user_key) = (room.as_bytes(), user.as_bytes());
+            let position = 1u64.to_be_bytes();
+            let key = crate::storage::compound_key(&[room_key, user_key, &position]);
+            batch.put(cf::ROOMUSERPOSITION_MEMBERSHIP, &key, b"join");
+            let key = crate::storage::compound_key(&[user_key, room_key]);
+            batch.put(cf::USERROOMID_MEMBERSHIP, &key, b"join");
+        }
+        storage.commit(batch).await.unwrap();
+
+        let alice = UserId::parse("@alice:origin.test").unwrap();
+        let keys = serde_json::json!({"user_id": alice, "device_id": "DEV", "keys": {}});
+        let device = || OwnedDeviceId::from("DEV");
+        let user = alice.clone();
+        edus.keys_changed(KeyChange::Device { user, device: device(), keys: Some(keys) }).await;
+        let user = alice.clone();
+        edus.keys_changed(KeyChange::Device { user, device: device(), keys: None }).await;
+        assert_eq!(edus.device_list_stream_id(&alice).unwrap(), 2);
+
+        let prefix = crate::storage::compound_key(&[b"peer.test", b""]);
+        let queued: Vec<Value> = storage
+            .scan_prefix(cf::DESTINATIONSEQ_EDU, &prefix)
+            .unwrap()
+            .iter()
+            .map(|(_, edu)| serde_json::from_slice(edu).unwrap())
+            .collect();
+        assert_eq!(queued.len(), 2, "{queued:?}");
+        assert_eq!(queued[0]["content"]["stream_id"], 1);
+        assert!(queued[0]["content"].get("prev_id").is_none());
+        assert_eq!(queued[0]["content"]["keys"]["device_id"], "DEV");
+        assert_eq!(queued[1]["content"]["stream_id"], 2);
+        assert_eq!(queued[1]["content"]["prev_id"], serde_json::json!([1]));
+        assert_eq!(queued[1]["content"]["deleted"], true);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -94,10 +94,18 @@ impl Sender {
     pub fn new(storage: Storage, client: Arc<FederationClient>) -> Result<Arc<Self>, StorageError> {
         let mut queued_edus: HashMap<OwnedServerName, usize> = HashMap::new();
         let mut max_seq = 0;
-        for (key, _) in storage.scan_prefix(cf::DESTINATIONSEQ_EDU, b"")? {
-            let Some((destination, seq)) = split_queue_key(&key) else { continue };
-            max_seq = max_seq.max(seq);
-            *queued_edus.entry(destination).or_default() += 1;
+        // In chunks, so a long queue is never read into memory at once.
+        let mut from = Vec::new();
+        loop {
+            let rows = storage.scan_range(cf::DESTINATIONSEQ_EDU, &from, &[0xFF; 512], 4096)?;
+            let Some((last, _)) = rows.last() else { break };
+            from = last.to_vec();
+            from.push(0); // the next key after `last`
+            for (key, _) in &rows {
+                let Some((destination, seq)) = split_queue_key(key) else { continue };
+                max_seq = max_seq.max(seq);
+                *queued_edus.entry(destination).or_default() += 1;
+            }
         }
         let (wake_tx, wake_rx) = mpsc::channel(WAKE_CHANNEL);
         Ok(Arc::new(Self {
@@ -224,6 +232,12 @@ impl Sender {
         Ok(())
     }
 
+    /// The database the queues live in (unit tests).
+    #[cfg(test)]
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
     /// An inbound request came from `origin`: it is up, so retry now instead of after backoff.
     pub fn peer_is_back(&self, origin: &ServerName) {
         if let Some(signals) = self.workers.lock().expect("sender lock").get(origin) {
@@ -243,8 +257,10 @@ impl Sender {
         batch: &mut Batch<'_>,
         wanted: usize,
     ) -> Result<usize, StorageError> {
-        let prefix = compound_key(&[destination.as_bytes(), b""]);
-        let rows = self.storage.scan_prefix(cf::DESTINATIONSEQ_EDU, &prefix)?;
+        // The oldest rows only: a scan per queued EDU must stay cheap when a queue is long.
+        let from = compound_key(&[destination.as_bytes(), b""]);
+        let to = compound_key(&[destination.as_bytes(), &[0xFF; 8]]);
+        let rows = self.storage.scan_range(cf::DESTINATIONSEQ_EDU, &from, &to, 2 * EDU_SOFT_CAP)?;
         let mut candidates: Vec<(u8, usize)> = rows
             .iter()
             .enumerate()
@@ -543,30 +559,36 @@ impl Backoff {
     }
 }
 
+/// A sender for `origin.test` over a fresh database in a temporary directory, allowed to
+/// send to `peer.test` and `other.test` only (unit tests).
+#[cfg(test)]
+pub(crate) fn test_sender(name: &str) -> (Arc<Sender>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "medrix-sender-{name}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let storage = Storage::open(&dir).unwrap();
+    let key = medrix_protocol::keys::ServerSigningKey::from_seed("origin.test", "mdx1", &[7; 32]);
+    let config = crate::config::Federation {
+        allow: vec!["peer.test".to_owned(), "other.test".to_owned(), "origin.test".to_owned()],
+        ..Default::default()
+    };
+    let client = FederationClient::new(
+        &config,
+        ServerName::parse("origin.test").unwrap(),
+        key.unwrap().to_ruma_key_pair().unwrap(),
+    )
+    .unwrap();
+    (Sender::new(storage, Arc::new(client)).unwrap(), dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sender(name: &str) -> (Arc<Sender>, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "medrix-sender-{name}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let storage = Storage::open(&dir).unwrap();
-        let key =
-            medrix_protocol::keys::ServerSigningKey::from_seed("origin.test", "mdx1", &[7; 32]);
-        let config = crate::config::Federation {
-            allow: vec!["peer.test".to_owned(), "other.test".to_owned(), "origin.test".to_owned()],
-            ..Default::default()
-        };
-        let client = FederationClient::new(
-            &config,
-            ServerName::parse("origin.test").unwrap(),
-            key.unwrap().to_ruma_key_pair().unwrap(),
-        )
-        .unwrap();
-        (Sender::new(storage, Arc::new(client)).unwrap(), dir)
+        test_sender(name)
     }
 
     fn edu(kind: &str, n: u64) -> serde_json::Value {
