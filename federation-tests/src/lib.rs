@@ -2,13 +2,20 @@
 //! processes (each with its own RocksDB) federating over TLS on loopback. Server names are
 //! `<name>.test:<port>`: an explicit port means no `.well-known` or SRV lookup, and each
 //! server resolves the others' host names to 127.0.0.1 through `--federation-resolve`.
+//! Servers that must be reached by other implementations (`synapse`) are named by an IP
+//! literal instead, `127.0.0.1:<port>`, which needs no resolution at all.
 
 use std::{net::TcpListener, path::PathBuf};
 
 use medrix_protocol::{canonical::object_from_value, keys::ServerSigningKey};
 use medrix_tests::{REGISTRATION_TOKEN, TestServer, medrix_binary};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
 use serde_json::{Value, json};
+
+pub mod synapse;
 
 /// The CA and the directory its files live in.
 pub struct TestNet {
@@ -30,6 +37,11 @@ impl FederatingServer {
     /// The federation API's base URL (for raw requests in tests).
     pub fn federation_url(&self, path: &str) -> String {
         format!("https://{}:{}{path}", self.host, self.federation_port)
+    }
+
+    /// The full user ID of `localpart` on this server.
+    pub fn user_id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.server_name)
     }
 }
 
@@ -70,7 +82,13 @@ impl FederatingServer {
     }
 }
 
-fn free_port() -> u16 {
+fn distinguished_name(common_name: &str) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    name
+}
+
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -81,6 +99,11 @@ impl TestNet {
         std::fs::create_dir_all(&dir).unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // OpenSSL (Synapse's TLS) takes a certificate whose issuer name equals its subject for
+        // self-signed, so the CA and each server need names of their own (rcgen gives every
+        // certificate the same one), and it wants the CA's uses declared.
+        ca_params.distinguished_name = distinguished_name("Medrix test net CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_key = KeyPair::generate().unwrap();
         let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
         std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();
@@ -91,20 +114,55 @@ impl TestNet {
         self.dir.join("ca.pem")
     }
 
+    /// This run's directory (certificates; servers' data lives in their own directories).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Issues a server certificate from this CA for `host` (a DNS name, or an IP address that
+    /// becomes an IP SAN); returns the PEM certificate and key paths, `<file_stem>.crt|.key`.
+    pub fn issue_certificate(&self, file_stem: &str, host: &str) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let issuer = Issuer::new(self.ca_params.clone(), &self.ca_key);
+        let mut params = CertificateParams::new(vec![host.to_owned()]).unwrap();
+        params.distinguished_name = distinguished_name(host);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let (cert_path, key_path) =
+            (self.dir.join(format!("{file_stem}.crt")), self.dir.join(format!("{file_stem}.key")));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
     /// Starts `<name>.test` with a certificate from this CA; `allow` limits whom it federates
     /// with (empty: anyone); `peers` are the other host names it must reach.
     pub async fn start(&self, name: &str, allow: &[&str], peers: &[&str]) -> FederatingServer {
-        let host = format!("{name}.test");
+        let resolve: Vec<String> =
+            peers.iter().chain([&name]).map(|peer| format!("{peer}.test=127.0.0.1")).collect();
+        self.start_medrix(name, &format!("{name}.test"), allow, &resolve).await
+    }
+
+    /// Starts a server named `127.0.0.1:<port>`: an IP literal with a port, which every
+    /// implementation reaches without DNS, `.well-known` or SRV (Synapse among them), with a
+    /// certificate for that IP. `name` labels its files; `allow` as for `start`.
+    pub async fn start_ip(&self, name: &str, allow: &[&str]) -> FederatingServer {
+        self.start_medrix(name, "127.0.0.1", allow, &[]).await
+    }
+
+    async fn start_medrix(
+        &self,
+        name: &str,
+        host: &str,
+        allow: &[&str],
+        resolve: &[String],
+    ) -> FederatingServer {
         let federation_port = free_port();
         let server_name = format!("{host}:{federation_port}");
-        let key = KeyPair::generate().unwrap();
-        let issuer = Issuer::new(self.ca_params.clone(), &self.ca_key);
-        let cert =
-            CertificateParams::new(vec![host.clone()]).unwrap().signed_by(&key, &issuer).unwrap();
-        let (cert_path, key_path) =
-            (self.dir.join(format!("{name}.crt")), self.dir.join(format!("{name}.key")));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let (cert_path, key_path) = self.issue_certificate(name, host);
 
         let mut args: Vec<String> = [
             "--registration-token",
@@ -124,9 +182,9 @@ impl TestNet {
         .iter()
         .map(|arg| arg.to_string())
         .collect();
-        for peer in peers.iter().chain([&name]) {
+        for entry in resolve {
             args.push("--federation-resolve".into());
-            args.push(format!("{peer}.test=127.0.0.1"));
+            args.push(entry.clone());
         }
         for allowed in allow {
             args.push("--federation-allow".into());
@@ -134,7 +192,7 @@ impl TestNet {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = TestServer::start_with(&medrix_binary(), &args).await;
-        FederatingServer { server, server_name, host, federation_port }
+        FederatingServer { server, server_name, host: host.to_owned(), federation_port }
     }
 
     /// An HTTPS client trusting this net's CA, reaching the given servers on loopback.

@@ -32,24 +32,29 @@ pub fn clients_dir() -> PathBuf {
 pub fn client_env() -> &'static ClientEnv {
     static ENV: OnceLock<ClientEnv> = OnceLock::new();
     ENV.get_or_init(|| {
-        let setup = clients_dir().join("setup");
-        let output = Command::new("bash")
-            .arg(&setup)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|err| panic!("run {}: {err}", setup.display()));
-        assert!(output.status.success(), "{} failed: {}", setup.display(), output.status);
-        let stdout = String::from_utf8(output.stdout).expect("setup prints UTF-8");
-        let path = |name: &str| {
-            let path = stdout
-                .lines()
-                .find_map(|line| line.strip_prefix(&format!("{name}=")))
-                .map(PathBuf::from)
-                .unwrap_or_else(|| panic!("setup printed no {name}=: {stdout}"));
-            assert!(path.exists(), "{} is missing", path.display());
-            path
-        };
-        ClientEnv { python: path("python"), node: path("node") }
+        let [python, node] = run_setup(&clients_dir().join("setup"), ["python", "node"]);
+        ClientEnv { python, node }
+    })
+}
+
+/// Runs an install script that prints `name=path` lines on stdout (its own messages go to
+/// stderr) and returns the path printed for each of `names`, each checked to exist.
+pub fn run_setup<const N: usize>(setup: &Path, names: [&str; N]) -> [PathBuf; N] {
+    let output = Command::new("bash")
+        .arg(setup)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|err| panic!("run {}: {err}", setup.display()));
+    assert!(output.status.success(), "{} failed: {}", setup.display(), output.status);
+    let stdout = String::from_utf8(output.stdout).expect("setup prints UTF-8");
+    names.map(|name| {
+        let path = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}=")))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("{} printed no {name}=: {stdout}", setup.display()));
+        assert!(path.exists(), "{} is missing", path.display());
+        path
     })
 }
 

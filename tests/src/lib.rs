@@ -136,17 +136,7 @@ impl TestServer {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self.http.request(method.parse().unwrap(), self.url(path));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request sent");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        call_json(&self.http, method, &self.url(path), token, body).await
     }
 
     pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
@@ -192,6 +182,28 @@ impl TestServer {
         assert_eq!(status, 200, "{body}");
         body["access_token"].as_str().unwrap().to_owned()
     }
+}
+
+/// Sends a request to any server's client API, with an access token and a JSON body if given;
+/// returns the status and the JSON body (a string if the body is not JSON).
+pub async fn call_json(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http.request(method.parse().unwrap(), url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 /// The `medrix` binary that `cargo test --workspace` built beside this test executable
