@@ -49,12 +49,13 @@ async fn sync_until(
 }
 
 async fn send_text(server: &FederatingServer, token: &str, room: &str, body: &str) -> String {
-    let txn = format!("t{}", body.len() + body.as_bytes()[0] as usize);
+    // A transaction ID per body (the bodies in these tests differ).
+    let txn: String = body.chars().filter(char::is_ascii_alphanumeric).collect();
     let (status, answer) = server
         .server
         .call(
             "PUT",
-            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}-{body}"),
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
             Some(token),
             Some(json!({ "msgtype": "m.text", "body": body })),
         )
@@ -114,7 +115,7 @@ async fn a_room_spans_two_servers_and_a_kick_cuts_the_removed_server_off() {
         event["state_key"] == doctor_id.as_str() && event["content"]["membership"] == "join"
     })
     .await;
-    send_text(&clinic, &patient, &room, "blood pressure 120/80").await;
+    let first = send_text(&clinic, &patient, &room, "blood pressure 120/80").await;
     let doctor_since = sync_until(
         &hospital,
         &doctor,
@@ -183,6 +184,23 @@ async fn a_room_spans_two_servers_and_a_kick_cuts_the_removed_server_off() {
         )
         .await;
     assert!(!after.to_string().contains("after the revocation"), "{after}");
-    let client = net.https_client(&[&clinic]);
-    let _ = (client, secret);
+    let uri = format!("/_matrix/federation/v1/event/{secret}");
+    let response = net
+        .https_client(&[&clinic])
+        .get(clinic.federation_url(&uri))
+        .header("authorization", hospital.x_matrix(&clinic, "GET", &uri, None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403, "{:?}", response.text().await);
+    // While the event before the kick is still readable by the server that was in the room.
+    let uri = format!("/_matrix/federation/v1/event/{first}");
+    let response = net
+        .https_client(&[&clinic])
+        .get(clinic.federation_url(&uri))
+        .header("authorization", hospital.x_matrix(&clinic, "GET", &uri, None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{:?}", response.text().await);
 }

@@ -18,7 +18,10 @@ use medrix_protocol::{
     RoomVersion, StateMap, Verdict,
     build::{SignedEvent, hash_and_sign},
     canonical::{MAX_PDU_BYTES, encode, parse_object},
-    incoming::{CheckedPdu, check_incoming_object, event_id as compute_event_id, required_signers},
+    incoming::{
+        CheckedPdu, check_incoming_object, event_id as compute_event_id, required_signers,
+        room_id_from_create_event_id,
+    },
     keys::VerifyKeys,
 };
 use ruma::{
@@ -415,12 +418,20 @@ impl FederatedRooms {
         let objects = raw
             .iter()
             .filter_map(|raw| parse_object(raw.get().as_bytes(), MAX_PDU_BYTES).ok())
-            .filter(|object| room_id_of(object).as_deref() == Some(room_id))
+            // A v12 create event carries no room ID: its ID names the room instead.
+            .filter(|object| match room_id_of(object) {
+                Some(id) => id == room_id,
+                None => version.room_id_is_create_event_hash(),
+            })
             .collect();
         self.check_objects(version, objects)
             .await
             .into_iter()
             .filter_map(|(_, result)| result.ok())
+            .filter(|checked| match checked.pdu.room_id() {
+                Some(id) => id == room_id,
+                None => room_id_from_create_event_id(checked.pdu.event_id()) == room_id,
+            })
             .collect()
     }
 

@@ -7,7 +7,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use medrix_protocol::{
-    Pdu, RoomVersion, StateMap, Verdict, canonical::encode, decide, incoming::CheckedPdu,
+    Pdu, RoomVersion, StateMap, Verdict,
+    canonical::encode,
+    decide,
+    incoming::{CheckedPdu, create_event_id_from_room_id},
     resolve::resolve_state,
 };
 use ruma::{EventId, OwnedEventId, OwnedServerName, RoomId};
@@ -76,8 +79,20 @@ impl Rooms {
                 continue;
             }
             events.load_with_auth_chains(pdu.auth_events().iter().map(|id| &**id))?;
-            let auth_state: StateMap =
-                pdu.auth_events().iter().filter_map(|id| events_slot(&events, id)).collect();
+            // In v12 the room ID names the create event instead of `auth_events` listing it.
+            let implied_create = version
+                .room_id_is_create_event_hash()
+                .then(|| pdu.room_id().and_then(create_event_id_from_room_id))
+                .flatten();
+            if let Some(create) = &implied_create {
+                events.load([&**create])?;
+            }
+            let auth_state: StateMap = pdu
+                .auth_events()
+                .iter()
+                .chain(&implied_create)
+                .filter_map(|id| events_slot(&events, id))
+                .collect();
             let verdict = decide(version, &pdu, &events, &auth_state, None).verdict;
             batch.put(cf::EVENTID_PDU, id.as_bytes(), encode(&json).as_bytes());
             if let Verdict::Rejected(reason) = &verdict {
