@@ -1,6 +1,6 @@
 //! EDUs about members of rooms spanning servers: a device-list change of a user on one server
 //! shows in the `/sync` `device_lists.changed` of a user on another they share a room with,
-//! and typing crosses too. Needs joins across servers (being written on the rooms branch).
+//! and typing crosses too.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +8,6 @@ use medrix_federation_tests::TestNet;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs joins across servers (the rooms branch)"]
 async fn device_list_changes_and_typing_reach_members_on_other_servers() {
     let net = TestNet::new();
     let clinic = net.start("clinic", &[], &["hospital"]).await;

@@ -124,15 +124,30 @@ pub async fn create_room(
     if let Some(topic) = &request.topic {
         setup.push(("m.room.topic".into(), Some(String::new()), json!({"topic": topic})));
     }
-    for invitee in &request.invite {
+    let invite_content = || {
         let mut content = json!({"membership": "invite"});
         if request.is_direct {
             content["is_direct"] = json!(true);
         }
-        setup.push(("m.room.member".into(), Some(invitee.to_string()), content));
+        content
+    };
+    let own_server = services.rooms.server_name().to_owned();
+    let (local_invitees, remote_invitees): (Vec<_>, Vec<_>) =
+        request.invite.iter().partition(|invitee| invitee.server_name() == own_server);
+    for invitee in local_invitees {
+        setup.push(("m.room.member".into(), Some(invitee.to_string()), invite_content()));
     }
     let room_id = services.rooms.create(&creator, version, setup).await?;
     tracing::info!(room = %room_id, version = %version, "room created");
+    // Users of other servers are invited once the room exists, through their servers. The
+    // room stands either way; an invite their server refuses is logged, like Synapse does.
+    for invitee in remote_invitees {
+        if let Err(err) =
+            invite_user(&services, &room_id, &creator, invitee, invite_content()).await
+        {
+            tracing::warn!(room = %room_id, %invitee, error = %err.message, "remote invite failed");
+        }
+    }
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
 }
 
@@ -218,6 +233,35 @@ async fn set_membership(
         .await?)
 }
 
+/// Appends an invite: a user of another server's invite is first co-signed by their server
+/// (`/invite` v2), which shows it to them.
+async fn invite_user(
+    services: &Services,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    content: Value,
+) -> Result<OwnedEventId, ApiError> {
+    let cosign = match &services.federation {
+        Some(federation) if target.server_name() != services.rooms.server_name() => {
+            Some(federation.rooms.invite_cosigner(room_id, sender)?)
+        }
+        _ => None,
+    };
+    Ok(services
+        .rooms
+        .append_cosigned(
+            room_id,
+            sender,
+            "m.room.member",
+            Some(target.as_str()),
+            content,
+            None,
+            cosign,
+        )
+        .await?)
+}
+
 pub async fn invite(
     State(services): State<Services>,
     request: Ruma<invite_user::v3::Request>,
@@ -231,39 +275,11 @@ pub async fn invite(
             "third-party invites are not offered",
         ));
     };
-    let target = &recipient.user_id;
-    match &services.federation {
-        Some(federation) if target.server_name() != services.rooms.server_name() => {
-            let mut content = json!({ "membership": "invite" });
-            if let Some(reason) = &recipient.reason {
-                content["reason"] = json!(reason);
-            }
-            let cosign = federation.rooms.invite_cosigner(&request.room_id, &sender)?;
-            services
-                .rooms
-                .append_cosigned(
-                    &request.room_id,
-                    &sender,
-                    "m.room.member",
-                    Some(target.as_str()),
-                    content,
-                    None,
-                    Some(cosign),
-                )
-                .await?;
-        }
-        _ => {
-            set_membership(
-                &services,
-                &request.room_id,
-                &sender,
-                target,
-                "invite",
-                recipient.reason.clone(),
-            )
-            .await?;
-        }
+    let mut content = json!({ "membership": "invite" });
+    if let Some(reason) = &recipient.reason {
+        content["reason"] = json!(reason);
     }
+    invite_user(&services, &request.room_id, &sender, &recipient.user_id, content).await?;
     Ok(RumaResponse(invite_user::v3::Response::new()))
 }
 
