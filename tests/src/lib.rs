@@ -97,6 +97,13 @@ impl TestServer {
         self.spawn().await;
     }
 
+    /// `kill -9`, leaving it down (start it with [`TestServer::start_again`]).
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// Stops the server cleanly, runs `offline` (an operator's task on its data directory),
     /// then starts it again on the same data and ports.
     pub async fn restart_with(&mut self, offline: impl FnOnce(&std::path::Path)) {
