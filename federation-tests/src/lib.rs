@@ -49,6 +49,14 @@ impl FederatingServer {
     /// An `Authorization: X-Matrix ...` header for a request from this server to
     /// `destination`, signed with this server's own key (read from its data directory): lets
     /// a test speak as this server, e.g. to repeat a transaction.
+    /// This server's current signing key, read from its data directory: lets a test sign
+    /// events and requests as this server.
+    pub fn signing_key(&self) -> ServerSigningKey {
+        let stored = std::fs::read_to_string(self.server.data_dir.join("signing.key")).unwrap();
+        let (version, seed) = stored.trim().split_once(' ').unwrap();
+        ServerSigningKey::from_base64_seed(&self.server_name, version, seed).unwrap()
+    }
+
     pub fn x_matrix(
         &self,
         destination: &FederatingServer,
@@ -56,9 +64,7 @@ impl FederatingServer {
         uri: &str,
         content: Option<&Value>,
     ) -> String {
-        let stored = std::fs::read_to_string(self.server.data_dir.join("signing.key")).unwrap();
-        let (version, seed) = stored.trim().split_once(' ').unwrap();
-        let key = ServerSigningKey::from_base64_seed(&self.server_name, version, seed).unwrap();
+        let key = self.signing_key();
         let mut request = json!({
             "method": method, "uri": uri,
             "origin": self.server_name, "destination": destination.server_name,
@@ -193,6 +199,27 @@ impl TestNet {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = TestServer::start_with(&medrix_binary(), &args).await;
         FederatingServer { server, server_name, host: host.to_owned(), federation_port }
+    }
+
+    /// `PUT /send/{txn_id}` to `to`, signed as `from`: answers the status and JSON body.
+    pub async fn put_transaction(
+        &self,
+        from: &FederatingServer,
+        to: &FederatingServer,
+        txn_id: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        let uri = format!("/_matrix/federation/v1/send/{txn_id}");
+        let response = self
+            .https_client(&[to])
+            .put(to.federation_url(&uri))
+            .header("authorization", from.x_matrix(to, "PUT", &uri, Some(body)))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// An HTTPS client trusting this net's CA, reaching the given servers on loopback.

@@ -70,27 +70,6 @@ async fn send_to_device(server: &FederatingServer, from: &User, to: &User, txn: 
     assert_eq!(status, 200, "{answer}");
 }
 
-/// `PUT /send/{txn_id}` to `to`, signed as `from`.
-async fn put_transaction(
-    net: &TestNet,
-    from: &FederatingServer,
-    to: &FederatingServer,
-    txn_id: &str,
-    body: &Value,
-) -> (u16, Value) {
-    let uri = format!("/_matrix/federation/v1/send/{txn_id}");
-    let response = net
-        .https_client(&[to])
-        .put(to.federation_url(&uri))
-        .header("authorization", from.x_matrix(to, "PUT", &uri, Some(body)))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 fn bodies(events: &[Value]) -> Vec<&str> {
     events.iter().map(|event| event["content"]["body"].as_str().unwrap_or_default()).collect()
 }
@@ -133,7 +112,7 @@ async fn a_to_device_message_reaches_the_other_server_once_even_when_repeated() 
     let transaction = |edus: Value| json!({"origin": clinic.server_name, "origin_server_ts": 1, "pdus": [], "edus": edus});
     for txn_id in ["repeat-1", "repeat-1", "repeat-2"] {
         let (status, answer) =
-            put_transaction(&net, &clinic, &hospital, txn_id, &transaction(json!([edu]))).await;
+            net.put_transaction(&clinic, &hospital, txn_id, &transaction(json!([edu]))).await;
         assert_eq!(status, 200, "{answer}");
     }
     let events = to_device_events(&hospital, &bob, &since, 1, Duration::from_secs(10)).await;
@@ -145,7 +124,7 @@ async fn a_to_device_message_reaches_the_other_server_once_even_when_repeated() 
     forged["content"]["sender"] = json!(format!("@mallory:{}", hospital.server_name));
     forged["content"]["message_id"] = json!("m-forged");
     let (status, _) =
-        put_transaction(&net, &clinic, &hospital, "forged", &transaction(json!([forged]))).await;
+        net.put_transaction(&clinic, &hospital, "forged", &transaction(json!([forged]))).await;
     assert_eq!(status, 200);
     let events = to_device_events(&hospital, &bob, &since, 1, Duration::from_secs(3)).await;
     assert!(events.is_empty(), "{events:?}");
@@ -156,7 +135,7 @@ async fn a_to_device_message_reaches_the_other_server_once_even_when_repeated() 
         "pdus": vec![json!({}); 51], "edus": []});
     let too_many_edus = transaction(Value::Array(vec![typing; 101]));
     for (txn_id, body) in [("big-1", too_many_pdus), ("big-2", too_many_edus)] {
-        let (status, answer) = put_transaction(&net, &clinic, &hospital, txn_id, &body).await;
+        let (status, answer) = net.put_transaction(&clinic, &hospital, txn_id, &body).await;
         assert_eq!(status, 400, "{answer}");
         assert_eq!(answer["errcode"], "M_TOO_LARGE", "{answer}");
     }

@@ -94,6 +94,10 @@ pub fn router(services: Services) -> Router {
     );
     router =
         endpoint::<state::send_state_event::v3::Request, _, _>(router, handlers::rooms::send_state);
+    router = endpoint::<state::get_state_events::v3::Request, _, _>(
+        router,
+        handlers::rooms::get_all_state,
+    );
     router = endpoint::<state::get_state_event_for_key::v3::Request, _, _>(
         router,
         handlers::rooms::get_state,

@@ -1,6 +1,6 @@
 //! Creating rooms, sending events, reading and writing state, and membership changes.
 
-use axum::extract::State;
+use axum::{Json, extract::State};
 use http::StatusCode;
 use medrix_protocol::RoomVersion;
 use ruma::{
@@ -13,7 +13,7 @@ use ruma::{
         message::send_message_event,
         redact::redact_event,
         room::create_room::{self, v3::RoomPreset},
-        state::{get_state_event_for_key, send_state_event},
+        state::{get_state_event_for_key, get_state_events, send_state_event},
     },
     events::StateEventType,
 };
@@ -202,6 +202,16 @@ pub async fn get_state(
         .ok_or_else(|| ApiError::not_found("no such state event"))?;
     let content = serde_json::value::to_raw_value(&event["content"]).map_err(ApiError::internal)?;
     Ok(RumaResponse(get_state_event_for_key::v3::Response::new(content)))
+}
+
+/// `GET /rooms/{roomId}/state`: the current state events, for a member joined now.
+pub async fn get_all_state(
+    State(services): State<Services>,
+    request: Ruma<get_state_events::v3::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let user = request.session().user_id.clone();
+    require_joined(&services, &request.body.room_id, &user)?;
+    Ok(Json(json!(super::sync::rooms::current_state(&services, &request.body.room_id)?)))
 }
 
 /// Refuses unless `user` is joined to the room now (state reads of a room left or never

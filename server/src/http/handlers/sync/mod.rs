@@ -7,7 +7,7 @@
 //! E2EE sections must always be present, and the JSON form is what is measured fast.
 
 mod ephemeral;
-mod rooms;
+pub(crate) mod rooms;
 
 use std::time::Duration;
 
