@@ -204,3 +204,51 @@ async fn a_room_spans_two_servers_and_a_kick_cuts_the_removed_server_off() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 200, "{:?}", response.text().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_from_another_server_is_rejected_through_that_server() {
+    let net = TestNet::new();
+    let clinic = net.start("clinic", &[], &["hospital"]).await;
+    let hospital = net.start("hospital", &[], &["clinic"]).await;
+    let patient = clinic.server.register("patient", "pw").await;
+    let doctor = hospital.server.register("doctor", "pw").await;
+    let doctor_id = hospital.user_id("doctor");
+    let (_, created) = clinic
+        .server
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&patient),
+            Some(json!({ "preset": "private_chat", "invite": [doctor_id] })),
+        )
+        .await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let since = sync_until(&hospital, &doctor, None, &room, |event| {
+        event["content"]["membership"] == "invite"
+    })
+    .await;
+
+    let (status, body) = hospital
+        .server
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            Some(&doctor),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The inviting server has the doctor's leave in the room...
+    sync_until(&clinic, &patient, None, &room, |event| {
+        event["state_key"] == doctor_id.as_str() && event["content"]["membership"] == "leave"
+    })
+    .await;
+    // ...and the doctor's own sync moves the room from invites to left rooms.
+    sync_until(&hospital, &doctor, Some(&since), &room, |event| {
+        event["content"]["membership"] == "leave"
+    })
+    .await;
+    let (_, rooms) =
+        hospital.server.call("GET", "/_matrix/client/v3/joined_rooms", Some(&doctor), None).await;
+    assert_eq!(rooms["joined_rooms"], json!([]));
+}

@@ -216,16 +216,22 @@ pub async fn invite(
     // In a room this server is already in, the invite arrives through the room like any
     // other event; otherwise it is kept for the invitee with the state to show.
     if services.rooms.version(&body.room_id)?.is_none() {
-        let stripped: Vec<Value> =
+        let mut stripped: Vec<Value> =
             body.invite_room_state.iter().filter_map(stripped_event).collect();
+        // The invite itself belongs to what the invitee's client shows (who invited them).
+        stripped.push(json!({
+            "type": "m.room.member", "state_key": invitee, "sender": text(&object, "sender"),
+            "content": serde_json::to_value(object.get("content")).map_err(ApiError::internal)?,
+        }));
         services
             .rooms
-            .store_remote_invite(
+            .store_outside_membership(
                 &body.room_id,
                 &invitee,
                 &event_id,
                 &object,
-                &json!({ "events": stripped, "via": [request.origin.as_str()] }),
+                "invite",
+                Some(&json!({ "events": stripped, "via": [request.origin.as_str()] })),
             )
             .await?;
     }

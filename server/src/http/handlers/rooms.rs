@@ -331,6 +331,22 @@ async fn join(
     let Some(federation) = &services.federation else {
         return Err(ApiError::not_found("unknown room"));
     };
+    let servers = servers_to_ask(services, room_id, user, via)?;
+    if servers.is_empty() {
+        return Err(ApiError::not_found("unknown room, and no server to join it through"));
+    }
+    federation.rooms.join(room_id, user, &servers).await?;
+    Ok(())
+}
+
+/// The servers to ask about a room this server is not in: those the client names, the one
+/// that sent the user's invite, and the room ID's own server (before v12).
+fn servers_to_ask(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    via: &[ruma::OwnedServerName],
+) -> Result<Vec<ruma::OwnedServerName>, ApiError> {
     let mut servers: Vec<ruma::OwnedServerName> = via.to_vec();
     if let Some(invite) = services.rooms.remote_invite_state(room_id, user)? {
         servers.extend(
@@ -342,12 +358,9 @@ async fn join(
         );
     }
     servers.extend(room_id.server_name().map(ToOwned::to_owned));
-    servers.dedup();
-    if servers.is_empty() {
-        return Err(ApiError::not_found("unknown room, and no server to join it through"));
-    }
-    federation.rooms.join(room_id, user, &servers).await?;
-    Ok(())
+    let mut seen = std::collections::HashSet::new();
+    servers.retain(|server| seen.insert(server.clone()));
+    Ok(servers)
 }
 
 pub async fn leave(
@@ -355,6 +368,16 @@ pub async fn leave(
     request: Ruma<leave_room::v3::Request>,
 ) -> Result<RumaResponse<leave_room::v3::Response>, ApiError> {
     let user = request.session().user_id.clone();
+    let room_id = &request.body.room_id;
+    // An invite to a room on another server is rejected through that server.
+    if services.rooms.version(room_id)?.is_none()
+        && let Some(federation) = &services.federation
+        && services.rooms.membership(room_id, &user)?.as_deref() == Some("invite")
+    {
+        let servers = servers_to_ask(&services, room_id, &user, &[])?;
+        federation.rooms.reject_invite(room_id, &user, &servers).await?;
+        return Ok(RumaResponse(leave_room::v3::Response::new()));
+    }
     set_membership(
         &services,
         &request.body.room_id,

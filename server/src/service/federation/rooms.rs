@@ -30,7 +30,10 @@ use ruma::{
     api::federation::{
         authorization::get_event_authorization,
         event::{get_event, get_missing_events, get_room_state_ids},
-        membership::{create_invite, create_join_event, prepare_join_event},
+        membership::{
+            create_invite, create_join_event, create_leave_event, prepare_join_event,
+            prepare_leave_event,
+        },
     },
 };
 use serde_json::value::RawValue;
@@ -292,20 +295,8 @@ impl FederatedRooms {
             .ok_or_else(|| {
                 RoomError::Remote(format!("{server} offers an unsupported room version"))
             })?;
-        let mut event = parse_object(template.event.get().as_bytes(), MAX_PDU_BYTES)
-            .map_err(|err| RoomError::Remote(format!("join template: {err}")))?;
-        check_join_template(&event, room_id, user)?;
-        event.insert(
-            "origin_server_ts".into(),
-            CanonicalJsonValue::Integer(crate::clock::now_ms().try_into().unwrap_or_default()),
-        );
-        event.remove("signatures");
-        event.remove("hashes");
-        event.remove("unsigned");
-        hash_and_sign(&mut event, version, self.rooms.signing_key())
-            .map_err(|err| RoomError::Invalid(err.to_string()))?;
-        let event_id =
-            compute_event_id(&event, version).map_err(|err| RoomError::Invalid(err.to_string()))?;
+        let (event_id, event) = self.sign_template(&template.event, version)?;
+        check_membership_template(&event, room_id, user, "join")?;
         let pdu = RawValue::from_string(encode(&event)).expect("canonical JSON is JSON");
         let request =
             create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), pdu);
@@ -406,6 +397,76 @@ impl FederatedRooms {
                 Ok(SignedEvent { event_id: signed.event_id, json: checked.json, pdu: checked.pdu })
             }) as Pin<Box<dyn Future<Output = Result<SignedEvent, RoomError>> + Send>>
         }))
+    }
+
+    /// Rejects an invite to a room this server is not in, through one of `via` (the server
+    /// that sent it): `make_leave`, sign, `send_leave` (v2); the leave is recorded here too.
+    pub async fn reject_invite(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        via: &[OwnedServerName],
+    ) -> Result<OwnedEventId, RoomError> {
+        let mut last_error = RoomError::Remote("no server to leave through".to_owned());
+        for server in via.iter().filter(|s| **s != *self.client.origin()) {
+            match self.reject_through(room_id, user, server).await {
+                Ok(event_id) => return Ok(event_id),
+                Err(err) => {
+                    tracing::info!(room = %room_id, %server, %err, "leave through this server failed");
+                    last_error = err;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn reject_through(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        server: &ServerName,
+    ) -> Result<OwnedEventId, RoomError> {
+        let request = prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+        let template = self.client.send(server, request).await.map_err(remote)?;
+        let version = template
+            .room_version
+            .as_ref()
+            .and_then(|v| RoomVersion::parse(v.as_str()).ok())
+            .ok_or_else(|| {
+                RoomError::Remote(format!("{server} offers an unsupported room version"))
+            })?;
+        let (event_id, event) = self.sign_template(&template.event, version)?;
+        check_membership_template(&event, room_id, user, "leave")?;
+        let pdu = RawValue::from_string(encode(&event)).expect("canonical JSON is JSON");
+        let request =
+            create_leave_event::v2::Request::new(room_id.to_owned(), event_id.clone(), pdu);
+        self.client.send(server, request).await.map_err(remote)?;
+        self.rooms
+            .store_outside_membership(room_id, user, &event_id, &event, "leave", None)
+            .await?;
+        Ok(event_id)
+    }
+
+    /// A membership template from a resident server, timestamped and signed by this server.
+    fn sign_template(
+        &self,
+        template: &RawValue,
+        version: RoomVersion,
+    ) -> Result<(OwnedEventId, CanonicalJsonObject), RoomError> {
+        let mut event = parse_object(template.get().as_bytes(), MAX_PDU_BYTES)
+            .map_err(|err| RoomError::Remote(format!("membership template: {err}")))?;
+        event.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(crate::clock::now_ms().try_into().unwrap_or_default()),
+        );
+        event.remove("signatures");
+        event.remove("hashes");
+        event.remove("unsigned");
+        hash_and_sign(&mut event, version, self.rooms.signing_key())
+            .map_err(|err| RoomError::Invalid(err.to_string()))?;
+        let event_id =
+            compute_event_id(&event, version).map_err(|err| RoomError::Invalid(err.to_string()))?;
+        Ok((event_id, event))
     }
 
     /// Checks raw PDUs of `room_id` (format, signatures, hashes); drops those that fail.
@@ -535,11 +596,13 @@ fn guess_version(object: &CanonicalJsonObject) -> Option<RoomVersion> {
     Some(if room_id.server_name().is_none() { RoomVersion::V12 } else { RoomVersion::V11 })
 }
 
-/// A join template must be the join of the user asked for, in the room asked for.
-fn check_join_template(
+/// A membership template must be the join (or leave) of the user asked for, in the room
+/// asked for.
+fn check_membership_template(
     event: &CanonicalJsonObject,
     room_id: &RoomId,
     user: &UserId,
+    wanted: &str,
 ) -> Result<(), RoomError> {
     let text = |field: &str| match event.get(field) {
         Some(CanonicalJsonValue::String(value)) => Some(value.as_str()),
@@ -556,11 +619,11 @@ fn check_join_template(
         && text("sender") == Some(user.as_str())
         && text("state_key") == Some(user.as_str())
         && text("room_id") == Some(room_id.as_str())
-        && membership == Some("join");
+        && membership == Some(wanted);
     if fits {
         Ok(())
     } else {
-        Err(RoomError::Remote("the join template is not this join".to_owned()))
+        Err(RoomError::Remote(format!("the template is not this user's {wanted}")))
     }
 }
 

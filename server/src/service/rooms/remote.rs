@@ -367,16 +367,18 @@ impl Rooms {
 }
 
 impl Rooms {
-    /// Records another server's invite of a local user to a room this server is not in: the
-    /// event (signed by both servers) in the room's timeline here so the invitee's `/sync`
-    /// shows it, their membership, and the stripped state their client displays.
-    pub async fn store_remote_invite(
+    /// Records a membership event of a local user in a room this server is not in: another
+    /// server's invite (with `invite_state`, the stripped state their client displays), or
+    /// the user's rejection of it. The event (signed by both servers) enters the room's
+    /// timeline here, so the user's `/sync` shows it.
+    pub async fn store_outside_membership(
         &self,
         room_id: &RoomId,
         user: &ruma::UserId,
         event_id: &EventId,
         json: &ruma::CanonicalJsonObject,
-        invite_state: &serde_json::Value,
+        membership: &str,
+        invite_state: Option<&serde_json::Value>,
     ) -> Result<(), RoomError> {
         let slot = self.slot(room_id);
         let _guard = slot.lock().await;
@@ -385,17 +387,20 @@ impl Rooms {
         let (room_key, user_key) = (room_id.as_bytes(), user.as_bytes());
         batch.put(cf::EVENTID_PDU, event_id.as_bytes(), encode(json).as_bytes());
         index_timeline(&mut batch, room_id, event_id, position);
-        batch.put(cf::USERROOMID_MEMBERSHIP, &compound_key(&[user_key, room_key]), b"invite");
+        let membership = membership.as_bytes();
+        batch.put(cf::USERROOMID_MEMBERSHIP, &compound_key(&[user_key, room_key]), membership);
         batch.put(
             cf::ROOMUSERPOSITION_MEMBERSHIP,
             &compound_key(&[room_key, user_key, &position.to_be_bytes()]),
-            b"invite",
+            membership,
         );
-        batch.put(
-            cf::ROOMUSER_INVITESTATE,
-            &compound_key(&[room_key, user_key]),
-            &serde_json::to_vec(invite_state).expect("JSON"),
-        );
+        if let Some(invite_state) = invite_state {
+            batch.put(
+                cf::ROOMUSER_INVITESTATE,
+                &compound_key(&[room_key, user_key]),
+                &serde_json::to_vec(invite_state).expect("JSON"),
+            );
+        }
         let result = self.storage.commit(batch).await;
         self.stream.finish(position);
         Ok(result?)
