@@ -252,3 +252,54 @@ async fn an_invite_from_another_server_is_rejected_through_that_server() {
         hospital.server.call("GET", "/_matrix/client/v3/joined_rooms", Some(&doctor), None).await;
     assert_eq!(rooms["joined_rooms"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_outlives_a_key_rotation_events_signed_before_it_still_verify() {
+    let net = TestNet::new();
+    let clinic = net.start("clinic", &[], &["hospital", "lab"]).await;
+    let mut hospital = net.start("hospital", &[], &["clinic", "lab"]).await;
+    let lab = net.start("lab", &[], &["clinic", "hospital"]).await;
+    let patient = clinic.server.register("patient", "pw").await;
+    let doctor = hospital.server.register("doctor", "pw").await;
+    let tech = lab.server.register("tech", "pw").await;
+    let (doctor_id, tech_id) = (hospital.user_id("doctor"), lab.user_id("tech"));
+    let (_, created) = clinic
+        .server
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&patient),
+            Some(json!({ "preset": "private_chat", "invite": [doctor_id, tech_id] })),
+        )
+        .await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let join = format!("/_matrix/client/v3/join/{room}");
+    let (status, body) = hospital.server.call("POST", &join, Some(&doctor), Some(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The hospital rotates its signing key: the doctor's join stays signed by the old one.
+    let (binary, name) = (hospital.server.binary().to_owned(), hospital.server_name.clone());
+    hospital
+        .server
+        .restart_with(|data_dir| {
+            let status = std::process::Command::new(&binary)
+                .args(["keys", "rotate", "--data-dir", data_dir.to_str().unwrap()])
+                .args(["--server-name", &name])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        })
+        .await;
+
+    // The lab joins later: the room state it is given holds the doctor's join, which it can
+    // verify only with the hospital's former key (published with its expiry).
+    let (status, body) = lab.server.call("POST", &join, Some(&tech), Some(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, members) = lab
+        .server
+        .call("GET", &format!("/_matrix/client/v3/rooms/{room}/joined_members"), Some(&tech), None)
+        .await;
+    let joined = members["joined"].as_object().unwrap();
+    assert!(joined.contains_key(&doctor_id), "{members}");
+    assert_eq!(joined.len(), 3, "{members}");
+}

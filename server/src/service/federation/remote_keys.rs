@@ -24,6 +24,9 @@ const MAX_IN_MEMORY: usize = 4096;
 #[derive(Clone, Serialize, Deserialize)]
 struct StoredKeys {
     verify_keys: std::collections::BTreeMap<String, String>,
+    /// Keys the server used before: key ID → (public key, when it stopped using it).
+    #[serde(default)]
+    old_verify_keys: std::collections::BTreeMap<String, (String, u64)>,
     valid_until_ts: u64,
     /// The document as the server signed it, for notary answers.
     #[serde(default)]
@@ -41,36 +44,61 @@ impl RemoteKeys {
         Self { storage, client, memory: Mutex::new(HashMap::new()) }
     }
 
-    /// Keys to verify what `server` signed with `key_id` now (`now_ms`).
+    /// Keys to verify what `server` signed with `key_id` now (`now_ms`): current keys only.
     pub async fn keys_for(
         &self,
         server: &ServerName,
         key_id: &str,
         now_ms: u64,
     ) -> Result<VerifyKeys, FederationError> {
-        let usable = |keys: &StoredKeys| {
-            keys.valid_until_ts > now_ms && keys.verify_keys.contains_key(key_id)
+        self.find(server, key_id, now_ms, None).await
+    }
+
+    /// Keys to verify an event `server` signed with `key_id` at `origin_server_ts`: a current
+    /// key, or a former one the event predates (the spec's `expired_ts` rule), so events
+    /// signed before a rotation stay verifiable.
+    pub async fn keys_for_event(
+        &self,
+        server: &ServerName,
+        key_id: &str,
+        origin_server_ts: u64,
+        now_ms: u64,
+    ) -> Result<VerifyKeys, FederationError> {
+        self.find(server, key_id, now_ms, Some(origin_server_ts)).await
+    }
+
+    async fn find(
+        &self,
+        server: &ServerName,
+        key_id: &str,
+        now_ms: u64,
+        event_ts: Option<u64>,
+    ) -> Result<VerifyKeys, FederationError> {
+        let pick = |keys: &StoredKeys| -> Option<Vec<(String, String)>> {
+            if keys.valid_until_ts > now_ms && keys.verify_keys.contains_key(key_id) {
+                return Some(keys.verify_keys.clone().into_iter().collect());
+            }
+            let (old, expired_ts) = keys.old_verify_keys.get(key_id)?;
+            (event_ts? < *expired_ts).then(|| vec![(key_id.to_owned(), old.clone())])
         };
         let known = match self.memory.lock().expect("keys lock").get(server).cloned() {
             Some(keys) => Some(keys),
             None => self.stored(server)?,
         };
-        let keys = match known.filter(usable) {
-            Some(keys) => keys,
+        let chosen = match known.as_ref().and_then(|keys| pick(keys).map(|c| (keys.clone(), c))) {
+            Some(found) => found,
             None => {
                 let fetched = self.fetch(server).await?;
-                if !usable(&fetched) {
-                    return Err(FederationError::BadKeys {
-                        server: server.to_owned(),
-                        why: format!("no valid key {key_id}"),
-                    });
-                }
-                fetched
+                let chosen = pick(&fetched).ok_or_else(|| FederationError::BadKeys {
+                    server: server.to_owned(),
+                    why: format!("no valid key {key_id}"),
+                })?;
+                (fetched, chosen)
             }
         };
-        self.remember(server, &keys);
+        self.remember(server, &chosen.0);
         let mut verify = VerifyKeys::default();
-        for (id, key) in &keys.verify_keys {
+        for (id, key) in &chosen.1 {
             verify.insert_base64(server.as_str(), id, key).map_err(|err| {
                 FederationError::BadKeys { server: server.to_owned(), why: err.to_string() }
             })?;
@@ -112,13 +140,14 @@ impl RemoteKeys {
 
     async fn fetch(&self, server: &ServerName) -> Result<StoredKeys, FederationError> {
         let body = self.client.get_unsigned(server, "/_matrix/key/v2/server").await?;
-        let RemoteServerKeys { verify_keys, valid_until_ts, .. } =
+        let RemoteServerKeys { verify_keys, old_verify_keys, valid_until_ts } =
             check_key_document(&body, server).map_err(|err| FederationError::BadKeys {
                 server: server.to_owned(),
                 why: err.to_string(),
             })?;
         let keys = StoredKeys {
             verify_keys,
+            old_verify_keys,
             valid_until_ts,
             document: String::from_utf8_lossy(&body).into_owned(),
         };

@@ -520,18 +520,25 @@ impl FederatedRooms {
         version: RoomVersion,
         objects: &[CanonicalJsonObject],
     ) -> VerifyKeys {
-        let mut wanted: BTreeSet<(OwnedServerName, String)> = BTreeSet::new();
+        // Each key with the latest timestamp of an event it signed: a former key verifies
+        // only events made before it expired.
+        let mut wanted: BTreeMap<(OwnedServerName, String), u64> = BTreeMap::new();
         for object in objects {
+            let ts = match object.get("origin_server_ts") {
+                Some(CanonicalJsonValue::Integer(ts)) => u64::try_from(i64::from(*ts)).unwrap_or(0),
+                _ => 0,
+            };
             for server in required_signers(object, version).unwrap_or_default() {
                 for key_id in signature_key_ids(object, &server) {
-                    wanted.insert((server.clone(), key_id));
+                    let latest = wanted.entry((server.clone(), key_id)).or_insert(0);
+                    *latest = (*latest).max(ts);
                 }
             }
         }
         let mut keys = VerifyKeys::default();
         let own = self.rooms.signing_key();
         let now = crate::clock::now_ms();
-        for (server, key_id) in wanted {
+        for ((server, key_id), latest_ts) in wanted {
             if server == *own.server_name() {
                 keys.extend(own.verify_keys());
                 continue;
@@ -539,7 +546,7 @@ impl FederatedRooms {
             if keys.ed25519_keys(server.as_str()).is_some_and(|known| known.contains_key(&key_id)) {
                 continue;
             }
-            match self.remote_keys.keys_for(&server, &key_id, now).await {
+            match self.remote_keys.keys_for_event(&server, &key_id, latest_ts, now).await {
                 Ok(found) => keys.extend(found),
                 Err(err) => tracing::info!(%server, %err, "signing keys not available"),
             }

@@ -218,10 +218,6 @@ impl Rooms {
         &self.key
     }
 
-    pub fn storage(&self) -> &Storage {
-        &self.storage
-    }
-
     /// Creates a room: the create event, then each of `setup` in order, as `creator`.
     pub async fn create(
         &self,
