@@ -27,7 +27,7 @@ use ruma::api::federation::{
         create_invite, create_join_event, create_leave_event, prepare_join_event,
         prepare_leave_event,
     },
-    query::get_profile_information,
+    query::{get_profile_information, get_room_information},
     transactions::send_transaction_message,
 };
 use serde_json::{Value, json};
@@ -43,6 +43,7 @@ pub fn router(services: Services) -> Router {
         .route(path::<get_remote_server_keys_batch::v2::Request>(), post(notary::query_batch))
         .route(path::<get_remote_server_keys::v2::Request>(), get(notary::query_one))
         .route(path::<get_profile_information::v1::Request>(), get(query::profile))
+        .route(path::<get_room_information::v1::Request>(), get(query::directory))
         .route(path::<get_devices::v1::Request>(), get(keys::user_devices))
         .route(path::<get_keys::v1::Request>(), post(keys::keys_query))
         .route(path::<claim_keys::v1::Request>(), post(keys::keys_claim))

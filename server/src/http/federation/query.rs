@@ -1,7 +1,7 @@
 //! Queries other servers make about this one's users.
 
 use axum::extract::State;
-use ruma::api::federation::query::get_profile_information;
+use ruma::api::federation::query::{get_profile_information, get_room_information};
 
 use super::auth::Federated;
 use crate::{
@@ -26,4 +26,14 @@ pub async fn profile(
         profile.retain(|name, _| name == field.as_str());
     }
     Ok(RumaResponse(profile.into_iter().collect()))
+}
+
+/// `GET /query/directory?room_alias=`: which room an alias names. Medrix has no room aliases
+/// yet (records rooms are reached by invite), so every alias is unknown here.
+pub async fn directory(
+    State(_services): State<Services>,
+    request: Federated<get_room_information::v1::Request>,
+) -> Result<RumaResponse<get_room_information::v1::Response>, ApiError> {
+    tracing::debug!(origin = %request.origin, "directory query");
+    Err(ApiError::not_found(format!("no room alias {} here", request.body.room_alias)))
 }
