@@ -20,6 +20,7 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::auth::Federated;
+use crate::service::federation::destinations::servers_in_room;
 use crate::{
     http::error::{ApiError, ErrorCode},
     service::{FederationServices, Services, rooms::remote::StateBefore},
@@ -105,8 +106,12 @@ pub async fn send_join(
     let mut starts = state_ids.clone();
     starts.push(event_id.clone());
     let auth_chain = services.rooms.auth_chain_of(version, &starts)?;
-    let servers: Vec<String> =
-        services.rooms.servers_in_room(&body.room_id)?.iter().map(|s| s.to_string()).collect();
+    let own = services.rooms.server_name();
+    let servers: Vec<String> = servers_in_room(&services.storage, &body.room_id, own)?
+        .iter()
+        .map(|s| s.to_string())
+        .chain([own.to_string()])
+        .collect();
     Ok(Json(json!({
         "origin": services.config.server_name,
         "members_omitted": false,
@@ -158,9 +163,8 @@ async fn receive_membership(
     let (_, checked) =
         federation.rooms.check_objects(version, vec![object.clone()]).await.remove(0);
     let checked = checked.map_err(ApiError::forbidden)?;
-    let mut others = services.rooms.servers_in_room(room_id)?;
+    let mut others = servers_in_room(&services.storage, room_id, services.rooms.server_name())?;
     others.remove(origin);
-    others.remove(services.rooms.server_name());
     let verdict = services
         .rooms
         .receive(room_id, version, checked, StateBefore::FromPrevEvents, others)

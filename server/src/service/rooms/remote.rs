@@ -419,24 +419,6 @@ impl Rooms {
             .and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
-    /// The servers with a member joined to the room now (this one included if so).
-    pub fn servers_in_room(
-        &self,
-        room_id: &RoomId,
-    ) -> Result<BTreeSet<OwnedServerName>, RoomError> {
-        let Some(version) = self.version(room_id)? else { return Ok(BTreeSet::new()) };
-        let mut servers = BTreeSet::new();
-        for (_, pdu) in self.current_state_events(room_id, version)? {
-            if *pdu.kind() == ruma::events::TimelineEventType::RoomMember
-                && super::membership_of(&pdu).as_deref() == Some("join")
-                && let Some(user) = pdu.state_key().and_then(|k| ruma::UserId::parse(k).ok())
-            {
-                servers.insert(user.server_name().to_owned());
-            }
-        }
-        Ok(servers)
-    }
-
     /// Whether `server` may read the room's events at `event_id` (or now, without one): it
     /// has a member joined in the state before that event, or in the current state. A server
     /// whose last member was removed gets nothing newer.
