@@ -86,6 +86,9 @@ async fn an_encrypted_record_room_spans_three_servers_through_crashes_partitions
         }
     }
     assert_eq!(joined, 3, "both providers joined across servers");
+    // The patient's client counts them too (the sync room summary).
+    sync_once(&patient).await;
+    assert_eq!(room.joined_members_count(), 3);
     assert!(
         joined_room(&doctor, &room_id)
             .await

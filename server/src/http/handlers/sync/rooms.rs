@@ -50,10 +50,12 @@ fn initial(window: &Window<'_>) -> Result<Value, ApiError> {
                 let (timeline, limited) =
                     recent_visible(services, &room_id, user, upto, window.timeline_limit)?;
                 let mut state = current_state(services, &room_id)?;
+                let summary = summary(&state, user);
                 state.retain(|event| {
                     !timeline.iter().any(|(_, e)| e["event_id"] == event["event_id"])
                 });
                 let mut room = joined_room(state, timeline, limited, None);
+                room["summary"] = summary;
                 room["ephemeral"]["events"] =
                     json!(ephemeral::current(services, &room_id, user, upto)?);
                 response["rooms"]["join"][room_id.as_str()] = room;
@@ -178,6 +180,13 @@ fn joined_incremental(
         _ => since,
     };
     let in_timeline = |event: &Value| shown.iter().any(|(_, e)| e["event_id"] == event["event_id"]);
+    let members_changed =
+        gap.iter().chain(&shown).any(|(_, event)| event["type"] == "m.room.member");
+    let room_summary = if newly_joined || members_changed {
+        Some(summary(&current_state(window.services, room_id)?, window.user))
+    } else {
+        None
+    };
     let state = if newly_joined {
         let mut state = current_state(window.services, room_id)?;
         state.retain(|event| !in_timeline(event));
@@ -185,7 +194,36 @@ fn joined_incremental(
     } else {
         gap_state(&gap, &shown)
     };
-    Ok(joined_room(state, shown, limited, Some(format!("s{prev_batch}"))))
+    let mut room = joined_room(state, shown, limited, Some(format!("s{prev_batch}")));
+    if let Some(room_summary) = room_summary {
+        room["summary"] = room_summary;
+    }
+    Ok(room)
+}
+
+/// The room summary clients name rooms by: joined and invited counts, and up to five other
+/// members (the "heroes"), from the room's current state in the client format.
+fn summary(state: &[Value], user: &UserId) -> Value {
+    let members = state.iter().filter(|event| event["type"] == "m.room.member");
+    let (mut joined, mut invited, mut heroes) = (0, 0, Vec::new());
+    for member in members {
+        let membership = member["content"]["membership"].as_str().unwrap_or_default();
+        match membership {
+            "join" => joined += 1,
+            "invite" => invited += 1,
+            _ => continue,
+        }
+        if let Some(id) = member["state_key"].as_str().filter(|id| *id != user.as_str()) {
+            heroes.push(id.to_owned());
+        }
+    }
+    heroes.sort();
+    heroes.truncate(5);
+    json!({
+        "m.joined_member_count": joined,
+        "m.invited_member_count": invited,
+        "m.heroes": heroes,
+    })
 }
 
 /// The state events of a gap the timeline skipped: the last one per slot, unless the shown
