@@ -5,7 +5,10 @@
 //! Servers that must be reached by other implementations (`synapse`) are named by an IP
 //! literal instead, `127.0.0.1:<port>`, which needs no resolution at all.
 
-use std::{net::TcpListener, path::PathBuf};
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+};
 
 use medrix_protocol::{canonical::object_from_value, keys::ServerSigningKey};
 use medrix_tests::{REGISTRATION_TOKEN, TestServer, medrix_binary};
@@ -15,6 +18,7 @@ use rcgen::{
 };
 use serde_json::{Value, json};
 
+pub mod mesh;
 pub mod synapse;
 
 /// The CA and the directory its files live in.
@@ -159,6 +163,34 @@ impl TestNet {
         self.start_medrix(name, "127.0.0.1", allow, &[]).await
     }
 
+    /// Starts `<name>.test` for each of `names`, each reaching the others through relays a
+    /// test can cut ([`mesh::Mesh`]): a real network partition with every process running.
+    pub async fn start_mesh(&self, names: &[&str]) -> (Vec<FederatingServer>, mesh::Mesh) {
+        let ports: Vec<(u16, u16)> = names.iter().map(|_| (free_port(), free_port())).collect();
+        let mut mesh = mesh::Mesh::default();
+        for (to, (name_port, listen_port)) in names.iter().zip(&ports) {
+            let target = SocketAddr::from(([127, 0, 0, 1], *listen_port));
+            // The test's own link, never cut.
+            mesh.link("test", to, SocketAddr::from(([127, 0, 0, 1], *name_port)), target).await;
+            for (index, from) in names.iter().enumerate() {
+                let listen = SocketAddr::new(mesh::source_ip(index), *name_port);
+                mesh.link(from, to, listen, target).await;
+            }
+        }
+        let mut servers = Vec::new();
+        for (index, (name, (name_port, listen_port))) in names.iter().zip(&ports).enumerate() {
+            let resolve: Vec<String> = names
+                .iter()
+                .map(|peer| format!("{peer}.test={}", mesh::source_ip(index)))
+                .collect();
+            let host = format!("{name}.test");
+            servers.push(
+                self.start_medrix_on(name, &host, *name_port, *listen_port, &[], &resolve).await,
+            );
+        }
+        (servers, mesh)
+    }
+
     async fn start_medrix(
         &self,
         name: &str,
@@ -166,7 +198,22 @@ impl TestNet {
         allow: &[&str],
         resolve: &[String],
     ) -> FederatingServer {
-        let federation_port = free_port();
+        let port = free_port();
+        self.start_medrix_on(name, host, port, port, allow, resolve).await
+    }
+
+    /// Starts a server named `host:name_port`, its federation API listening on
+    /// `listen_port` (the same port unless a relay sits in between).
+    async fn start_medrix_on(
+        &self,
+        name: &str,
+        host: &str,
+        name_port: u16,
+        listen_port: u16,
+        allow: &[&str],
+        resolve: &[String],
+    ) -> FederatingServer {
+        let federation_port = name_port;
         let server_name = format!("{host}:{federation_port}");
         let (cert_path, key_path) = self.issue_certificate(name, host);
 
@@ -177,7 +224,7 @@ impl TestNet {
             "--server-name",
             &server_name,
             "--federation-listen",
-            &format!("127.0.0.1:{federation_port}"),
+            &format!("127.0.0.1:{listen_port}"),
             "--tls-cert",
             cert_path.to_str().unwrap(),
             "--tls-key",
