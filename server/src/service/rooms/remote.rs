@@ -158,10 +158,7 @@ impl Rooms {
         let version = room.version;
         let CheckedPdu { pdu, json, .. } = checked;
         let event_id = pdu.event_id().to_owned();
-        let mut events = StoredEvents::new(&self.storage, version);
-        for state_event in room.events.values() {
-            events.insert(state_event.clone());
-        }
+        let mut events = StoredEvents::over(&self.storage, version, &room.events);
         let starts_line = matches!(state_before, StateBefore::Join(_));
         let (before, reusable_group) = match state_before {
             StateBefore::Given(state) | StateBefore::Join(state) => (state, None),

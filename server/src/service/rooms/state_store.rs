@@ -129,34 +129,43 @@ fn decode_state(bytes: &[u8]) -> Result<StateMap, StorageError> {
         .collect()
 }
 
-/// Stored events lent to the pure rules, loaded on demand and kept for one decision.
+/// Stored events lent to the pure rules, loaded on demand and kept for one decision. Events
+/// the caller already holds in memory (a loaded room's current state) are consulted first,
+/// by reference: an incoming event then costs no copy or reload of the room's state.
 pub struct StoredEvents<'a> {
     storage: &'a Storage,
     version: RoomVersion,
+    in_memory: Option<&'a HashMap<OwnedEventId, Pdu>>,
     events: HashMap<OwnedEventId, Pdu>,
 }
 
 impl<'a> StoredEvents<'a> {
     pub fn new(storage: &'a Storage, version: RoomVersion) -> Self {
-        Self { storage, version, events: HashMap::new() }
+        Self { storage, version, in_memory: None, events: HashMap::new() }
     }
 
-    /// Adds an event already in hand (the one being decided, or the room's cached state).
+    /// The same, consulting `in_memory` before storage.
+    pub fn over(
+        storage: &'a Storage,
+        version: RoomVersion,
+        in_memory: &'a HashMap<OwnedEventId, Pdu>,
+    ) -> Self {
+        Self { storage, version, in_memory: Some(in_memory), events: HashMap::new() }
+    }
+
+    /// Adds an event already in hand (the one being decided).
     pub fn insert(&mut self, pdu: Pdu) {
         self.events.insert(pdu.event_id().to_owned(), pdu);
     }
 
     pub fn contains(&self, id: &EventId) -> bool {
-        self.events.contains_key(id)
+        self.get_pdu(id).is_some()
     }
 
-    /// Loads these events from storage if not loaded yet; unknown IDs are skipped.
-    pub fn load<'i>(
-        &mut self,
-        ids: impl IntoIterator<Item = &'i EventId>,
-    ) -> Result<(), StorageError> {
+    /// Loads these events from storage if not at hand yet; unknown IDs are skipped.
+    pub fn load<'i>(&mut self, ids: impl IntoIterator<Item = &'i EventId>) -> Result<(), StorageError> {
         for id in ids {
-            if self.events.contains_key(id) {
+            if self.contains(id) {
                 continue;
             }
             if let Some(pdu) = load_pdu(self.storage, id, self.version)? {
@@ -178,7 +187,7 @@ impl<'a> StoredEvents<'a> {
                 continue;
             }
             self.load([&*id])?;
-            if let Some(pdu) = self.events.get(&id) {
+            if let Some(pdu) = self.get_pdu(&id) {
                 todo.extend(pdu.auth_events().iter().filter(|a| !seen.contains(*a)).cloned());
             }
         }
@@ -188,7 +197,7 @@ impl<'a> StoredEvents<'a> {
 
 impl EventLookup for StoredEvents<'_> {
     fn get_pdu(&self, id: &EventId) -> Option<&Pdu> {
-        self.events.get(id)
+        self.in_memory.and_then(|events| events.get(id)).or_else(|| self.events.get(id))
     }
 }
 
