@@ -69,7 +69,23 @@ fn is_text(body: &'static str) -> impl Fn(&Value) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_room_spans_two_servers_and_a_kick_cuts_the_removed_server_off() {
+async fn a_version_10_room_spans_two_servers() {
+    room_spans_two_servers_and_a_kick_cuts_the_removed_server_off("10").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_11_room_spans_two_servers() {
+    room_spans_two_servers_and_a_kick_cuts_the_removed_server_off("11").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_12_room_spans_two_servers() {
+    room_spans_two_servers_and_a_kick_cuts_the_removed_server_off("12").await;
+}
+
+/// Invite, join through the inviting server, messages both ways, a kick that cuts the
+/// removed server off, and a ban that keeps it out, in a room of `version`.
+async fn room_spans_two_servers_and_a_kick_cuts_the_removed_server_off(version: &str) {
     let net = TestNet::new();
     let clinic = net.start("clinic", &[], &["hospital"]).await;
     let hospital = net.start("hospital", &[], &["clinic"]).await;
@@ -83,7 +99,7 @@ async fn a_room_spans_two_servers_and_a_kick_cuts_the_removed_server_off() {
             "POST",
             "/_matrix/client/v3/createRoom",
             Some(&patient),
-            Some(json!({ "preset": "private_chat", "name": "Records" })),
+            Some(json!({ "preset": "private_chat", "name": "Records", "room_version": version })),
         )
         .await;
     assert_eq!(status, 200, "{created}");
@@ -203,6 +219,26 @@ async fn a_room_spans_two_servers_and_a_kick_cuts_the_removed_server_off() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 200, "{:?}", response.text().await);
+
+    // A ban keeps the doctor out: the clinic refuses the join template their server asks for.
+    let (status, body) = clinic
+        .server
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/ban"),
+            Some(&patient),
+            Some(json!({ "user_id": doctor_id })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    sync_until(&hospital, &doctor, Some(&doctor_since), &room, |event| {
+        event["state_key"] == doctor_id.as_str() && event["content"]["membership"] == "ban"
+    })
+    .await;
+    let rejoin = format!("/_matrix/client/v3/join/{room}?via={}", clinic.server_name);
+    let (status, body) =
+        hospital.server.call("POST", &rejoin, Some(&doctor), Some(json!({}))).await;
+    assert_ne!(status, 200, "a banned user joined again: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -163,7 +163,10 @@ impl<'a> StoredEvents<'a> {
     }
 
     /// Loads these events from storage if not at hand yet; unknown IDs are skipped.
-    pub fn load<'i>(&mut self, ids: impl IntoIterator<Item = &'i EventId>) -> Result<(), StorageError> {
+    pub fn load<'i>(
+        &mut self,
+        ids: impl IntoIterator<Item = &'i EventId>,
+    ) -> Result<(), StorageError> {
         for id in ids {
             if self.contains(id) {
                 continue;
