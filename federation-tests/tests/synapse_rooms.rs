@@ -1,0 +1,280 @@
+//! Encrypted rooms between Medrix and Synapse, the reference homeserver, with matrix-sdk
+//! clients on both: a Synapse user joins a Medrix room (Medrix's `/invite` to Synapse,
+//! Synapse's `make_join`/`send_join` to Medrix), and a Medrix user joins a Synapse room (the
+//! other way round). In each, the joined server's users decrypt what the others send, a new
+//! device on either side is told of (device-list EDUs) and decrypts what follows, a second
+//! user of the joined server joins locally (its server is in the room already), a kick
+//! keeps later messages from the removed user, and the servers hold only ciphertext.
+
+#[path = "../../tests/tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    collect_bodies, create_encrypted_room, history_types, joined_room, registered_client,
+    sync_once, sync_until_seen,
+};
+use matrix_sdk::{
+    Client, RoomState,
+    ruma::{
+        OwnedRoomId, OwnedServerName, RoomOrAliasId, UserId,
+        events::room::message::RoomMessageEventContent,
+    },
+};
+use medrix_federation_tests::{FederatingServer, TestNet, synapse::SynapseServer};
+
+/// A matrix-sdk client of a user registered on Synapse (shared-secret registration, then a
+/// password login on the client's own device).
+async fn synapse_client(synapse: &SynapseServer, localpart: &str) -> Client {
+    synapse.register(localpart, &format!("{localpart}-password")).await;
+    login(&synapse.client_base, localpart).await
+}
+
+/// A new device of an existing user (registered with the password `<localpart>-password`).
+async fn login(homeserver: &str, localpart: &str) -> Client {
+    let client = Client::builder().homeserver_url(homeserver).build().await.unwrap();
+    client
+        .matrix_auth()
+        .login_username(localpart, &format!("{localpart}-password"))
+        .initial_device_display_name(&format!("{localpart}'s test device"))
+        .await
+        .expect("login");
+    client
+}
+
+/// Syncs `client` until it is invited to `room_id`, then joins it through `via` (empty: the
+/// server that sent the invite, or its own when it is in the room).
+async fn accept_invite(client: &Client, room_id: &OwnedRoomId, via: &[OwnedServerName]) {
+    wait_invited(client, room_id).await;
+    let room = <&RoomOrAliasId>::from(&**room_id);
+    client.join_room_by_id_or_alias(room, via).await.expect("join across servers");
+}
+
+async fn wait_invited(client: &Client, room_id: &OwnedRoomId) {
+    for _ in 0..60 {
+        sync_once(client).await;
+        if client.get_room(room_id).is_some_and(|room| room.state() == RoomState::Invited) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the invite to {room_id} never arrived");
+}
+
+/// How many members `client`'s server counts as joined to `room_id` (`/joined_members`).
+async fn joined_members(client: &Client, room_id: &OwnedRoomId) -> usize {
+    let url = client
+        .homeserver()
+        .join(&format!("_matrix/client/v3/rooms/{room_id}/joined_members"))
+        .unwrap();
+    let token = client.access_token().unwrap();
+    let (status, members) =
+        medrix_tests::call_json(&reqwest::Client::new(), "GET", url.as_str(), Some(&token), None)
+            .await;
+    assert_eq!(status, 200, "{members}");
+    members["joined"].as_object().map_or(0, |joined| joined.len())
+}
+
+/// Syncs the clients until each one's server counts `joined` members in the room.
+async fn wait_joined(clients: &[&Client], room_id: &OwnedRoomId, joined: usize) {
+    let mut counts = Vec::new();
+    for _ in 0..60 {
+        counts.clear();
+        for client in clients {
+            sync_once(client).await;
+            counts.push(joined_members(client, room_id).await);
+        }
+        if counts.iter().all(|count| *count == joined) {
+            return;
+        }
+    }
+    panic!("{room_id} never had {joined} joined members on every server: {counts:?}");
+}
+
+/// Syncs `client` until it knows `device`'s keys (its server reported the device list
+/// change, and the client queried the new keys through it).
+async fn wait_knows_device(client: &Client, device: &Client) {
+    let (user, device_id) = (device.user_id().unwrap(), device.device_id().unwrap());
+    for _ in 0..60 {
+        sync_once(client).await;
+        sync_once(device).await;
+        if client.encryption().get_device(user, device_id).await.unwrap().is_some() {
+            return;
+        }
+    }
+    panic!("{} never learnt of {user}'s new device {device_id}", client.user_id().unwrap());
+}
+
+/// Syncs `client` until its membership in the room is `left`.
+async fn wait_left(client: &Client, room_id: &OwnedRoomId) {
+    for _ in 0..60 {
+        sync_once(client).await;
+        if client.get_room(room_id).is_some_and(|room| room.state() == RoomState::Left) {
+            return;
+        }
+    }
+    panic!("{} never saw itself removed from {room_id}", client.user_id().unwrap());
+}
+
+async fn send(client: &Client, room_id: &OwnedRoomId, body: &str) {
+    let room = joined_room(client, room_id).await;
+    room.send(RoomMessageEventContent::text_plain(body)).await.expect("send");
+}
+
+/// Syncs `client` a few times and checks it never decrypted `body`.
+async fn never_sees(client: &Client, bodies: &std::sync::Mutex<Vec<String>>, body: &str) {
+    for _ in 0..4 {
+        sync_once(client).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!bodies.lock().unwrap().iter().any(|b| b == body), "a removed member read {body:?}");
+}
+
+/// Both servers' `/messages` show the room's messages as `m.room.encrypted` only: as many
+/// as each user may read (Medrix shows a member only what was sent while they were joined;
+/// Synapse, in a room with `shared` history, all of it).
+async fn assert_ciphertext_only(
+    (medrix, medrix_user, medrix_messages): (&FederatingServer, &Client, usize),
+    (synapse, synapse_user, synapse_messages): (&SynapseServer, &Client, usize),
+    room_id: &OwnedRoomId,
+) {
+    let types = history_types(&medrix.server, room_id, &medrix_user.access_token().unwrap()).await;
+    let count = |kind: &str| types.iter().filter(|t| *t == kind).count();
+    let counts = (count("m.room.encrypted"), count("m.room.message"));
+    assert_eq!(counts, (medrix_messages, 0), "{types:?}");
+
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=100");
+    let token = synapse_user.access_token().unwrap();
+    let (status, history) = synapse.call("GET", &path, Some(&token), None).await;
+    assert_eq!(status, 200, "{history}");
+    let types: Vec<&str> = history["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["type"].as_str().unwrap_or_default())
+        .collect();
+    let count = |kind: &str| types.iter().filter(|t| **t == kind).count();
+    let counts = (count("m.room.encrypted"), count("m.room.message"));
+    assert_eq!(counts, (synapse_messages, 0), "{types:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synapse_user_joins_an_encrypted_medrix_room_and_both_decrypt() {
+    let net = TestNet::new();
+    let medrix = net.start_ip("medrix", &[]).await;
+    let synapse = SynapseServer::start(&net).await;
+
+    let alice = registered_client(&medrix.server, "alice").await;
+    let bob = synapse_client(&synapse, "bob").await;
+    let dan = synapse_client(&synapse, "dan").await;
+    let (alice_saw, bob_saw, dan_saw) =
+        (collect_bodies(&alice), collect_bodies(&bob), collect_bodies(&dan));
+    for client in [&alice, &bob, &dan] {
+        sync_once(client).await;
+    }
+
+    // Medrix invites (`/invite` v2 to Synapse); Synapse joins through Medrix.
+    let bob_id = bob.user_id().unwrap().to_string();
+    let room = create_encrypted_room(&alice, "Records at Medrix", &bob_id).await;
+    let room_id = room.room_id().to_owned();
+    accept_invite(&bob, &room_id, &[]).await;
+    wait_joined(&[&alice, &bob], &room_id, 2).await;
+    assert!(
+        joined_room(&bob, &room_id).await.latest_encryption_state().await.unwrap().is_encrypted()
+    );
+
+    send(&alice, &room_id, "From Medrix: HbA1c 6.1%").await;
+    sync_until_seen(&[&alice, &bob], &bob_saw, "From Medrix: HbA1c 6.1%").await;
+    send(&bob, &room_id, "From Synapse: noted").await;
+    sync_until_seen(&[&alice, &bob], &alice_saw, "From Synapse: noted").await;
+
+    // Bob signs in on a second device: Synapse tells Medrix (a device-list EDU), Medrix tells
+    // Alice's client, and what she sends next is shared with that device too.
+    let bob_phone = login(&synapse.client_base, "bob").await;
+    let phone_saw = collect_bodies(&bob_phone);
+    wait_knows_device(&alice, &bob_phone).await;
+    send(&alice, &room_id, "From Medrix: for both of Bob's devices").await;
+    sync_until_seen(&[&alice, &bob_phone], &phone_saw, "From Medrix: for both of Bob's devices")
+        .await;
+
+    // A second Synapse user joins: Synapse is in the room, so the join is its own.
+    room.invite_user_by_id(dan.user_id().unwrap()).await.expect("invite dan");
+    accept_invite(&dan, &room_id, &[]).await;
+    wait_joined(&[&alice, &bob, &dan], &room_id, 3).await;
+    send(&dan, &room_id, "From Synapse: Dan here").await;
+    sync_until_seen(&[&alice, &dan], &alice_saw, "From Synapse: Dan here").await;
+
+    // Alice removes Bob: Dan reads on, Bob does not.
+    room.kick_user(bob.user_id().unwrap(), Some("access revoked")).await.expect("kick bob");
+    wait_left(&bob, &room_id).await;
+    send(&alice, &room_id, "From Medrix: after Bob left").await;
+    sync_until_seen(&[&alice, &dan], &dan_saw, "From Medrix: after Bob left").await;
+    never_sees(&bob, &bob_saw, "From Medrix: after Bob left").await;
+
+    // Dan, on Synapse, reads the history from before he joined (`shared`).
+    assert_ciphertext_only((&medrix, &alice, 5), (&synapse, &dan, 5), &room_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_medrix_user_joins_an_encrypted_synapse_room_and_both_decrypt() {
+    let net = TestNet::new();
+    let medrix = net.start_ip("medrix", &[]).await;
+    let synapse = SynapseServer::start(&net).await;
+
+    let alice = registered_client(&medrix.server, "alice").await;
+    let carol = registered_client(&medrix.server, "carol").await;
+    let bob = synapse_client(&synapse, "bob").await;
+    let (alice_saw, bob_saw, carol_saw) =
+        (collect_bodies(&alice), collect_bodies(&bob), collect_bodies(&carol));
+    for client in [&alice, &bob, &carol] {
+        sync_once(client).await;
+    }
+
+    // Synapse invites (`/invite` v2 to Medrix); Medrix joins through Synapse. Synapse's
+    // default room version is 12, whose room IDs name no server: the client names it.
+    let alice_id = alice.user_id().unwrap().to_string();
+    let room = create_encrypted_room(&bob, "Records at Synapse", &alice_id).await;
+    let room_id = room.room_id().to_owned();
+    wait_invited(&alice, &room_id).await;
+    let invited = alice.get_room(&room_id).unwrap();
+    assert_eq!(invited.name().as_deref(), Some("Records at Synapse"), "the invite's room state");
+    let via = [OwnedServerName::try_from(synapse.server_name.as_str()).unwrap()];
+    accept_invite(&alice, &room_id, &via).await;
+    wait_joined(&[&bob, &alice], &room_id, 2).await;
+    assert!(
+        joined_room(&alice, &room_id).await.latest_encryption_state().await.unwrap().is_encrypted()
+    );
+
+    send(&bob, &room_id, "From Synapse: blood pressure 120/80").await;
+    sync_until_seen(&[&alice, &bob], &alice_saw, "From Synapse: blood pressure 120/80").await;
+    send(&alice, &room_id, "From Medrix: next check in June").await;
+    sync_until_seen(&[&alice, &bob], &bob_saw, "From Medrix: next check in June").await;
+
+    // Alice signs in on a second device: Medrix tells Synapse, Synapse tells Bob's client.
+    let alice_phone = login(&medrix.server.base, "alice").await;
+    let phone_saw = collect_bodies(&alice_phone);
+    wait_knows_device(&bob, &alice_phone).await;
+    send(&bob, &room_id, "From Synapse: for both of Alice's devices").await;
+    sync_until_seen(&[&bob, &alice_phone], &phone_saw, "From Synapse: for both of Alice's devices")
+        .await;
+
+    // A second Medrix user joins: Medrix is in the room, so the join is its own.
+    room.invite_user_by_id(carol.user_id().unwrap()).await.expect("invite carol");
+    accept_invite(&carol, &room_id, &[]).await;
+    wait_joined(&[&bob, &alice, &carol], &room_id, 3).await;
+    send(&carol, &room_id, "From Medrix: Carol here").await;
+    sync_until_seen(&[&bob, &carol], &bob_saw, "From Medrix: Carol here").await;
+
+    // Bob removes Alice: Carol reads on, Alice does not.
+    room.kick_user(&UserId::parse(&alice_id).unwrap(), Some("access revoked"))
+        .await
+        .expect("kick alice");
+    wait_left(&alice, &room_id).await;
+    send(&bob, &room_id, "From Synapse: after Alice left").await;
+    sync_until_seen(&[&bob, &carol], &carol_saw, "From Synapse: after Alice left").await;
+    never_sees(&alice, &alice_saw, "From Synapse: after Alice left").await;
+
+    // Alice, on Medrix, reads up to her removal.
+    assert_ciphertext_only((&medrix, &alice, 4), (&synapse, &bob, 5), &room_id).await;
+}
