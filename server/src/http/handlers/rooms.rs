@@ -314,13 +314,12 @@ async fn join(
     reason: Option<String>,
     via: &[ruma::OwnedServerName],
 ) -> Result<(), ApiError> {
-    if services.rooms.version(room_id)?.is_some() {
+    let own = services.rooms.server_name();
+    let known = services.rooms.version(room_id)?.is_some();
+    if known && services.rooms.server_may_read(room_id, own, None)? {
         set_membership(services, room_id, user, user, "join", reason).await?;
         return Ok(());
     }
-    let Some(federation) = &services.federation else {
-        return Err(ApiError::not_found("unknown room"));
-    };
     let mut servers: Vec<ruma::OwnedServerName> = via.to_vec();
     if let Some(invite) = services.rooms.remote_invite_state(room_id, user)? {
         servers.extend(
@@ -332,11 +331,24 @@ async fn join(
         );
     }
     servers.extend(room_id.server_name().map(ToOwned::to_owned));
+    servers.retain(|server| server != own);
     servers.dedup();
-    if servers.is_empty() {
-        return Err(ApiError::not_found("unknown room, and no server to join it through"));
+    // A room this server knows but has no member in any more is joined through a server
+    // that is in it: this server's copy stops where its last member left, and a join built
+    // on it would miss everything since (the invite among it). With no such server (a
+    // room of this server's alone), the local copy is the room.
+    match &services.federation {
+        Some(federation) if !servers.is_empty() => {
+            federation.rooms.join(room_id, user, &servers).await?;
+        }
+        _ if known => {
+            set_membership(services, room_id, user, user, "join", reason).await?;
+        }
+        None => return Err(ApiError::not_found("unknown room")),
+        Some(_) => {
+            return Err(ApiError::not_found("unknown room, and no server to join it through"));
+        }
     }
-    federation.rooms.join(room_id, user, &servers).await?;
     Ok(())
 }
 
