@@ -278,3 +278,39 @@ async fn a_medrix_user_joins_an_encrypted_synapse_room_and_both_decrypt() {
     // Alice, on Medrix, reads up to her removal.
     assert_ciphertext_only((&medrix, &alice, 4), (&synapse, &bob, 5), &room_id).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_medrix_user_who_left_a_synapse_room_is_invited_back_and_rejoins() {
+    let net = TestNet::new();
+    let medrix = net.start_ip("medrix", &[]).await;
+    let synapse = SynapseServer::start(&net).await;
+
+    let alice = registered_client(&medrix.server, "alice").await;
+    let bob = synapse_client(&synapse, "bob").await;
+    let (alice_saw, bob_saw) = (collect_bodies(&alice), collect_bodies(&bob));
+    sync_once(&alice).await;
+    sync_once(&bob).await;
+
+    let alice_id = UserId::parse(alice.user_id().unwrap().as_str()).unwrap();
+    let room = create_encrypted_room(&bob, "Records at Synapse", alice_id.as_str()).await;
+    let room_id = room.room_id().to_owned();
+    let via = [OwnedServerName::try_from(synapse.server_name.as_str()).unwrap()];
+    accept_invite(&alice, &room_id, &via).await;
+    wait_joined(&[&bob, &alice], &room_id, 2).await;
+
+    // Alice leaves: Medrix has no member in the room any more, and hears nothing of it.
+    joined_room(&alice, &room_id).await.leave().await.expect("leave");
+    wait_joined(&[&bob], &room_id, 1).await;
+    send(&bob, &room_id, "From Synapse: while Alice was away").await;
+
+    // Bob invites her back: the invite reaches Medrix through `/invite` alone, and her join
+    // must go through Synapse again (Medrix's copy of the room is stale).
+    room.invite_user_by_id(&alice_id).await.expect("invite alice again");
+    accept_invite(&alice, &room_id, &via).await;
+    wait_joined(&[&bob, &alice], &room_id, 2).await;
+    send(&bob, &room_id, "From Synapse: welcome back").await;
+    sync_until_seen(&[&alice, &bob], &alice_saw, "From Synapse: welcome back").await;
+    send(&alice, &room_id, "From Medrix: glad to be back").await;
+    sync_until_seen(&[&alice, &bob], &bob_saw, "From Medrix: glad to be back").await;
+    never_sees(&alice, &alice_saw, "From Synapse: while Alice was away").await;
+}
