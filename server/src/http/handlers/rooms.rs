@@ -321,15 +321,7 @@ async fn join(
         return Ok(());
     }
     let mut servers: Vec<ruma::OwnedServerName> = via.to_vec();
-    if let Some(invite) = services.rooms.remote_invite_state(room_id, user)? {
-        servers.extend(
-            invite["via"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.as_str().and_then(|s| ruma::ServerName::parse(s).ok())),
-        );
-    }
+    servers.extend(invite_servers(services, room_id, user)?);
     servers.extend(room_id.server_name().map(ToOwned::to_owned));
     servers.retain(|server| server != own);
     servers.dedup();
@@ -352,11 +344,40 @@ async fn join(
     Ok(())
 }
 
+/// The servers that sent `user` an invite to a room this server was not in.
+fn invite_servers(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<Vec<ruma::OwnedServerName>, ApiError> {
+    let Some(invite) = services.rooms.remote_invite_state(room_id, user)? else {
+        return Ok(vec![]);
+    };
+    Ok(invite["via"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().and_then(|s| ruma::ServerName::parse(s).ok()))
+        .collect())
+}
+
 pub async fn leave(
     State(services): State<Services>,
     request: Ruma<leave_room::v3::Request>,
 ) -> Result<RumaResponse<leave_room::v3::Response>, ApiError> {
     let user = request.session().user_id.clone();
+    let room_id = &request.body.room_id;
+    // Declining an invite to a room this server is not in: only a server in the room can
+    // make the leave event (`make_leave`/`send_leave` through the inviting server).
+    if let Some(federation) = &services.federation
+        && services.rooms.membership(room_id, &user)?.as_deref() == Some("invite")
+        && !services.rooms.server_may_read(room_id, services.rooms.server_name(), None)?
+    {
+        let servers = invite_servers(&services, room_id, &user)?;
+        let (event_id, event) = federation.rooms.leave(room_id, &user, &servers).await?;
+        services.rooms.store_remote_leave(room_id, &user, &event_id, &event).await?;
+        return Ok(RumaResponse(leave_room::v3::Response::new()));
+    }
     set_membership(
         &services,
         &request.body.room_id,

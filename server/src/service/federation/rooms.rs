@@ -30,7 +30,10 @@ use ruma::{
     api::federation::{
         authorization::get_event_authorization,
         event::{get_event, get_missing_events, get_room_state_ids},
-        membership::{create_invite, create_join_event, prepare_join_event},
+        membership::{
+            create_invite, create_join_event, create_leave_event, prepare_join_event,
+            prepare_leave_event,
+        },
     },
 };
 use serde_json::value::RawValue;
@@ -292,21 +295,8 @@ impl FederatedRooms {
             .ok_or_else(|| {
                 RoomError::Remote(format!("{server} offers an unsupported room version"))
             })?;
-        let mut event = parse_object(template.event.get().as_bytes(), MAX_PDU_BYTES)
-            .map_err(|err| RoomError::Remote(format!("join template: {err}")))?;
-        check_join_template(&event, room_id, user)?;
-        event.insert(
-            "origin_server_ts".into(),
-            CanonicalJsonValue::Integer(crate::clock::now_ms().try_into().unwrap_or_default()),
-        );
-        event.remove("signatures");
-        event.remove("hashes");
-        event.remove("unsigned");
-        hash_and_sign(&mut event, version, self.rooms.signing_key())
-            .map_err(|err| RoomError::Invalid(err.to_string()))?;
-        let event_id =
-            compute_event_id(&event, version).map_err(|err| RoomError::Invalid(err.to_string()))?;
-        let pdu = RawValue::from_string(encode(&event)).expect("canonical JSON is JSON");
+        let (event_id, event, pdu) =
+            self.sign_template(&template.event, version, room_id, user, "join")?;
         let request =
             create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), pdu);
         let answer = self.client.send(server, request).await.map_err(remote)?.room_state;
@@ -346,6 +336,75 @@ impl FederatedRooms {
             Verdict::Accepted => Ok(event_id),
             Verdict::Rejected(why) | Verdict::SoftFailed(why) => Err(RoomError::Forbidden(why)),
         }
+    }
+
+    /// Declines an invite to a room this server is not in, through one of `via` (the
+    /// inviting server): `make_leave`, sign, `send_leave` (v2). Answers the leave event,
+    /// for the caller to record.
+    pub async fn leave(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        via: &[OwnedServerName],
+    ) -> Result<(OwnedEventId, CanonicalJsonObject), RoomError> {
+        let mut last_error = RoomError::Remote("no server to leave through".to_owned());
+        for server in via.iter().filter(|s| **s != *self.client.origin()) {
+            let request =
+                prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+            let result = async {
+                let template = self.client.send(server, request).await.map_err(remote)?;
+                let version = template
+                    .room_version
+                    .as_ref()
+                    .and_then(|v| RoomVersion::parse(v.as_str()).ok())
+                    .ok_or_else(|| {
+                        RoomError::Remote(format!("{server} offers an unsupported room version"))
+                    })?;
+                let (event_id, event, pdu) =
+                    self.sign_template(&template.event, version, room_id, user, "leave")?;
+                let request =
+                    create_leave_event::v2::Request::new(room_id.to_owned(), event_id.clone(), pdu);
+                self.client.send(server, request).await.map_err(remote)?;
+                Ok((event_id, event))
+            };
+            match result.await {
+                Ok(left) => return Ok(left),
+                Err(err) => {
+                    tracing::info!(room = %room_id, %server, %err, "leave through this server failed");
+                    last_error = err;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Fills in and signs a `make_join`/`make_leave` template for `user`'s `membership`:
+    /// this server's timestamp, hashes and signature. Answers the event ID, the event and
+    /// its JSON to send.
+    fn sign_template(
+        &self,
+        template: &RawValue,
+        version: RoomVersion,
+        room_id: &RoomId,
+        user: &UserId,
+        membership: &str,
+    ) -> Result<(OwnedEventId, CanonicalJsonObject, Box<RawValue>), RoomError> {
+        let mut event = parse_object(template.get().as_bytes(), MAX_PDU_BYTES)
+            .map_err(|err| RoomError::Remote(format!("{membership} template: {err}")))?;
+        check_template(&event, room_id, user, membership)?;
+        event.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(crate::clock::now_ms().try_into().unwrap_or_default()),
+        );
+        event.remove("signatures");
+        event.remove("hashes");
+        event.remove("unsigned");
+        hash_and_sign(&mut event, version, self.rooms.signing_key())
+            .map_err(|err| RoomError::Invalid(err.to_string()))?;
+        let event_id =
+            compute_event_id(&event, version).map_err(|err| RoomError::Invalid(err.to_string()))?;
+        let pdu = RawValue::from_string(encode(&event)).expect("canonical JSON is JSON");
+        Ok((event_id, event, pdu))
     }
 
     /// The co-signing step of inviting a user of another server: their server checks and
@@ -535,11 +594,13 @@ fn guess_version(object: &CanonicalJsonObject) -> Option<RoomVersion> {
     Some(if room_id.server_name().is_none() { RoomVersion::V12 } else { RoomVersion::V11 })
 }
 
-/// A join template must be the join of the user asked for, in the room asked for.
-fn check_join_template(
+/// A join (leave) template must be the join (leave) of the user asked for, in the room
+/// asked for.
+fn check_template(
     event: &CanonicalJsonObject,
     room_id: &RoomId,
     user: &UserId,
+    wanted: &str,
 ) -> Result<(), RoomError> {
     let text = |field: &str| match event.get(field) {
         Some(CanonicalJsonValue::String(value)) => Some(value.as_str()),
@@ -556,11 +617,11 @@ fn check_join_template(
         && text("sender") == Some(user.as_str())
         && text("state_key") == Some(user.as_str())
         && text("room_id") == Some(room_id.as_str())
-        && membership == Some("join");
+        && membership == Some(wanted);
     if fits {
         Ok(())
     } else {
-        Err(RoomError::Remote("the join template is not this join".to_owned()))
+        Err(RoomError::Remote(format!("the {wanted} template is not this {wanted}")))
     }
 }
 

@@ -378,6 +378,33 @@ impl Rooms {
         json: &ruma::CanonicalJsonObject,
         invite_state: &serde_json::Value,
     ) -> Result<(), RoomError> {
+        self.store_outside_membership(room_id, user, event_id, json, Some(invite_state)).await
+    }
+
+    /// Records a local user's refusal of another server's invite to a room this server is
+    /// not in (the leave the inviting server took through `send_leave`), as
+    /// [`Rooms::store_remote_invite`] recorded the invite.
+    pub async fn store_remote_leave(
+        &self,
+        room_id: &RoomId,
+        user: &ruma::UserId,
+        event_id: &EventId,
+        json: &ruma::CanonicalJsonObject,
+    ) -> Result<(), RoomError> {
+        self.store_outside_membership(room_id, user, event_id, json, None).await
+    }
+
+    /// A membership event of a room this server is not in: an invite with the state to show
+    /// (`invite_state`), or the leave that declines it.
+    async fn store_outside_membership(
+        &self,
+        room_id: &RoomId,
+        user: &ruma::UserId,
+        event_id: &EventId,
+        json: &ruma::CanonicalJsonObject,
+        invite_state: Option<&serde_json::Value>,
+    ) -> Result<(), RoomError> {
+        let membership: &[u8] = if invite_state.is_some() { b"invite" } else { b"leave" };
         let slot = self.slot(room_id);
         let _guard = slot.lock().await;
         let position = self.stream.allocate().await?;
@@ -385,17 +412,21 @@ impl Rooms {
         let (room_key, user_key) = (room_id.as_bytes(), user.as_bytes());
         batch.put(cf::EVENTID_PDU, event_id.as_bytes(), encode(json).as_bytes());
         index_timeline(&mut batch, room_id, event_id, position);
-        batch.put(cf::USERROOMID_MEMBERSHIP, &compound_key(&[user_key, room_key]), b"invite");
+        batch.put(cf::USERROOMID_MEMBERSHIP, &compound_key(&[user_key, room_key]), membership);
         batch.put(
             cf::ROOMUSERPOSITION_MEMBERSHIP,
             &compound_key(&[room_key, user_key, &position.to_be_bytes()]),
-            b"invite",
+            membership,
         );
-        batch.put(
-            cf::ROOMUSER_INVITESTATE,
-            &compound_key(&[room_key, user_key]),
-            &serde_json::to_vec(invite_state).expect("JSON"),
-        );
+        let state_key = compound_key(&[room_key, user_key]);
+        match invite_state {
+            Some(state) => batch.put(
+                cf::ROOMUSER_INVITESTATE,
+                &state_key,
+                &serde_json::to_vec(state).expect("JSON"),
+            ),
+            None => batch.delete(cf::ROOMUSER_INVITESTATE, &state_key),
+        }
         let result = self.storage.commit(batch).await;
         self.stream.finish(position);
         Ok(result?)
