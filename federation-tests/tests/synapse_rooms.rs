@@ -18,8 +18,13 @@ use common::{
 use matrix_sdk::{
     Client, RoomState,
     ruma::{
-        OwnedRoomId, OwnedServerName, RoomOrAliasId, UserId,
-        events::room::message::RoomMessageEventContent,
+        EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomOrAliasId, UserId,
+        api::client::receipt::create_receipt,
+        events::{
+            receipt::{ReceiptThread, ReceiptType},
+            room::{member::MembershipState, message::RoomMessageEventContent},
+            typing::SyncTypingEvent,
+        },
     },
 };
 use medrix_federation_tests::{FederatingServer, TestNet, synapse::SynapseServer};
@@ -313,4 +318,144 @@ async fn a_medrix_user_who_left_a_synapse_room_is_invited_back_and_rejoins() {
     send(&alice, &room_id, "From Medrix: glad to be back").await;
     sync_until_seen(&[&alice, &bob], &bob_saw, "From Medrix: glad to be back").await;
     never_sees(&alice, &alice_saw, "From Synapse: while Alice was away").await;
+}
+
+/// Records the user IDs `client` was told are typing (in any room).
+fn collect_typing(client: &Client) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let typing = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = typing.clone();
+    client.add_event_handler(move |event: SyncTypingEvent| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().extend(event.content.user_ids.iter().map(|u| u.to_string()));
+        }
+    });
+    typing
+}
+
+/// Syncs `client` until it holds `reader`'s read receipt on `event_id`.
+async fn wait_receipt(client: &Client, room_id: &OwnedRoomId, reader: &Client, event_id: &EventId) {
+    let reader_id = reader.user_id().unwrap();
+    for _ in 0..60 {
+        sync_once(client).await;
+        let room = joined_room(client, room_id).await;
+        let receipt = room
+            .load_user_receipt(ReceiptType::Read, ReceiptThread::Unthreaded, reader_id)
+            .await
+            .unwrap();
+        if receipt.is_some_and(|(id, _)| id == event_id) {
+            return;
+        }
+    }
+    panic!(
+        "{}'s read receipt on {event_id} never reached {}",
+        reader_id,
+        client.user_id().unwrap()
+    );
+}
+
+/// Syncs `client` until it was told `typist` is typing.
+async fn wait_typing(client: &Client, typing: &std::sync::Mutex<Vec<String>>, typist: &Client) {
+    let typist = typist.user_id().unwrap().to_string();
+    for _ in 0..60 {
+        sync_once(client).await;
+        if typing.lock().unwrap().contains(&typist) {
+            return;
+        }
+    }
+    panic!("{} never saw {typist} typing", client.user_id().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_receipts_and_typing_cross_between_medrix_and_synapse() {
+    let net = TestNet::new();
+    let medrix = net.start_ip("medrix", &[]).await;
+    let synapse = SynapseServer::start(&net).await;
+
+    let alice = registered_client(&medrix.server, "alice").await;
+    let bob = synapse_client(&synapse, "bob").await;
+    let (alice_typing, bob_typing) = (collect_typing(&alice), collect_typing(&bob));
+    sync_once(&alice).await;
+    sync_once(&bob).await;
+    let room =
+        create_encrypted_room(&alice, "Records at Medrix", bob.user_id().unwrap().as_str()).await;
+    let room_id = room.room_id().to_owned();
+    accept_invite(&bob, &room_id, &[]).await;
+    wait_joined(&[&alice, &bob], &room_id, 2).await;
+
+    let from_alice = joined_room(&alice, &room_id)
+        .await
+        .send(RoomMessageEventContent::text_plain("From Medrix"))
+        .await
+        .unwrap()
+        .response
+        .event_id;
+    let from_bob = joined_room(&bob, &room_id)
+        .await
+        .send(RoomMessageEventContent::text_plain("From Synapse"))
+        .await
+        .unwrap()
+        .response
+        .event_id;
+    sync_once(&alice).await;
+    sync_once(&bob).await;
+
+    // Each reads the other's message: the receipt crosses as an `m.receipt` EDU.
+    let read = |client: &Client, event_id: OwnedEventId| {
+        let client = client.clone();
+        let room_id = room_id.clone();
+        async move {
+            joined_room(&client, &room_id)
+                .await
+                .send_single_receipt(
+                    create_receipt::v3::ReceiptType::Read,
+                    ReceiptThread::Unthreaded,
+                    event_id,
+                )
+                .await
+                .expect("receipt")
+        }
+    };
+    read(&bob, from_alice.clone()).await;
+    wait_receipt(&alice, &room_id, &bob, &from_alice).await;
+    read(&alice, from_bob.clone()).await;
+    wait_receipt(&bob, &room_id, &alice, &from_bob).await;
+
+    // And each sees the other typing (`m.typing` EDUs).
+    joined_room(&bob, &room_id).await.typing_notice(true).await.expect("typing");
+    wait_typing(&alice, &alice_typing, &bob).await;
+    joined_room(&alice, &room_id).await.typing_notice(true).await.expect("typing");
+    wait_typing(&bob, &bob_typing, &alice).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_medrix_user_declines_a_synapse_invite() {
+    let net = TestNet::new();
+    let medrix = net.start_ip("medrix", &[]).await;
+    let synapse = SynapseServer::start(&net).await;
+
+    let alice = registered_client(&medrix.server, "alice").await;
+    let bob = synapse_client(&synapse, "bob").await;
+    sync_once(&alice).await;
+    sync_once(&bob).await;
+    let room =
+        create_encrypted_room(&bob, "Records at Synapse", alice.user_id().unwrap().as_str()).await;
+    let room_id = room.room_id().to_owned();
+    wait_invited(&alice, &room_id).await;
+
+    // Medrix is not in the room: the refusal travels as `make_leave`/`send_leave` to Synapse.
+    alice.get_room(&room_id).unwrap().leave().await.expect("decline the invite");
+    let alice_id = alice.user_id().unwrap().to_owned();
+    for _ in 0..60 {
+        sync_once(&bob).await;
+        let member = room.get_member_no_sync(&alice_id).await.unwrap();
+        if member.is_some_and(|m| *m.membership() == MembershipState::Leave) {
+            // matrix-sdk forgets a declined invite; Medrix must not bring it back.
+            sync_once(&alice).await;
+            let shown = alice.get_room(&room_id).map(|room| room.state());
+            assert!(shown.is_none_or(|state| state == RoomState::Left), "{shown:?}");
+            return;
+        }
+    }
+    panic!("Synapse never heard that Alice declined");
 }
