@@ -214,7 +214,9 @@ impl Drop for SynapseServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
+        // MEDRIX_KEEP_SYNAPSE_LOG keeps it after a passing test too, for Synapse's view of
+        // an exchange that worked (warnings it logged without failing a request).
+        if std::thread::panicking() || std::env::var_os("MEDRIX_KEEP_SYNAPSE_LOG").is_some() {
             eprintln!(
                 "synapse {} log (kept in {}), last lines:\n{}",
                 self.server_name,

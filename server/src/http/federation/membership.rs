@@ -217,9 +217,11 @@ pub async fn invite(
     if !services.accounts.exists(&invitee).map_err(ApiError::internal)? {
         return Err(ApiError::not_found("no such user"));
     }
-    // In a room this server is already in, the invite arrives through the room like any
-    // other event; otherwise it is kept for the invitee with the state to show.
-    if services.rooms.version(&body.room_id)?.is_none() {
+    // In a room this server is in, the invite arrives through the room like any other
+    // event; otherwise it is kept for the invitee with the state to show. "In" means a
+    // member joined now, not a copy of the room: once its last member left, this server
+    // gets none of the room's events (Synapse sends a re-invite through `/invite` alone).
+    if !services.rooms.server_may_read(&body.room_id, &own, None)? {
         let mut stripped: Vec<Value> =
             body.invite_room_state.iter().filter_map(stripped_event).collect();
         // The invite itself belongs to what the invitee's client shows (who invited them).

@@ -324,23 +324,34 @@ async fn join(
     reason: Option<String>,
     via: &[ruma::OwnedServerName],
 ) -> Result<(), ApiError> {
-    if services.rooms.version(room_id)?.is_some() {
+    let own = services.rooms.server_name();
+    let known = services.rooms.version(room_id)?.is_some();
+    if known && services.rooms.server_may_read(room_id, own, None)? {
         set_membership(services, room_id, user, user, "join", reason).await?;
         return Ok(());
     }
-    let Some(federation) = &services.federation else {
-        return Err(ApiError::not_found("unknown room"));
-    };
     let servers = servers_to_ask(services, room_id, user, via)?;
-    if servers.is_empty() {
-        return Err(ApiError::not_found("unknown room, and no server to join it through"));
+    // A room this server knows but has no member in any more is joined through a server
+    // that is in it: this server's copy stops where its last member left, and a join built
+    // on it would miss everything since (the invite among it). With no such server (a
+    // room of this server's alone), the local copy is the room.
+    match &services.federation {
+        Some(federation) if !servers.is_empty() => {
+            federation.rooms.join(room_id, user, &servers).await?;
+        }
+        _ if known => {
+            set_membership(services, room_id, user, user, "join", reason).await?;
+        }
+        None => return Err(ApiError::not_found("unknown room")),
+        Some(_) => {
+            return Err(ApiError::not_found("unknown room, and no server to join it through"));
+        }
     }
-    federation.rooms.join(room_id, user, &servers).await?;
     Ok(())
 }
 
 /// The servers to ask about a room this server is not in: those the client names, the one
-/// that sent the user's invite, and the room ID's own server (before v12).
+/// that sent the user's invite, and the room ID's own server (before v12); never this one.
 fn servers_to_ask(
     services: &Services,
     room_id: &RoomId,
@@ -358,8 +369,9 @@ fn servers_to_ask(
         );
     }
     servers.extend(room_id.server_name().map(ToOwned::to_owned));
+    let own = services.rooms.server_name();
     let mut seen = std::collections::HashSet::new();
-    servers.retain(|server| seen.insert(server.clone()));
+    servers.retain(|server| server != own && seen.insert(server.clone()));
     Ok(servers)
 }
 
@@ -369,10 +381,12 @@ pub async fn leave(
 ) -> Result<RumaResponse<leave_room::v3::Response>, ApiError> {
     let user = request.session().user_id.clone();
     let room_id = &request.body.room_id;
-    // An invite to a room on another server is rejected through that server.
-    if services.rooms.version(room_id)?.is_none()
-        && let Some(federation) = &services.federation
+    // Declining an invite to a room this server is not in (it may hold a copy from before
+    // its last member left): only a server in the room can make the leave event, so it goes
+    // through the inviting server (`make_leave`/`send_leave`).
+    if let Some(federation) = &services.federation
         && services.rooms.membership(room_id, &user)?.as_deref() == Some("invite")
+        && !services.rooms.server_may_read(room_id, services.rooms.server_name(), None)?
     {
         let servers = servers_to_ask(&services, room_id, &user, &[])?;
         federation.rooms.reject_invite(room_id, &user, &servers).await?;

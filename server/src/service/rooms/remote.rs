@@ -391,12 +391,15 @@ impl Rooms {
             &compound_key(&[room_key, user_key, &position.to_be_bytes()]),
             membership,
         );
-        if let Some(invite_state) = invite_state {
-            batch.put(
+        // The invite's state is kept while the invite stands, and dropped with its refusal.
+        let state_key = compound_key(&[room_key, user_key]);
+        match invite_state {
+            Some(state) => batch.put(
                 cf::ROOMUSER_INVITESTATE,
-                &compound_key(&[room_key, user_key]),
-                &serde_json::to_vec(invite_state).expect("JSON"),
-            );
+                &state_key,
+                &serde_json::to_vec(state).expect("JSON"),
+            ),
+            None => batch.delete(cf::ROOMUSER_INVITESTATE, &state_key),
         }
         let result = self.storage.commit(batch).await;
         self.stream.finish(position);

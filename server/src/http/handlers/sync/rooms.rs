@@ -338,12 +338,16 @@ fn joined_room(
 
 /// An invite with the stripped state a client needs to show it.
 fn invited_room(services: &Services, room_id: &RoomId, user: &UserId) -> Result<Value, ApiError> {
-    let Some(version) = services.rooms.version(room_id)? else {
-        // A room on another server: the state its invite carried.
-        let invite = services.rooms.remote_invite_state(room_id, user)?.unwrap_or_default();
-        return Ok(
-            json!({ "invite_state": { "events": invite["events"].as_array().cloned().unwrap_or_default() } }),
-        );
+    let own = services.rooms.server_name();
+    let version = match services.rooms.version(room_id)? {
+        Some(version) if services.rooms.server_may_read(room_id, own, None)? => version,
+        // A room on another server (or one this server has no member in any more, whose
+        // copy here is stale): the state its invite carried.
+        _ => {
+            let invite = services.rooms.remote_invite_state(room_id, user)?.unwrap_or_default();
+            let events = invite["events"].as_array().cloned().unwrap_or_default();
+            return Ok(json!({ "invite_state": { "events": events } }));
+        }
     };
     let mut stripped = Vec::new();
     for (event_id, pdu) in services.rooms.current_state_events(room_id, version)? {
