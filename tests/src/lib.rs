@@ -65,14 +65,29 @@ impl TestServer {
         // MEDRIX_TEST_LOG (a RUST_LOG filter) shows the server's log, e.g. each request's route
         // and status with `debug`; otherwise it is discarded.
         let log = std::env::var("MEDRIX_TEST_LOG").ok();
+        // Without it, the server logs at info level to a file beside its data, whose tail a
+        // failing test prints (see `Drop`): a failure in CI then says what the server saw.
+        let log_file = match &log {
+            Some(_) => None,
+            None => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.log_path())
+                    .expect("the server's log file"),
+            ),
+        };
         let child = Command::new(&self.binary)
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--metrics-listen", &format!("127.0.0.1:{}", self.metrics_port)])
             .args(["--data-dir", self.data_dir.to_str().unwrap()])
             .args(&self.extra_args)
-            .env("RUST_LOG", log.as_deref().unwrap_or("warn"))
-            .stdout(if log.is_some() { Stdio::inherit() } else { Stdio::null() })
+            .env("RUST_LOG", log.as_deref().unwrap_or("info,ruma_state_res=warn"))
+            .stdout(match log_file {
+                Some(file) => Stdio::from(file),
+                None => Stdio::inherit(),
+            })
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start medrix");
@@ -227,12 +242,27 @@ pub fn medrix_binary() -> String {
     binary.to_string_lossy().into_owned()
 }
 
+impl TestServer {
+    /// Where the server's log goes when `MEDRIX_TEST_LOG` is not set.
+    fn log_path(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if std::thread::panicking()
+            && let Ok(log) = std::fs::read_to_string(self.log_path())
+        {
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("--- the last lines of {}'s log ---\n{}", self.base, tail.join("\n"));
+        }
         let _ = std::fs::remove_dir_all(&self.data_dir);
+        let _ = std::fs::remove_file(self.log_path());
     }
 }
