@@ -36,11 +36,15 @@ pub async fn send(
         // A repeat: the sender missed our answer. Everything in it was taken in already.
         return Ok(RumaResponse(send_transaction::Response::default()));
     }
-    let pdus = federation.rooms.receive_transaction(&origin, body.pdus).await;
+    // EDUs first: a to-device message carrying the Megolm key for a room event sent in the
+    // same transaction must reach the recipient no later than the event, or the recipient's
+    // client may see the event before it can decrypt it (its sender's client shared the key
+    // before sending, so the key was queued first).
     if let Err(err) = federation.edus_in.receive(&origin, &body.edus).await {
         federation.edus_in.abandon_transaction(&origin, txn_id);
         return Err(err.into());
     }
+    let pdus = federation.rooms.receive_transaction(&origin, body.pdus).await;
     Ok(RumaResponse(send_transaction::Response::new(pdus)))
 }
 
