@@ -115,7 +115,7 @@ impl FederatedRooms {
                     Err(err) => Err(err.to_string()),
                 };
                 if let Err(why) = &result {
-                    tracing::debug!(%origin, event = %id, why, "event from a transaction not accepted");
+                    tracing::info!(%origin, event = %id, why, "event from a transaction not accepted");
                 }
                 results.insert(id, result);
             }
@@ -151,6 +151,7 @@ impl FederatedRooms {
             let state_before = if missing_prev.is_empty() {
                 StateBefore::FromPrevEvents
             } else {
+                tracing::info!(%origin, room = %room_id, event = %event_id, missing = missing_prev.len(), "predecessors not found; asking for the state at the event");
                 StateBefore::Given(self.fetch_state_at(origin, room_id, version, &event_id).await?)
             };
             self.rooms.receive(room_id, version, checked, state_before, BTreeSet::new()).await
@@ -182,6 +183,7 @@ impl FederatedRooms {
                 return;
             }
         };
+        tracing::info!(%origin, room = %room_id, received = events.len(), "filling a gap in the room's DAG");
         let objects = events
             .iter()
             .filter_map(|raw| parse_object(raw.get().as_bytes(), MAX_PDU_BYTES).ok())

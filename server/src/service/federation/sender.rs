@@ -352,7 +352,7 @@ impl Sender {
                     if refused > 0 {
                         // The destination has these events and judged them; a resend would
                         // not change its mind.
-                        tracing::debug!(%destination, refused, "PDUs not accepted by the destination");
+                        tracing::info!(%destination, refused, "PDUs not accepted by the destination");
                     }
                     Ok(())
                 }

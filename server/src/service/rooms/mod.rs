@@ -2,6 +2,7 @@
 //! one durable batch), and the current state. Every local event goes through
 //! [`Rooms::append`], which holds the room's lock so the DAG stays a line per server.
 
+mod in_flight;
 mod redaction;
 pub mod remote;
 pub mod state_store;
@@ -82,6 +83,8 @@ struct LoadedRoom {
     events: HashMap<OwnedEventId, Pdu>,
     /// Other servers with a member joined now: where this room's local events go.
     remote_servers: BTreeSet<OwnedServerName>,
+    /// Its events queued but not yet durable.
+    in_flight: Arc<in_flight::InFlight>,
 }
 
 impl LoadedRoom {
@@ -97,6 +100,7 @@ impl LoadedRoom {
             state: StateMap::new(),
             events: HashMap::new(),
             remote_servers: BTreeSet::new(),
+            in_flight: Arc::default(),
         }
     }
 
@@ -177,6 +181,8 @@ struct QueuedEvent {
     txn: Option<(Vec<u8>, watch::Sender<Option<bool>>)>,
     /// Servers whose queues received it, to wake once it is durable.
     destinations: Vec<OwnedServerName>,
+    /// Counts it among its room's events in flight until it settles.
+    in_flight: in_flight::InFlightWrite,
 }
 
 /// A co-signing step between building a local event and storing it: an invite to a user on
@@ -562,6 +568,7 @@ impl Rooms {
             durability,
             txn,
             destinations,
+            in_flight: room.in_flight.begin(),
         })
     }
 
@@ -585,28 +592,39 @@ impl Rooms {
 
     /// Waits until a queued event is durable, then lets readers see it. If the write failed,
     /// the room is dropped from memory (it ran ahead of storage) and reloads on next use.
+    ///
+    /// The bookkeeping after durability runs in a task of its own, started before the first
+    /// await: if the caller goes away (a client hanging up mid-send), the event's stream
+    /// position is still released and its room no longer counts it in flight.
     async fn settle(
         &self,
         room_id: &RoomId,
         queued: QueuedEvent,
     ) -> Result<OwnedEventId, RoomError> {
-        let result = queued.durability.wait().await;
-        if let Some(position) = queued.position {
-            self.stream.finish(position);
-        }
-        if let Some((key, outcome)) = queued.txn {
-            self.pending_txns.lock().expect("pending lock").remove(&key);
-            let _ = outcome.send(Some(result.is_ok()));
-        }
-        match result {
-            Ok(()) => {
-                if let Some(sender) = &self.sender
-                    && !queued.destinations.is_empty()
-                {
-                    sender.wake(&queued.destinations);
-                }
-                Ok(queued.event_id)
+        let QueuedEvent { event_id, position, durability, txn, destinations, in_flight } = queued;
+        let (stream, pending_txns) = (self.stream.clone(), self.pending_txns.clone());
+        let sender = self.sender.clone();
+        let settled = tokio::spawn(async move {
+            let result = durability.wait().await;
+            if let Some(position) = position {
+                stream.finish(position);
             }
+            drop(in_flight);
+            if let Some((key, outcome)) = txn {
+                pending_txns.lock().expect("pending lock").remove(&key);
+                let _ = outcome.send(Some(result.is_ok()));
+            }
+            if result.is_ok()
+                && let Some(sender) = &sender
+                && !destinations.is_empty()
+            {
+                sender.wake(&destinations);
+            }
+            result
+        });
+        let result = settled.await.unwrap_or(Err(StorageError::WriterStopped));
+        match result {
+            Ok(()) => Ok(event_id),
             Err(err) => {
                 tracing::error!(room = %room_id, %err, "event write failed; reloading the room");
                 *self.slot(room_id).lock().await = None;
@@ -627,7 +645,14 @@ impl Rooms {
             events.insert(event_id, pdu);
         }
         let remote_servers = joined_servers(&state, &events, &self.server_name);
-        Ok(Some(LoadedRoom { version, head, state, events, remote_servers }))
+        Ok(Some(LoadedRoom {
+            version,
+            head,
+            state,
+            events,
+            remote_servers,
+            in_flight: Arc::default(),
+        }))
     }
 
     /// The stored head of a room and its parsed version, if the room exists here.

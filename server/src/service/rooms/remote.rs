@@ -135,6 +135,9 @@ impl Rooms {
             None if starts_line => guard.insert(LoadedRoom::empty(version)),
             None => return Err(RoomError::UnknownRoom),
         };
+        // Local events still in the commit queue are in the room's head but not yet in
+        // storage, where resolving this event's state would look for them.
+        room.in_flight.clone().wait_all().await;
         let event_id = checked.pdu.event_id().to_owned();
         if self.has_state_at(&event_id)? {
             return self.verdict(&event_id);
@@ -207,6 +210,7 @@ impl Rooms {
                 durability,
                 txn: None,
                 destinations: vec![],
+                in_flight: room.in_flight.begin(),
             };
             return Ok((queued, decision.verdict));
         }
@@ -284,8 +288,14 @@ impl Rooms {
         };
         let changed = (current != room.state).then_some((current, entered));
         room.advance(head, changed, &self.server_name);
-        let queued =
-            QueuedEvent { event_id, position: Some(position), durability, txn: None, destinations };
+        let queued = QueuedEvent {
+            event_id,
+            position: Some(position),
+            durability,
+            txn: None,
+            destinations,
+            in_flight: room.in_flight.begin(),
+        };
         Ok((queued, Verdict::Accepted))
     }
 
