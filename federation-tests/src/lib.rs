@@ -104,8 +104,7 @@ pub(crate) fn free_port() -> u16 {
 
 impl TestNet {
     pub fn new() -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("medrix-fed-{}-{}", std::process::id(), free_port()));
+        let dir = medrix_tests::unique_temp_dir("medrix-fed");
         std::fs::create_dir_all(&dir).unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

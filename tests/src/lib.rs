@@ -27,6 +27,15 @@ pub struct TestServer {
     pub http: reqwest::Client,
 }
 
+/// A directory name under the temp dir no other test in any process uses: the process ID and
+/// a counter (a port from `free_port` would do neither: it is free again at once, and the
+/// next call may well return it).
+pub fn unique_temp_dir(prefix: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()))
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -40,11 +49,7 @@ impl TestServer {
 
     /// Starts `binary` with these extra `serve` flags.
     pub async fn start_with(binary: &str, args: &[&str]) -> Self {
-        let data_dir = std::env::temp_dir().join(format!(
-            "medrix-test-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        let data_dir = unique_temp_dir("medrix-test");
         let (port, metrics_port) = (free_port(), free_port());
         let mut server = Self {
             child: None,
