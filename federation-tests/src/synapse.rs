@@ -73,8 +73,7 @@ impl SynapseServer {
     pub async fn start_with(net: &TestNet, extra_yaml: &str) -> Self {
         let (federation_port, client_port) = (free_port(), free_port());
         let server_name = format!("127.0.0.1:{federation_port}");
-        let dir = std::env::temp_dir()
-            .join(format!("medrix-synapse-{}-{federation_port}", std::process::id()));
+        let dir = medrix_tests::unique_temp_dir("medrix-synapse");
         std::fs::create_dir_all(&dir).unwrap();
         let (cert, key) = net.issue_certificate(&format!("synapse-{federation_port}"), "127.0.0.1");
         let registration_secret = random_hex(24);
