@@ -193,3 +193,59 @@ fn signature_of(event: &CanonicalJsonObject, server: &str, key_id: &str) -> Opti
     let CanonicalJsonValue::String(signature) = by_key.get(key_id)? else { return None };
     Signature::from_slice(&decode_base64(signature).ok()?).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use medrix_protocol::{RoomVersion, keys::ServerSigningKey, ruma::OwnedEventId};
+
+    use super::*;
+
+    fn peer() -> Peer {
+        let key = ServerSigningKey::from_seed("127.0.0.1:8448", "t", &[7; 32]).unwrap();
+        Peer {
+            server_name: "127.0.0.1:8448".to_owned(),
+            key: std::sync::Arc::new(key),
+            destination: "127.0.0.1:8449".to_owned(),
+        }
+    }
+
+    fn joined() -> Joined {
+        let id = |s: &str| OwnedEventId::try_from(format!("${s}")).unwrap();
+        Joined {
+            room_id: "!room:127.0.0.1:8449".to_owned(),
+            version: RoomVersion::parse("10").unwrap(),
+            create_id: Some(id("create")),
+            power_levels_id: id("power"),
+            join_id: id("join"),
+            join_depth: 5,
+        }
+    }
+
+    #[test]
+    fn the_chain_passes_medrix_checks_and_links_each_event_to_the_one_before() {
+        let (peer, joined) = (peer(), joined());
+        let events = build_events(&peer, &joined, 3).unwrap();
+        let keys = peer.key.verify_keys();
+        let mut prev = joined.join_id.clone();
+        for (i, event) in events.iter().enumerate() {
+            let checked = check_incoming_object(event.json.clone(), joined.version, &keys).unwrap();
+            assert_eq!(checked.pdu.event_id(), event.event_id);
+            assert_eq!(event.pdu.prev_events(), [prev.clone()]);
+            assert_eq!(event.pdu.depth(), 6 + i as u64);
+            prev = event.event_id.clone();
+        }
+    }
+
+    #[test]
+    fn transactions_carry_the_events_in_order_at_most_fifty_each() {
+        let (peer, joined) = (peer(), joined());
+        let events = build_events(&peer, &joined, 120).unwrap();
+        let transactions = transactions(&peer, &events, 50).unwrap();
+        let sizes: Vec<usize> = transactions.iter().map(|t| t.event_ids.len()).collect();
+        assert_eq!(sizes, [50, 50, 20]);
+        let ids: Vec<String> = transactions.iter().flat_map(|t| t.event_ids.clone()).collect();
+        let expected: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+        assert_eq!(ids, expected);
+        assert!(transactions[0].authorization.starts_with("X-Matrix origin=\"127.0.0.1:8448\""));
+    }
+}

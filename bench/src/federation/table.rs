@@ -4,21 +4,11 @@
 use std::fmt::Write as _;
 
 use super::FederationResult;
-use crate::stats::ratio;
+use crate::{report::median, stats::ratio};
 
 /// The goals: ingest at least half the raw verify rate, and more than 20× Synapse.
 const GOAL_OF_RAW: f64 = 0.5;
 const GOAL_OVER_SYNAPSE: f64 = 20.0;
-
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.retain(|v| v.is_finite());
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 })
-}
 
 fn med(runs: &[FederationResult], value: impl Fn(&FederationResult) -> Option<f64>) -> Option<f64> {
     median(runs.iter().filter_map(value).collect())
