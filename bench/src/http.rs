@@ -1,5 +1,6 @@
-//! One keep-alive HTTP/1.1 connection to the server under test, speaking JSON. HTTP/1.1 has
-//! one request in flight per connection, so a sender with two in flight holds two of these.
+//! One keep-alive HTTP/1.1 connection to the server under test, speaking JSON, over plain TCP
+//! (the client API) or TLS (the federation API). HTTP/1.1 has one request in flight per
+//! connection, so a sender with two in flight holds two of these.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -10,6 +11,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::TcpStream;
+use tokio_rustls::{TlsConnector, rustls::pki_types::ServerName};
 
 /// What can go wrong between the load generator and the server.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +20,8 @@ pub enum HttpError {
     NotLoopback(String),
     #[error("connecting to {addr}: {source}")]
     Connect { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS with {addr}: {source}")]
+    Tls { addr: SocketAddr, source: std::io::Error },
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
     #[error("building the request: {0}")]
@@ -83,14 +87,22 @@ impl Response {
 /// a request was abandoned midway (timed out, or its future dropped).
 pub struct Conn {
     addr: SocketAddr,
+    /// TLS (checking the server's certificate for its IP address), or plain TCP when `None`.
+    tls: Option<TlsConnector>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Conn {
     /// Opens the TCP connection now, so that connecting is not part of what is measured.
     pub async fn open(addr: SocketAddr) -> Result<Self, HttpError> {
-        let sender = connect(addr).await?;
-        Ok(Conn { addr, sender: Some(sender) })
+        let sender = connect(addr, None).await?;
+        Ok(Conn { addr, tls: None, sender: Some(sender) })
+    }
+
+    /// Opens a TLS connection now (the handshake is not part of what is measured either).
+    pub async fn open_tls(addr: SocketAddr, tls: TlsConnector) -> Result<Self, HttpError> {
+        let sender = connect(addr, Some(&tls)).await?;
+        Ok(Conn { addr, tls: Some(tls), sender: Some(sender) })
     }
 
     /// Sends one request and reads the whole answer, within `timeout`.
@@ -102,26 +114,38 @@ impl Conn {
         body: Option<&B>,
         timeout: Duration,
     ) -> Result<Response, HttpError> {
+        let authorization = access_token.map(|token| format!("Bearer {token}"));
+        let body = body
+            .map(|body| Bytes::from(serde_json::to_vec(body).expect("request bodies serialize")));
+        self.request_bytes(method, path_and_query, authorization.as_deref(), body, timeout).await
+    }
+
+    /// Sends one request with a ready `Authorization` header (such as X-Matrix) and a JSON
+    /// body already encoded (the bytes a signature covers), and reads the whole answer.
+    pub async fn request_bytes(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        authorization: Option<&str>,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
         let mut request = Request::builder()
             .method(method)
             .uri(path_and_query)
             .header(header::HOST, self.addr.to_string());
-        if let Some(token) = access_token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(authorization) = authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
         }
-        let body = match body {
-            Some(body) => {
-                request = request.header(header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::to_vec(body).expect("request bodies serialize"))
-            }
-            None => Bytes::new(),
-        };
-        let request = request.body(Full::new(body))?;
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request.body(Full::new(body.unwrap_or_default()))?;
         // The sender is out of `self` while the request is in flight: if this future is
         // dropped midway, the half-used connection goes with it.
         let mut sender = match self.sender.take() {
             Some(sender) if !sender.is_closed() => sender,
-            _ => connect(self.addr).await?,
+            _ => connect(self.addr, self.tls.as_ref()).await?,
         };
         let exchange = async move {
             sender.ready().await?;
@@ -141,10 +165,25 @@ impl Conn {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, HttpError> {
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<&TlsConnector>,
+) -> Result<SendRequest<Full<Bytes>>, HttpError> {
     let stream =
         TcpStream::connect(addr).await.map_err(|source| HttpError::Connect { addr, source })?;
     stream.set_nodelay(true).map_err(|source| HttpError::Connect { addr, source })?;
+    let Some(tls) = tls else { return handshake(stream).await };
+    let stream = tls
+        .connect(ServerName::IpAddress(addr.ip().into()), stream)
+        .await
+        .map_err(|source| HttpError::Tls { addr, source })?;
+    handshake(stream).await
+}
+
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, HttpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         // Ends when the server closes the connection or the sender is dropped.

@@ -315,7 +315,7 @@ async fn set_up(
     let owner = matrix::register(&mut conn, &format!("b{run_id}owner"), &password, token).await?;
     let mut room_ids = Vec::new();
     for _ in 0..config.rooms.max(1) {
-        room_ids.push(matrix::create_public_room(&mut conn, &owner).await?);
+        room_ids.push(matrix::create_public_room(&mut conn, &owner, None).await?);
     }
 
     let mut joining = JoinSet::new();

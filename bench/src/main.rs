@@ -2,8 +2,11 @@
 //!
 //! - `loadgen wait-ready` polls `/_matrix/client/versions` and prints the cold start;
 //! - `loadgen run` registers the users, runs the load and writes one server's result as JSON;
-//! - `loadgen compare` prints the side-by-side markdown table (medians over each server's runs).
+//! - `loadgen compare` prints the side-by-side markdown table (medians over each server's runs);
+//! - `loadgen federation-certs`, `loadgen federation` and `loadgen federation-compare` do the
+//!   same for federation ingest (`bench/run-federation`).
 
+mod federation;
 mod http;
 mod load;
 mod matrix;
@@ -51,6 +54,59 @@ enum Command {
         #[arg(long, num_args = 1.., required = true)]
         synapse: Vec<PathBuf>,
     },
+    /// Writes a CA (ca.pem) and a certificate for 127.0.0.1 (server.crt, server.key) into a
+    /// directory, for the servers of a federation run and loadgen's own peer.
+    FederationCerts {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Plays a remote homeserver and measures one server's federation ingest; writes JSON.
+    Federation(FederationArgs),
+    /// Prints the markdown table of the federation runs (medians over runs).
+    FederationCompare {
+        #[arg(long, num_args = 1.., required = true)]
+        medrix: Vec<PathBuf>,
+        #[arg(long, num_args = 1.., required = true)]
+        synapse: Vec<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct FederationArgs {
+    /// The server's client API, e.g. http://127.0.0.1:8008 (loopback only).
+    #[arg(long)]
+    base_url: String,
+    /// The server's federation name, `127.0.0.1:<port>` (its TLS listener).
+    #[arg(long)]
+    server_name: String,
+    /// The name in the table, e.g. "Synapse 1.163.2".
+    #[arg(long)]
+    server: String,
+    #[arg(long)]
+    registration_token: Option<String>,
+    /// The directory `loadgen federation-certs` wrote.
+    #[arg(long)]
+    certs: PathBuf,
+    /// A version both Medrix and Synapse support (10, 11, 12).
+    #[arg(long, default_value = "12")]
+    room_version: String,
+    #[arg(long, default_value_t = 5000)]
+    pdus: usize,
+    /// PDUs per `/send` transaction (the spec's most is 50).
+    #[arg(long, default_value_t = 50)]
+    per_transaction: usize,
+    /// Transactions in flight (a homeserver sends one at a time to a destination).
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
+    /// Stop sending new transactions after this many seconds (0: send them all).
+    #[arg(long, default_value_t = 0)]
+    max_secs: u64,
+    #[arg(long, default_value_t = 300)]
+    transaction_timeout_secs: u64,
+    #[arg(long)]
+    server_pid: Option<u32>,
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -110,6 +166,14 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Compare { medrix, synapse } => compare(&medrix, &synapse),
+        Command::FederationCerts { dir } => federation::certs::write(&dir),
+        Command::Federation(args) => runtime.block_on(run_federation(args)),
+        Command::FederationCompare { medrix, synapse } => {
+            read_results(&medrix).and_then(|medrix| {
+                print!("{}", federation::table::compare(&medrix, &read_results(&synapse)?));
+                Ok(())
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -184,16 +248,50 @@ async fn run(args: RunArgs) -> Result<(), String> {
 }
 
 fn compare(medrix: &[PathBuf], synapse: &[PathBuf]) -> Result<(), String> {
-    let read = |paths: &[PathBuf]| -> Result<Vec<ServerResult>, String> {
-        paths
-            .iter()
-            .map(|path| {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-            })
-            .collect()
-    };
-    print!("{}", report::compare(&read(medrix)?, &read(synapse)?));
+    let (medrix, synapse): (Vec<ServerResult>, Vec<ServerResult>) =
+        (read_results(medrix)?, read_results(synapse)?);
+    print!("{}", report::compare(&medrix, &synapse));
     Ok(())
+}
+
+/// Reads one JSON result per file.
+fn read_results<T: serde::de::DeserializeOwned>(paths: &[PathBuf]) -> Result<Vec<T>, String> {
+    paths
+        .iter()
+        .map(|path| {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .collect()
+}
+
+async fn run_federation(args: FederationArgs) -> Result<(), String> {
+    let config = federation::FederationConfig {
+        client_addr: http::loopback_addr(&args.base_url).map_err(|e| e.to_string())?,
+        server_name: args.server_name,
+        registration_token: args.registration_token,
+        certs: args.certs,
+        room_version: args.room_version,
+        pdus: args.pdus,
+        per_transaction: args.per_transaction.clamp(1, 50),
+        in_flight: args.in_flight.max(1),
+        max_duration: (args.max_secs > 0).then(|| Duration::from_secs(args.max_secs)),
+        transaction_timeout: Duration::from_secs(args.transaction_timeout_secs),
+        server_pid: args.server_pid,
+    };
+    let result = federation::run(&args.server, &config)
+        .await
+        .map_err(|e| format!("{}: {e}", args.server))?;
+    eprintln!(
+        "loadgen: {}: {}/{} PDUs accepted, {:.1} PDUs/s ({} stored per /messages){}",
+        result.server,
+        result.pdus_accepted,
+        result.pdus_sent,
+        result.accepted_per_second,
+        result.stored_messages.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        result.errors.first().map(|e| format!("; first failure: {e}")).unwrap_or_default()
+    );
+    let json = serde_json::to_string_pretty(&result).expect("results serialize");
+    std::fs::write(&args.out, json).map_err(|e| format!("{}: {e}", args.out.display()))
 }

@@ -135,6 +135,8 @@ fn into_account(registered: Registered) -> Result<Account, HttpError> {
 struct CreateRoomRequest<'a> {
     preset: &'a str,
     name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_version: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -142,9 +144,14 @@ struct RoomIdResponse {
     room_id: String,
 }
 
-/// Creates a public room (anyone may join) and returns its ID.
-pub async fn create_public_room(conn: &mut Conn, account: &Account) -> Result<String, HttpError> {
-    let request = CreateRoomRequest { preset: "public_chat", name: "medrix-bench" };
+/// Creates a public room (anyone may join), in `room_version` or the server's default, and
+/// returns its ID.
+pub async fn create_public_room(
+    conn: &mut Conn,
+    account: &Account,
+    room_version: Option<&str>,
+) -> Result<String, HttpError> {
+    let request = CreateRoomRequest { preset: "public_chat", name: "medrix-bench", room_version };
     let response = conn
         .request(
             Method::POST,
@@ -300,6 +307,66 @@ pub async fn sync(
     let response =
         conn.request::<Empty>(Method::GET, &path, Some(&account.access_token), None, limit).await?;
     response.ok_json("sync")
+}
+
+#[derive(Deserialize)]
+struct MessagesPage {
+    chunk: Vec<PageEvent>,
+    end: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PageEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    sender: String,
+}
+
+/// Counts the room's `m.room.message` events from `sender`, paging `/messages` backwards
+/// from the newest.
+pub async fn count_messages_from(
+    conn: &mut Conn,
+    account: &Account,
+    room_id: &str,
+    sender: &str,
+) -> Result<usize, HttpError> {
+    let base =
+        format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=500", encode_component(room_id));
+    let (mut count, mut from) = (0, None::<String>);
+    loop {
+        let path = match &from {
+            Some(token) => format!("{base}&from={}", encode_component(token)),
+            None => base.clone(),
+        };
+        let response = conn
+            .request::<Empty>(Method::GET, &path, Some(&account.access_token), None, SETUP_TIMEOUT)
+            .await?;
+        let page: MessagesPage = response.ok_json("messages")?;
+        count +=
+            page.chunk.iter().filter(|e| e.kind == "m.room.message" && e.sender == sender).count();
+        match page.end {
+            Some(end) if !page.chunk.is_empty() && from.as_ref() != Some(&end) => from = Some(end),
+            _ => return Ok(count),
+        }
+    }
+}
+
+/// Whether the user can read the event through `/rooms/{roomId}/event/{eventId}`.
+pub async fn event_readable(
+    conn: &mut Conn,
+    account: &Account,
+    room_id: &str,
+    event_id: &str,
+) -> Result<bool, HttpError> {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/event/{}",
+        encode_component(room_id),
+        encode_component(event_id)
+    );
+    let response = conn
+        .request::<Empty>(Method::GET, &path, Some(&account.access_token), None, SETUP_TIMEOUT)
+        .await?;
+    Ok(response.status == StatusCode::OK)
 }
 
 /// `true` once `/_matrix/client/versions` answers 200.
