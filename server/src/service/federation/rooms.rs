@@ -106,21 +106,67 @@ impl FederatedRooms {
                 }
             }
             checked.sort_by_key(|c| c.pdu.depth());
-            for pdu in checked {
-                let id = pdu.pdu.event_id().to_owned();
-                let result = match self.ingest(origin, &room_id, version, pdu, true).await {
-                    Ok(Verdict::Accepted) => Ok(()),
-                    Ok(Verdict::Rejected(why)) => Err(format!("rejected: {why}")),
-                    Ok(Verdict::SoftFailed(why)) => Err(format!("soft-failed: {why}")),
-                    Err(err) => Err(err.to_string()),
-                };
-                if let Err(why) = &result {
-                    tracing::info!(%origin, event = %id, why, "event from a transaction not accepted");
+            // The events whose predecessors and auth events are all here already (or earlier
+            // in the run) go in together, with one wait for durability; the others, which
+            // need fetching, one by one after them.
+            let (run, rest) = match self.split_run(checked) {
+                Ok(split) => split,
+                Err(err) => {
+                    tracing::error!(%err, "reading what a transaction's events depend on");
+                    continue;
                 }
+            };
+            let run_ids: Vec<OwnedEventId> =
+                run.iter().map(|c| c.pdu.event_id().to_owned()).collect();
+            match self.rooms.receive_run(&room_id, version, run).await {
+                Ok(verdicts) => {
+                    for (id, verdict) in run_ids.into_iter().zip(verdicts) {
+                        let result = describe(verdict);
+                        log_refusal(origin, &id, &result);
+                        results.insert(id, result);
+                    }
+                }
+                Err(err) => {
+                    for id in run_ids {
+                        results.insert(id, Err(err.to_string()));
+                    }
+                }
+            }
+            for pdu in rest {
+                let id = pdu.pdu.event_id().to_owned();
+                let result = describe(self.ingest(origin, &room_id, version, pdu, true).await);
+                log_refusal(origin, &id, &result);
                 results.insert(id, result);
             }
         }
         results
+    }
+
+    /// Splits depth-ordered events into those ready to go in now (their auth events stored or
+    /// earlier among them, their predecessors in the DAG or earlier among them) and the rest.
+    fn split_run(
+        &self,
+        checked: Vec<CheckedPdu>,
+    ) -> Result<(Vec<CheckedPdu>, Vec<CheckedPdu>), RoomError> {
+        let mut in_run: std::collections::HashSet<OwnedEventId> = Default::default();
+        let (mut run, mut rest) = (Vec::new(), Vec::new());
+        for event in checked {
+            let pdu = &event.pdu;
+            let mut ready = true;
+            for id in pdu.auth_events() {
+                ready &= in_run.contains(id) || self.rooms.has_event(id)?;
+            }
+            for id in pdu.prev_events() {
+                ready &= in_run.contains(id) || self.rooms.has_state_at(id)?;
+            }
+            if ready {
+                in_run.insert(pdu.event_id().to_owned());
+                run.push(event);
+            } else {
+                rest.push(event);
+            }
+        }
+        Ok((run, rest))
     }
 
     /// One checked event into the room: its auth events fetched if missing, its
@@ -152,7 +198,19 @@ impl FederatedRooms {
                 StateBefore::FromPrevEvents
             } else {
                 tracing::info!(%origin, room = %room_id, event = %event_id, missing = missing_prev.len(), "predecessors not found; asking for the state at the event");
-                StateBefore::Given(self.fetch_state_at(origin, room_id, version, &event_id).await?)
+                match self.fetch_state_at(origin, room_id, version, &event_id).await {
+                    Ok(state) => StateBefore::Given(state),
+                    // A server with no member left may not read the room any more, but an
+                    // event about one of its users (a ban after a kick) still concerns it.
+                    Err(err) => match self.local_member_target(&checked) {
+                        Some(user) => {
+                            return self
+                                .take_outside_membership(room_id, version, &user, checked)
+                                .await;
+                        }
+                        None => return Err(err),
+                    },
+                }
             };
             self.rooms.receive(room_id, version, checked, state_before, BTreeSet::new()).await
         })
@@ -201,6 +259,37 @@ impl FederatedRooms {
                 tracing::info!(%origin, room = %room_id, %err, "a missing event could not be taken in");
             }
         }
+    }
+
+    /// The local user a membership event is about, if any.
+    fn local_member_target(&self, checked: &CheckedPdu) -> Option<ruma::OwnedUserId> {
+        let pdu = &checked.pdu;
+        (*pdu.kind() == ruma::events::TimelineEventType::RoomMember)
+            .then(|| pdu.state_key().and_then(|key| UserId::parse(key).ok()))
+            .flatten()
+            .filter(|user| user.server_name() == self.client.origin())
+    }
+
+    /// A membership event about a local user in a room this server can no longer follow:
+    /// authorized against its own auth events, then shown to the user as their membership.
+    async fn take_outside_membership(
+        &self,
+        room_id: &RoomId,
+        version: RoomVersion,
+        user: &UserId,
+        checked: CheckedPdu,
+    ) -> Result<Verdict, RoomError> {
+        let event_id = checked.pdu.event_id().to_owned();
+        let membership = crate::service::rooms::membership_of(&checked.pdu).unwrap_or_default();
+        let json = checked.json.clone();
+        let verdicts = self.rooms.store_outliers(version, vec![checked]).await?;
+        let verdict = verdicts.get(&event_id).cloned().unwrap_or(Verdict::Accepted);
+        if verdict == Verdict::Accepted {
+            self.rooms
+                .store_outside_membership(room_id, user, &event_id, &json, &membership, None)
+                .await?;
+        }
+        Ok(verdict)
     }
 
     /// Fetches the auth chain of `event_id` from `origin` and stores it as outliers.
@@ -574,6 +663,22 @@ impl FederatedRooms {
             }
         }
         Ok(out)
+    }
+}
+
+/// A verdict as `/send` reports it.
+fn describe(verdict: Result<Verdict, RoomError>) -> Result<(), String> {
+    match verdict {
+        Ok(Verdict::Accepted) => Ok(()),
+        Ok(Verdict::Rejected(why)) => Err(format!("rejected: {why}")),
+        Ok(Verdict::SoftFailed(why)) => Err(format!("soft-failed: {why}")),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+fn log_refusal(origin: &ServerName, event: &EventId, result: &Result<(), String>) {
+    if let Err(why) = result {
+        tracing::info!(%origin, %event, why, "event from a transaction not accepted");
     }
 }
 

@@ -4,7 +4,10 @@
 //! `prev_events` where the DAG forks) and the current state, and stored with its verdict.
 //! Rejected and soft-failed events are kept: the DAG is the audit trail.
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use medrix_protocol::{
     Pdu, RoomVersion, StateMap, Verdict,
@@ -31,6 +34,25 @@ pub enum StateBefore {
     /// This server's join to a room on another server, with the room's state from
     /// `send_join`: the join starts this server's view of the DAG.
     Join(StateMap),
+}
+
+/// Events of one run decided and queued but maybe not yet durable: what later events of the
+/// run read instead of storage (and their state maps stay here even if the group cache drops
+/// them).
+#[derive(Default)]
+pub(super) struct Pending {
+    pdus: HashMap<OwnedEventId, Pdu>,
+    before: HashMap<OwnedEventId, (u64, Arc<StateMap>)>,
+    verdicts: HashMap<OwnedEventId, Verdict>,
+}
+
+impl Pending {
+    fn record(&mut self, pdu: &Pdu, before_group: u64, before: Arc<StateMap>, verdict: &Verdict) {
+        let id = pdu.event_id().to_owned();
+        self.pdus.insert(id.clone(), pdu.clone());
+        self.before.insert(id.clone(), (before_group, before));
+        self.verdicts.insert(id, verdict.clone());
+    }
 }
 
 impl Rooms {
@@ -142,12 +164,70 @@ impl Rooms {
         if self.has_state_at(&event_id)? {
             return self.verdict(&event_id);
         }
-        let queued =
-            self.decide_and_store(room_id, room, checked, state_before, forward_to).await?;
+        let mut pending = Pending::default();
+        let (queued, verdict) = self
+            .decide_and_store(room_id, room, checked, state_before, forward_to, &mut pending)
+            .await?;
         drop(guard);
-        let verdict = queued.1;
-        self.settle(room_id, queued.0).await?;
+        self.settle(room_id, queued).await?;
         Ok(verdict)
+    }
+
+    /// Takes in a run of events whose predecessors and auth events are all stored or earlier
+    /// in the run (a transaction's chain from one server), in order, each as
+    /// [`Rooms::receive`] would. They are decided and queued one after the other while the
+    /// room stays locked, and their durability awaited together: the run costs one group
+    /// commit, not an fsync per event. One result per event, in order.
+    pub async fn receive_run(
+        &self,
+        room_id: &RoomId,
+        version: RoomVersion,
+        run: Vec<CheckedPdu>,
+    ) -> Result<Vec<Result<Verdict, RoomError>>, RoomError> {
+        let slot = self.slot(room_id);
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            *guard = self.load(room_id)?;
+        }
+        let room = match guard.as_mut() {
+            Some(room) if room.version == version => room,
+            Some(_) => return Err(RoomError::Invalid("room version mismatch".to_owned())),
+            None => return Err(RoomError::UnknownRoom),
+        };
+        room.in_flight.clone().wait_all().await;
+        let mut pending = Pending::default();
+        let mut queued = Vec::with_capacity(run.len());
+        let mut verdicts = Vec::with_capacity(run.len());
+        for checked in run {
+            let event_id = checked.pdu.event_id().to_owned();
+            if let Some(verdict) = pending.verdicts.get(&event_id) {
+                verdicts.push(Ok(verdict.clone()));
+                continue;
+            }
+            if self.has_state_at(&event_id)? {
+                verdicts.push(self.verdict(&event_id));
+                continue;
+            }
+            let decided = self
+                .decide_and_store(
+                    room_id,
+                    room,
+                    checked,
+                    StateBefore::FromPrevEvents,
+                    BTreeSet::new(),
+                    &mut pending,
+                )
+                .await;
+            verdicts.push(decided.map(|(event, verdict)| {
+                queued.push(event);
+                verdict
+            }));
+        }
+        drop(guard);
+        for event in queued {
+            self.settle(room_id, event).await?;
+        }
+        Ok(verdicts)
     }
 
     async fn decide_and_store(
@@ -157,16 +237,18 @@ impl Rooms {
         checked: CheckedPdu,
         state_before: StateBefore,
         forward_to: BTreeSet<OwnedServerName>,
+        pending: &mut Pending,
     ) -> Result<(QueuedEvent, Verdict), RoomError> {
         let version = room.version;
-        let CheckedPdu { pdu, json, .. } = checked;
+        let CheckedPdu { mut pdu, json, .. } = checked;
         let event_id = pdu.event_id().to_owned();
-        let mut events = StoredEvents::over(&self.storage, version, &room.events);
+        let mut events =
+            StoredEvents::over(&self.storage, version, &room.events).and_over(&pending.pdus);
         let starts_line = matches!(state_before, StateBefore::Join(_));
         let (before, reusable_group) = match state_before {
-            StateBefore::Given(state) | StateBefore::Join(state) => (state, None),
+            StateBefore::Given(state) | StateBefore::Join(state) => (Arc::new(state), None),
             StateBefore::FromPrevEvents => {
-                self.state_from_prev_events(version, &pdu, &mut events)?
+                self.state_from_prev_events(version, &pdu, &mut events, pending)?
             }
         };
         events.load(before.values().map(|id| &**id))?;
@@ -178,9 +260,12 @@ impl Rooms {
         batch.put(cf::EVENTID_PDU, event_id.as_bytes(), encode(&json).as_bytes());
         let before_group = match reusable_group {
             Some(group) => group,
-            None if has_current && before == room.state => room.head.state_group,
+            None if has_current && *before == room.state => room.head.state_group,
             None => self.state_store.put_group(&mut batch, &before),
         };
+        if matches!(decision.verdict, Verdict::Rejected(_)) {
+            pdu.set_rejected(true);
+        }
         StateStore::put_event_group(&mut batch, &event_id, before_group);
         let accepted = match &decision.verdict {
             Verdict::Accepted => true,
@@ -212,6 +297,7 @@ impl Rooms {
                 destinations: vec![],
                 in_flight: room.in_flight.begin(),
             };
+            pending.record(&pdu, before_group, before, &decision.verdict);
             return Ok((queued, decision.verdict));
         }
 
@@ -238,7 +324,7 @@ impl Rooms {
                 forks.push(if *id == event_id {
                     after.clone()
                 } else {
-                    self.state_after_event(id, version)?
+                    self.state_after_event_or_pending(id, version, pending)?
                 });
             }
             for fork in &forks {
@@ -257,6 +343,7 @@ impl Rooms {
                 }
             }
         }
+        pending.record(&pdu, before_group, before.clone(), &decision.verdict);
         for (kind, key) in room.state.keys().filter(|slot| !current.contains_key(*slot)) {
             let kind = kind.to_string();
             batch.delete(
@@ -264,7 +351,7 @@ impl Rooms {
                 &compound_key(&[room_id.as_bytes(), kind.as_bytes(), key.as_bytes()]),
             );
         }
-        let state_group = if current == before {
+        let state_group = if current == *before {
             before_group
         } else if has_current && current == room.state {
             room.head.state_group
@@ -307,27 +394,40 @@ impl Rooms {
         version: RoomVersion,
         pdu: &Pdu,
         events: &mut StoredEvents<'_>,
-    ) -> Result<(StateMap, Option<u64>), RoomError> {
-        let missing: Vec<OwnedEventId> = pdu
-            .prev_events()
-            .iter()
-            .filter(|id| !matches!(self.state_store.event_group(id), Ok(Some(_))))
-            .cloned()
-            .collect();
+        pending: &Pending,
+    ) -> Result<(Arc<StateMap>, Option<u64>), RoomError> {
+        let mut missing = Vec::new();
+        for prev in pdu.prev_events() {
+            if !pending.before.contains_key(prev) && self.state_store.event_group(prev)?.is_none() {
+                missing.push(prev.clone());
+            }
+        }
         if !missing.is_empty() {
             return Err(RoomError::MissingEvents(missing));
         }
-        let mut forks: Vec<StateMap> = Vec::new();
+        let mut forks: Vec<Arc<StateMap>> = Vec::new();
         let mut single_group = None;
         for prev in pdu.prev_events() {
-            let group = self.state_store.event_group(prev)?.expect("checked above");
-            let prev_pdu = load_pdu(&self.storage, prev, version)?
-                .ok_or_else(|| RoomError::MissingEvents(vec![prev.clone()]))?;
-            let before_prev = self.state_store.group(group)?;
-            let after = state_after(&before_prev, &prev_pdu);
-            if after == *before_prev {
+            let (group, before_prev, prev_pdu) = match pending.before.get(prev) {
+                Some((group, before)) => (
+                    *group,
+                    before.clone(),
+                    pending.pdus.get(prev).expect("recorded together").clone(),
+                ),
+                None => {
+                    let group = self.state_store.event_group(prev)?.expect("checked above");
+                    let prev_pdu = load_pdu(&self.storage, prev, version)?
+                        .ok_or_else(|| RoomError::MissingEvents(vec![prev.clone()]))?;
+                    (group, self.state_store.group(group)?, prev_pdu)
+                }
+            };
+            // A predecessor that changed no state leaves its own group in force.
+            let after = if prev_pdu.is_rejected() || prev_pdu.state_slot().is_none() {
                 single_group = Some(group);
-            }
+                before_prev
+            } else {
+                Arc::new(state_after(&before_prev, &prev_pdu))
+            };
             if !forks.contains(&after) {
                 forks.push(after);
             }
@@ -339,9 +439,23 @@ impl Rooms {
         for fork in &forks {
             events.load_with_auth_chains(fork.values().map(|id| &**id))?;
         }
+        let forks: Vec<StateMap> = forks.iter().map(|fork| (**fork).clone()).collect();
         let resolved = resolve_state(version, &forks, &*events)
             .map_err(|err| RoomError::Invalid(err.to_string()))?;
-        Ok((resolved, None))
+        Ok((Arc::new(resolved), None))
+    }
+
+    /// [`Rooms::state_after_event`], for an event that may still be in `pending`.
+    fn state_after_event_or_pending(
+        &self,
+        event_id: &EventId,
+        version: RoomVersion,
+        pending: &Pending,
+    ) -> Result<StateMap, RoomError> {
+        match (pending.before.get(event_id), pending.pdus.get(event_id)) {
+            (Some((_, before)), Some(pdu)) => Ok(state_after(before, pdu)),
+            _ => self.state_after_event(event_id, version),
+        }
     }
 
     /// The state after a stored event whose place in the DAG is known.

@@ -136,12 +136,13 @@ pub struct StoredEvents<'a> {
     storage: &'a Storage,
     version: RoomVersion,
     in_memory: Option<&'a HashMap<OwnedEventId, Pdu>>,
+    also_in_memory: Option<&'a HashMap<OwnedEventId, Pdu>>,
     events: HashMap<OwnedEventId, Pdu>,
 }
 
 impl<'a> StoredEvents<'a> {
     pub fn new(storage: &'a Storage, version: RoomVersion) -> Self {
-        Self { storage, version, in_memory: None, events: HashMap::new() }
+        Self { storage, version, in_memory: None, also_in_memory: None, events: HashMap::new() }
     }
 
     /// The same, consulting `in_memory` before storage.
@@ -150,7 +151,19 @@ impl<'a> StoredEvents<'a> {
         version: RoomVersion,
         in_memory: &'a HashMap<OwnedEventId, Pdu>,
     ) -> Self {
-        Self { storage, version, in_memory: Some(in_memory), events: HashMap::new() }
+        Self {
+            storage,
+            version,
+            in_memory: Some(in_memory),
+            also_in_memory: None,
+            events: HashMap::new(),
+        }
+    }
+
+    /// Consults `more` too (events decided but perhaps not yet durable).
+    pub fn and_over(mut self, more: &'a HashMap<OwnedEventId, Pdu>) -> Self {
+        self.also_in_memory = Some(more);
+        self
     }
 
     /// Adds an event already in hand (the one being decided).
@@ -200,7 +213,10 @@ impl<'a> StoredEvents<'a> {
 
 impl EventLookup for StoredEvents<'_> {
     fn get_pdu(&self, id: &EventId) -> Option<&Pdu> {
-        self.in_memory.and_then(|events| events.get(id)).or_else(|| self.events.get(id))
+        self.in_memory
+            .and_then(|events| events.get(id))
+            .or_else(|| self.also_in_memory.and_then(|events| events.get(id)))
+            .or_else(|| self.events.get(id))
     }
 }
 
