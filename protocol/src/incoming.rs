@@ -72,6 +72,22 @@ pub fn check_incoming_object(
     finish(object, check, version)
 }
 
+/// [`check_incoming_object`], naming the refused event when it can: a failed check answers the
+/// error with the event's ID (if the object has a computable one), so a caller reporting
+/// per-event results need not keep a copy of every object it checks.
+pub fn check_incoming_object_naming_failures(
+    object: CanonicalJsonObject,
+    version: RoomVersion,
+    keys: &VerifyKeys,
+) -> Result<CheckedPdu, (ProtocolError, Option<OwnedEventId>)> {
+    let checked = check_format(&object, version)
+        .and_then(|()| check_signatures_and_hashes(&object, version, keys));
+    match checked {
+        Ok(check) => finish(object, check, version).map_err(|err| (err, None)),
+        Err(err) => Err((err, event_id(&object, version).ok())),
+    }
+}
+
 /// Keeps the event whole if its content hash matched, else its redacted form, and types it.
 fn finish(
     object: CanonicalJsonObject,

@@ -160,9 +160,8 @@ async fn receive_membership(
         return Err(ApiError::bad_json("the event ID does not match the event"));
     }
     check_membership_shape(&object, room_id, membership, |user| user.server_name() == origin)?;
-    let (_, checked) =
-        federation.rooms.check_objects(version, vec![object.clone()]).await.remove(0);
-    let checked = checked.map_err(ApiError::forbidden)?;
+    let checked = federation.rooms.check_objects(version, vec![object.clone()]).await.remove(0);
+    let checked = checked.map_err(|refused| ApiError::forbidden(refused.why))?;
     let mut others = servers_in_room(&services.storage, room_id, services.rooms.server_name())?;
     others.remove(origin);
     let verdict = services
@@ -206,9 +205,8 @@ pub async fn invite(
     if sender_server.as_deref() != Some(&*request.origin) {
         return Err(ApiError::forbidden("the inviter does not belong to the requesting server"));
     }
-    let (_, checked) =
-        federation.rooms.check_objects(version, vec![object.clone()]).await.remove(0);
-    checked.map_err(ApiError::forbidden)?;
+    let checked = federation.rooms.check_objects(version, vec![object.clone()]).await.remove(0);
+    checked.map_err(|refused| ApiError::forbidden(refused.why))?;
     hash_and_sign(&mut object, version, services.rooms.signing_key())
         .map_err(ApiError::internal)?;
     let invitee = text(&object, "state_key")
