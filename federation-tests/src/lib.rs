@@ -5,13 +5,10 @@
 //! Servers that must be reached by other implementations (`synapse`) are named by an IP
 //! literal instead, `127.0.0.1:<port>`, which needs no resolution at all.
 
-use std::{
-    net::{SocketAddr, TcpListener},
-    path::PathBuf,
-};
+use std::{net::SocketAddr, path::PathBuf};
 
 use medrix_protocol::{canonical::object_from_value, keys::ServerSigningKey};
-use medrix_tests::{REGISTRATION_TOKEN, TestServer, medrix_binary};
+use medrix_tests::{REGISTRATION_TOKEN, TestServer, free_port, medrix_binary};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -96,10 +93,6 @@ fn distinguished_name(common_name: &str) -> DistinguishedName {
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, common_name);
     name
-}
-
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl TestNet {

@@ -22,7 +22,9 @@ use medrix_tests::clients::run_setup;
 use serde_json::{Value, json};
 use sha1::Sha1;
 
-use crate::{TestNet, free_port};
+use medrix_tests::free_port;
+
+use crate::TestNet;
 
 /// How long Synapse may take to answer `/health` after spawning (a debug CI machine with two
 /// busy cores is slow to import it).

@@ -358,12 +358,29 @@ impl FederatedRooms {
         user: &UserId,
         via: &[OwnedServerName],
     ) -> Result<OwnedEventId, RoomError> {
-        let mut last_error = RoomError::Remote("no server to join through".to_owned());
+        self.through_any(room_id, via, "join", |server| self.join_through(room_id, user, server))
+            .await
+    }
+
+    /// Runs `step` through each server of `via` but this one, until one succeeds; answers
+    /// the last failure if none does.
+    async fn through_any<'a, F, Fut>(
+        &self,
+        room_id: &RoomId,
+        via: &'a [OwnedServerName],
+        what: &str,
+        step: F,
+    ) -> Result<OwnedEventId, RoomError>
+    where
+        F: Fn(&'a ServerName) -> Fut,
+        Fut: Future<Output = Result<OwnedEventId, RoomError>>,
+    {
+        let mut last_error = RoomError::Remote(format!("no server to {what} through"));
         for server in via.iter().filter(|s| **s != *self.client.origin()) {
-            match self.join_through(room_id, user, server).await {
+            match step(server).await {
                 Ok(event_id) => return Ok(event_id),
                 Err(err) => {
-                    tracing::info!(room = %room_id, %server, %err, "join through this server failed");
+                    tracing::info!(room = %room_id, %server, %err, what, "this server failed");
                     last_error = err;
                 }
             }
@@ -500,17 +517,8 @@ impl FederatedRooms {
         user: &UserId,
         via: &[OwnedServerName],
     ) -> Result<OwnedEventId, RoomError> {
-        let mut last_error = RoomError::Remote("no server to leave through".to_owned());
-        for server in via.iter().filter(|s| **s != *self.client.origin()) {
-            match self.reject_through(room_id, user, server).await {
-                Ok(event_id) => return Ok(event_id),
-                Err(err) => {
-                    tracing::info!(room = %room_id, %server, %err, "leave through this server failed");
-                    last_error = err;
-                }
-            }
-        }
-        Err(last_error)
+        self.through_any(room_id, via, "leave", |server| self.reject_through(room_id, user, server))
+            .await
     }
 
     async fn reject_through(
