@@ -249,14 +249,28 @@ impl TestNet {
         body: &Value,
     ) -> (u16, Value) {
         let uri = format!("/_matrix/federation/v1/send/{txn_id}");
-        let response = self
+        self.signed_request(from, to, "PUT", &uri, Some(body)).await
+    }
+
+    /// A federation request to `to`, signed as `from` (X-Matrix): answers the status and
+    /// JSON body (null if the body is not JSON).
+    pub async fn signed_request(
+        &self,
+        from: &FederatingServer,
+        to: &FederatingServer,
+        method: &str,
+        uri: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
             .https_client(&[to])
-            .put(to.federation_url(&uri))
-            .header("authorization", from.x_matrix(to, "PUT", &uri, Some(body)))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+            .request(method.clone(), to.federation_url(uri))
+            .header("authorization", from.x_matrix(to, method.as_str(), uri, body));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }

@@ -200,25 +200,12 @@ async fn room_spans_two_servers_and_a_kick_cuts_the_removed_server_off(version: 
         )
         .await;
     assert!(!after.to_string().contains("after the revocation"), "{after}");
-    let uri = format!("/_matrix/federation/v1/event/{secret}");
-    let response = net
-        .https_client(&[&clinic])
-        .get(clinic.federation_url(&uri))
-        .header("authorization", hospital.x_matrix(&clinic, "GET", &uri, None))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 403, "{:?}", response.text().await);
+    let event = |id: &str| format!("/_matrix/federation/v1/event/{id}");
+    let (status, body) = net.signed_request(&hospital, &clinic, "GET", &event(&secret), None).await;
+    assert_eq!(status, 403, "{body}");
     // While the event before the kick is still readable by the server that was in the room.
-    let uri = format!("/_matrix/federation/v1/event/{first}");
-    let response = net
-        .https_client(&[&clinic])
-        .get(clinic.federation_url(&uri))
-        .header("authorization", hospital.x_matrix(&clinic, "GET", &uri, None))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200, "{:?}", response.text().await);
+    let (status, body) = net.signed_request(&hospital, &clinic, "GET", &event(&first), None).await;
+    assert_eq!(status, 200, "{body}");
 
     // A ban keeps the doctor out: the clinic refuses the join template their server asks for.
     let (status, body) = clinic

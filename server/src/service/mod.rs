@@ -101,7 +101,6 @@ impl Services {
                     rooms.clone(),
                     client.clone(),
                     remote_keys.clone(),
-                    sender.clone(),
                 ));
                 let edus_out = federation::edus_out::OutboundEdus::new(
                     storage.clone(),

@@ -38,13 +38,21 @@ use ruma::{
 };
 use serde_json::value::RawValue;
 
-use super::{client::FederationClient, remote_keys::RemoteKeys, sender::Sender};
+use super::{client::FederationClient, remote_keys::RemoteKeys};
 use crate::service::rooms::{Cosigner, RoomError, Rooms, remote::StateBefore};
 
 /// The most events fetched one by one to fill in a state snapshot.
 const MAX_EVENTS_FETCHED: usize = 500;
 /// How many missing predecessors are asked for at a time.
 const MISSING_EVENTS_LIMIT: u32 = 20;
+
+/// A membership event this server signed from another server's template.
+struct Signed {
+    version: RoomVersion,
+    event_id: OwnedEventId,
+    event: CanonicalJsonObject,
+    pdu: Box<RawValue>,
+}
 
 /// An event that failed its checks: its ID if it has one, and why.
 pub struct RefusedPdu {
@@ -56,20 +64,13 @@ pub struct FederatedRooms {
     rooms: Rooms,
     client: Arc<FederationClient>,
     remote_keys: Arc<RemoteKeys>,
-    #[allow(dead_code)]
-    sender: Arc<Sender>,
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl FederatedRooms {
-    pub fn new(
-        rooms: Rooms,
-        client: Arc<FederationClient>,
-        remote_keys: Arc<RemoteKeys>,
-        sender: Arc<Sender>,
-    ) -> Self {
-        Self { rooms, client, remote_keys, sender }
+    pub fn new(rooms: Rooms, client: Arc<FederationClient>, remote_keys: Arc<RemoteKeys>) -> Self {
+        Self { rooms, client, remote_keys }
     }
 
     /// Takes in the PDUs of a transaction from `origin`; one result per event ID, as `/send`
@@ -397,16 +398,14 @@ impl FederatedRooms {
         let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
         request.ver = RoomVersion::ALL.iter().map(|v| v.id()).collect();
         let template = self.client.send(server, request).await.map_err(remote)?;
-        let version = template
-            .room_version
-            .as_ref()
-            .and_then(|v| RoomVersion::parse(v.as_str()).ok())
-            .ok_or_else(|| {
-                RoomError::Remote(format!("{server} offers an unsupported room version"))
-            })?;
-        let (event_id, event) = self.sign_template(&template.event, version)?;
-        check_membership_template(&event, room_id, user, "join")?;
-        let pdu = RawValue::from_string(encode(&event)).expect("canonical JSON is JSON");
+        let Signed { version, event_id, event, pdu } = self.sign_template(
+            server,
+            template.room_version,
+            &template.event,
+            room_id,
+            user,
+            "join",
+        )?;
         let request =
             create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), pdu);
         let answer = self.client.send(server, request).await.map_err(remote)?.room_state;
@@ -529,16 +528,14 @@ impl FederatedRooms {
     ) -> Result<OwnedEventId, RoomError> {
         let request = prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned());
         let template = self.client.send(server, request).await.map_err(remote)?;
-        let version = template
-            .room_version
-            .as_ref()
-            .and_then(|v| RoomVersion::parse(v.as_str()).ok())
-            .ok_or_else(|| {
-                RoomError::Remote(format!("{server} offers an unsupported room version"))
-            })?;
-        let (event_id, event) = self.sign_template(&template.event, version)?;
-        check_membership_template(&event, room_id, user, "leave")?;
-        let pdu = RawValue::from_string(encode(&event)).expect("canonical JSON is JSON");
+        let Signed { event_id, event, pdu, .. } = self.sign_template(
+            server,
+            template.room_version,
+            &template.event,
+            room_id,
+            user,
+            "leave",
+        )?;
         let request =
             create_leave_event::v2::Request::new(room_id.to_owned(), event_id.clone(), pdu);
         self.client.send(server, request).await.map_err(remote)?;
@@ -548,14 +545,24 @@ impl FederatedRooms {
         Ok(event_id)
     }
 
-    /// A membership template from a resident server, timestamped and signed by this server.
+    /// A membership template from a resident server, checked to be `user`'s `membership` in
+    /// `room_id` in a room version this server speaks, then timestamped and signed here.
     fn sign_template(
         &self,
+        server: &ServerName,
+        room_version: Option<ruma::RoomVersionId>,
         template: &RawValue,
-        version: RoomVersion,
-    ) -> Result<(OwnedEventId, CanonicalJsonObject), RoomError> {
+        room_id: &RoomId,
+        user: &UserId,
+        membership: &str,
+    ) -> Result<Signed, RoomError> {
+        let version =
+            room_version.and_then(|v| RoomVersion::parse(v.as_str()).ok()).ok_or_else(|| {
+                RoomError::Remote(format!("{server} offers an unsupported room version"))
+            })?;
         let mut event = parse_object(template.get().as_bytes(), MAX_PDU_BYTES)
             .map_err(|err| RoomError::Remote(format!("membership template: {err}")))?;
+        check_membership_template(&event, room_id, user, membership)?;
         event.insert(
             "origin_server_ts".into(),
             CanonicalJsonValue::Integer(crate::clock::now_ms().try_into().unwrap_or_default()),
@@ -567,7 +574,8 @@ impl FederatedRooms {
             .map_err(|err| RoomError::Invalid(err.to_string()))?;
         let event_id =
             compute_event_id(&event, version).map_err(|err| RoomError::Invalid(err.to_string()))?;
-        Ok((event_id, event))
+        let pdu = RawValue::from_string(encode(&event)).expect("canonical JSON is JSON");
+        Ok(Signed { version, event_id, event, pdu })
     }
 
     /// Checks raw PDUs of `room_id` (format, signatures, hashes); drops those that fail.

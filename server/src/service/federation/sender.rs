@@ -147,7 +147,6 @@ impl Sender {
     }
 
     /// Queues `event_id` (stored at stream `position`) for `destination`, in the caller's batch.
-    #[allow(dead_code, reason = "the room code queues its events here (being written)")]
     pub fn queue_pdu_in(
         batch: &mut Batch<'_>,
         destination: &ServerName,
