@@ -9,7 +9,7 @@ use medrix_protocol::{
     Pdu, RoomVersion, StateMap, Verdict,
     auth_chain::conflicted_state_subgraph,
     build::sign_new_event,
-    canonical::{MAX_PDU_BYTES, encode, parse_object},
+    canonical::{MAX_PDU_BYTES, encode, parse_object, parse_value},
     decide,
     event_signatures::check_signatures_and_hashes,
     incoming::{check_incoming_object, check_incoming_pdu, event_id},
@@ -365,4 +365,73 @@ fn a_signature_spelled_with_other_trailing_bits_is_the_same_signature() {
     let checked = check_incoming_pdu(&bytes, RoomVersion::V12, &cast.verify_keys()).unwrap();
     assert!(!checked.redacted_on_receipt);
     assert_eq!(checked.pdu.event_id(), &*signed.event_id);
+}
+
+/// JSON text as a peer might send it: numbers of every shape (floats, exponents, `-0`,
+/// integers just outside the canonical range, beyond 64 bits), repeated keys, escapes and
+/// whitespace; and sometimes cut short.
+fn json_text() -> impl Strategy<Value = String> {
+    let number = prop_oneof![
+        (-(1i64 << 53) + 1..(1i64 << 53)).prop_map(|n| n.to_string()),
+        Just("9007199254740992".to_owned()),
+        Just("-9007199254740992".to_owned()),
+        Just("18446744073709551616".to_owned()),
+        Just("-0".to_owned()),
+        Just("1.5".to_owned()),
+        Just("1e3".to_owned()),
+        Just("2E-2".to_owned()),
+    ];
+    let string = "\\PC{0,8}".prop_map(|s| serde_json::to_string(&s).unwrap());
+    let leaf = prop_oneof![
+        Just("null".to_owned()),
+        Just("true".to_owned()),
+        Just("false".to_owned()),
+        number,
+        string,
+        Just(r#""\u00e9\n\ud83d\ude00""#.to_owned()),
+    ];
+    let value = leaf.prop_recursive(4, 32, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4)
+                .prop_map(|items| format!("[{}]", items.join(","))),
+            prop::collection::vec((prop::sample::select(vec!["a", "b", "a"]), inner), 0..4)
+                .prop_map(|fields| {
+                    let fields: Vec<String> = fields
+                        .into_iter()
+                        .map(|(key, value)| format!("\"{key}\" : {value}"))
+                        .collect();
+                    format!("{{ {} }}", fields.join(","))
+                }),
+        ]
+    });
+    (value, any::<prop::sample::Index>(), any::<bool>()).prop_map(|(text, cut, truncate)| {
+        if truncate && !text.is_empty() {
+            let at = cut.index(text.len());
+            // Cut on a character boundary: the input stays UTF-8, as serde_json requires.
+            let at = (0..=at).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            text[..at].to_owned()
+        } else {
+            text
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn the_direct_canonical_parser_agrees_with_parsing_through_serde_json_values(
+        text in json_text()
+    ) {
+        let direct = parse_value(text.as_bytes(), MAX_PDU_BYTES);
+        let via_value = serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|_| "not JSON")
+            .and_then(|value| ruma::CanonicalJsonValue::try_from(value).map_err(|_| "not canonical"));
+        match (&direct, &via_value) {
+            (Ok(direct), Ok(via_value)) => prop_assert_eq!(direct, via_value),
+            (Err(medrix_protocol::ProtocolError::NotJson(_)), Err("not JSON")) => {}
+            (Err(medrix_protocol::ProtocolError::NotCanonical(_)), Err("not canonical")) => {}
+            _ => prop_assert!(false, "{text:?}: direct {direct:?}, via a Value {via_value:?}"),
+        }
+    }
 }
