@@ -24,6 +24,7 @@ pub mod local_room;
 pub mod lookup;
 pub mod pdu;
 pub mod redaction;
+pub mod request_signature;
 pub mod resolve;
 pub mod room_version;
 pub mod server_keys;

@@ -3,10 +3,14 @@
 //! federation allow-list, applies the per-origin rate limit, then hands the handler ruma's
 //! typed request and the origin.
 
-use axum::extract::{FromRequest, Request};
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, Request},
+};
 use http::StatusCode;
+use medrix_protocol::{canonical::parse_value, request_signature::SignedRequest};
 use ruma::{
-    OwnedServerName,
+    CanonicalJsonValue, OwnedServerName,
     api::{IncomingRequest, federation::authentication::XMatrix},
 };
 
@@ -51,44 +55,79 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, services: &Services) -> Result<Self, ApiError> {
-        let federation = services.federation.as_ref().ok_or(FederationError::Disabled)?;
-        let (mut parts, body) = request.into_parts();
-        let path_args = path_arguments(&mut parts, services).await;
-        let header = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("an X-Matrix signature is required"))?;
-        let x_matrix = XMatrix::try_from(header)
-            .map_err(|err| unauthorized(format!("unreadable X-Matrix header: {err}")))?;
-        federation.client.policy.check(&x_matrix.origin)?;
-        let ours = federation.client.origin();
-        if x_matrix.destination.as_deref().is_some_and(|destination| destination != ours) {
-            return Err(unauthorized("the request is addressed to another server"));
-        }
-        let bytes = axum::body::to_bytes(body, MAX_FEDERATION_BODY).await.map_err(|_| {
-            ApiError::too_large(format!(
-                "federation requests are limited to {MAX_FEDERATION_BODY} bytes"
-            ))
-        })?;
-        let keys = federation
-            .remote_keys
-            .keys_for(&x_matrix.origin, x_matrix.key.as_str(), crate::clock::now_ms())
-            .await
-            .map_err(|err| unauthorized(format!("cannot verify the origin: {err}")))?;
-        let request = http::Request::from_parts(parts, bytes);
-        x_matrix
-            .verify_request(&request, ours, keys.as_public_key_map())
-            .map_err(|err| unauthorized(format!("signature check failed: {err}")))?;
-        federation.rate_limits.check(x_matrix.origin.as_str()).map_err(|retry_after_ms| {
-            services.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            ApiError::limit_exceeded(retry_after_ms)
-        })?;
-        // It signed a request to us, so it is up: whatever waits for it goes now.
-        federation.sender.peer_is_back(&x_matrix.origin);
-        let (parts, bytes) = request.into_parts();
+        let Authenticated { origin, parts, bytes, path_args, .. } =
+            authenticate(request, services).await?;
         let request = http::Request::from_parts(parts, bytes_or_empty_object::<T>(bytes));
         let body = T::try_from_http_request(request, &path_args)
             .map_err(|err| ApiError::bad_json(format!("invalid request: {err}")))?;
-        Ok(Federated { body, origin: x_matrix.origin })
+        Ok(Federated { body, origin })
     }
+}
+
+/// A federation request whose origin, destination and X-Matrix signature were checked (and
+/// that passed the allow-list and the origin's rate limit), before its body is typed.
+pub struct Authenticated {
+    pub origin: OwnedServerName,
+    pub parts: http::request::Parts,
+    pub bytes: Bytes,
+    /// The body parsed as canonical JSON, as the signature covers it (`None` if empty): a
+    /// handler may take it as it is instead of parsing the bytes again.
+    pub content: Option<CanonicalJsonValue>,
+    /// The request path's parameters, in order.
+    pub path_args: Vec<String>,
+}
+
+/// Authenticates an inbound federation request.
+pub async fn authenticate(
+    request: Request,
+    services: &Services,
+) -> Result<Authenticated, ApiError> {
+    let federation = services.federation.as_ref().ok_or(FederationError::Disabled)?;
+    let (mut parts, body) = request.into_parts();
+    let path_args = path_arguments(&mut parts, services).await;
+    let header = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("an X-Matrix signature is required"))?;
+    let x_matrix = XMatrix::try_from(header)
+        .map_err(|err| unauthorized(format!("unreadable X-Matrix header: {err}")))?;
+    federation.client.policy.check(&x_matrix.origin)?;
+    let ours = federation.client.origin();
+    if x_matrix.destination.as_deref().is_some_and(|destination| destination != ours) {
+        return Err(unauthorized("the request is addressed to another server"));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_FEDERATION_BODY).await.map_err(|_| {
+        ApiError::too_large(format!(
+            "federation requests are limited to {MAX_FEDERATION_BODY} bytes"
+        ))
+    })?;
+    let content = match bytes.is_empty() {
+        true => None,
+        false => Some(
+            parse_value(&bytes, MAX_FEDERATION_BODY)
+                .map_err(|err| ApiError::bad_json(format!("the request body: {err}")))?,
+        ),
+    };
+    let keys = federation
+        .remote_keys
+        .keys_for(&x_matrix.origin, x_matrix.key.as_str(), crate::clock::now_ms())
+        .await
+        .map_err(|err| unauthorized(format!("cannot verify the origin: {err}")))?;
+    let signed = SignedRequest {
+        content: content.as_ref(),
+        destination: ours.as_str(),
+        method: parts.method.as_str(),
+        origin: x_matrix.origin.as_str(),
+        uri: parts.uri.path_and_query().map_or(parts.uri.path(), |path| path.as_str()),
+    };
+    signed
+        .verify(x_matrix.key.as_str(), x_matrix.sig.as_bytes(), &keys)
+        .map_err(|err| unauthorized(format!("signature check failed: {err}")))?;
+    federation.rate_limits.check(x_matrix.origin.as_str()).map_err(|retry_after_ms| {
+        services.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ApiError::limit_exceeded(retry_after_ms)
+    })?;
+    // It signed a request to us, so it is up: whatever waits for it goes now.
+    federation.sender.peer_is_back(&x_matrix.origin);
+    Ok(Authenticated { origin: x_matrix.origin, parts, bytes, content, path_args })
 }
