@@ -9,7 +9,7 @@ use ruma::{
 use crate::{
     Pdu, ProtocolError, RoomVersion,
     canonical::{MAX_CANONICAL_PDU_BYTES, MAX_PDU_BYTES, parse_object},
-    event_signatures::{SignatureCheck, check_signatures_and_hashes, prepare},
+    event_signatures::{PreparedCheck, SignatureCheck, check_signatures_and_hashes, prepare},
     keys::VerifyKeys,
 };
 
@@ -34,30 +34,61 @@ pub fn check_incoming_pdu(
     check_incoming_object(parse_object(bytes, MAX_PDU_BYTES)?, version, keys)
 }
 
-/// Runs every pre-authorization check on a batch of PDUs (a federation transaction), giving
-/// one result per input in the same order. Faster per event than one at a time: the signature
-/// arithmetic of the whole batch runs back to back, with the curve tables in cache.
+/// Runs every pre-authorization check on a batch of PDUs received as bytes, giving one result
+/// per input in the same order (see [`check_incoming_objects`]).
 pub fn check_incoming_batch<B: AsRef<[u8]>>(
     batch: &[B],
     version: RoomVersion,
     keys: &VerifyKeys,
 ) -> Vec<Result<CheckedPdu, ProtocolError>> {
-    let prepared: Vec<_> = batch
-        .iter()
-        .map(|bytes| {
-            let object = parse_object(bytes.as_ref(), MAX_PDU_BYTES)?;
-            check_format(&object, version)?;
-            let check = prepare(&object, version, keys)?;
-            Ok((object, check))
+    let mut parse_errors = Vec::new();
+    let mut objects = Vec::with_capacity(batch.len());
+    for bytes in batch {
+        match parse_object(bytes.as_ref(), MAX_PDU_BYTES) {
+            Ok(object) => {
+                parse_errors.push(None);
+                objects.push(object);
+            }
+            Err(err) => parse_errors.push(Some(err)),
+        }
+    }
+    let mut checked = check_incoming_objects(objects, version, keys).into_iter();
+    parse_errors
+        .into_iter()
+        .map(|parse_error| match parse_error {
+            Some(err) => Err(err),
+            None => checked.next().expect("one result per parsed object").map_err(|(err, _)| err),
+        })
+        .collect()
+}
+
+/// Runs every pre-authorization check on a batch of parsed PDUs (part of a federation
+/// transaction), giving one result per input in the same order. A refused event is named when
+/// it has a computable ID, so a caller reporting per-event results need not keep a copy of
+/// every object. Faster per event than one at a time: the signature arithmetic of the whole
+/// batch runs back to back, with the curve tables in cache.
+pub fn check_incoming_objects(
+    objects: Vec<CanonicalJsonObject>,
+    version: RoomVersion,
+    keys: &VerifyKeys,
+) -> Vec<Result<CheckedPdu, (ProtocolError, Option<OwnedEventId>)>> {
+    let prepared: Vec<_> = objects
+        .into_iter()
+        .map(|object| {
+            let check =
+                check_format(&object, version).and_then(|()| prepare(&object, version, keys));
+            (object, check)
         })
         .collect();
-    let verified: Vec<_> = prepared
+    prepared
         .into_iter()
-        .map(|prepared| prepared.and_then(|(object, check)| Ok((object, check.verify()?))))
-        .collect();
-    verified
-        .into_iter()
-        .map(|verified| verified.and_then(|(object, check)| finish(object, check, version)))
+        .map(|(object, check)| match check.and_then(PreparedCheck::verify) {
+            Ok(check) => finish(object, check, version).map_err(|err| (err, None)),
+            Err(err) => {
+                let event_id = event_id(&object, version).ok();
+                Err((err, event_id))
+            }
+        })
         .collect()
 }
 
@@ -70,22 +101,6 @@ pub fn check_incoming_object(
     check_format(&object, version)?;
     let check = check_signatures_and_hashes(&object, version, keys)?;
     finish(object, check, version)
-}
-
-/// [`check_incoming_object`], naming the refused event when it can: a failed check answers the
-/// error with the event's ID (if the object has a computable one), so a caller reporting
-/// per-event results need not keep a copy of every object it checks.
-pub fn check_incoming_object_naming_failures(
-    object: CanonicalJsonObject,
-    version: RoomVersion,
-    keys: &VerifyKeys,
-) -> Result<CheckedPdu, (ProtocolError, Option<OwnedEventId>)> {
-    let checked = check_format(&object, version)
-        .and_then(|()| check_signatures_and_hashes(&object, version, keys));
-    match checked {
-        Ok(check) => finish(object, check, version).map_err(|err| (err, None)),
-        Err(err) => Err((err, event_id(&object, version).ok())),
-    }
 }
 
 /// Keeps the event whole if its content hash matched, else its redacted form, and types it.

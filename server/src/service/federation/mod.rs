@@ -3,8 +3,9 @@
 //! (`client`), and which servers this one talks to at all (the allow-list). `sender` queues
 //! and delivers transactions; `edus_out` and `edus_in` are the EDUs sent and received;
 //! `destinations` says which servers a room's traffic goes to; `rooms` joins rooms across
-//! servers.
+//! servers; `checking` verifies received events on every core.
 
+pub mod checking;
 pub mod client;
 pub mod destinations;
 pub mod edus_in;

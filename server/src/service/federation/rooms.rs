@@ -19,8 +19,8 @@ use medrix_protocol::{
     build::{SignedEvent, hash_and_sign},
     canonical::{MAX_PDU_BYTES, encode, parse_object},
     incoming::{
-        CheckedPdu, check_incoming_object, check_incoming_object_naming_failures,
-        event_id as compute_event_id, required_signers, room_id_from_create_event_id,
+        CheckedPdu, check_incoming_object, event_id as compute_event_id, required_signers,
+        room_id_from_create_event_id,
     },
     keys::VerifyKeys,
 };
@@ -38,8 +38,17 @@ use ruma::{
 };
 use serde_json::value::RawValue;
 
-use super::{client::FederationClient, remote_keys::RemoteKeys};
-use crate::service::rooms::{Cosigner, RoomError, Rooms, remote::StateBefore};
+use tokio::sync::mpsc;
+
+use super::{
+    checking::{CheckResult, CheckedInOrder, RefusedPdu},
+    client::FederationClient,
+    remote_keys::RemoteKeys,
+};
+use crate::service::rooms::{
+    Cosigner, RoomError, Rooms,
+    remote::{RunOutcome, StateBefore},
+};
 
 /// The most events fetched one by one to fill in a state snapshot.
 const MAX_EVENTS_FETCHED: usize = 500;
@@ -52,12 +61,6 @@ struct Signed {
     event_id: OwnedEventId,
     event: CanonicalJsonObject,
     pdu: Box<RawValue>,
-}
-
-/// An event that failed its checks: its ID if it has one, and why.
-pub struct RefusedPdu {
-    pub event_id: Option<OwnedEventId>,
-    pub why: String,
 }
 
 pub struct FederatedRooms {
@@ -78,21 +81,20 @@ impl FederatedRooms {
     pub async fn receive_transaction(
         &self,
         origin: &ServerName,
-        pdus: Vec<Box<RawValue>>,
+        pdus: Vec<CanonicalJsonObject>,
     ) -> BTreeMap<OwnedEventId, Result<(), String>> {
         let mut results = BTreeMap::new();
         let mut by_room: BTreeMap<OwnedRoomId, Vec<CanonicalJsonObject>> = BTreeMap::new();
-        for raw in pdus {
-            let Ok(object) = parse_object(raw.get().as_bytes(), MAX_PDU_BYTES) else { continue };
+        for object in pdus {
             let Some(room_id) = room_id_of(&object) else { continue };
             by_room.entry(room_id).or_default().push(object);
         }
-        for (room_id, objects) in by_room {
+        for (room_id, mut objects) in by_room {
             let version = match self.rooms.version(&room_id) {
                 Ok(Some(version)) => version,
                 _ => {
                     for object in &objects {
-                        if let Some(version) = guess_version(&object)
+                        if let Some(version) = guess_version(object)
                             && let Ok(id) = compute_event_id(object, version)
                         {
                             results.insert(id, Err("this server is not in the room".to_owned()));
@@ -101,43 +103,56 @@ impl FederatedRooms {
                     continue;
                 }
             };
-            let mut checked = Vec::new();
-            for result in self.check_objects(version, objects).await {
-                match result {
-                    Ok(pdu) => checked.push(pdu),
-                    Err(RefusedPdu { event_id: Some(id), why }) => {
-                        results.insert(id, Err(why));
-                    }
-                    Err(RefusedPdu { event_id: None, .. }) => {}
-                }
-            }
-            checked.sort_by_key(|c| c.pdu.depth());
+            // Depth order, so that an event's predecessors in the transaction come before it.
+            objects.sort_by_key(depth_of);
+            let keys = Arc::new(self.verify_keys(version, &objects).await);
+            let mut checking = CheckedInOrder::start(version, keys, objects);
             // The events whose predecessors and auth events are all here already (or earlier
-            // in the run) go in together, with one wait for durability; the others, which
-            // need fetching, one by one after them.
-            let (run, rest) = match self.split_run(checked) {
-                Ok(split) => split,
-                Err(err) => {
-                    tracing::error!(%err, "reading what a transaction's events depend on");
-                    continue;
+            // in the transaction) go into the room as they come out of the checks, with one
+            // wait for durability at the end; the others, which need fetching, one by one
+            // after them.
+            let (ready_tx, mut ready_rx) = mpsc::channel(checking.chunk_count().max(1));
+            let feed = async {
+                let ready_tx = ready_tx;
+                while let Some(chunk) = checking.next().await {
+                    let mut ready = Vec::with_capacity(chunk.len());
+                    for result in chunk {
+                        match result {
+                            Ok(pdu) => ready.push(pdu),
+                            Err(RefusedPdu { event_id: Some(id), why }) => {
+                                log_refusal(origin, &id, &Err(why.clone()));
+                                results.insert(id, Err(why));
+                            }
+                            Err(RefusedPdu { event_id: None, .. }) => {}
+                        }
+                    }
+                    // The channel holds every chunk, so this waits for nothing.
+                    let _ = ready_tx.send(ready).await;
+                    // Lets the room take in this chunk before this thread checks another.
+                    tokio::task::yield_now().await;
                 }
             };
-            let run_ids: Vec<OwnedEventId> =
-                run.iter().map(|c| c.pdu.event_id().to_owned()).collect();
-            match self.rooms.receive_run(&room_id, version, run).await {
-                Ok(verdicts) => {
-                    for (id, verdict) in run_ids.into_iter().zip(verdicts) {
+            let run = self.rooms.receive_run(&room_id, version, &mut ready_rx);
+            let ((), run) = tokio::join!(feed, run);
+            let rest = match run {
+                Ok(RunOutcome { decided, not_ready }) => {
+                    for (id, verdict) in decided {
                         let result = describe(verdict);
                         log_refusal(origin, &id, &result);
                         results.insert(id, result);
                     }
+                    not_ready
                 }
                 Err(err) => {
-                    for id in run_ids {
-                        results.insert(id, Err(err.to_string()));
+                    tracing::error!(room = %room_id, %err, "taking in a transaction's events");
+                    while let Ok(chunk) = ready_rx.try_recv() {
+                        for pdu in chunk {
+                            results.insert(pdu.pdu.event_id().to_owned(), Err(err.to_string()));
+                        }
                     }
+                    continue;
                 }
-            }
+            };
             for pdu in rest {
                 let id = pdu.pdu.event_id().to_owned();
                 let result = describe(self.ingest(origin, &room_id, version, pdu, true).await);
@@ -146,33 +161,6 @@ impl FederatedRooms {
             }
         }
         results
-    }
-
-    /// Splits depth-ordered events into those ready to go in now (their auth events stored or
-    /// earlier among them, their predecessors in the DAG or earlier among them) and the rest.
-    fn split_run(
-        &self,
-        checked: Vec<CheckedPdu>,
-    ) -> Result<(Vec<CheckedPdu>, Vec<CheckedPdu>), RoomError> {
-        let mut in_run: std::collections::HashSet<OwnedEventId> = Default::default();
-        let (mut run, mut rest) = (Vec::new(), Vec::new());
-        for event in checked {
-            let pdu = &event.pdu;
-            let mut ready = true;
-            for id in pdu.auth_events() {
-                ready &= in_run.contains(id) || self.rooms.has_event(id)?;
-            }
-            for id in pdu.prev_events() {
-                ready &= in_run.contains(id) || self.rooms.has_state_at(id)?;
-            }
-            if ready {
-                in_run.insert(pdu.event_id().to_owned());
-                run.push(event);
-            } else {
-                rest.push(event);
-            }
-        }
-        Ok((run, rest))
     }
 
     /// One checked event into the room: its auth events fetched if missing, its
@@ -606,50 +594,15 @@ impl FederatedRooms {
     }
 
     /// Checks parsed PDUs, fetching their signers' keys first. The signature arithmetic, the
-    /// bulk of the cost, is spread over the machine's cores for a transaction's worth of
-    /// events. A refused event is named by its ID where it has one.
+    /// bulk of the cost, is spread over the machine's cores. A refused event is named by its
+    /// ID where it has one.
     pub async fn check_objects(
         &self,
         version: RoomVersion,
         objects: Vec<CanonicalJsonObject>,
-    ) -> Vec<Result<CheckedPdu, RefusedPdu>> {
+    ) -> Vec<CheckResult> {
         let keys = Arc::new(self.verify_keys(version, &objects).await);
-        let check = move |objects: Vec<CanonicalJsonObject>, keys: &VerifyKeys| {
-            objects
-                .into_iter()
-                .map(|object| {
-                    check_incoming_object_naming_failures(object, version, keys)
-                        .map_err(|(err, event_id)| RefusedPdu { event_id, why: err.to_string() })
-                })
-                .collect::<Vec<_>>()
-        };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // Below this many events a second thread costs more than it saves.
-        const MIN_EVENTS_PER_THREAD: usize = 8;
-        let chunks = (objects.len() / MIN_EVENTS_PER_THREAD).clamp(1, threads);
-        if chunks == 1 {
-            return check(objects, &keys);
-        }
-        let per_chunk = objects.len().div_ceil(chunks);
-        let mut objects = objects.into_iter();
-        let first: Vec<_> = objects.by_ref().take(per_chunk).collect();
-        let mut others = Vec::new();
-        loop {
-            let chunk: Vec<_> = objects.by_ref().take(per_chunk).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            let keys = keys.clone();
-            others.push(tokio::task::spawn_blocking(move || check(chunk, &keys)));
-        }
-        let mut results = check(first, &keys);
-        for other in others {
-            match other.await {
-                Ok(checked) => results.extend(checked),
-                Err(err) => tracing::error!(%err, "a signature-checking thread failed"),
-            }
-        }
-        results
+        CheckedInOrder::start(version, keys, objects).all().await
     }
 
     /// The verify keys of every server whose signature these events need.
@@ -741,6 +694,14 @@ fn signature_key_ids(object: &CanonicalJsonObject, server: &ServerName) -> Vec<S
             _ => vec![],
         },
         _ => vec![],
+    }
+}
+
+/// The depth an event claims, for ordering a transaction before its events are checked.
+fn depth_of(object: &CanonicalJsonObject) -> i64 {
+    match object.get("depth") {
+        Some(CanonicalJsonValue::Integer(depth)) => i64::from(*depth),
+        _ => 0,
     }
 }
 

@@ -17,6 +17,7 @@ use medrix_protocol::{
     resolve::resolve_state,
 };
 use ruma::{EventId, OwnedEventId, OwnedServerName, RoomId};
+use tokio::sync::mpsc;
 
 use super::{
     LoadedRoom, QueuedEvent, RoomError, RoomHead, Rooms, index_state_slot, index_timeline,
@@ -34,6 +35,15 @@ pub enum StateBefore {
     /// This server's join to a room on another server, with the room's state from
     /// `send_join`: the join starts this server's view of the DAG.
     Join(StateMap),
+}
+
+/// What a run of received events came to.
+#[derive(Default)]
+pub struct RunOutcome {
+    /// Each event taken in, in order, with its verdict (or why none could be given).
+    pub decided: Vec<(OwnedEventId, Result<Verdict, RoomError>)>,
+    /// Events that build on something neither stored nor earlier in the run.
+    pub not_ready: Vec<CheckedPdu>,
 }
 
 /// Events of one run decided and queued but maybe not yet durable: what later events of the
@@ -173,17 +183,17 @@ impl Rooms {
         Ok(verdict)
     }
 
-    /// Takes in a run of events whose predecessors and auth events are all stored or earlier
-    /// in the run (a transaction's chain from one server), in order, each as
-    /// [`Rooms::receive`] would. They are decided and queued one after the other while the
-    /// room stays locked, and their durability awaited together: the run costs one group
-    /// commit, not an fsync per event. One result per event, in order.
+    /// Takes in a transaction's checked events as they arrive from `chunks` (depth-ordered),
+    /// under one hold of the room's lock, with one wait for durability at the end. An event
+    /// goes in if its auth events are stored and its predecessors are in the DAG, either
+    /// already or earlier in the run; the others are answered as not ready, for the caller to
+    /// fetch what they need.
     pub async fn receive_run(
         &self,
         room_id: &RoomId,
         version: RoomVersion,
-        run: Vec<CheckedPdu>,
-    ) -> Result<Vec<Result<Verdict, RoomError>>, RoomError> {
+        chunks: &mut mpsc::Receiver<Vec<CheckedPdu>>,
+    ) -> Result<RunOutcome, RoomError> {
         let slot = self.slot(room_id);
         let mut guard = slot.lock().await;
         if guard.is_none() {
@@ -196,38 +206,79 @@ impl Rooms {
         };
         room.in_flight.clone().wait_all().await;
         let mut pending = Pending::default();
-        let mut queued = Vec::with_capacity(run.len());
-        let mut verdicts = Vec::with_capacity(run.len());
-        for checked in run {
-            let event_id = checked.pdu.event_id().to_owned();
-            if let Some(verdict) = pending.verdicts.get(&event_id) {
-                verdicts.push(Ok(verdict.clone()));
-                continue;
+        let mut queued: Vec<(usize, QueuedEvent)> = Vec::new();
+        let mut outcome = RunOutcome::default();
+        while let Some(chunk) = chunks.recv().await {
+            for checked in chunk {
+                let event_id = checked.pdu.event_id().to_owned();
+                let verdict = match self.known_verdict(&event_id, &pending) {
+                    Ok(Some(verdict)) => Ok(verdict),
+                    Ok(None) => match self.builds_on_known(&checked.pdu, &pending) {
+                        Ok(true) => self
+                            .decide_and_store(
+                                room_id,
+                                room,
+                                checked,
+                                StateBefore::FromPrevEvents,
+                                BTreeSet::new(),
+                                &mut pending,
+                            )
+                            .await
+                            .map(|(event, verdict)| {
+                                queued.push((outcome.decided.len(), event));
+                                verdict
+                            }),
+                        Ok(false) => {
+                            outcome.not_ready.push(checked);
+                            continue;
+                        }
+                        Err(err) => Err(err),
+                    },
+                    Err(err) => Err(err),
+                };
+                outcome.decided.push((event_id, verdict));
             }
-            if self.has_state_at(&event_id)? {
-                verdicts.push(self.verdict(&event_id));
-                continue;
-            }
-            let decided = self
-                .decide_and_store(
-                    room_id,
-                    room,
-                    checked,
-                    StateBefore::FromPrevEvents,
-                    BTreeSet::new(),
-                    &mut pending,
-                )
-                .await;
-            verdicts.push(decided.map(|(event, verdict)| {
-                queued.push(event);
-                verdict
-            }));
         }
         drop(guard);
-        for event in queued {
-            self.settle(room_id, event).await?;
+        // Every queued event is settled, even after a failure: settling finishes its stream
+        // position, without which nothing later becomes visible to `/sync`.
+        for (index, event) in queued {
+            if let Err(err) = self.settle(room_id, event).await {
+                outcome.decided[index].1 = Err(err);
+            }
         }
-        Ok(verdicts)
+        Ok(outcome)
+    }
+
+    /// The verdict already given to an event, earlier in this run or before it.
+    fn known_verdict(
+        &self,
+        event_id: &EventId,
+        pending: &Pending,
+    ) -> Result<Option<Verdict>, RoomError> {
+        if let Some(verdict) = pending.verdicts.get(event_id) {
+            return Ok(Some(verdict.clone()));
+        }
+        if self.has_state_at(event_id)? {
+            return self.verdict(event_id).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Whether everything the event builds on is here: its auth events stored, its
+    /// predecessors in the DAG (stored, or earlier in the run).
+    fn builds_on_known(&self, pdu: &Pdu, pending: &Pending) -> Result<bool, RoomError> {
+        for id in pdu.auth_events() {
+            if !pending.pdus.contains_key(id) && !self.has_event(id)? {
+                return Ok(false);
+            }
+        }
+        for id in pdu.prev_events() {
+            if !pending.before.contains_key(id) && !self.has_state_at(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     async fn decide_and_store(
