@@ -18,6 +18,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Every received event is parsed into a tree of small allocations (canonical JSON), redacted,
+/// encoded and dropped again; glibc's malloc took about a sixth of the server's CPU under
+/// federation ingest, mimalloc's thread-local free lists take much less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "medrix", version, about = "Medrix: patient-controlled health records on Matrix")]
 struct Cli {
