@@ -11,7 +11,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
 pub use group_commit::{Durability, GroupCommit, WriterThread};
 
 /// What can go wrong below the services.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     #[error("database: {0}")]
     Db(#[from] rocksdb::Error),

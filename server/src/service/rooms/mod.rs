@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 use crate::{
     service::federation::sender::Sender,
-    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key},
+    storage::{Batch, Durability, Storage, StorageError, catalogue as cf, compound_key},
 };
 use state_store::StateStore;
 use stream::StreamPositions;
@@ -177,7 +177,6 @@ struct QueuedEvent {
     event_id: OwnedEventId,
     /// Its stream position, if it joined the timeline (rejected and soft-failed events do not).
     position: Option<u64>,
-    durability: crate::storage::Durability,
     txn: Option<(Vec<u8>, watch::Sender<Option<bool>>)>,
     /// Servers whose queues received it, to wake once it is durable.
     destinations: Vec<OwnedServerName>,
@@ -285,10 +284,10 @@ impl Rooms {
             trial.head.extremities = vec![signed.event_id.clone()];
             trial.head.depth = signed.pdu.depth();
         }
-        let queued = self.store(&room_id, &mut room, create, None, None).await?;
-        self.settle(&room_id, queued).await?;
+        let (queued, durability) = self.store(&room_id, &mut room, create, None, None).await?;
+        self.settle(&room_id, durability, vec![queued]).await?;
         for (kind, state_key, content) in setup {
-            let queued = self
+            let (queued, durability) = self
                 .append_loaded(
                     &room_id,
                     &mut room,
@@ -300,7 +299,7 @@ impl Rooms {
                     None,
                 )
                 .await?;
-            self.settle(&room_id, queued).await?;
+            self.settle(&room_id, durability, vec![queued]).await?;
         }
         *guard = Some(room);
         Ok(room_id)
@@ -360,13 +359,15 @@ impl Rooms {
                 };
             }
         }
-        let queued = self
+        let (queued, durability) = self
             .append_loaded(room_id, room, sender, kind, state_key, content, txn, cosign)
             .await?;
         // The next event may be built and queued while this one waits for its fsync: group
         // commit then makes a room's events durable together instead of one fsync each.
         drop(guard);
-        self.settle(room_id, queued).await
+        let event_id = queued.event_id.clone();
+        self.settle(room_id, durability, vec![queued]).await?;
+        Ok(event_id)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -380,7 +381,7 @@ impl Rooms {
         content: Value,
         txn: Option<TxnKey<'_>>,
         cosign: Option<Cosigner>,
-    ) -> Result<QueuedEvent, RoomError> {
+    ) -> Result<(QueuedEvent, Durability), RoomError> {
         let mut signed = self.prepare(room_id, room, sender, kind, state_key, content)?;
         if let Some(cosign) = cosign {
             let event_id = signed.event_id.clone();
@@ -497,7 +498,7 @@ impl Rooms {
         signed: SignedEvent,
         txn: Option<Vec<u8>>,
         redacted: Option<(OwnedEventId, Vec<u8>)>,
-    ) -> Result<QueuedEvent, RoomError> {
+    ) -> Result<(QueuedEvent, Durability), RoomError> {
         let position = self.stream.allocate().await?;
         let mut batch = self.storage.batch();
         batch.put(cf::EVENTID_PDU, signed.event_id.as_bytes(), encode(&signed.json).as_bytes());
@@ -562,14 +563,14 @@ impl Rooms {
                 .insert(key.clone(), (signed.event_id.clone(), receiver));
             (key, sender)
         });
-        Ok(QueuedEvent {
+        let queued = QueuedEvent {
             event_id: signed.event_id,
             position: Some(position),
-            durability,
             txn,
             destinations,
             in_flight: room.in_flight.begin(),
-        })
+        };
+        Ok((queued, durability))
     }
 
     /// Puts `event_id` in the outbound queue of each of `servers`, in `batch`.
@@ -590,47 +591,70 @@ impl Rooms {
         servers
     }
 
-    /// Waits until a queued event is durable, then lets readers see it. If the write failed,
-    /// the room is dropped from memory (it ran ahead of storage) and reloads on next use.
+    /// Queues the write of events already applied to the in-memory room. If it cannot be
+    /// queued, their stream positions are released and the room is dropped from memory (it
+    /// ran ahead of storage), to reload on next use.
+    async fn enqueue_or_reload<'e>(
+        &self,
+        room: &mut Option<LoadedRoom>,
+        batch: crate::storage::Batch<'_>,
+        events: impl IntoIterator<Item = &'e QueuedEvent>,
+    ) -> Result<Durability, StorageError> {
+        match self.storage.enqueue(batch).await {
+            Ok(durability) => Ok(durability),
+            Err(err) => {
+                for position in events.into_iter().filter_map(|event| event.position) {
+                    self.stream.finish(position);
+                }
+                *room = None;
+                Err(err)
+            }
+        }
+    }
+
+    /// Waits until queued events (written together) are durable, then lets readers see them.
+    /// If the write failed, the room is dropped from memory (it ran ahead of storage) and
+    /// reloads on next use.
     ///
     /// The bookkeeping after durability runs in a task of its own, started before the first
-    /// await: if the caller goes away (a client hanging up mid-send), the event's stream
-    /// position is still released and its room no longer counts it in flight.
+    /// await: if the caller goes away (a client hanging up mid-send), the events' stream
+    /// positions are still released and their room no longer counts them in flight.
     async fn settle(
         &self,
         room_id: &RoomId,
-        queued: QueuedEvent,
-    ) -> Result<OwnedEventId, RoomError> {
-        let QueuedEvent { event_id, position, durability, txn, destinations, in_flight } = queued;
+        durability: Durability,
+        events: Vec<QueuedEvent>,
+    ) -> Result<(), StorageError> {
         let (stream, pending_txns) = (self.stream.clone(), self.pending_txns.clone());
         let sender = self.sender.clone();
         let settled = tokio::spawn(async move {
             let result = durability.wait().await;
-            if let Some(position) = position {
-                stream.finish(position);
-            }
-            drop(in_flight);
-            if let Some((key, outcome)) = txn {
-                pending_txns.lock().expect("pending lock").remove(&key);
-                let _ = outcome.send(Some(result.is_ok()));
+            let mut woken = BTreeSet::new();
+            for QueuedEvent { position, txn, destinations, in_flight, .. } in events {
+                if let Some(position) = position {
+                    stream.finish(position);
+                }
+                drop(in_flight);
+                if let Some((key, outcome)) = txn {
+                    pending_txns.lock().expect("pending lock").remove(&key);
+                    let _ = outcome.send(Some(result.is_ok()));
+                }
+                woken.extend(destinations);
             }
             if result.is_ok()
                 && let Some(sender) = &sender
-                && !destinations.is_empty()
+                && !woken.is_empty()
             {
-                sender.wake(&destinations);
+                sender.wake(&woken.into_iter().collect::<Vec<_>>());
             }
             result
         });
         let result = settled.await.unwrap_or(Err(StorageError::WriterStopped));
-        match result {
-            Ok(()) => Ok(event_id),
-            Err(err) => {
-                tracing::error!(room = %room_id, %err, "event write failed; reloading the room");
-                *self.slot(room_id).lock().await = None;
-                Err(err.into())
-            }
+        if let Err(err) = &result {
+            tracing::error!(room = %room_id, %err, "event write failed; reloading the room");
+            *self.slot(room_id).lock().await = None;
         }
+        result
     }
 
     /// Loads a room's head and current state from storage.

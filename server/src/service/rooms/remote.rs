@@ -23,7 +23,7 @@ use super::{
     LoadedRoom, QueuedEvent, RoomError, RoomHead, Rooms, index_state_slot, index_timeline,
     state_store::{StateStore, StoredEvents, load_pdu, state_after},
 };
-use crate::storage::{StorageError, catalogue as cf, compound_key};
+use crate::storage::{Batch, StorageError, catalogue as cf, compound_key};
 
 /// Where the state before a received event comes from.
 pub enum StateBefore {
@@ -175,11 +175,21 @@ impl Rooms {
             return self.verdict(&event_id);
         }
         let mut pending = Pending::default();
+        let mut batch = self.storage.batch();
         let (queued, verdict) = self
-            .decide_and_store(room_id, room, checked, state_before, forward_to, &mut pending)
+            .decide_and_store(
+                room_id,
+                room,
+                checked,
+                state_before,
+                forward_to,
+                &mut pending,
+                &mut batch,
+            )
             .await?;
+        let durability = self.enqueue_or_reload(&mut guard, batch, [&queued]).await?;
         drop(guard);
-        self.settle(room_id, queued).await?;
+        self.settle(room_id, durability, vec![queued]).await?;
         Ok(verdict)
     }
 
@@ -206,6 +216,9 @@ impl Rooms {
         };
         room.in_flight.clone().wait_all().await;
         let mut pending = Pending::default();
+        // One write for the whole run: one fsync at the end, instead of fsyncs started along
+        // the way that the run's last event then waits behind.
+        let mut batch = self.storage.batch();
         let mut queued: Vec<(usize, QueuedEvent)> = Vec::new();
         let mut outcome = RunOutcome::default();
         while let Some(chunk) = chunks.recv().await {
@@ -222,6 +235,7 @@ impl Rooms {
                                 StateBefore::FromPrevEvents,
                                 BTreeSet::new(),
                                 &mut pending,
+                                &mut batch,
                             )
                             .await
                             .map(|(event, verdict)| {
@@ -239,12 +253,20 @@ impl Rooms {
                 outcome.decided.push((event_id, verdict));
             }
         }
+        if queued.is_empty() {
+            return Ok(outcome);
+        }
+        let written =
+            self.enqueue_or_reload(&mut guard, batch, queued.iter().map(|(_, e)| e)).await;
         drop(guard);
-        // Every queued event is settled, even after a failure: settling finishes its stream
-        // position, without which nothing later becomes visible to `/sync`.
-        for (index, event) in queued {
-            if let Err(err) = self.settle(room_id, event).await {
-                outcome.decided[index].1 = Err(err);
+        let (indexes, events): (Vec<usize>, Vec<QueuedEvent>) = queued.into_iter().unzip();
+        let settled = match written {
+            Ok(durability) => self.settle(room_id, durability, events).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = settled {
+            for index in indexes {
+                outcome.decided[index].1 = Err(RoomError::Storage(err.clone()));
             }
         }
         Ok(outcome)
@@ -281,6 +303,11 @@ impl Rooms {
         Ok(true)
     }
 
+    /// Authorizes a received event and writes it, with its verdict and everything indexing
+    /// it, into `batch`; moves the in-memory room past it if it was accepted. Everything that
+    /// can fail runs before the first write, so a failure leaves `batch` (which a run of
+    /// events shares) as it was, and allocates no stream position.
+    #[allow(clippy::too_many_arguments)]
     async fn decide_and_store(
         &self,
         room_id: &RoomId,
@@ -289,6 +316,7 @@ impl Rooms {
         state_before: StateBefore,
         forward_to: BTreeSet<OwnedServerName>,
         pending: &mut Pending,
+        batch: &mut Batch<'_>,
     ) -> Result<(QueuedEvent, Verdict), RoomError> {
         let version = room.version;
         let CheckedPdu { mut pdu, json, .. } = checked;
@@ -306,93 +334,75 @@ impl Rooms {
         events.load(pdu.auth_events().iter().map(|id| &**id))?;
         let has_current = !room.head.extremities.is_empty() && !starts_line;
         let decision = decide(version, &pdu, &events, &before, has_current.then_some(&room.state));
+        let accepted = match &decision.verdict {
+            Verdict::Accepted => {
+                let extremities: Vec<OwnedEventId> = if starts_line {
+                    vec![event_id.clone()]
+                } else {
+                    room.head
+                        .extremities
+                        .iter()
+                        .filter(|id| !pdu.prev_events().contains(id))
+                        .cloned()
+                        .chain([event_id.clone()])
+                        .collect()
+                };
+                events.insert(pdu.clone());
+                let current = self.current_state_over(
+                    &extremities,
+                    &event_id,
+                    &decision.state_after,
+                    version,
+                    &mut events,
+                    pending,
+                )?;
+                let mut entered = Vec::new();
+                for (slot, id) in &current {
+                    if room.state.get(slot) != Some(id) {
+                        events.load([&**id])?;
+                        if let Some(state_event) = events_get(&events, id) {
+                            entered.push(state_event.clone());
+                        }
+                    }
+                }
+                let position = self.stream.allocate().await?;
+                Some((extremities, current, entered, position))
+            }
+            Verdict::Rejected(_) | Verdict::SoftFailed(_) => None,
+        };
 
-        let mut batch = self.storage.batch();
+        // Nothing fails from here on.
         batch.put(cf::EVENTID_PDU, event_id.as_bytes(), encode(&json).as_bytes());
         let before_group = match reusable_group {
             Some(group) => group,
             None if has_current && *before == room.state => room.head.state_group,
-            None => self.state_store.put_group(&mut batch, &before),
+            None => self.state_store.put_group(batch, &before),
         };
-        if matches!(decision.verdict, Verdict::Rejected(_)) {
-            pdu.set_rejected(true);
-        }
-        StateStore::put_event_group(&mut batch, &event_id, before_group);
-        let accepted = match &decision.verdict {
-            Verdict::Accepted => true,
-            Verdict::Rejected(reason) => {
-                batch.put(
-                    cf::EVENTID_REJECTION,
-                    event_id.as_bytes(),
-                    format!("rejected: {reason}").as_bytes(),
-                );
-                false
-            }
-            Verdict::SoftFailed(reason) => {
-                batch.put(
-                    cf::EVENTID_REJECTION,
-                    event_id.as_bytes(),
-                    format!("soft_failed: {reason}").as_bytes(),
-                );
-                false
-            }
-        };
-        if !accepted {
+        StateStore::put_event_group(batch, &event_id, before_group);
+        let Some((extremities, current, entered, position)) = accepted else {
             // Kept for the audit trail, but neither served to clients nor built upon.
-            let durability = self.storage.enqueue(batch).await?;
+            let row = match &decision.verdict {
+                Verdict::Rejected(reason) => {
+                    pdu.set_rejected(true);
+                    format!("rejected: {reason}")
+                }
+                Verdict::SoftFailed(reason) => format!("soft_failed: {reason}"),
+                Verdict::Accepted => unreachable!("accepted events have a position"),
+            };
+            batch.put(cf::EVENTID_REJECTION, event_id.as_bytes(), row.as_bytes());
+            pending.record(&pdu, before_group, before, &decision.verdict);
             let queued = QueuedEvent {
                 event_id,
                 position: None,
-                durability,
                 txn: None,
                 destinations: vec![],
                 in_flight: room.in_flight.begin(),
             };
-            pending.record(&pdu, before_group, before, &decision.verdict);
             return Ok((queued, decision.verdict));
-        }
-
-        let position = self.stream.allocate().await?;
-        index_timeline(&mut batch, room_id, &event_id, position);
-        let extremities: Vec<OwnedEventId> = if starts_line {
-            vec![event_id.clone()]
-        } else {
-            room.head
-                .extremities
-                .iter()
-                .filter(|id| !pdu.prev_events().contains(id))
-                .cloned()
-                .chain([event_id.clone()])
-                .collect()
         };
-        let after = decision.state_after.clone();
-        events.insert(pdu.clone());
-        let current = if extremities.len() == 1 {
-            after.clone()
-        } else {
-            let mut forks = Vec::with_capacity(extremities.len());
-            for id in &extremities {
-                forks.push(if *id == event_id {
-                    after.clone()
-                } else {
-                    self.state_after_event_or_pending(id, version, pending)?
-                });
-            }
-            for fork in &forks {
-                events.load_with_auth_chains(fork.values().map(|id| &**id))?;
-            }
-            resolve_state(version, &forks, &events)
-                .map_err(|err| RoomError::Invalid(err.to_string()))?
-        };
-        let mut entered = Vec::new();
-        for (slot, id) in &current {
-            if room.state.get(slot) != Some(id) {
-                events.load([&**id])?;
-                if let Some(state_event) = events_get(&events, id) {
-                    index_state_slot(&mut batch, room_id, state_event, position);
-                    entered.push(state_event.clone());
-                }
-            }
+        index_timeline(batch, room_id, &event_id, position);
+        for state_event in &entered {
+            index_state_slot(batch, room_id, state_event, position);
         }
         pending.record(&pdu, before_group, before.clone(), &decision.verdict);
         for (kind, key) in room.state.keys().filter(|slot| !current.contains_key(*slot)) {
@@ -407,7 +417,7 @@ impl Rooms {
         } else if has_current && current == room.state {
             room.head.state_group
         } else {
-            self.state_store.put_group(&mut batch, &current)
+            self.state_store.put_group(batch, &current)
         };
         let head = RoomHead {
             version: version.as_str().to_owned(),
@@ -416,25 +426,46 @@ impl Rooms {
             state_group,
         };
         batch.put(cf::ROOMID_HEAD, room_id.as_bytes(), &serde_json::to_vec(&head).expect("head"));
-        let destinations = self.queue_outbound(&mut batch, forward_to, &event_id, position);
-        let durability = match self.storage.enqueue(batch).await {
-            Ok(durability) => durability,
-            Err(err) => {
-                self.stream.finish(position);
-                return Err(err.into());
-            }
-        };
+        let destinations = self.queue_outbound(batch, forward_to, &event_id, position);
         let changed = (current != room.state).then_some((current, entered));
         room.advance(head, changed, &self.server_name);
         let queued = QueuedEvent {
             event_id,
             position: Some(position),
-            durability,
             txn: None,
             destinations,
             in_flight: room.in_flight.begin(),
         };
         Ok((queued, Verdict::Accepted))
+    }
+
+    /// The room's state over its forward extremities once `event_id` (with the state
+    /// `after` it) is among them: that state itself if it is the only one, else the
+    /// resolution of the states after each.
+    fn current_state_over(
+        &self,
+        extremities: &[OwnedEventId],
+        event_id: &EventId,
+        after: &StateMap,
+        version: RoomVersion,
+        events: &mut StoredEvents<'_>,
+        pending: &Pending,
+    ) -> Result<StateMap, RoomError> {
+        if extremities.len() == 1 {
+            return Ok(after.clone());
+        }
+        let mut forks = Vec::with_capacity(extremities.len());
+        for id in extremities {
+            forks.push(if id == event_id {
+                after.clone()
+            } else {
+                self.state_after_event_or_pending(id, version, pending)?
+            });
+        }
+        for fork in &forks {
+            events.load_with_auth_chains(fork.values().map(|id| &**id))?;
+        }
+        resolve_state(version, &forks, events).map_err(|err| RoomError::Invalid(err.to_string()))
     }
 
     /// The state before `pdu` from its `prev_events`: the state after the one predecessor,
