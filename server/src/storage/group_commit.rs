@@ -20,10 +20,14 @@ const MAX_GROUP: usize = 512;
 
 type Ack = oneshot::Sender<Result<(), StorageError>>;
 
+/// A batch for the writer, and who waits for it to be durable (nobody, for a part of a
+/// larger write whose last batch carries the wait).
+type Queued = (WriteBatch, Option<Ack>);
+
 /// Handle to the writer thread.
 #[derive(Clone)]
 pub struct GroupCommit {
-    queue: SyncSender<(WriteBatch, Ack)>,
+    queue: SyncSender<Queued>,
     thread: WriterThread,
 }
 
@@ -67,10 +71,24 @@ impl GroupCommit {
     /// before the fsync, yet keep its writes in order.
     pub async fn enqueue(&self, batch: WriteBatch) -> Result<Durability, StorageError> {
         let (ack, done) = oneshot::channel();
-        let mut item = (batch, ack);
+        self.push((batch, Some(ack))).await?;
+        Ok(Durability(done))
+    }
+
+    /// Queues `batch` as a part of a larger write: it is written in queue order (readers see
+    /// it, and it reaches the log) but nobody waits for it, so the writer syncs nothing for
+    /// it alone. It becomes durable with the next batch queued by [`GroupCommit::enqueue`],
+    /// whose answer also reports a failure to write this part. A caller writing many events
+    /// in one go queues them in parts as they are ready, and the last with `enqueue`: the
+    /// writing overlaps the caller's work, and one fsync at the end covers it all.
+    pub async fn enqueue_part(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.push((batch, None)).await
+    }
+
+    async fn push(&self, mut item: Queued) -> Result<(), StorageError> {
         loop {
             match self.queue.try_send(item) {
-                Ok(()) => return Ok(Durability(done)),
+                Ok(()) => return Ok(()),
                 Err(TrySendError::Full(back)) => {
                     item = back;
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -91,24 +109,86 @@ impl Durability {
     }
 }
 
-fn run_writer(db: &DB, incoming: &Receiver<(WriteBatch, Ack)>) {
+fn run_writer(db: &DB, incoming: &Receiver<Queued>) {
     let mut unsynced = WriteOptions::default();
     unsynced.set_sync(false);
     let mut group: Vec<Ack> = Vec::with_capacity(MAX_GROUP);
+    // The first failed write since the last fsync: it fails every acknowledgement of the
+    // group, among them the one its own caller waits for.
+    let mut failure: Option<rocksdb::Error> = None;
     while let Ok(first) = incoming.recv() {
-        let mut result = db.write_opt(first.0, &unsynced);
-        group.push(first.1);
+        write_one(db, &unsynced, first, &mut group, &mut failure);
         while group.len() < MAX_GROUP {
-            let Ok((batch, ack)) = incoming.try_recv() else { break };
-            if result.is_ok() {
-                result = db.write_opt(batch, &unsynced);
-            }
-            group.push(ack);
+            let Ok(next) = incoming.try_recv() else { break };
+            write_one(db, &unsynced, next, &mut group, &mut failure);
+        }
+        if group.is_empty() {
+            // Only parts so far: their write's last batch is still to come.
+            continue;
         }
         // One fsync makes the whole group durable.
-        let result = result.and_then(|()| db.flush_wal(true));
+        let result = match failure.take() {
+            Some(err) => Err(err),
+            None => db.flush_wal(true),
+        };
         for ack in group.drain(..) {
             let _ = ack.send(result.clone().map_err(StorageError::Db));
         }
+    }
+}
+
+fn write_one(
+    db: &DB,
+    options: &WriteOptions,
+    (batch, ack): Queued,
+    group: &mut Vec<Ack>,
+    failure: &mut Option<rocksdb::Error>,
+) {
+    if failure.is_none()
+        && let Err(err) = db.write_opt(batch, options)
+    {
+        *failure = Some(err);
+    }
+    group.extend(ack);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Storage, catalogue as cf};
+
+    fn storage(name: &str) -> (Storage, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "medrix-group-commit-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        (Storage::open(&dir).unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn parts_are_written_in_order_and_durable_with_the_write_that_ends_them() {
+        let (storage, dir) = storage("parts");
+        for (i, value) in [b"first", b"later"].iter().enumerate() {
+            let mut part = storage.batch();
+            part.put(cf::EVENTID_PDU, format!("part{i}").as_bytes(), *value);
+            // A later part overwrites the same key: the order of writes is the queue's.
+            part.put(cf::EVENTID_PDU, b"shared", *value);
+            storage.enqueue_part(part).await.unwrap();
+        }
+        let mut last = storage.batch();
+        last.put(cf::EVENTID_PDU, b"last", b"end");
+        storage.enqueue(last).await.unwrap().wait().await.unwrap();
+        for (key, value) in [
+            (&b"part0"[..], &b"first"[..]),
+            (b"part1", b"later"),
+            (b"shared", b"later"),
+            (b"last", b"end"),
+        ] {
+            assert_eq!(storage.get(cf::EVENTID_PDU, key).unwrap().as_deref(), Some(value));
+        }
+        // The writer thread closes the database after the last handle; whatever it leaves
+        // behind in the temporary directory is harmless.
+        drop(storage);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

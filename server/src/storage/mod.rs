@@ -77,6 +77,12 @@ impl Storage {
         self.writer.enqueue(batch.batch).await
     }
 
+    /// Queues a batch as part of a larger write, durable with the next [`Storage::enqueue`]d
+    /// batch (see [`GroupCommit::enqueue_part`]).
+    pub async fn enqueue_part(&self, batch: Batch<'_>) -> Result<(), StorageError> {
+        self.writer.enqueue_part(batch.batch).await
+    }
+
     /// All `(key, value)` pairs whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, cf: &str, prefix: &[u8]) -> Result<Vec<Entry>, StorageError> {
         let iter = self.db.iterator_cf(

@@ -111,7 +111,7 @@ impl FederatedRooms {
             // in the transaction) go into the room as they come out of the checks, with one
             // wait for durability at the end; the others, which need fetching, one by one
             // after them.
-            let (ready_tx, mut ready_rx) = mpsc::channel(checking.chunk_count().max(1));
+            let (ready_tx, ready_rx) = mpsc::channel(checking.chunk_count().max(1));
             let feed = async {
                 let ready_tx = ready_tx;
                 while let Some(chunk) = checking.next().await {
@@ -132,27 +132,15 @@ impl FederatedRooms {
                     tokio::task::yield_now().await;
                 }
             };
-            let run = self.rooms.receive_run(&room_id, version, &mut ready_rx);
-            let ((), run) = tokio::join!(feed, run);
-            let rest = match run {
-                Ok(RunOutcome { decided, not_ready }) => {
-                    for (id, verdict) in decided {
-                        let result = describe(verdict);
-                        log_refusal(origin, &id, &result);
-                        results.insert(id, result);
-                    }
-                    not_ready
-                }
-                Err(err) => {
-                    tracing::error!(room = %room_id, %err, "taking in a transaction's events");
-                    while let Ok(chunk) = ready_rx.try_recv() {
-                        for pdu in chunk {
-                            results.insert(pdu.pdu.event_id().to_owned(), Err(err.to_string()));
-                        }
-                    }
-                    continue;
-                }
-            };
+            // The room's side first, so it holds the room's lock before the checks begin.
+            let run = self.rooms.receive_run(&room_id, version, ready_rx);
+            let (RunOutcome { decided, not_ready }, ()) = tokio::join!(run, feed);
+            for (id, verdict) in decided {
+                let result = describe(verdict);
+                log_refusal(origin, &id, &result);
+                results.insert(id, result);
+            }
+            let rest = not_ready;
             for pdu in rest {
                 let id = pdu.pdu.event_id().to_owned();
                 let result = describe(self.ingest(origin, &room_id, version, pdu, true).await);

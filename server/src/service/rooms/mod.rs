@@ -42,7 +42,7 @@ use state_store::StateStore;
 use stream::StreamPositions;
 
 /// What room operations can refuse.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RoomError {
     #[error("unknown room")]
     UnknownRoom,
@@ -603,13 +603,23 @@ impl Rooms {
         match self.storage.enqueue(batch).await {
             Ok(durability) => Ok(durability),
             Err(err) => {
-                for position in events.into_iter().filter_map(|event| event.position) {
-                    self.stream.finish(position);
-                }
-                *room = None;
+                self.forget_unwritten(room, events);
                 Err(err)
             }
         }
+    }
+
+    /// After a failed write of events applied to the in-memory room: releases their stream
+    /// positions and drops the room from memory, to reload from storage on next use.
+    fn forget_unwritten<'e>(
+        &self,
+        room: &mut Option<LoadedRoom>,
+        events: impl IntoIterator<Item = &'e QueuedEvent>,
+    ) {
+        for position in events.into_iter().filter_map(|event| event.position) {
+            self.stream.finish(position);
+        }
+        *room = None;
     }
 
     /// Waits until queued events (written together) are durable, then lets readers see them.

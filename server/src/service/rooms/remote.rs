@@ -155,6 +155,26 @@ impl Rooms {
         state_before: StateBefore,
         forward_to: BTreeSet<OwnedServerName>,
     ) -> Result<Verdict, RoomError> {
+        // In a task of its own: once begun, taking in the event runs to its end (written and
+        // settled) even if the request that brought it is dropped. Stopped half way, the
+        // in-memory room would be ahead of storage and the event's stream position would
+        // hold back every later event from `/sync`.
+        let (this, room_id) = (self.clone(), room_id.to_owned());
+        tokio::spawn(async move {
+            this.receive_one(&room_id, version, checked, state_before, forward_to).await
+        })
+        .await
+        .unwrap_or_else(|err| Err(RoomError::Invalid(format!("taking in an event failed: {err}"))))
+    }
+
+    async fn receive_one(
+        &self,
+        room_id: &RoomId,
+        version: RoomVersion,
+        checked: CheckedPdu,
+        state_before: StateBefore,
+        forward_to: BTreeSet<OwnedServerName>,
+    ) -> Result<Verdict, RoomError> {
         let slot = self.slot(room_id);
         let mut guard = slot.lock().await;
         if guard.is_none() {
@@ -194,33 +214,68 @@ impl Rooms {
     }
 
     /// Takes in a transaction's checked events as they arrive from `chunks` (depth-ordered),
-    /// under one hold of the room's lock, with one wait for durability at the end. An event
-    /// goes in if its auth events are stored and its predecessors are in the DAG, either
-    /// already or earlier in the run; the others are answered as not ready, for the caller to
-    /// fetch what they need.
+    /// under one hold of the room's lock. An event goes in if its auth events are stored and
+    /// its predecessors are in the DAG, either already or earlier in the run; the others are
+    /// answered as not ready, for the caller to fetch what they need. Every event gets an
+    /// answer: a failure of the whole room (not loadable, another version) is each event's.
+    ///
+    /// Each chunk's writes are queued as soon as it is decided, so writing overlaps deciding
+    /// the next; the run's last write carries the one wait for durability (one fsync).
     pub async fn receive_run(
         &self,
         room_id: &RoomId,
         version: RoomVersion,
-        chunks: &mut mpsc::Receiver<Vec<CheckedPdu>>,
-    ) -> Result<RunOutcome, RoomError> {
+        chunks: mpsc::Receiver<Vec<CheckedPdu>>,
+    ) -> RunOutcome {
+        // In a task of its own, for the reason given at `receive`.
+        let (this, room_id) = (self.clone(), room_id.to_owned());
+        tokio::spawn(async move { this.run_events(&room_id, version, chunks).await })
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!(%err, "a run of received events failed");
+                RunOutcome::default()
+            })
+    }
+
+    async fn run_events(
+        &self,
+        room_id: &RoomId,
+        version: RoomVersion,
+        mut chunks: mpsc::Receiver<Vec<CheckedPdu>>,
+    ) -> RunOutcome {
+        let mut outcome = RunOutcome::default();
         let slot = self.slot(room_id);
         let mut guard = slot.lock().await;
-        if guard.is_none() {
-            *guard = self.load(room_id)?;
-        }
-        let room = match guard.as_mut() {
-            Some(room) if room.version == version => room,
-            Some(_) => return Err(RoomError::Invalid("room version mismatch".to_owned())),
-            None => return Err(RoomError::UnknownRoom),
+        let loaded = match guard.take() {
+            Some(room) => Ok(Some(room)),
+            None => self.load(room_id),
         };
+        let unusable = match loaded {
+            Ok(Some(room)) if room.version == version => {
+                *guard = Some(room);
+                None
+            }
+            Ok(Some(room)) => {
+                *guard = Some(room);
+                Some(RoomError::Invalid("room version mismatch".to_owned()))
+            }
+            Ok(None) => Some(RoomError::UnknownRoom),
+            Err(err) => Some(err),
+        };
+        if let Some(err) = unusable {
+            while let Some(chunk) = chunks.recv().await {
+                for checked in chunk {
+                    outcome.decided.push((checked.pdu.event_id().to_owned(), Err(err.clone())));
+                }
+            }
+            return outcome;
+        }
+        let room = guard.as_mut().expect("checked above");
         room.in_flight.clone().wait_all().await;
         let mut pending = Pending::default();
-        // One write for the whole run: one fsync at the end, instead of fsyncs started along
-        // the way that the run's last event then waits behind.
-        let mut batch = self.storage.batch();
         let mut queued: Vec<(usize, QueuedEvent)> = Vec::new();
-        let mut outcome = RunOutcome::default();
+        let mut part_failed = None;
+        let mut batch = self.storage.batch();
         while let Some(chunk) = chunks.recv().await {
             for checked in chunk {
                 let event_id = checked.pdu.event_id().to_owned();
@@ -252,12 +307,25 @@ impl Rooms {
                 };
                 outcome.decided.push((event_id, verdict));
             }
+            if !chunks.is_empty() || part_failed.is_some() {
+                continue; // more is ready: decide it first, and write it with this
+            }
+            let part = std::mem::replace(&mut batch, self.storage.batch());
+            if let Err(err) = self.storage.enqueue_part(part).await {
+                part_failed = Some(err);
+            }
         }
         if queued.is_empty() {
-            return Ok(outcome);
+            return outcome;
         }
-        let written =
-            self.enqueue_or_reload(&mut guard, batch, queued.iter().map(|(_, e)| e)).await;
+        let written = match part_failed {
+            Some(err) => {
+                let events = queued.iter().map(|(_, event)| event);
+                self.forget_unwritten(&mut guard, events);
+                Err(err)
+            }
+            None => self.enqueue_or_reload(&mut guard, batch, queued.iter().map(|(_, e)| e)).await,
+        };
         drop(guard);
         let (indexes, events): (Vec<usize>, Vec<QueuedEvent>) = queued.into_iter().unzip();
         let settled = match written {
@@ -269,7 +337,7 @@ impl Rooms {
                 outcome.decided[index].1 = Err(RoomError::Storage(err.clone()));
             }
         }
-        Ok(outcome)
+        outcome
     }
 
     /// The verdict already given to an event, earlier in this run or before it.
