@@ -10,6 +10,7 @@ use ruma::{
 };
 
 use super::auth::{Authenticated, authenticate};
+use crate::service::federation::edus_in::TransactionClaim;
 use crate::{
     http::{
         error::{ApiError, ErrorCode},
@@ -31,20 +32,54 @@ pub async fn send(
     let federation = services.federation.as_ref().ok_or(FederationError::Disabled)?;
     let IncomingTransaction { origin, txn_id, pdus, edus } = transaction;
     tracing::debug!(%origin, pdus = pdus.len(), edus = edus.len(), "transaction");
-    if !federation.edus_in.begin_transaction(&origin, &txn_id) {
-        // A repeat: the sender missed our answer. Everything in it was taken in already.
-        return Ok(RumaResponse(send_transaction::Response::default()));
+    let claimed = match federation.edus_in.claim_transaction(&origin, &txn_id) {
+        TransactionClaim::New(claimed) => claimed,
+        TransactionClaim::Seen(outcome) => return answer_repeat(outcome).await,
+    };
+    // In a task of its own: once claimed, a transaction is taken in to the end and its
+    // outcome recorded, even if its sender hangs up meanwhile (it then sends it again, and
+    // that copy is answered from this one's outcome).
+    let (edus_in, rooms) = (federation.edus_in.clone(), federation.rooms.clone());
+    let processing = tokio::spawn(async move {
+        // EDUs first: a to-device message carrying the Megolm key for a room event sent in
+        // the same transaction must reach the recipient no later than the event, or the
+        // recipient's client may see the event before it can decrypt it (its sender's client
+        // shared the key before sending, so the key was queued first).
+        if let Err(err) = edus_in.receive(&origin, &edus).await {
+            edus_in.finish_transaction(claimed, false);
+            return Err(err);
+        }
+        let pdus = rooms.receive_transaction(&origin, pdus).await;
+        edus_in.finish_transaction(claimed, true);
+        Ok(pdus)
+    });
+    match processing.await {
+        Ok(Ok(pdus)) => Ok(RumaResponse(send_transaction::Response::new(pdus))),
+        Ok(Err(err)) => Err(err.into()),
+        Err(err) => {
+            tracing::error!(%err, "processing a transaction failed");
+            Err(send_again())
+        }
     }
-    // EDUs first: a to-device message carrying the Megolm key for a room event sent in the
-    // same transaction must reach the recipient no later than the event, or the recipient's
-    // client may see the event before it can decrypt it (its sender's client shared the key
-    // before sending, so the key was queued first).
-    if let Err(err) = federation.edus_in.receive(&origin, &edus).await {
-        federation.edus_in.abandon_transaction(&origin, &txn_id);
-        return Err(err.into());
+}
+
+/// A transaction seen before: answered once its first copy's processing ends, as that ended
+/// (everything in it was taken in then, so this copy adds nothing).
+async fn answer_repeat(
+    mut outcome: tokio::sync::watch::Receiver<Option<bool>>,
+) -> Result<RumaResponse<send_transaction::Response>, ApiError> {
+    match outcome.wait_for(Option::is_some).await.map(|ended| *ended) {
+        Ok(Some(true)) => Ok(RumaResponse(send_transaction::Response::default())),
+        _ => Err(send_again()),
     }
-    let pdus = federation.rooms.receive_transaction(&origin, pdus).await;
-    Ok(RumaResponse(send_transaction::Response::new(pdus)))
+}
+
+fn send_again() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unknown,
+        "this transaction could not be taken in; send it again",
+    )
 }
 
 /// A `/send` request, authenticated, with its events taken from the one parse of the body

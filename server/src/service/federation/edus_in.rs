@@ -3,9 +3,10 @@
 //! shared rooms. Every EDU must speak only for users of the server that sent it; one that
 //! does not, or that cannot be read, is skipped without failing the transaction.
 //!
-//! Repeats are dropped: whole transactions by origin and transaction ID, to-device messages
-//! by sender and message ID, each remembered in a bounded memory map (a repeat comes within
-//! seconds of the original, when a sender did not see the answer).
+//! Repeats are dropped: whole transactions by origin and transaction ID (a repeat is answered
+//! once its first copy's processing ends, as it ended), to-device messages by sender and
+//! message ID, each remembered in a bounded memory map (a repeat comes within seconds of the
+//! original, when a sender did not see the answer).
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
@@ -21,6 +22,7 @@ use ruma::{
     to_device::DeviceIdOrAllDevices,
 };
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use crate::{
     service::{
@@ -42,13 +44,60 @@ const REMEMBERED_DEVICE_LISTS: usize = 50_000;
 /// servers repeat `typing: true` while their user types (Synapse's value).
 const REMOTE_TYPING_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What [`InboundEdus::claim_transaction`] found.
+pub enum TransactionClaim {
+    /// First seen: process it, then [`InboundEdus::finish_transaction`].
+    New(ClaimedTransaction),
+    /// Seen before; the outcome of its first copy (`None` while still being processed).
+    Seen(watch::Receiver<Option<bool>>),
+}
+
+/// A transaction this server is processing.
+pub struct ClaimedTransaction {
+    key: (OwnedServerName, String),
+    done: watch::Sender<Option<bool>>,
+}
+
+/// Each remembered transaction's outcome, by origin and transaction ID: `None` while its first
+/// copy is being processed.
+struct SeenTransactions(Mutex<Recent<(OwnedServerName, String), watch::Receiver<Option<bool>>>>);
+
+impl SeenTransactions {
+    /// Claims a transaction for processing, or finds it seen before: processed, or being
+    /// processed by an earlier copy (a sender that gave up waiting sends it again).
+    pub fn claim(&self, origin: &ServerName, txn_id: &str) -> TransactionClaim {
+        let key = (origin.to_owned(), txn_id.to_owned());
+        let mut transactions = self.0.lock().expect("edu lock");
+        if let Some(outcome) = transactions.get(&key) {
+            // A first copy whose processing died (its claim dropped unfinished) counts as
+            // never seen.
+            let abandoned = outcome.borrow().is_none() && outcome.has_changed().is_err();
+            if !abandoned {
+                return TransactionClaim::Seen(outcome.clone());
+            }
+        }
+        let (done, outcome) = watch::channel(None);
+        transactions.insert(key.clone(), outcome);
+        TransactionClaim::New(ClaimedTransaction { key, done })
+    }
+
+    /// The end of processing a claimed transaction. A failed one is forgotten, so that its
+    /// next copy is processed afresh; copies waiting on it are told either way.
+    pub fn finish(&self, claimed: ClaimedTransaction, succeeded: bool) {
+        if !succeeded {
+            self.0.lock().expect("edu lock").remove(&claimed.key);
+        }
+        let _ = claimed.done.send(Some(succeeded));
+    }
+}
+
 pub struct InboundEdus {
     own: OwnedServerName,
     rooms: Rooms,
     e2ee: E2ee,
     typing: Typing,
     receipts: Receipts,
-    transactions: Mutex<Recent<(OwnedServerName, String), ()>>,
+    transactions: SeenTransactions,
     messages: Mutex<Recent<(OwnedUserId, String), ()>>,
     device_lists: Mutex<Recent<OwnedUserId, u64>>,
 }
@@ -67,22 +116,21 @@ impl InboundEdus {
             e2ee,
             typing,
             receipts,
-            transactions: Mutex::new(Recent::new(REMEMBERED_TRANSACTIONS)),
+            transactions: SeenTransactions(Mutex::new(Recent::new(REMEMBERED_TRANSACTIONS))),
             messages: Mutex::new(Recent::new(REMEMBERED_MESSAGES)),
             device_lists: Mutex::new(Recent::new(REMEMBERED_DEVICE_LISTS)),
         }
     }
 
-    /// Claims a transaction for processing; false if it was processed (or is being) already.
-    pub fn begin_transaction(&self, origin: &ServerName, txn_id: &str) -> bool {
-        let key = (origin.to_owned(), txn_id.to_owned());
-        self.transactions.lock().expect("edu lock").insert(key, ())
+    /// Claims a transaction for processing, or finds it seen before (see
+    /// [`SeenTransactions::claim`]).
+    pub fn claim_transaction(&self, origin: &ServerName, txn_id: &str) -> TransactionClaim {
+        self.transactions.claim(origin, txn_id)
     }
 
-    /// Processing a claimed transaction failed: its repeat must be processed.
-    pub fn abandon_transaction(&self, origin: &ServerName, txn_id: &str) {
-        let key = (origin.to_owned(), txn_id.to_owned());
-        self.transactions.lock().expect("edu lock").remove(&key);
+    /// The end of processing a claimed transaction (see [`SeenTransactions::finish`]).
+    pub fn finish_transaction(&self, claimed: ClaimedTransaction, succeeded: bool) {
+        self.transactions.finish(claimed, succeeded);
     }
 
     /// Applies a transaction's EDUs from `origin`.
@@ -291,6 +339,30 @@ impl<K: Hash + Eq + Clone, V> Recent<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeat_waits_for_its_first_copy_and_a_failed_one_is_taken_again() {
+        let seen = SeenTransactions(Mutex::new(Recent::new(10)));
+        let origin: &ServerName = "peer.test".try_into().unwrap();
+        let TransactionClaim::New(first) = seen.claim(origin, "t1") else { panic!("new") };
+        let TransactionClaim::Seen(waiting) = seen.claim(origin, "t1") else { panic!("seen") };
+        assert_eq!(*waiting.borrow(), None, "the first copy is still being processed");
+        seen.finish(first, false);
+        assert_eq!(*waiting.borrow(), Some(false), "the repeat learns the first failed");
+        let TransactionClaim::New(again) = seen.claim(origin, "t1") else {
+            panic!("a failed transaction is processed afresh")
+        };
+        seen.finish(again, true);
+        let TransactionClaim::Seen(done) = seen.claim(origin, "t1") else { panic!("seen") };
+        assert_eq!(*done.borrow(), Some(true));
+
+        let TransactionClaim::New(dropped) = seen.claim(origin, "t2") else { panic!("new") };
+        drop(dropped);
+        assert!(
+            matches!(seen.claim(origin, "t2"), TransactionClaim::New(_)),
+            "a claim dropped unfinished counts as never seen"
+        );
+    }
 
     #[test]
     fn recent_forgets_the_oldest_first() {
