@@ -137,6 +137,9 @@ async fn serve(config: Config) -> Result<crate::storage::WriterThread, String> {
     services.typing.start_sweeper();
     if let Some(federation) = &services.federation {
         federation.sender.start();
+        // Key changes committed before a crash but never queued for other servers.
+        let (edus_out, e2ee) = (federation.edus_out.clone(), services.e2ee.clone());
+        tokio::spawn(async move { edus_out.announce_unannounced(&e2ee).await });
     }
 
     let client_listener =

@@ -34,6 +34,11 @@ pub enum KeyChange {
 /// service free of any dependency on the federation side.
 pub trait KeyChangeListener: Send + Sync {
     fn keys_changed(&self, change: KeyChange) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// Records, in the write that commits a change of `user`'s keys (of `device`, or their
+    /// cross-signing keys if `None`), that the change is still to be passed on; the listener
+    /// clears the record when it has, so a crash in between loses nothing.
+    fn note_unannounced(&self, batch: &mut Batch<'_>, user: &UserId, device: Option<&DeviceId>);
 }
 
 fn corrupt(what: &str, err: impl std::fmt::Display) -> StorageError {
@@ -48,6 +53,12 @@ impl E2ee {
     /// Tells `listener` of every change of local users' public keys from now on.
     pub fn with_listener(self, listener: Arc<dyn KeyChangeListener>) -> Self {
         Self { listener: Some(listener), ..self }
+    }
+
+    fn note_unannounced(&self, batch: &mut Batch<'_>, user: &UserId, device: Option<&DeviceId>) {
+        if let Some(listener) = &self.listener {
+            listener.note_unannounced(batch, user, device);
+        }
     }
 
     async fn tell(&self, change: KeyChange) {
@@ -93,6 +104,7 @@ impl E2ee {
                     &device_key,
                     &serde_json::to_vec(&keys).expect("json"),
                 );
+                self.note_unannounced(&mut batch, user, Some(device));
                 changed = Some(keys);
             }
         }
@@ -218,6 +230,9 @@ impl E2ee {
     ) -> Result<(), StorageError> {
         let mut batch = self.storage.batch();
         let public = keys.iter().any(|(kind, _)| *kind != "user_signing");
+        if public {
+            self.note_unannounced(&mut batch, user, None);
+        }
         for (kind, key) in keys {
             batch.put(
                 cf::USERKEYTYPE_CROSSSIGNINGKEY,
@@ -282,9 +297,11 @@ impl E2ee {
         }
         let mut batch = self.storage.batch();
         batch.put(cf_name, &key, &serde_json::to_vec(&stored).expect("json"));
+        let device = OwnedDeviceId::from(key_id);
+        let is_device = cf_name == cf::USERDEVICEID_DEVICEKEYS;
+        self.note_unannounced(&mut batch, target, is_device.then_some(&*device));
         self.commit_with_change(batch, Some(target)).await?;
-        if cf_name == cf::USERDEVICEID_DEVICEKEYS {
-            let device = OwnedDeviceId::from(key_id);
+        if is_device {
             let user = target.to_owned();
             self.tell(KeyChange::Device { user, device, keys: Some(stored) }).await;
         } else {
@@ -374,6 +391,7 @@ impl E2ee {
                 batch.delete(family, &key);
             }
         }
+        self.note_unannounced(&mut batch, user, Some(device));
         self.commit_with_change(batch, Some(user)).await?;
         let (user, device) = (user.to_owned(), device.to_owned());
         self.tell(KeyChange::Device { user, device, keys: None }).await;

@@ -46,6 +46,7 @@ pub const ROOMUSER_INVITESTATE: &str = "roomuser_invitestate";
 pub const DESTINATIONPOSITION_PDU: &str = "destinationposition_pdu";
 pub const DESTINATIONSEQ_EDU: &str = "destinationseq_edu";
 pub const USERID_DEVICELISTSTREAMID: &str = "userid_deviceliststreamid";
+pub const USERDEVICE_UNANNOUNCEDKEYS: &str = "userdevice_unannouncedkeys";
 
 /// The catalogue, in creation order.
 pub const ALL: &[ColumnFamily] = &[
@@ -189,6 +190,10 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: USERID_DEVICELISTSTREAMID,
         holds: "local user ID → big-endian u64 stream ID of the last device-list update sent for them",
+    },
+    ColumnFamily {
+        name: USERDEVICE_UNANNOUNCEDKEYS,
+        holds: "local user ID 0xFF device ID (empty for cross-signing keys) → nothing: a key change committed but not yet queued for other servers",
     },
 ];
 

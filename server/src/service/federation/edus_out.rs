@@ -6,8 +6,8 @@
 use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
 
 use ruma::{
-    EventId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedServerName, OwnedTransactionId,
-    OwnedUserId, RoomId, UInt, UserId,
+    DeviceId, EventId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedServerName,
+    OwnedTransactionId, OwnedUserId, RoomId, UInt, UserId,
     api::federation::transactions::edu::{
         DeviceListUpdateContent, DirectDeviceContent, DirectDeviceMessages, Edu, ReceiptContent,
         ReceiptData, ReceiptMap, SigningKeyUpdateContent, TypingContent,
@@ -26,8 +26,8 @@ use super::{
     sender::{QueueError, Sender},
 };
 use crate::{
-    service::e2ee::{KeyChange, KeyChangeListener},
-    storage::{Storage, StorageError, catalogue as cf},
+    service::e2ee::{E2ee, KeyChange, KeyChangeListener},
+    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key},
 };
 
 pub struct OutboundEdus {
@@ -126,10 +126,12 @@ impl OutboundEdus {
         }
     }
 
-    /// Sends a key change of a local user to every server sharing a room with them.
+    /// Sends a key change of a local user to every server sharing a room with them, in the
+    /// write that clears its unannounced record (see [`KeyChangeListener::note_unannounced`]).
     async fn key_change(&self, change: KeyChange) -> Result<(), QueueError> {
-        let user = match &change {
-            KeyChange::Device { user, .. } | KeyChange::CrossSigning { user, .. } => user.clone(),
+        let (user, device) = match &change {
+            KeyChange::Device { user, device, .. } => (user.clone(), Some(device.clone())),
+            KeyChange::CrossSigning { user, .. } => (user.clone(), None),
         };
         if user.server_name() != self.own {
             return Ok(());
@@ -138,19 +140,42 @@ impl OutboundEdus {
             destinations::servers_sharing_rooms_with(&self.storage, &user, &self.own)?
                 .into_iter()
                 .collect();
+        let mut batch = self.storage.batch();
+        batch.delete(cf::USERDEVICE_UNANNOUNCEDKEYS, &unannounced_key(&user, device.as_deref()));
         match change {
             KeyChange::Device { user, device, keys } => {
-                self.device_list_update(&destinations, user, device, keys).await
+                self.device_list_update(&destinations, user, device, keys, batch).await
             }
             KeyChange::CrossSigning { user, master, self_signing } => {
                 if destinations.is_empty() {
-                    return Ok(());
+                    return Ok(self.storage.commit(batch).await?);
                 }
                 let mut content = SigningKeyUpdateContent::new(user);
                 content.master_key = master.as_ref().and_then(raw);
                 content.self_signing_key = self_signing.as_ref().and_then(raw);
                 let edu = edu_json(Edu::SigningKeyUpdate(content));
-                self.sender.queue_edu_for_all(&destinations, &edu, self.storage.batch()).await
+                self.sender.queue_edu_for_all(&destinations, &edu, batch).await
+            }
+        }
+    }
+
+    /// Passes on the key changes committed but never queued for other servers (the server
+    /// stopped in between), each as the keys stand now.
+    pub async fn announce_unannounced(&self, e2ee: &E2ee) {
+        let records = match self.storage.scan_prefix(cf::USERDEVICE_UNANNOUNCEDKEYS, b"") {
+            Ok(records) => records,
+            Err(err) => {
+                tracing::error!(%err, "reading unannounced key changes");
+                return;
+            }
+        };
+        for (key, _) in records {
+            let Some(change) = current_change(e2ee, &key) else {
+                tracing::warn!("an unreadable unannounced key change skipped");
+                continue;
+            };
+            if let Err(err) = self.key_change(change).await {
+                tracing::warn!(%err, "announcing a key change left from before a restart");
             }
         }
     }
@@ -163,11 +188,11 @@ impl OutboundEdus {
         user: OwnedUserId,
         device: OwnedDeviceId,
         keys: Option<Value>,
+        mut batch: Batch<'_>,
     ) -> Result<(), QueueError> {
         let _one_at_a_time = self.device_list_ids.lock().await;
         let previous = self.device_list_stream_id(&user)?;
         let stream_id = previous + 1;
-        let mut batch = self.storage.batch();
         batch.put(cf::USERID_DEVICELISTSTREAMID, user.as_bytes(), &stream_id.to_be_bytes());
         let mut content = DeviceListUpdateContent::new(
             user,
@@ -186,15 +211,40 @@ impl OutboundEdus {
     }
 }
 
+/// The record of an unannounced key change: user, then device (empty for cross-signing keys).
+fn unannounced_key(user: &UserId, device: Option<&DeviceId>) -> Vec<u8> {
+    compound_key(&[user.as_bytes(), device.map_or(&b""[..], |device| device.as_bytes())])
+}
+
+/// The change an unannounced record stands for, with the keys as they are now.
+fn current_change(e2ee: &E2ee, record: &[u8]) -> Option<KeyChange> {
+    let split = record.iter().position(|byte| *byte == 0xFF)?;
+    let user = UserId::parse(std::str::from_utf8(&record[..split]).ok()?).ok()?;
+    let device = std::str::from_utf8(&record[split + 1..]).ok()?;
+    if device.is_empty() {
+        let master = e2ee.cross_signing_key(&user, "master").ok()?;
+        let self_signing = e2ee.cross_signing_key(&user, "self_signing").ok()?;
+        return Some(KeyChange::CrossSigning { user, master, self_signing });
+    }
+    let keys = e2ee.device_keys(&user, &[device.to_owned()]).ok()?.remove(device);
+    Some(KeyChange::Device { user, device: device.into(), keys })
+}
+
 impl KeyChangeListener for OutboundEdus {
     fn keys_changed(&self, change: KeyChange) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            // The change itself is committed; a peer that misses it resyncs at the next one
-            // (its `prev_id` will not match).
+            // The change itself is committed, with a record that it is unannounced: if this
+            // fails, the next start passes it on.
             if let Err(err) = self.key_change(change).await {
                 tracing::warn!(%err, "queueing a key change for other servers");
             }
         })
+    }
+
+    fn note_unannounced(&self, batch: &mut Batch<'_>, user: &UserId, device: Option<&DeviceId>) {
+        if user.server_name() == self.own {
+            batch.put(cf::USERDEVICE_UNANNOUNCEDKEYS, &unannounced_key(user, device), b"");
+        }
     }
 }
 
@@ -263,6 +313,62 @@ mod tests {
         assert_eq!(queued[1]["content"]["stream_id"], 2);
         assert_eq!(queued[1]["content"]["prev_id"], serde_json::json!([1]));
         assert_eq!(queued[1]["content"]["deleted"], true);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Forwards the record of unannounced changes to the real listener, but dies before
+    /// passing any change on: the server stopping between the commit and the queueing.
+    struct DiesBeforeAnnouncing(Arc<OutboundEdus>);
+
+    impl KeyChangeListener for DiesBeforeAnnouncing {
+        fn keys_changed(&self, _: KeyChange) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+            Box::pin(async {})
+        }
+
+        fn note_unannounced(
+            &self,
+            batch: &mut Batch<'_>,
+            user: &UserId,
+            device: Option<&DeviceId>,
+        ) {
+            self.0.note_unannounced(batch, user, device);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_change_committed_but_never_queued_is_passed_on_at_the_next_start() {
+        let (sender, dir) = crate::service::federation::sender::test_sender("unannounced");
+        let storage = sender.storage().clone();
+        let own = ruma::ServerName::parse("origin.test").unwrap();
+        let edus = OutboundEdus::new(storage.clone(), sender, own);
+        let room = RoomId::parse("!room:origin.test").unwrap();
+        let mut batch = storage.batch();
+        for user in ["@alice:origin.test", "@bob:peer.test"] {
+            let key = crate::storage::compound_key(&[user.as_bytes(), room.as_bytes()]);
+            batch.put(cf::USERROOMID_MEMBERSHIP, &key, b"join");
+            let position = 1u64.to_be_bytes();
+            let key = crate::storage::compound_key(&[room.as_bytes(), user.as_bytes(), &position]);
+            batch.put(cf::ROOMUSERPOSITION_MEMBERSHIP, &key, b"join");
+        }
+        storage.commit(batch).await.unwrap();
+        let queued_for_peer = || {
+            let prefix = crate::storage::compound_key(&[b"peer.test", b""]);
+            storage.scan_prefix(cf::DESTINATIONSEQ_EDU, &prefix).unwrap().len()
+        };
+
+        let stream = Arc::new(crate::service::rooms::stream::StreamPositions::starting_at(0));
+        let e2ee = E2ee::new(storage.clone(), stream)
+            .with_listener(Arc::new(DiesBeforeAnnouncing(edus.clone())));
+        let alice = UserId::parse("@alice:origin.test").unwrap();
+        let keys = serde_json::json!({"user_id": alice, "device_id": "DEV", "keys": {"k": "v"}});
+        e2ee.upload(&alice, "DEV".into(), Some(keys), vec![], vec![]).await.unwrap();
+        assert_eq!(queued_for_peer(), 0, "the change was committed, never queued");
+
+        edus.announce_unannounced(&e2ee).await;
+        assert_eq!(queued_for_peer(), 1, "the next start queues it");
+        assert_eq!(edus.device_list_stream_id(&alice).unwrap(), 1);
+        edus.announce_unannounced(&e2ee).await;
+        assert_eq!(queued_for_peer(), 1, "and clears its record in the same write");
         let _ = std::fs::remove_dir_all(dir);
     }
 }
