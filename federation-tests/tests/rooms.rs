@@ -122,13 +122,21 @@ async fn room_spans_two_servers_and_a_kick_cuts_the_removed_server_off(version: 
 
     let (status, body) = hospital
         .server
-        .call("POST", &format!("/_matrix/client/v3/join/{room}"), Some(&doctor), Some(json!({})))
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&doctor),
+            Some(json!({ "reason": "consultation" })),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
 
-    // The patient's server learns of the join; a message goes from clinic to hospital.
+    // The patient's server learns of the join, reason and all; a message goes from clinic
+    // to hospital.
     sync_until(&clinic, &patient, None, &room, |event| {
-        event["state_key"] == doctor_id.as_str() && event["content"]["membership"] == "join"
+        event["state_key"] == doctor_id.as_str()
+            && event["content"]["membership"] == "join"
+            && event["content"]["reason"] == "consultation"
     })
     .await;
     let first = send_text(&clinic, &patient, &room, "blood pressure 120/80").await;
@@ -257,13 +265,15 @@ async fn an_invite_from_another_server_is_rejected_through_that_server() {
             "POST",
             &format!("/_matrix/client/v3/rooms/{room}/leave"),
             Some(&doctor),
-            Some(json!({})),
+            Some(json!({ "reason": "not my patient" })),
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    // The inviting server has the doctor's leave in the room...
+    // The inviting server has the doctor's leave in the room, with the reason given...
     sync_until(&clinic, &patient, None, &room, |event| {
-        event["state_key"] == doctor_id.as_str() && event["content"]["membership"] == "leave"
+        event["state_key"] == doctor_id.as_str()
+            && event["content"]["membership"] == "leave"
+            && event["content"]["reason"] == "not my patient"
     })
     .await;
     // ...and the doctor's own sync moves the room from invites to left rooms.

@@ -337,7 +337,7 @@ async fn join(
     // room of this server's alone), the local copy is the room.
     match &services.federation {
         Some(federation) if !servers.is_empty() => {
-            federation.rooms.join(room_id, user, &servers).await?;
+            federation.rooms.join(room_id, user, reason.as_deref(), &servers).await?;
         }
         _ if known => {
             set_membership(services, room_id, user, user, "join", reason).await?;
@@ -389,7 +389,8 @@ pub async fn leave(
         && !services.rooms.server_may_read(room_id, services.rooms.server_name(), None)?
     {
         let servers = servers_to_ask(&services, room_id, &user, &[])?;
-        federation.rooms.reject_invite(room_id, &user, &servers).await?;
+        let reason = request.body.reason.as_deref();
+        federation.rooms.reject_invite(room_id, &user, reason, &servers).await?;
         return Ok(RumaResponse(leave_room::v3::Response::new()));
     }
     set_membership(

@@ -55,6 +55,16 @@ const MAX_EVENTS_FETCHED: usize = 500;
 /// How many missing predecessors are asked for at a time.
 const MISSING_EVENTS_LIMIT: u32 = 20;
 
+/// What a membership event made from another server's template says of whom.
+#[derive(Clone, Copy)]
+pub struct MembershipChange<'a> {
+    pub user: &'a UserId,
+    /// `join` or `leave`.
+    pub membership: &'a str,
+    /// Why, as the user gave it (`reason` in the event's content).
+    pub reason: Option<&'a str>,
+}
+
 /// A membership event this server signed from another server's template.
 struct Signed {
     version: RoomVersion,
@@ -333,9 +343,11 @@ impl FederatedRooms {
         &self,
         room_id: &RoomId,
         user: &UserId,
+        reason: Option<&str>,
         via: &[OwnedServerName],
     ) -> Result<OwnedEventId, RoomError> {
-        self.through_any(room_id, via, "join", |server| self.join_through(room_id, user, server))
+        let change = MembershipChange { user, membership: "join", reason };
+        self.through_any(room_id, via, "join", |server| self.join_through(room_id, change, server))
             .await
     }
 
@@ -368,20 +380,15 @@ impl FederatedRooms {
     async fn join_through(
         &self,
         room_id: &RoomId,
-        user: &UserId,
+        change: MembershipChange<'_>,
         server: &ServerName,
     ) -> Result<OwnedEventId, RoomError> {
+        let user = change.user;
         let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
         request.ver = RoomVersion::ALL.iter().map(|v| v.id()).collect();
         let template = self.client.send(server, request).await.map_err(remote)?;
-        let Signed { version, event_id, event, pdu } = self.sign_template(
-            server,
-            template.room_version,
-            &template.event,
-            room_id,
-            user,
-            "join",
-        )?;
+        let Signed { version, event_id, event, pdu } =
+            self.sign_template(server, template.room_version, &template.event, room_id, change)?;
         let request =
             create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), pdu);
         let answer = self.client.send(server, request).await.map_err(remote)?.room_state;
@@ -490,28 +497,27 @@ impl FederatedRooms {
         &self,
         room_id: &RoomId,
         user: &UserId,
+        reason: Option<&str>,
         via: &[OwnedServerName],
     ) -> Result<OwnedEventId, RoomError> {
-        self.through_any(room_id, via, "leave", |server| self.reject_through(room_id, user, server))
-            .await
+        let change = MembershipChange { user, membership: "leave", reason };
+        self.through_any(room_id, via, "leave", |server| {
+            self.reject_through(room_id, change, server)
+        })
+        .await
     }
 
     async fn reject_through(
         &self,
         room_id: &RoomId,
-        user: &UserId,
+        change: MembershipChange<'_>,
         server: &ServerName,
     ) -> Result<OwnedEventId, RoomError> {
+        let user = change.user;
         let request = prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned());
         let template = self.client.send(server, request).await.map_err(remote)?;
-        let Signed { event_id, event, pdu, .. } = self.sign_template(
-            server,
-            template.room_version,
-            &template.event,
-            room_id,
-            user,
-            "leave",
-        )?;
+        let Signed { event_id, event, pdu, .. } =
+            self.sign_template(server, template.room_version, &template.event, room_id, change)?;
         let request =
             create_leave_event::v2::Request::new(room_id.to_owned(), event_id.clone(), pdu);
         self.client.send(server, request).await.map_err(remote)?;
@@ -529,8 +535,7 @@ impl FederatedRooms {
         room_version: Option<ruma::RoomVersionId>,
         template: &RawValue,
         room_id: &RoomId,
-        user: &UserId,
-        membership: &str,
+        change: MembershipChange<'_>,
     ) -> Result<Signed, RoomError> {
         let version =
             room_version.and_then(|v| RoomVersion::parse(v.as_str()).ok()).ok_or_else(|| {
@@ -538,7 +543,12 @@ impl FederatedRooms {
             })?;
         let mut event = parse_object(template.get().as_bytes(), MAX_PDU_BYTES)
             .map_err(|err| RoomError::Remote(format!("membership template: {err}")))?;
-        check_membership_template(&event, room_id, user, membership)?;
+        check_membership_template(&event, room_id, change.user, change.membership)?;
+        if let Some(reason) = change.reason
+            && let Some(CanonicalJsonValue::Object(content)) = event.get_mut("content")
+        {
+            content.insert("reason".into(), CanonicalJsonValue::String(reason.to_owned()));
+        }
         event.insert(
             "origin_server_ts".into(),
             CanonicalJsonValue::Integer(crate::clock::now_ms().try_into().unwrap_or_default()),
