@@ -272,9 +272,11 @@ mod tests {
         assert_eq!(json["content"]["deleted"], true);
     }
 
-    #[tokio::test]
-    async fn device_changes_go_to_servers_sharing_a_room_with_increasing_stream_ids() {
-        let (sender, dir) = crate::service::federation::sender::test_sender("device-lists");
+    /// Outbound EDUs of `origin.test`, whose `@alice` shares a room with `@bob:peer.test`.
+    async fn alice_sharing_a_room_with_peer(
+        name: &str,
+    ) -> (Arc<OutboundEdus>, Storage, std::path::PathBuf) {
+        let (sender, dir) = crate::service::federation::sender::test_sender(name);
         let storage = sender.storage().clone();
         let own = ruma::ServerName::parse("origin.test").unwrap();
         let edus = OutboundEdus::new(storage.clone(), sender, own);
@@ -289,6 +291,23 @@ mod tests {
             batch.put(cf::USERROOMID_MEMBERSHIP, &key, b"join");
         }
         storage.commit(batch).await.unwrap();
+        (edus, storage, dir)
+    }
+
+    /// The EDUs queued for `peer.test`, oldest first.
+    fn queued_for_peer(storage: &Storage) -> Vec<Value> {
+        let prefix = crate::storage::compound_key(&[b"peer.test", b""]);
+        storage
+            .scan_prefix(cf::DESTINATIONSEQ_EDU, &prefix)
+            .unwrap()
+            .iter()
+            .map(|(_, edu)| serde_json::from_slice(edu).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn device_changes_go_to_servers_sharing_a_room_with_increasing_stream_ids() {
+        let (edus, storage, dir) = alice_sharing_a_room_with_peer("device-lists").await;
 
         let alice = UserId::parse("@alice:origin.test").unwrap();
         let keys = serde_json::json!({"user_id": alice, "device_id": "DEV", "keys": {}});
@@ -299,13 +318,7 @@ mod tests {
         edus.keys_changed(KeyChange::Device { user, device: device(), keys: None }).await;
         assert_eq!(edus.device_list_stream_id(&alice).unwrap(), 2);
 
-        let prefix = crate::storage::compound_key(&[b"peer.test", b""]);
-        let queued: Vec<Value> = storage
-            .scan_prefix(cf::DESTINATIONSEQ_EDU, &prefix)
-            .unwrap()
-            .iter()
-            .map(|(_, edu)| serde_json::from_slice(edu).unwrap())
-            .collect();
+        let queued = queued_for_peer(&storage);
         assert_eq!(queued.len(), 2, "{queued:?}");
         assert_eq!(queued[0]["content"]["stream_id"], 1);
         assert!(queued[0]["content"].get("prev_id").is_none());
@@ -337,24 +350,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_change_committed_but_never_queued_is_passed_on_at_the_next_start() {
-        let (sender, dir) = crate::service::federation::sender::test_sender("unannounced");
-        let storage = sender.storage().clone();
-        let own = ruma::ServerName::parse("origin.test").unwrap();
-        let edus = OutboundEdus::new(storage.clone(), sender, own);
-        let room = RoomId::parse("!room:origin.test").unwrap();
-        let mut batch = storage.batch();
-        for user in ["@alice:origin.test", "@bob:peer.test"] {
-            let key = crate::storage::compound_key(&[user.as_bytes(), room.as_bytes()]);
-            batch.put(cf::USERROOMID_MEMBERSHIP, &key, b"join");
-            let position = 1u64.to_be_bytes();
-            let key = crate::storage::compound_key(&[room.as_bytes(), user.as_bytes(), &position]);
-            batch.put(cf::ROOMUSERPOSITION_MEMBERSHIP, &key, b"join");
-        }
-        storage.commit(batch).await.unwrap();
-        let queued_for_peer = || {
-            let prefix = crate::storage::compound_key(&[b"peer.test", b""]);
-            storage.scan_prefix(cf::DESTINATIONSEQ_EDU, &prefix).unwrap().len()
-        };
+        let (edus, storage, dir) = alice_sharing_a_room_with_peer("unannounced").await;
+        let queued_for_peer = || queued_for_peer(&storage).len();
 
         let stream = Arc::new(crate::service::rooms::stream::StreamPositions::starting_at(0));
         let e2ee = E2ee::new(storage.clone(), stream)
