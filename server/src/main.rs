@@ -24,6 +24,19 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (the C enum's position in the v3 library that
+/// libmimalloc-sys 0.1.49 builds; its Rust constants skip this one).
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// Freed memory goes back to the system at once. With mimalloc's default delay, memory freed
+/// by a burst (argon2 password hashing takes 19 MiB a time) stayed resident in an idle server:
+/// 99 MiB after registering 20 users, against 41 MiB with no delay, at no measurable cost to
+/// federation ingest (A/B, 4 rounds each).
+fn return_freed_memory_promptly() {
+    // SAFETY: sets a plain integer option; mimalloc reads options at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 #[derive(Parser)]
 #[command(name = "medrix", version, about = "Medrix: patient-controlled health records on Matrix")]
 struct Cli {
@@ -61,6 +74,7 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
+    return_freed_memory_promptly();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
@@ -78,5 +92,21 @@ fn main() -> ExitCode {
             eprintln!("medrix: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_purge_delay_option_is_the_one_set() {
+        // If a libmimalloc-sys update moved the option, this reads another one's default.
+        // SAFETY: reads a plain integer option.
+        let default = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!(default, 1000, "mimalloc v3's documented default purge delay");
+        }
+        super::return_freed_memory_promptly();
+        // SAFETY: as above.
+        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) }, 0);
     }
 }
