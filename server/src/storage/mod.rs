@@ -38,11 +38,17 @@ impl Storage {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // Bounded memory: a small organisation's server should idle well under 100 MB.
-        options.set_write_buffer_size(16 << 20);
+        // Bounded memory: a small organisation's server should idle well under 100 MB. Each
+        // column family has its own memtable, so the per-family size must be set on each
+        // family's options; the database-wide budget caps them all together (past it, the
+        // largest is flushed), whatever the number of families.
+        const MEMTABLE_BYTES: usize = 16 << 20;
+        options.set_write_buffer_size(MEMTABLE_BYTES);
+        options.set_db_write_buffer_size(4 * MEMTABLE_BYTES);
         options.set_max_open_files(512);
         let families = catalogue::ALL.iter().map(|cf| {
             let mut cf_options = Options::default();
+            cf_options.set_write_buffer_size(MEMTABLE_BYTES);
             cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(cf.name, cf_options)
         });
