@@ -31,8 +31,8 @@ pub type CheckResult = Result<CheckedPdu, RefusedPdu>;
 
 type Chunk = (Vec<CanonicalJsonObject>, oneshot::Sender<Vec<CheckResult>>);
 
-/// Events being checked on blocking threads; their results come back in input order, one
-/// chunk at a time.
+/// Events being checked on blocking threads and the caller's; their results come back in
+/// input order, one chunk at a time.
 pub struct CheckedInOrder {
     version: RoomVersion,
     keys: Arc<VerifyKeys>,
