@@ -130,8 +130,7 @@ impl FederatedRooms {
                         match result {
                             Ok(pdu) => ready.push(pdu),
                             Err(RefusedPdu { event_id: Some(id), why }) => {
-                                log_refusal(origin, &id, &Err(why.clone()));
-                                results.insert(id, Err(why));
+                                record(&mut results, origin, id, Err(why));
                             }
                             Err(RefusedPdu { event_id: None, .. }) => {}
                         }
@@ -142,20 +141,17 @@ impl FederatedRooms {
                     tokio::task::yield_now().await;
                 }
             };
-            // The room's side first, so it holds the room's lock before the checks begin.
+            // The room's side is polled first, so its task (taking the room's lock) starts
+            // before this thread begins checking.
             let run = self.rooms.receive_run(&room_id, version, ready_rx);
             let (RunOutcome { decided, not_ready }, ()) = tokio::join!(run, feed);
             for (id, verdict) in decided {
-                let result = describe(verdict);
-                log_refusal(origin, &id, &result);
-                results.insert(id, result);
+                record(&mut results, origin, id, describe(verdict));
             }
-            let rest = not_ready;
-            for pdu in rest {
+            for pdu in not_ready {
                 let id = pdu.pdu.event_id().to_owned();
-                let result = describe(self.ingest(origin, &room_id, version, pdu, true).await);
-                log_refusal(origin, &id, &result);
-                results.insert(id, result);
+                let verdict = self.ingest(origin, &room_id, version, pdu, true).await;
+                record(&mut results, origin, id, describe(verdict));
             }
         }
         results
@@ -674,10 +670,17 @@ fn describe(verdict: Result<Verdict, RoomError>) -> Result<(), String> {
     }
 }
 
-fn log_refusal(origin: &ServerName, event: &EventId, result: &Result<(), String>) {
-    if let Err(why) = result {
+/// Records an event's answer for `/send`, logging a refusal.
+fn record(
+    results: &mut BTreeMap<OwnedEventId, Result<(), String>>,
+    origin: &ServerName,
+    event: OwnedEventId,
+    result: Result<(), String>,
+) {
+    if let Err(why) = &result {
         tracing::info!(%origin, %event, why, "event from a transaction not accepted");
     }
+    results.insert(event, result);
 }
 
 fn remote(err: super::FederationError) -> RoomError {

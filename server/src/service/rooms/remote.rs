@@ -177,16 +177,8 @@ impl Rooms {
     ) -> Result<Verdict, RoomError> {
         let slot = self.slot(room_id);
         let mut guard = slot.lock().await;
-        if guard.is_none() {
-            *guard = self.load(room_id)?;
-        }
         let starts_line = matches!(state_before, StateBefore::Join(_));
-        let room = match guard.as_mut() {
-            Some(room) if room.version == version => room,
-            Some(_) => return Err(RoomError::Invalid("room version mismatch".to_owned())),
-            None if starts_line => guard.insert(LoadedRoom::empty(version)),
-            None => return Err(RoomError::UnknownRoom),
-        };
+        let room = self.loaded(&mut guard, room_id, version, starts_line)?;
         // Local events still in the commit queue are in the room's head but not yet in
         // storage, where resolving this event's state would look for them.
         room.in_flight.clone().wait_all().await;
@@ -246,31 +238,18 @@ impl Rooms {
         let mut outcome = RunOutcome::default();
         let slot = self.slot(room_id);
         let mut guard = slot.lock().await;
-        let loaded = match guard.take() {
-            Some(room) => Ok(Some(room)),
-            None => self.load(room_id),
-        };
-        let unusable = match loaded {
-            Ok(Some(room)) if room.version == version => {
-                *guard = Some(room);
-                None
-            }
-            Ok(Some(room)) => {
-                *guard = Some(room);
-                Some(RoomError::Invalid("room version mismatch".to_owned()))
-            }
-            Ok(None) => Some(RoomError::UnknownRoom),
-            Err(err) => Some(err),
-        };
-        if let Some(err) = unusable {
-            while let Some(chunk) = chunks.recv().await {
-                for checked in chunk {
-                    outcome.decided.push((checked.pdu.event_id().to_owned(), Err(err.clone())));
+        let room = match self.loaded(&mut guard, room_id, version, false) {
+            Ok(room) => room,
+            Err(err) => {
+                while let Some(chunk) = chunks.recv().await {
+                    for checked in chunk {
+                        let event_id = checked.pdu.event_id().to_owned();
+                        outcome.decided.push((event_id, Err(err.clone())));
+                    }
                 }
+                return outcome;
             }
-            return outcome;
-        }
-        let room = guard.as_mut().expect("checked above");
+        };
         room.in_flight.clone().wait_all().await;
         let mut pending = Pending::default();
         let mut queued: Vec<(usize, QueuedEvent)> = Vec::new();
@@ -338,6 +317,27 @@ impl Rooms {
             }
         }
         outcome
+    }
+
+    /// The room in `slot` (loaded from storage if not in memory), if it has `version`. A room
+    /// not here yet is started empty when `starts_line` (this server's join begins its view
+    /// of the DAG), else unknown.
+    fn loaded<'g>(
+        &self,
+        slot: &'g mut Option<LoadedRoom>,
+        room_id: &RoomId,
+        version: RoomVersion,
+        starts_line: bool,
+    ) -> Result<&'g mut LoadedRoom, RoomError> {
+        if slot.is_none() {
+            *slot = self.load(room_id)?;
+        }
+        match slot.as_ref().map(|room| room.version == version) {
+            Some(true) => Ok(slot.as_mut().expect("present")),
+            Some(false) => Err(RoomError::Invalid("room version mismatch".to_owned())),
+            None if starts_line => Ok(slot.insert(LoadedRoom::empty(version))),
+            None => Err(RoomError::UnknownRoom),
+        }
     }
 
     /// The verdict already given to an event, earlier in this run or before it.
