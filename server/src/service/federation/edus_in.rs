@@ -49,7 +49,7 @@ pub enum TransactionClaim {
     /// First seen: process it, then [`InboundEdus::finish_transaction`].
     New(ClaimedTransaction),
     /// Seen before; the outcome of its first copy (`None` while still being processed).
-    Seen(watch::Receiver<Option<bool>>),
+    Seen(Outcome),
 }
 
 /// A transaction this server is processing.
@@ -60,7 +60,10 @@ pub struct ClaimedTransaction {
 
 /// Each remembered transaction's outcome, by origin and transaction ID: `None` while its first
 /// copy is being processed.
-struct SeenTransactions(Mutex<Recent<(OwnedServerName, String), watch::Receiver<Option<bool>>>>);
+struct SeenTransactions(Mutex<Recent<(OwnedServerName, String), Outcome>>);
+
+/// A transaction's outcome: `Some(succeeded)` once its first copy's processing ended.
+type Outcome = watch::Receiver<Option<bool>>;
 
 impl SeenTransactions {
     /// Claims a transaction for processing, or finds it seen before: processed, or being
