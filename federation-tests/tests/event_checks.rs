@@ -87,6 +87,12 @@ fn draft(
     }
 }
 
+/// The room's power levels as `token`'s user reads them on `server`.
+async fn power_levels(server: &FederatingServer, token: &str, room_id: &str) -> Value {
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/");
+    server.server.call("GET", &path, Some(token), None).await.1
+}
+
 fn transaction(origin: &FederatingServer, pdus: Vec<Value>) -> Value {
     json!({ "origin": origin.server_name, "origin_server_ts": 1_800_000_000_000u64, "pdus": pdus })
 }
@@ -149,15 +155,7 @@ async fn forged_corrupted_unauthorized_and_outdated_events_are_handled_as_the_sp
     let mut tampered = wire(&honest.json);
     tampered["content"]["body"] = json!("tampered");
     // 3. An unauthorized event: the doctor (power 0) makes themselves an admin.
-    let (_, levels) = clinic
-        .server
-        .call(
-            "GET",
-            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/"),
-            Some(&patient),
-            None,
-        )
-        .await;
+    let levels = power_levels(&clinic, &patient, &room_id).await;
     let mut escalated = levels.clone();
     escalated["users"][doctor.as_str()] = json!(100);
     let grab = next("m.room.power_levels", Some(""), escalated, &honest.event_id, &key);
@@ -205,15 +203,7 @@ async fn forged_corrupted_unauthorized_and_outdated_events_are_handled_as_the_sp
     let (status, _) =
         clinic.server.call("GET", &event_path(&grab.event_id), Some(&patient), None).await;
     assert_eq!(status, 404);
-    let (_, now) = clinic
-        .server
-        .call(
-            "GET",
-            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/"),
-            Some(&patient),
-            None,
-        )
-        .await;
+    let now = power_levels(&clinic, &patient, &room_id).await;
     assert_eq!(now, levels);
 
     // 4. Soft-fail: the patient removes the doctor; then an event from the doctor arrives
