@@ -186,9 +186,6 @@ mod tests {
         ] {
             assert_eq!(storage.get(cf::EVENTID_PDU, key).unwrap().as_deref(), Some(value));
         }
-        // The writer thread closes the database after the last handle; whatever it leaves
-        // behind in the temporary directory is harmless.
-        drop(storage);
-        let _ = std::fs::remove_dir_all(&dir);
+        storage.close_for_test((), &dir);
     }
 }

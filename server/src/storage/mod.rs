@@ -57,6 +57,18 @@ impl Storage {
         Ok(Self { db, writer })
     }
 
+    /// Test support: drops `holders` (this handle's last companions, such as a service
+    /// holding a clone) and this handle, waits until the database is closed, and removes
+    /// `dir`. A test process that exits while RocksDB is still closing can abort ("pthread
+    /// lock: Invalid argument").
+    #[cfg(test)]
+    pub fn close_for_test<T>(self, holders: T, dir: &Path) {
+        let writer = self.writer_thread();
+        drop((holders, self));
+        writer.join();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// The writer thread, to wait for at shutdown (see [`WriterThread::join`]).
     pub fn writer_thread(&self) -> WriterThread {
         self.writer.thread()

@@ -112,6 +112,6 @@ mod tests {
         );
         let carol = UserId::parse("@carol:gone.test").unwrap();
         assert!(servers_sharing_rooms_with(&storage, &carol, &here).unwrap().is_empty());
-        let _ = std::fs::remove_dir_all(dir);
+        storage.close_for_test((), &dir);
     }
 }

@@ -326,7 +326,7 @@ mod tests {
         assert_eq!(queued[1]["content"]["stream_id"], 2);
         assert_eq!(queued[1]["content"]["prev_id"], serde_json::json!([1]));
         assert_eq!(queued[1]["content"]["deleted"], true);
-        let _ = std::fs::remove_dir_all(dir);
+        storage.close_for_test(edus, &dir);
     }
 
     /// Forwards the record of unannounced changes to the real listener, but dies before
@@ -366,6 +366,6 @@ mod tests {
         assert_eq!(edus.device_list_stream_id(&alice).unwrap(), 1);
         edus.announce_unannounced(&e2ee).await;
         assert_eq!(queued_for_peer(), 1, "and clears its record in the same write");
-        let _ = std::fs::remove_dir_all(dir);
+        storage.close_for_test((edus, e2ee), &dir);
     }
 }

@@ -158,9 +158,9 @@ mod tests {
         };
         // A restart reads the stream back from storage. Nothing recorded `used` anywhere but
         // the reservation, and still it is never handed out again.
-        let stream = StreamPositions::open(storage, 0).unwrap();
+        let stream = StreamPositions::open(storage.clone(), 0).unwrap();
         assert!(stream.allocate().await.unwrap() > used);
         assert!(stream.visible() >= used, "tokens handed out before stay valid");
-        std::fs::remove_dir_all(&dir).unwrap();
+        storage.close_for_test(stream, &dir);
     }
 }
