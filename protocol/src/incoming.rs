@@ -18,9 +18,11 @@ use crate::{
 pub struct CheckedPdu {
     /// The typed event.
     pub pdu: Pdu,
-    /// The JSON to store: the received event, or its redacted form if the content hash did not
-    /// match (the spec's rule: keep the event, but only what the signature covers).
-    pub json: CanonicalJsonObject,
+    /// The JSON to store, canonically encoded: the received event, or its redacted form if the
+    /// content hash did not match (the spec's rule: keep the event, but only what the
+    /// signature covers). Encoded here, on the checking threads, rather than where the room
+    /// takes events in one at a time.
+    pub json: String,
     /// Whether the content hash mismatched and the event was redacted on receipt.
     pub redacted_on_receipt: bool,
 }
@@ -113,7 +115,7 @@ fn finish(
     let (json, redacted_on_receipt) =
         if check.content_hash_matches { (object, false) } else { (check.redacted, true) };
     let pdu = Pdu::from_canonical(check.event_id, &json, version)?;
-    Ok(CheckedPdu { pdu, json, redacted_on_receipt })
+    Ok(CheckedPdu { pdu, json: crate::canonical::encode(&json), redacted_on_receipt })
 }
 
 /// The format rules of the room version (field types, sizes of IDs, the event's own size).

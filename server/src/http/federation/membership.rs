@@ -7,7 +7,7 @@ use http::StatusCode;
 use medrix_protocol::{
     RoomVersion, Verdict,
     build::hash_and_sign,
-    canonical::{MAX_PDU_BYTES, parse_object},
+    canonical::{MAX_PDU_BYTES, encode, parse_object},
     incoming::event_id as compute_event_id,
 };
 use ruma::{
@@ -233,7 +233,7 @@ pub async fn invite(
                 &body.room_id,
                 &invitee,
                 &event_id,
-                &object,
+                &encode(&object),
                 "invite",
                 Some(&json!({ "events": stripped, "via": [request.origin.as_str()] })),
             )

@@ -6,7 +6,7 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use medrix_protocol::{
@@ -58,7 +58,7 @@ impl CheckedInOrder {
             unclaimed.push_back((objects.by_ref().take(EVENTS_PER_CHUNK).collect(), done));
             chunks.push_back(result);
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = cores();
         let helpers = (cores - 1).min(unclaimed.len().saturating_sub(1));
         let unclaimed = Arc::new(Mutex::new(unclaimed));
         for _ in 0..helpers {
@@ -103,6 +103,12 @@ impl CheckedInOrder {
         }
         results
     }
+}
+
+/// The machine's cores, asked once: the standard library reads the cgroup files each time.
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn claim(unclaimed: &Mutex<VecDeque<Chunk>>) -> Option<Chunk> {

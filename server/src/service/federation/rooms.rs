@@ -482,7 +482,10 @@ impl FederatedRooms {
                 if checked.pdu.event_id() != signed.event_id {
                     return Err(RoomError::Remote("the invite answer is another event".to_owned()));
                 }
-                Ok(SignedEvent { event_id: signed.event_id, json: checked.json, pdu: checked.pdu })
+                // The stored form (redacted, had its content hash not matched).
+                let json = parse_object(checked.json.as_bytes(), MAX_PDU_BYTES)
+                    .map_err(|err| RoomError::Remote(format!("invite answer: {err}")))?;
+                Ok(SignedEvent { event_id: signed.event_id, json, pdu: checked.pdu })
             }) as Pin<Box<dyn Future<Output = Result<SignedEvent, RoomError>> + Send>>
         }))
     }
@@ -518,7 +521,7 @@ impl FederatedRooms {
             create_leave_event::v2::Request::new(room_id.to_owned(), event_id.clone(), pdu);
         self.client.send(server, request).await.map_err(remote)?;
         self.rooms
-            .store_outside_membership(room_id, user, &event_id, &event, "leave", None)
+            .store_outside_membership(room_id, user, &event_id, &encode(&event), "leave", None)
             .await?;
         Ok(event_id)
     }

@@ -11,7 +11,6 @@ use std::{
 
 use medrix_protocol::{
     Pdu, RoomVersion, StateMap, Verdict,
-    canonical::encode,
     decide,
     incoming::{CheckedPdu, create_event_id_from_room_id},
     resolve::resolve_state,
@@ -126,7 +125,7 @@ impl Rooms {
                 .filter_map(|id| events_slot(&events, id))
                 .collect();
             let verdict = decide(version, &pdu, &events, &auth_state, None).verdict;
-            batch.put(cf::EVENTID_PDU, id.as_bytes(), encode(&json).as_bytes());
+            batch.put(cf::EVENTID_PDU, id.as_bytes(), json.as_bytes());
             if let Verdict::Rejected(reason) = &verdict {
                 batch.put(
                     cf::EVENTID_REJECTION,
@@ -260,7 +259,7 @@ impl Rooms {
                 let event_id = checked.pdu.event_id().to_owned();
                 let verdict = match self.known_verdict(&event_id, &pending) {
                     Ok(Some(verdict)) => Ok(verdict),
-                    Ok(None) => match self.builds_on_known(&checked.pdu, &pending) {
+                    Ok(None) => match self.builds_on_known(&checked.pdu, room, &pending) {
                         Ok(true) => self
                             .decide_and_store(
                                 room_id,
@@ -356,15 +355,24 @@ impl Rooms {
     }
 
     /// Whether everything the event builds on is here: its auth events stored, its
-    /// predecessors in the DAG (stored, or earlier in the run).
-    fn builds_on_known(&self, pdu: &Pdu, pending: &Pending) -> Result<bool, RoomError> {
+    /// predecessors in the DAG (stored, or earlier in the run). What the loaded room holds
+    /// (its current state events, its forward extremities) answers most of it without a
+    /// lookup.
+    fn builds_on_known(
+        &self,
+        pdu: &Pdu,
+        room: &LoadedRoom,
+        pending: &Pending,
+    ) -> Result<bool, RoomError> {
         for id in pdu.auth_events() {
-            if !pending.pdus.contains_key(id) && !self.has_event(id)? {
+            let known = room.events.contains_key(id) || pending.pdus.contains_key(id);
+            if !known && !self.has_event(id)? {
                 return Ok(false);
             }
         }
         for id in pdu.prev_events() {
-            if !pending.before.contains_key(id) && !self.has_state_at(id)? {
+            let known = room.head.extremities.contains(id) || pending.before.contains_key(id);
+            if !known && !self.has_state_at(id)? {
                 return Ok(false);
             }
         }
@@ -440,7 +448,7 @@ impl Rooms {
         };
 
         // Nothing fails from here on.
-        batch.put(cf::EVENTID_PDU, event_id.as_bytes(), encode(&json).as_bytes());
+        batch.put(cf::EVENTID_PDU, event_id.as_bytes(), json.as_bytes());
         let before_group = match reusable_group {
             Some(group) => group,
             None if has_current && *before == room.state => room.head.state_group,
@@ -647,7 +655,7 @@ impl Rooms {
         room_id: &RoomId,
         user: &ruma::UserId,
         event_id: &EventId,
-        json: &ruma::CanonicalJsonObject,
+        canonical_json: &str,
         membership: &str,
         invite_state: Option<&serde_json::Value>,
     ) -> Result<(), RoomError> {
@@ -656,7 +664,7 @@ impl Rooms {
         let position = self.stream.allocate().await?;
         let mut batch = self.storage.batch();
         let (room_key, user_key) = (room_id.as_bytes(), user.as_bytes());
-        batch.put(cf::EVENTID_PDU, event_id.as_bytes(), encode(json).as_bytes());
+        batch.put(cf::EVENTID_PDU, event_id.as_bytes(), canonical_json.as_bytes());
         index_timeline(&mut batch, room_id, event_id, position);
         let membership = membership.as_bytes();
         batch.put(cf::USERROOMID_MEMBERSHIP, &compound_key(&[user_key, room_key]), membership);
