@@ -28,6 +28,8 @@ pub struct SignatureCheck {
     pub content_hash_matches: bool,
     /// The redacted form, already computed on the way.
     pub redacted: CanonicalJsonObject,
+    /// The whole event as canonical JSON, also computed on the way.
+    pub whole: String,
 }
 
 /// Checks that every server that must sign `object` did so with a known key, and computes
@@ -97,18 +99,61 @@ pub fn prepare<'k>(
     ))
     .map_err(|err| malformed(&err.to_string()))?;
 
-    let content_bytes = encode_without(object, &["hashes", "signatures", "unsigned"]);
-    if content_bytes.len() > MAX_CANONICAL_PDU_BYTES {
-        return Err(too_large(content_bytes.len()));
+    let WholeAndHashed { whole, hashed } = encode_whole_and_hashed(object);
+    if whole.len() > MAX_CANONICAL_PDU_BYTES {
+        return Err(too_large(whole.len()));
     }
     let content_hash_matches = decode_base64(claimed_hash)
-        .is_ok_and(|claimed| claimed == Sha256::digest(content_bytes.as_bytes()).as_slice());
+        .is_ok_and(|claimed| claimed == Sha256::digest(&hashed).as_slice());
 
     Ok(PreparedCheck {
         signed_bytes,
         pending,
-        result: SignatureCheck { event_id, content_hash_matches, redacted },
+        result: SignatureCheck { event_id, content_hash_matches, redacted, whole },
     })
+}
+
+/// An event's canonical JSON, whole (what is stored, and what the size limit is about), and
+/// without the fields the content hash leaves out.
+struct WholeAndHashed {
+    whole: String,
+    hashed: Vec<u8>,
+}
+
+/// The fields the content hash does not cover.
+const NOT_HASHED: [&str; 3] = ["hashes", "signatures", "unsigned"];
+
+/// Encodes each top-level field once and puts both encodings together from those pieces
+/// (the keys of a canonical object come in order, so the pieces' order is canonical too):
+/// encoding the event twice over would cost a sixth of the checks besides the signature
+/// arithmetic.
+fn encode_whole_and_hashed(object: &CanonicalJsonObject) -> WholeAndHashed {
+    let mut whole = Vec::with_capacity(1024);
+    let mut hashed = Vec::with_capacity(1024);
+    let mut piece = Vec::with_capacity(256);
+    whole.push(b'{');
+    hashed.push(b'{');
+    for (key, value) in object {
+        piece.clear();
+        // Strings and canonical values always serialize.
+        serde_json::to_writer(&mut piece, key).expect("a key serializes");
+        piece.push(b':');
+        serde_json::to_writer(&mut piece, value).expect("a canonical value serializes");
+        if whole.len() > 1 {
+            whole.push(b',');
+        }
+        whole.extend_from_slice(&piece);
+        if !NOT_HASHED.contains(&key.as_str()) {
+            if hashed.len() > 1 {
+                hashed.push(b',');
+            }
+            hashed.extend_from_slice(&piece);
+        }
+    }
+    whole.push(b'}');
+    hashed.push(b'}');
+    let whole = String::from_utf8(whole).expect("serde_json writes UTF-8");
+    WholeAndHashed { whole, hashed }
 }
 
 /// The spec's rule for one server: every signature made with a key we know must verify, and

@@ -8,7 +8,7 @@ use ruma::{
 
 use crate::{
     Pdu, ProtocolError, RoomVersion,
-    canonical::{MAX_CANONICAL_PDU_BYTES, MAX_PDU_BYTES, parse_object},
+    canonical::{MAX_PDU_BYTES, parse_object},
     event_signatures::{PreparedCheck, SignatureCheck, check_signatures_and_hashes, prepare},
     keys::VerifyKeys,
 };
@@ -112,26 +112,22 @@ fn finish(
     version: RoomVersion,
 ) -> Result<CheckedPdu, ProtocolError> {
     // The reference hash covers only the redacted form, so the ID is the same either way.
-    let (json, redacted_on_receipt) =
-        if check.content_hash_matches { (object, false) } else { (check.redacted, true) };
-    let pdu = Pdu::from_canonical(check.event_id, &json, version)?;
-    Ok(CheckedPdu { pdu, json: crate::canonical::encode(&json), redacted_on_receipt })
+    let (pdu, json, redacted_on_receipt) = if check.content_hash_matches {
+        (Pdu::from_canonical(check.event_id, &object, version)?, check.whole, false)
+    } else {
+        let json = crate::canonical::encode(&check.redacted);
+        (Pdu::from_canonical(check.event_id, &check.redacted, version)?, json, true)
+    };
+    Ok(CheckedPdu { pdu, json, redacted_on_receipt })
 }
 
-/// The format rules of the room version (field types, sizes of IDs, the event's own size).
+/// The format rules of the room version (field types, sizes of IDs); the event's own size is
+/// checked with its signatures and hashes, on the encoding made there.
 pub fn check_format(
     object: &CanonicalJsonObject,
     version: RoomVersion,
 ) -> Result<(), ProtocolError> {
-    ruma::state_res::check_pdu_format(object, &version.rules().event_format).map_err(|reason| {
-        // Only on the error path: tell "too large" apart from a bad field.
-        let size = crate::canonical::encode(object).len();
-        if size > MAX_CANONICAL_PDU_BYTES {
-            ProtocolError::TooLarge { size, limit: MAX_CANONICAL_PDU_BYTES }
-        } else {
-            ProtocolError::Malformed(reason)
-        }
-    })
+    crate::event_format::check_fields(object, version)
 }
 
 /// The servers whose signatures the event must carry; their keys must be in the

@@ -17,6 +17,7 @@ pub mod build;
 pub mod canonical;
 pub mod decide;
 pub mod error;
+pub mod event_format;
 pub mod event_signatures;
 pub mod incoming;
 pub mod keys;

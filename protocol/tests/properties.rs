@@ -9,10 +9,10 @@ use medrix_protocol::{
     Pdu, RoomVersion, StateMap, Verdict,
     auth_chain::conflicted_state_subgraph,
     build::sign_new_event,
-    canonical::{MAX_PDU_BYTES, encode, parse_object, parse_value},
+    canonical::{MAX_CANONICAL_PDU_BYTES, MAX_PDU_BYTES, encode, parse_object, parse_value},
     decide,
     event_signatures::check_signatures_and_hashes,
-    incoming::{check_incoming_object, check_incoming_pdu, event_id},
+    incoming::{check_format, check_incoming_object, check_incoming_pdu, event_id},
     keys::decode_base64,
     local_room::LocalRoom,
     redaction::redact,
@@ -111,6 +111,74 @@ proptest! {
 }
 
 /// A room with a common history and three forks that each change state on their own.
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Medrix checks the event format itself (measuring the size on an encoding made anyway);
+    /// ruma's check must agree on every event, however it is broken.
+    #[test]
+    fn own_format_check_agrees_with_ruma(
+        (version, draft) in event_draft(),
+        breakage in 0usize..14,
+        field in prop::sample::select(vec![
+            "type", "sender", "room_id", "event_id", "state_key", "prev_events",
+            "auth_events", "depth", "content",
+        ]),
+        length in 0usize..300,
+    ) {
+        let cast = cast();
+        let signed = sign_new_event(&draft, version, &cast.patient_server).unwrap();
+        let mut object = signed.json.clone();
+        let string = |n: usize| ruma::CanonicalJsonValue::String("x".repeat(n));
+        let ids = |n: usize| ruma::CanonicalJsonValue::Array(
+            (0..n).map(|i| ruma::CanonicalJsonValue::String(format!("$event{i}"))).collect());
+        match breakage {
+            0 => {}
+            1 => { object.remove(field); }
+            // Lengths just under, at and over the limits.
+            2 => { object.insert(field.into(), string(254 + length % 3)); }
+            3 => { object.insert(field.into(), ruma::CanonicalJsonValue::Integer(ruma::Int::from(-1))); }
+            4 => { object.insert(field.into(), ids(if field == "auth_events" { 9 } else { 19 } + length % 3)); }
+            5 => { object.insert(field.into(), ruma::CanonicalJsonValue::Integer(ruma::Int::from(length as u32))); }
+            6 => { object.insert("type".into(), ruma::CanonicalJsonValue::String("m.room.create".into())); object.remove("room_id"); }
+            7 => {
+                // The create event (named by a v12 room ID) among the auth events.
+                if let Some(ruma::CanonicalJsonValue::String(room)) = object.get("room_id").cloned() {
+                    let create = ruma::CanonicalJsonValue::String(format!("${}", &room[1..]));
+                    object.insert("auth_events".into(), ruma::CanonicalJsonValue::Array(vec![create]));
+                }
+            }
+            8 => { object.insert("auth_events".into(), ruma::CanonicalJsonValue::Array(vec![string(5)])); }
+            9 => { object.insert("room_id".into(), ruma::CanonicalJsonValue::String("not a room".into())); }
+            10 => { object.insert(field.into(), string(length)); }
+            // Around the size limit: content that makes the event just under or over it.
+            _ => {
+                let target = (65_535 + (breakage as isize - 12) * (length as isize % 3)) as usize;
+                let mut content = match object.get("content") {
+                    Some(ruma::CanonicalJsonValue::Object(content)) => content.clone(),
+                    _ => Default::default(),
+                };
+                content.insert("zzzz_padding".into(), string(0));
+                object.insert("content".into(), content.clone().into());
+                let padding = target.saturating_sub(encode(&object).len());
+                content.insert("zzzz_padding".into(), string(padding));
+                object.insert("content".into(), content.into());
+                prop_assert!(padding == 0 || encode(&object).len() == target);
+            }
+        }
+        let theirs = state_res::check_pdu_format(&object, &version.rules().event_format);
+        let ours = check_format(&object, version)
+            .map(|()| encode(&object).len())
+            .and_then(|size| if size > MAX_CANONICAL_PDU_BYTES { Err(medrix_protocol::ProtocolError::TooLarge { size, limit: MAX_CANONICAL_PDU_BYTES }) } else { Ok(()) });
+        prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "breakage {} of `{}`: ours {:?}, ruma {:?}", breakage, field, ours, theirs);
+        // And the whole check, which measures the size on its own encoding, refuses it too.
+        if breakage >= 11 && theirs.is_err() {
+            let whole = check_incoming_object(object, version, &cast.verify_keys());
+            prop_assert!(matches!(whole, Err(medrix_protocol::ProtocolError::TooLarge { .. })), "{:?}", whole.map(|_| ()));
+        }
+    }
+}
+
 fn forked_room(
     version: RoomVersion,
     choices: &[u8],
