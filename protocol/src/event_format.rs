@@ -17,7 +17,10 @@ const MAX_PREV_EVENTS: usize = 20;
 const MAX_AUTH_EVENTS: usize = 10;
 
 /// Checks every format rule of `version` except the event's total size.
-pub fn check_fields(object: &CanonicalJsonObject, version: RoomVersion) -> Result<(), ProtocolError> {
+pub fn check_fields(
+    object: &CanonicalJsonObject,
+    version: RoomVersion,
+) -> Result<(), ProtocolError> {
     let rules = &version.rules().event_format;
     let kind = required_string(object, "type")?;
     required_string(object, "sender")?;

@@ -10,8 +10,7 @@ use std::{
 };
 
 use medrix_protocol::{
-    Pdu, RoomVersion, StateMap, Verdict,
-    decide,
+    Pdu, RoomVersion, StateMap, Verdict, decide,
     incoming::{CheckedPdu, create_event_id_from_room_id},
     resolve::resolve_state,
 };
