@@ -69,6 +69,12 @@ pub fn prepare<'k>(
     version: RoomVersion,
     keys: &'k VerifyKeys,
 ) -> Result<PreparedCheck<'k>, ProtocolError> {
+    // The size limit first, before any other work on the event. Its redacted form only lacks
+    // fields, so it is never larger and needs no check of its own.
+    let WholeAndHashed { whole, hashed } = encode_whole_and_hashed(object);
+    if whole.len() > MAX_CANONICAL_PDU_BYTES {
+        return Err(too_large(whole.len()));
+    }
     let redacted = redact(object.clone(), version, None)?;
     let claimed_hash = match object.get("hashes") {
         Some(CanonicalJsonValue::Object(hashes)) => match hashes.get("sha256") {
@@ -85,9 +91,6 @@ pub fn prepare<'k>(
     // (without `signatures` and `unsigned`) are exactly the reference-hash input.
     debug_assert!(!redacted.contains_key("age_ts"));
     let signed_bytes = encode_without(&redacted, &["signatures", "unsigned"]);
-    if signed_bytes.len() > MAX_CANONICAL_PDU_BYTES {
-        return Err(too_large(signed_bytes.len()));
-    }
     let mut pending = Vec::with_capacity(1);
     for server in required_signers(object, version)? {
         find_server_signatures(server.as_str(), signatures, keys, &mut pending)?;
@@ -99,10 +102,6 @@ pub fn prepare<'k>(
     ))
     .map_err(|err| malformed(&err.to_string()))?;
 
-    let WholeAndHashed { whole, hashed } = encode_whole_and_hashed(object);
-    if whole.len() > MAX_CANONICAL_PDU_BYTES {
-        return Err(too_large(whole.len()));
-    }
     let content_hash_matches = decode_base64(claimed_hash)
         .is_ok_and(|claimed| claimed == Sha256::digest(&hashed).as_slice());
 

@@ -123,12 +123,7 @@ fn finish(
 
 /// The format rules of the room version (field types, sizes of IDs); the event's own size is
 /// checked with its signatures and hashes, on the encoding made there.
-pub fn check_format(
-    object: &CanonicalJsonObject,
-    version: RoomVersion,
-) -> Result<(), ProtocolError> {
-    crate::event_format::check_fields(object, version)
-}
+pub use crate::event_format::check_fields as check_format;
 
 /// The servers whose signatures the event must carry; their keys must be in the
 /// [`VerifyKeys`] given to [`check_incoming_object`].

@@ -110,7 +110,6 @@ proptest! {
     }
 }
 
-/// A room with a common history and three forks that each change state on their own.
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -179,6 +178,7 @@ proptest! {
     }
 }
 
+/// A room with a common history and three forks that each change state on their own.
 fn forked_room(
     version: RoomVersion,
     choices: &[u8],
