@@ -480,3 +480,131 @@ async fn every_acknowledged_event_survives_kill_9_exactly_once() {
         assert_eq!((status, body["event_id"].as_str()), (200, Some(event_id.as_str())), "{body}");
     }
 }
+
+/// `#name:localhost` in a request path (`#` is the fragment marker, so it is escaped).
+fn alias_path(name: &str) -> String {
+    format!("/_matrix/client/v3/directory/room/%23{name}:localhost")
+}
+
+#[tokio::test]
+async fn room_aliases_name_rooms_for_their_members_and_survive_a_crash() {
+    let mut server = support::start().await;
+    let patient = server.register("patient", "pw-patient").await;
+    let doctor = server.register("doctor", "pw-doctor").await;
+    let outsider = server.register("outsider", "pw-outsider").await;
+
+    // An alias given at creation names the room and is advertised in its state.
+    let create = json!({"preset": "private_chat", "room_alias_name": "labs"});
+    let (status, body) = server
+        .call("POST", "/_matrix/client/v3/createRoom", Some(&patient), Some(create.clone()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let room = body["room_id"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.canonical_alias/"),
+            Some(&patient),
+            None,
+        )
+        .await;
+    assert_eq!((status, body["alias"].as_str()), (200, Some("#labs:localhost")), "{body}");
+    // Resolving needs no account.
+    let (status, body) = server.call("GET", &alias_path("labs"), None, None).await;
+    assert_eq!((status, body["room_id"].as_str()), (200, Some(room.as_str())), "{body}");
+    assert_eq!(body["servers"], json!(["localhost"]));
+
+    // A second room cannot take the name; no room is made.
+    let (status, body) =
+        server.call("POST", "/_matrix/client/v3/createRoom", Some(&outsider), Some(create)).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_ROOM_IN_USE")), "{body}");
+    assert!(server.call("GET", "/_matrix/client/v3/joined_rooms", Some(&outsider), None).await.1
+        ["joined_rooms"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // Naming a room takes being joined to it; an invited doctor joins by the alias.
+    let name_cardio = json!({"room_id": room});
+    let (status, body) =
+        server.call("PUT", &alias_path("cardio"), Some(&doctor), Some(name_cardio.clone())).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+    let (status, body) = server
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&patient),
+            Some(json!({"user_id": "@doctor:localhost"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .call("POST", "/_matrix/client/v3/join/%23labs:localhost", Some(&doctor), Some(json!({})))
+        .await;
+    assert_eq!((status, body["room_id"].as_str()), (200, Some(room.as_str())), "{body}");
+    let (status, body) =
+        server.call("PUT", &alias_path("cardio"), Some(&doctor), Some(name_cardio.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        server.call("PUT", &alias_path("cardio"), Some(&patient), Some(name_cardio.clone())).await;
+    assert_eq!((status, body["errcode"].as_str()), (409, Some("M_UNKNOWN")), "{body}");
+    let (status, body) = server
+        .call(
+            "PUT",
+            "/_matrix/client/v3/directory/room/%23cardio:elsewhere.example",
+            Some(&patient),
+            Some(name_cardio),
+        )
+        .await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{body}");
+
+    let aliases_path = format!("/_matrix/client/v3/rooms/{room}/aliases");
+    let (status, body) = server.call("GET", &aliases_path, Some(&patient), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["aliases"], json!(["#cardio:localhost", "#labs:localhost"]));
+    let (status, _) = server.call("GET", &aliases_path, Some(&outsider), None).await;
+    assert_eq!(status, 403);
+
+    // The room may only advertise aliases that name it.
+    let canonical = format!("/_matrix/client/v3/rooms/{room}/state/m.room.canonical_alias/");
+    for (content, expected) in [
+        (json!({"alias": "#cardio:localhost", "alt_aliases": ["#nope:localhost"]}), "M_BAD_ALIAS"),
+        (json!({"alias": "not an alias"}), "M_INVALID_PARAM"),
+    ] {
+        let (status, body) = server.call("PUT", &canonical, Some(&patient), Some(content)).await;
+        assert_eq!((status, body["errcode"].as_str()), (400, Some(expected)), "{body}");
+    }
+    let (status, body) = server
+        .call(
+            "PUT",
+            &canonical,
+            Some(&patient),
+            Some(json!({"alias": "#cardio:localhost", "alt_aliases": ["#labs:localhost"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Deleting: not by a stranger, nor by a member without the power to change the room's
+    // aliases; by the room's creator, whoever made the alias.
+    let (status, _) = server.call("DELETE", &alias_path("cardio"), Some(&outsider), None).await;
+    assert_eq!(status, 403);
+    let (status, _) = server.call("DELETE", &alias_path("labs"), Some(&doctor), None).await;
+    assert_eq!(status, 403);
+    let (status, body) = server.call("DELETE", &alias_path("cardio"), Some(&patient), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.call("GET", &alias_path("cardio"), None, None).await;
+    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{body}");
+    let (status, body) = server.call("DELETE", &alias_path("cardio"), Some(&patient), None).await;
+    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{body}");
+
+    // Acknowledged alias writes are durable.
+    server.crash_and_restart().await;
+    let (status, body) = server.call("GET", &alias_path("labs"), None, None).await;
+    assert_eq!((status, body["room_id"].as_str()), (200, Some(room.as_str())), "{body}");
+    let (status, _) = server.call("GET", &alias_path("cardio"), None, None).await;
+    assert_eq!(status, 404);
+    let (status, body) =
+        server.call("GET", "/_matrix/client/v3/directory/room/no-hash-sign", None, None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["errcode"].is_string(), "{body}");
+}

@@ -27,6 +27,8 @@ pub enum ErrorCode {
     IncompatibleRoomVersion,
     WrongRoomKeysVersion,
     Unauthorized,
+    RoomInUse,
+    BadAlias,
     Unknown,
 }
 
@@ -50,6 +52,8 @@ impl ErrorCode {
             ErrorCode::IncompatibleRoomVersion => "M_INCOMPATIBLE_ROOM_VERSION",
             ErrorCode::WrongRoomKeysVersion => "M_WRONG_ROOM_KEYS_VERSION",
             ErrorCode::Unauthorized => "M_UNAUTHORIZED",
+            ErrorCode::RoomInUse => "M_ROOM_IN_USE",
+            ErrorCode::BadAlias => "M_BAD_ALIAS",
             ErrorCode::Unknown => "M_UNKNOWN",
         }
     }

@@ -19,8 +19,8 @@ use axum::{
 };
 use http::StatusCode;
 use ruma::api::client::{
-    account, authenticated_media, backup, config, context, device, discovery, filter, keys, media,
-    membership, message, profile, push, read_marker, receipt, redact, room, session, state,
+    account, alias, authenticated_media, backup, config, context, device, discovery, filter, keys,
+    media, membership, message, profile, push, read_marker, receipt, redact, room, session, state,
     sync::sync_events, tag, to_device, typing,
 };
 use ruma::api::{Metadata, path_builder::PathBuilder};
@@ -112,6 +112,10 @@ pub fn router(services: Services) -> Router {
         router,
         handlers::rooms::join_by_id_or_alias,
     );
+    router = endpoint::<alias::create_alias::v3::Request, _, _>(router, handlers::aliases::create);
+    router = endpoint::<alias::get_alias::v3::Request, _, _>(router, handlers::aliases::get);
+    router = endpoint::<alias::delete_alias::v3::Request, _, _>(router, handlers::aliases::delete);
+    router = endpoint::<room::aliases::v3::Request, _, _>(router, handlers::aliases::of_room);
     router = endpoint::<membership::leave_room::v3::Request, _, _>(router, handlers::rooms::leave);
     router = endpoint::<membership::kick_user::v3::Request, _, _>(router, handlers::rooms::kick);
     router = endpoint::<membership::ban_user::v3::Request, _, _>(router, handlers::rooms::ban);

@@ -2,6 +2,7 @@
 //! depend on storage and on the protocol crate, never on each other in a cycle.
 
 pub mod accounts;
+pub mod aliases;
 pub mod e2ee;
 pub mod federation;
 pub mod key_backup;
@@ -28,6 +29,7 @@ pub struct Services {
     pub rate_limits: Arc<rate_limit::RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub rooms: rooms::Rooms,
+    pub aliases: aliases::Aliases,
     pub user_data: user_data::UserData,
     pub e2ee: e2ee::E2ee,
     pub server_keys: server_keys::ServerKeys,
@@ -136,6 +138,7 @@ impl Services {
             typing,
             server_keys: server_keys::ServerKeys::new(key, old_keys),
             federation,
+            aliases: aliases::Aliases::new(storage.clone(), rooms.clone()),
             rooms,
             accounts: accounts::Accounts::new(storage.clone(), server_name),
             uia: Arc::new(uia::UiaSessions::default()),

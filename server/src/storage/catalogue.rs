@@ -47,6 +47,8 @@ pub const DESTINATIONPOSITION_PDU: &str = "destinationposition_pdu";
 pub const DESTINATIONSEQ_EDU: &str = "destinationseq_edu";
 pub const USERID_DEVICELISTSTREAMID: &str = "userid_deviceliststreamid";
 pub const USERDEVICE_UNANNOUNCEDKEYS: &str = "userdevice_unannouncedkeys";
+pub const ALIAS_ROOMID: &str = "alias_roomid";
+pub const ROOMALIAS_CREATOR: &str = "roomalias_creator";
 
 /// The catalogue, in creation order.
 pub const ALL: &[ColumnFamily] = &[
@@ -194,6 +196,14 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: USERDEVICE_UNANNOUNCEDKEYS,
         holds: "local user ID 0xFF device ID (empty for cross-signing keys) → nothing: a key change committed but not yet queued for other servers",
+    },
+    ColumnFamily {
+        name: ALIAS_ROOMID,
+        holds: "room alias on this server (#name:server) → the room ID it names",
+    },
+    ColumnFamily {
+        name: ROOMALIAS_CREATOR,
+        holds: "room ID 0xFF room alias → user ID who created the alias (a room's local aliases, and who may delete each)",
     },
 ];
 

@@ -28,12 +28,18 @@ pub async fn profile(
     Ok(RumaResponse(profile.into_iter().collect()))
 }
 
-/// `GET /query/directory?room_alias=`: which room an alias names. Medrix has no room aliases
-/// yet (records rooms are reached by invite), so every alias is unknown here.
+/// `GET /query/directory?room_alias=`: which room one of this server's aliases names, and
+/// the servers to join it through.
 pub async fn directory(
-    State(_services): State<Services>,
+    State(services): State<Services>,
     request: Federated<get_room_information::v1::Request>,
 ) -> Result<RumaResponse<get_room_information::v1::Response>, ApiError> {
     tracing::debug!(origin = %request.origin, "directory query");
-    Err(ApiError::not_found(format!("no room alias {} here", request.body.room_alias)))
+    let alias = &request.body.room_alias;
+    let room = services
+        .aliases
+        .room_of(alias)?
+        .ok_or_else(|| ApiError::not_found(format!("no room alias {alias} here")))?;
+    let servers = services.aliases.servers_for(&room)?;
+    Ok(RumaResponse(get_room_information::v1::Response::new(room, servers)))
 }

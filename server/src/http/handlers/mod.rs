@@ -2,6 +2,7 @@
 //! in the services.
 
 pub mod account;
+pub mod aliases;
 pub mod devices;
 pub mod discovery;
 pub mod key_backup;

@@ -4,7 +4,7 @@ use axum::{Json, extract::State};
 use http::StatusCode;
 use medrix_protocol::RoomVersion;
 use ruma::{
-    OwnedEventId, RoomId, UserId,
+    OwnedEventId, RoomAliasId, RoomId, UserId,
     api::client::{
         membership::{
             ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias,
@@ -27,6 +27,7 @@ use crate::{
     },
     service::{
         Services,
+        aliases::AliasError,
         rooms::{RoomError, TxnKey},
     },
 };
@@ -99,6 +100,27 @@ pub async fn create_room(
         }
     }
 
+    // The alias is claimed before the room exists, and held until the room is made, so a
+    // name in use refuses the creation instead of leaving a room without it.
+    let alias = match &request.room_alias_name {
+        Some(name) => {
+            let alias = format!("#{name}:{}", services.rooms.server_name());
+            let alias = RoomAliasId::parse(&alias)
+                .map_err(|err| ApiError::invalid_param(format!("room_alias_name: {err}")))?;
+            Some(alias)
+        }
+        None => None,
+    };
+    let alias_claim = match &alias {
+        Some(alias) => Some(services.aliases.claim(alias).await.map_err(|err| match err {
+            AliasError::Taken(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::RoomInUse, err.to_string())
+            }
+            err => err.into(),
+        })?),
+        None => None,
+    };
+
     let mut setup: Vec<(String, Option<String>, Value)> = vec![
         ("m.room.member".into(), Some(creator.to_string()), json!({"membership": "join"})),
         ("m.room.power_levels".into(), Some(String::new()), power_levels),
@@ -109,6 +131,9 @@ pub async fn create_room(
             json!({"history_visibility": "shared"}),
         ),
     ];
+    if let Some(alias) = &alias {
+        setup.push(("m.room.canonical_alias".into(), Some(String::new()), json!({"alias": alias})));
+    }
     for event in &request.initial_state {
         let event: Value = serde_json::from_str(event.json().get())
             .map_err(|err| ApiError::bad_json(format!("initial_state: {err}")))?;
@@ -139,6 +164,9 @@ pub async fn create_room(
     }
     let room_id = services.rooms.create(&creator, version, setup).await?;
     tracing::info!(room = %room_id, version = %version, "room created");
+    if let Some(claim) = alias_claim {
+        claim.bind(&room_id, &creator).await?;
+    }
     // Users of other servers are invited once the room exists, through their servers. The
     // room stands either way; an invite their server refuses is logged, like Synapse does.
     for invitee in remote_invitees {
@@ -177,6 +205,9 @@ pub async fn send_state(
     let content: Value = serde_json::from_str(request.body.json().get())
         .map_err(|err| ApiError::bad_json(format!("content: {err}")))?;
     let kind = request.event_type.to_string();
+    if kind == "m.room.canonical_alias" {
+        super::aliases::check_canonical_alias(&services, &request.room_id, &content).await?;
+    }
     let event_id = services
         .rooms
         .append(&request.room_id, &sender, &kind, Some(&request.state_key), content, None)
@@ -303,15 +334,29 @@ pub async fn join_by_id(
     Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id)))
 }
 
-/// `/join/{roomIdOrAlias}`, what matrix-js-sdk and Element call. Aliases are not offered yet.
+/// `/join/{roomIdOrAlias}`, what matrix-js-sdk and Element call. An alias is resolved first
+/// (over federation for another server's), and the servers its answer names are tried after
+/// those the client gave.
 pub async fn join_by_id_or_alias(
     State(services): State<Services>,
     request: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>, ApiError> {
     let user = request.session().user_id.clone();
-    let room_id = RoomId::parse(request.body.room_id_or_alias.as_str())
-        .map_err(|_| ApiError::not_found("room aliases are not offered yet"))?;
-    join(&services, &room_id, &user, request.body.reason.clone(), &request.body.via).await?;
+    let request = request.body;
+    let (room_id, via) = match <&RoomId>::try_from(&*request.room_id_or_alias) {
+        Ok(room_id) => (room_id.to_owned(), request.via),
+        Err(alias) => {
+            let (room_id, servers) = super::aliases::resolve(&services, alias).await?;
+            let mut via = request.via;
+            for server in servers {
+                if !via.contains(&server) {
+                    via.push(server);
+                }
+            }
+            (room_id, via)
+        }
+    };
+    join(&services, &room_id, &user, request.reason, &via).await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(room_id)))
 }
 
