@@ -18,9 +18,11 @@ use common::{
 use matrix_sdk::{
     Client, RoomState,
     ruma::{
-        EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomOrAliasId, RoomVersionId, UserId,
+        EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomAliasId, RoomOrAliasId,
+        RoomVersionId, UserId,
         api::client::{
-            receipt::create_receipt, room::create_room::v3::Request as CreateRoomRequest,
+            receipt::create_receipt,
+            room::create_room::v3::{Request as CreateRoomRequest, RoomPreset},
         },
         events::{
             InitialStateEvent,
@@ -554,4 +556,61 @@ async fn rooms_of_versions_10_and_11_work_between_medrix_and_synapse() {
         )
         .await;
     }
+}
+
+/// A public encrypted room named by the alias `#<name>:<client's server>`.
+async fn create_public_room_with_alias(client: &Client, name: &str) -> OwnedRoomId {
+    let mut create = CreateRoomRequest::new();
+    create.room_alias_name = Some(name.to_owned());
+    create.preset = Some(RoomPreset::PublicChat);
+    create.initial_state = vec![
+        InitialStateEvent::with_empty_state_key(
+            RoomEncryptionEventContent::with_recommended_defaults(),
+        )
+        .to_raw_any(),
+    ];
+    client.create_room(create).await.expect("create the room").room_id().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_aliases_resolve_and_join_across_medrix_and_synapse() {
+    let net = TestNet::new();
+    let medrix = net.start_ip("medrix", &[]).await;
+    let synapse = SynapseServer::start(&net).await;
+
+    let alice = registered_client(&medrix.server, "alice").await;
+    let bob = synapse_client(&synapse, "bob").await;
+    let (alice_saw, bob_saw) = (collect_bodies(&alice), collect_bodies(&bob));
+    sync_once(&alice).await;
+    sync_once(&bob).await;
+    let clinic_room = create_public_room_with_alias(&alice, "clinic").await;
+    let ward_room = create_public_room_with_alias(&bob, "ward").await;
+
+    // Synapse asks Medrix's directory (`/query/directory`) and joins through what it names.
+    let clinic = RoomAliasId::parse(format!("#clinic:{}", medrix.server_name)).unwrap();
+    let answer = bob.resolve_room_alias(&clinic).await.expect("Synapse resolves a Medrix alias");
+    assert_eq!(answer.room_id, clinic_room);
+    assert_eq!(answer.servers, [OwnedServerName::try_from(medrix.server_name.as_str()).unwrap()]);
+    let joined = bob.join_room_by_id_or_alias((&*clinic).into(), &[]).await.expect("join");
+    assert_eq!(joined.room_id(), clinic_room);
+
+    // Medrix asks Synapse's, and joins the same way.
+    let ward = RoomAliasId::parse(format!("#ward:{}", synapse.server_name)).unwrap();
+    let answer = alice.resolve_room_alias(&ward).await.expect("Medrix resolves a Synapse alias");
+    assert_eq!(answer.room_id, ward_room);
+    assert!(answer.servers.iter().any(|server| server.as_str() == synapse.server_name));
+    let joined = alice.join_room_by_id_or_alias((&*ward).into(), &[]).await.expect("join");
+    assert_eq!(joined.room_id(), ward_room);
+
+    wait_joined(&[&alice, &bob], &clinic_room, 2).await;
+    wait_joined(&[&alice, &bob], &ward_room, 2).await;
+    send(&bob, &clinic_room, "In the clinic room, from Synapse").await;
+    sync_until_seen(&[&alice, &bob], &alice_saw, "In the clinic room, from Synapse").await;
+    send(&alice, &ward_room, "In the ward room, from Medrix").await;
+    sync_until_seen(&[&alice, &bob], &bob_saw, "In the ward room, from Medrix").await;
+
+    // An alias its server does not have is unknown, asked across too.
+    let nothing = RoomAliasId::parse(format!("#nothing:{}", synapse.server_name)).unwrap();
+    let err = alice.resolve_room_alias(&nothing).await.expect_err("no such alias");
+    assert_eq!(err.as_client_api_error().map(|e| e.status_code.as_u16()), Some(404), "{err}");
 }
