@@ -96,6 +96,24 @@ impl Mesh {
         self.each_link_of(name, Link::heal);
     }
 
+    /// Cuts the links between `a` and `b` alone, both ways: each still reaches the others.
+    pub fn cut_between(&self, a: &str, b: &str) {
+        self.each_link_between(a, b, Link::cut);
+    }
+
+    /// Restores the links between `a` and `b`.
+    pub fn heal_between(&self, a: &str, b: &str) {
+        self.each_link_between(a, b, Link::heal);
+    }
+
+    fn each_link_between(&self, a: &str, b: &str, act: impl Fn(&Link)) {
+        for ((from, to), link) in &self.links {
+            if (from == a && to == b) || (from == b && to == a) {
+                act(link);
+            }
+        }
+    }
+
     fn each_link_of(&self, name: &str, act: impl Fn(&Link)) {
         for ((from, to), link) in &self.links {
             if from != to && (from == name || to == name) {

@@ -73,6 +73,15 @@ impl SynapseServer {
     /// Starts Synapse with `extra_yaml` appended to its configuration (top-level keys the
     /// harness does not set itself).
     pub async fn start_with(net: &TestNet, extra_yaml: &str) -> Self {
+        Self::start_configured(net, extra_yaml, "").await
+    }
+
+    /// Starts Synapse with `settings` (YAML lines) added to its `federation:` section.
+    pub async fn start_with_federation_settings(net: &TestNet, settings: &str) -> Self {
+        Self::start_configured(net, "", settings).await
+    }
+
+    async fn start_configured(net: &TestNet, extra_yaml: &str, federation_settings: &str) -> Self {
         let (federation_port, client_port) = (free_port(), free_port());
         let server_name = format!("127.0.0.1:{federation_port}");
         let dir = medrix_tests::unique_temp_dir("medrix-synapse");
@@ -88,6 +97,7 @@ impl SynapseServer {
             key: &key,
             ca: &net.ca_path(),
             registration_secret: &registration_secret,
+            federation_settings,
         });
         std::fs::write(dir.join("homeserver.yaml"), format!("{config}{extra_yaml}\n")).unwrap();
         std::fs::write(dir.join("log.yaml"), LOG_YAML).unwrap();
@@ -239,6 +249,8 @@ struct Config<'a> {
     key: &'a Path,
     ca: &'a Path,
     registration_secret: &'a str,
+    /// More lines for the `federation:` section.
+    federation_settings: &'a str,
 }
 
 /// Synapse's configuration for the net. Option names are checked against 1.163's
@@ -253,7 +265,10 @@ fn homeserver_yaml(config: &Config) -> String {
         key,
         ca,
         registration_secret,
+        federation_settings,
     } = config;
+    let federation_settings: String =
+        federation_settings.lines().map(|line| format!("  {}\n", line.trim())).collect();
     let dir = dir.display();
     // Synapse has no switch for "no rate limits": every limit far above any test.
     let unlimited = "{per_second: 1000000, burst_count: 1000000}";
@@ -293,7 +308,7 @@ federation:
   destination_min_retry_interval: 1s
   destination_retry_multiplier: 1
   destination_max_retry_interval: 2s
-trusted_key_servers: []
+{federation_settings}trusted_key_servers: []
 suppress_key_server_warning: true
 database:
   name: sqlite3

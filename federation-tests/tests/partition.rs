@@ -170,3 +170,63 @@ async fn a_partitioned_room_forks_and_every_server_converges_after_the_heal() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_fills_a_long_gap_from_the_server_that_sent_what_follows_it() {
+    let net = TestNet::new();
+    let (servers, mesh) = net.start_mesh(&["clinic", "hospital", "lab"]).await;
+    let [clinic, hospital, lab] = &servers[..] else { unreachable!() };
+    let patient = Member { server: clinic, token: clinic.server.register("patient", "pw").await };
+    let doctor = Member { server: hospital, token: hospital.server.register("doctor", "pw").await };
+    let tech = Member { server: lab, token: lab.server.register("tech", "pw").await };
+    let created = patient
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(json!({
+                "preset": "private_chat",
+                "invite": [hospital.user_id("doctor"), lab.user_id("tech")],
+            })),
+        )
+        .await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let join = format!("/_matrix/client/v3/join/{room}");
+    doctor.call("POST", &join, Some(json!({}))).await;
+    tech.call("POST", &join, Some(json!({}))).await;
+    patient.say(&room, "Before the cut").await;
+    for member in [&doctor, &tech] {
+        eventually("the first message everywhere", || async {
+            let bodies = member.bodies(&room).await;
+            bodies.contains(&"Before the cut".to_owned()).then_some(()).ok_or(format!("{bodies:?}"))
+        })
+        .await;
+    }
+
+    // Only the clinic and the lab lose each other. The clinic says more than two
+    // `get_missing_events` answers' worth (20 events each); the hospital hears it all.
+    mesh.cut_between("clinic", "lab");
+    let said: Vec<String> =
+        (1..=45).map(|n| format!("Clinic, cut off from the lab ({n})")).collect();
+    for body in &said {
+        patient.say(&room, body).await;
+    }
+    eventually("the hospital hearing the clinic", || async {
+        let bodies = doctor.bodies(&room).await;
+        bodies.ends_with(&said).then_some(()).ok_or(format!("{bodies:?}"))
+    })
+    .await;
+
+    // The hospital's reply builds on the clinic's last message: the lab asks the hospital
+    // for everything between, in rounds, and has the whole conversation before the link
+    // to the clinic is back.
+    doctor.say(&room, "Hospital, replying").await;
+    let mut expected = vec!["Before the cut".to_owned()];
+    expected.extend(said.iter().cloned());
+    expected.push("Hospital, replying".to_owned());
+    eventually("the lab holding the whole conversation", || async {
+        let bodies = tech.bodies(&room).await;
+        (bodies == expected).then_some(()).ok_or(format!("{bodies:?}"))
+    })
+    .await;
+    mesh.heal_between("clinic", "lab");
+}

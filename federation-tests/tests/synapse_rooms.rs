@@ -489,8 +489,7 @@ async fn medrix_gets_what_a_synapse_room_said_while_it_was_down() {
     sync_until_seen(&[&alice, &bob], &alice_saw, "Before the crash").await;
 
     // Medrix is killed while Bob talks on; Synapse retries its transaction until Medrix is
-    // back (a longer outage would put Synapse in "catch-up", sending only the newest event
-    // and leaving Medrix to fetch the rest with `get_missing_events`: not covered here).
+    // back (when Synapse gives transactions up instead: the next test).
     medrix.server.kill();
     for body in
         ["While Medrix was down (1)", "While Medrix was down (2)", "While Medrix was down (3)"]
@@ -613,4 +612,70 @@ async fn room_aliases_resolve_and_join_across_medrix_and_synapse() {
     let nothing = RoomAliasId::parse(format!("#nothing:{}", synapse.server_name)).unwrap();
     let err = alice.resolve_room_alias(&nothing).await.expect_err("no such alias");
     assert_eq!(err.as_client_api_error().map(|e| e.status_code.as_u16()), Some(404), "{err}");
+}
+
+/// The bodies of the room's latest messages (up to 100) as `client` decrypts them from
+/// `/messages`, oldest first: what its server stored, not only what `/sync` showed.
+async fn decrypted_history(client: &Client, room_id: &OwnedRoomId) -> Vec<String> {
+    let room = joined_room(client, room_id).await;
+    let mut options = matrix_sdk::room::MessagesOptions::backward();
+    options.limit = 100u32.into();
+    let page = room.messages(options).await.expect("/messages");
+    let mut bodies: Vec<String> = page
+        .chunk
+        .iter()
+        .filter_map(|event| {
+            let event: serde_json::Value = serde_json::from_str(event.raw().json().get()).ok()?;
+            event["content"]["body"].as_str().map(ToOwned::to_owned)
+        })
+        .collect();
+    bodies.reverse();
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn medrix_gets_everything_after_synapse_gave_up_its_transactions() {
+    let net = TestNet::new();
+    let mut medrix = net.start_ip("medrix", &[]).await;
+    // Synapse gives a transaction up at its first failure and marks Medrix as down ("catch-up"
+    // mode): it sends nothing more until its backoff is over and, here, until Medrix calls in.
+    let synapse = SynapseServer::start_with_federation_settings(&net, "max_long_retries: 0").await;
+
+    let alice = registered_client(&medrix.server, "alice").await;
+    let bob = synapse_client(&synapse, "bob").await;
+    let (alice_saw, bob_saw) = (collect_bodies(&alice), collect_bodies(&bob));
+    sync_once(&alice).await;
+    sync_once(&bob).await;
+    let room =
+        create_encrypted_room(&bob, "Records at Synapse", alice.user_id().unwrap().as_str()).await;
+    let room_id = room.room_id().to_owned();
+    let via = [OwnedServerName::try_from(synapse.server_name.as_str()).unwrap()];
+    accept_invite(&alice, &room_id, &via).await;
+    wait_joined(&[&bob, &alice], &room_id, 2).await;
+    send(&bob, &room_id, "Before the crash").await;
+    sync_until_seen(&[&alice, &bob], &alice_saw, "Before the crash").await;
+
+    // More than two `get_missing_events` answers' worth (20 events each) while Medrix is
+    // down. Synapse 1.163 then sends them all in one catch-up transaction; had it sent only
+    // the newest, Medrix would walk the gap back in rounds (`partition.rs` covers that).
+    medrix.server.kill();
+    let said_meanwhile: Vec<String> =
+        (1..=45).map(|n| format!("While Medrix was down ({n})")).collect();
+    for body in &said_meanwhile {
+        send(&bob, &room_id, body).await;
+    }
+    medrix.server.start_again().await;
+    // Alice speaks first: Medrix's request tells Synapse it is back (that resets Synapse's
+    // backoff), and Synapse catches up with the room's newest event.
+    send(&alice, &room_id, "Medrix is back").await;
+    sync_until_seen(&[&alice, &bob], &bob_saw, "Medrix is back").await;
+    send(&bob, &room_id, "After Medrix came back").await;
+    sync_until_seen(&[&alice, &bob], &alice_saw, "After Medrix came back").await;
+
+    let mut expected = vec!["Before the crash".to_owned()];
+    expected.extend(said_meanwhile);
+    expected.push("After Medrix came back".to_owned());
+    let mut history = decrypted_history(&alice, &room_id).await;
+    history.retain(|body| body != "Medrix is back");
+    assert_eq!(history, expected, "Alice's server holds every message of Bob's, in order");
 }

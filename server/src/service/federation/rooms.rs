@@ -54,6 +54,8 @@ use crate::service::rooms::{
 const MAX_EVENTS_FETCHED: usize = 500;
 /// How many missing predecessors are asked for at a time.
 const MISSING_EVENTS_LIMIT: u32 = 20;
+/// The most events one gap in a room's DAG is filled with (see `fill_gap`).
+const MAX_GAP_EVENTS: usize = 500;
 
 /// What a membership event made from another server's template says of whom.
 #[derive(Clone, Copy)]
@@ -205,7 +207,12 @@ impl FederatedRooms {
     }
 
     /// Asks `origin` for the events between this room's forward extremities and `latest`,
-    /// and takes them in oldest first. Failures are left to the caller's fallback.
+    /// and takes them in oldest first. One answer holds at most `MISSING_EVENTS_LIMIT`
+    /// events (Synapse sends no more either), the newest first, so a longer gap (a long
+    /// outage, after which Synapse sends only each room's newest event) is walked back in
+    /// rounds: each asks for what precedes the oldest events received so far, until they
+    /// reach the DAG, an answer brings nothing new, or `MAX_GAP_EVENTS` are held. What is
+    /// still missing then is left to the caller's fallback (the state at the event).
     async fn fill_gap(
         &self,
         origin: &ServerName,
@@ -215,34 +222,67 @@ impl FederatedRooms {
         depth: u64,
     ) {
         let Ok(Some((earliest, _))) = self.rooms.extremities(room_id) else { return };
-        let mut request = get_missing_events::v1::Request::new(
-            room_id.to_owned(),
-            earliest,
-            vec![latest.to_owned()],
-        );
-        request.limit = UInt::from(MISSING_EVENTS_LIMIT);
-        request.min_depth = UInt::try_from(depth.saturating_sub(1000)).unwrap_or_default();
-        let events = match self.client.send(origin, request).await {
-            Ok(response) => response.events,
-            Err(err) => {
-                tracing::info!(%origin, room = %room_id, %err, "get_missing_events failed");
-                return;
+        let min_depth = UInt::try_from(depth.saturating_sub(1000)).unwrap_or_default();
+        let mut received: BTreeMap<OwnedEventId, CheckedPdu> = BTreeMap::new();
+        let mut ask_before = vec![latest.to_owned()];
+        while !ask_before.is_empty() && received.len() < MAX_GAP_EVENTS {
+            let mut request = get_missing_events::v1::Request::new(
+                room_id.to_owned(),
+                earliest.clone(),
+                std::mem::take(&mut ask_before),
+            );
+            request.limit = UInt::from(MISSING_EVENTS_LIMIT);
+            request.min_depth = min_depth;
+            let events = match self.client.send(origin, request).await {
+                Ok(response) => response.events,
+                Err(err) => {
+                    tracing::info!(%origin, room = %room_id, %err, "get_missing_events failed");
+                    break;
+                }
+            };
+            let objects = events
+                .iter()
+                .filter_map(|raw| parse_object(raw.get().as_bytes(), MAX_PDU_BYTES).ok())
+                .filter(|object| room_id_of(object).as_deref() == Some(room_id))
+                .collect();
+            let before = received.len();
+            for checked in self.check_objects(version, objects).await.into_iter().flatten() {
+                received.entry(checked.pdu.event_id().to_owned()).or_insert(checked);
             }
-        };
-        tracing::info!(%origin, room = %room_id, received = events.len(), "filling a gap in the room's DAG");
-        let objects = events
-            .iter()
-            .filter_map(|raw| parse_object(raw.get().as_bytes(), MAX_PDU_BYTES).ok())
-            .filter(|object| room_id_of(object).as_deref() == Some(room_id))
-            .collect();
-        let mut checked: Vec<CheckedPdu> =
-            self.check_objects(version, objects).await.into_iter().filter_map(Result::ok).collect();
-        checked.sort_by_key(|c| c.pdu.depth());
-        for pdu in checked {
+            if received.len() == before {
+                break;
+            }
+            ask_before = self.gap_frontier(&received, latest);
+        }
+        tracing::info!(%origin, room = %room_id, received = received.len(), "filling a gap in the room's DAG");
+        let mut received: Vec<CheckedPdu> = received.into_values().collect();
+        received.sort_by_key(|c| c.pdu.depth());
+        for pdu in received {
             if let Err(err) = self.ingest(origin, room_id, version, pdu, false).await {
                 tracing::info!(%origin, room = %room_id, %err, "a missing event could not be taken in");
             }
         }
+    }
+
+    /// The events received while filling a gap whose predecessors are neither received nor
+    /// in the room's DAG: the next round asks for what precedes them (the spec's
+    /// `latest_events`, events the asking server has). At most `MISSING_EVENTS_LIMIT`.
+    fn gap_frontier(
+        &self,
+        received: &BTreeMap<OwnedEventId, CheckedPdu>,
+        latest: &EventId,
+    ) -> Vec<OwnedEventId> {
+        let missing = |id: &OwnedEventId| {
+            id != latest
+                && !received.contains_key(id)
+                && !self.rooms.has_state_at(id).unwrap_or(false)
+        };
+        received
+            .values()
+            .filter(|checked| checked.pdu.prev_events().iter().any(missing))
+            .map(|checked| checked.pdu.event_id().to_owned())
+            .take(MISSING_EVENTS_LIMIT as usize)
+            .collect()
     }
 
     /// The local user a membership event is about, if any.
