@@ -54,6 +54,12 @@ impl Storage {
         options.set_write_buffer_size(MEMTABLE_BYTES);
         options.set_db_write_buffer_size(4 * MEMTABLE_BYTES);
         options.set_max_open_files(512);
+        // The log is written to its file only when the writer thread syncs it (`flush_wal`),
+        // in one write: an fsync right after one write of a group's bytes costs about 0.5 ms
+        // here, one after the same bytes reached the file in pieces as they were written
+        // (RocksDB's default), about 0.85 ms. Nothing is acknowledged before that sync, so a
+        // crash loses only writes nobody was told were made.
+        options.set_manual_wal_flush(true);
         // One block cache for every family, so its bound is the whole database's (each family
         // would otherwise get its own). Bloom filters in the tables let a lookup of an absent
         // key skip reading a block.
