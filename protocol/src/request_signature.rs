@@ -37,15 +37,66 @@ impl SignedRequest<'_> {
         signature: &[u8],
         keys: &VerifyKeys,
     ) -> Result<(), ProtocolError> {
-        let key = keys.ed25519_keys(self.origin).and_then(|known| known.get(key_id)).ok_or_else(
-            || ProtocolError::BadSignature(format!("no key {key_id} of {}", self.origin)),
-        )?;
-        let signature = Signature::from_slice(signature)
-            .map_err(|_| ProtocolError::BadSignature("a signature is 64 bytes".to_owned()))?;
-        key.verify(&self.canonical_bytes(), &signature).map_err(|_| {
-            ProtocolError::BadSignature("the request signature does not verify".to_owned())
-        })
+        verify_bytes(&self.canonical_bytes(), self.origin, key_id, signature, keys)
     }
+}
+
+/// The other fields an X-Matrix signature covers besides the body.
+#[derive(Clone)]
+pub struct RequestLine {
+    pub destination: String,
+    pub method: String,
+    pub origin: String,
+    pub uri: String,
+}
+
+impl RequestLine {
+    /// Checks `signature` over the request with `body` (the bytes as received) standing for
+    /// its `content`, without parsing or re-encoding it. It succeeds only when the sender
+    /// sent its body in canonical form, as Synapse does: the bytes are then the very ones
+    /// it signed, so what they parse to is what it signed. Otherwise the caller parses the
+    /// body and checks [`SignedRequest::verify`]. The body is most of a transaction's bytes,
+    /// and this check needs no parse, so it can run while the body is being parsed.
+    pub fn verify_with_raw_body(
+        &self,
+        body: &[u8],
+        key_id: &str,
+        signature: &[u8],
+        keys: &VerifyKeys,
+    ) -> Result<(), ProtocolError> {
+        let text = |value: &str| serde_json::to_string(value).expect("a string serializes");
+        let mut signed = Vec::with_capacity(body.len() + 256);
+        signed.extend_from_slice(br#"{"content":"#);
+        signed.extend_from_slice(body);
+        for (name, value) in [
+            ("destination", &self.destination),
+            ("method", &self.method),
+            ("origin", &self.origin),
+            ("uri", &self.uri),
+        ] {
+            signed.extend_from_slice(format!(",\"{name}\":{}", text(value)).as_bytes());
+        }
+        signed.push(b'}');
+        verify_bytes(&signed, &self.origin, key_id, signature, keys)
+    }
+}
+
+fn verify_bytes(
+    signed: &[u8],
+    origin: &str,
+    key_id: &str,
+    signature: &[u8],
+    keys: &VerifyKeys,
+) -> Result<(), ProtocolError> {
+    let key = keys
+        .ed25519_keys(origin)
+        .and_then(|known| known.get(key_id))
+        .ok_or_else(|| ProtocolError::BadSignature(format!("no key {key_id} of {origin}")))?;
+    let signature = Signature::from_slice(signature)
+        .map_err(|_| ProtocolError::BadSignature("a signature is 64 bytes".to_owned()))?;
+    key.verify(signed, &signature).map_err(|_| {
+        ProtocolError::BadSignature("the request signature does not verify".to_owned())
+    })
 }
 
 #[cfg(test)]
@@ -102,6 +153,23 @@ mod tests {
         ] {
             assert!(changed.verify(&key_id, &signature, &keys).is_err());
         }
+        // The same signature over the body as sent: accepted when the body is canonical, so
+        // it equals what was signed; refused for any other spelling of the same JSON.
+        let line = |uri: &str| RequestLine {
+            destination: "lab.test".to_owned(),
+            method: "PUT".to_owned(),
+            origin: "clinic.test".to_owned(),
+            uri: uri.to_owned(),
+        };
+        let canonical = serde_json::to_vec(&content).unwrap();
+        line(URI).verify_with_raw_body(&canonical, &key_id, &signature, &keys).unwrap();
+        assert!(line(URI).verify_with_raw_body(body, &key_id, &signature, &keys).is_err());
+        let spaced = String::from_utf8(canonical.clone()).unwrap().replace(':', ": ");
+        assert!(
+            line(URI).verify_with_raw_body(spaced.as_bytes(), &key_id, &signature, &keys).is_err()
+        );
+        let other_uri = line("/_matrix/federation/v1/send/t%202?x=1");
+        assert!(other_uri.verify_with_raw_body(&canonical, &key_id, &signature, &keys).is_err());
         let unknown_key = "ed25519:b2";
         assert!(
             request(Some(&content), URI, "lab.test")
