@@ -70,11 +70,13 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_room_forks_and_every_server_converges_after_the_heal() {
-    let net = TestNet::new();
-    let (servers, mesh) = net.start_mesh(&["clinic", "hospital", "lab"]).await;
-    let [clinic, hospital, lab] = &servers[..] else { unreachable!() };
+/// The patient (clinic), the doctor (hospital) and the tech (lab) joined to a room the
+/// patient made, each server holding the patient's first message, "Before the partition".
+async fn room_of_three<'a>(
+    clinic: &'a FederatingServer,
+    hospital: &'a FederatingServer,
+    lab: &'a FederatingServer,
+) -> ([Member<'a>; 3], String) {
     let patient = Member { server: clinic, token: clinic.server.register("patient", "pw").await };
     let doctor = Member { server: hospital, token: hospital.server.register("doctor", "pw").await };
     let tech = Member { server: lab, token: lab.server.register("tech", "pw").await };
@@ -109,6 +111,15 @@ async fn a_partitioned_room_forks_and_every_server_converges_after_the_heal() {
         })
         .await;
     }
+    ([patient, doctor, tech], room)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_room_forks_and_every_server_converges_after_the_heal() {
+    let net = TestNet::new();
+    let (servers, mesh) = net.start_mesh(&["clinic", "hospital", "lab"]).await;
+    let [clinic, hospital, lab] = &servers[..] else { unreachable!() };
+    let ([patient, doctor, tech], room) = room_of_three(clinic, hospital, lab).await;
 
     // The lab is cut off; both sides write, and both change the topic.
     mesh.isolate("lab");
@@ -176,31 +187,7 @@ async fn a_server_fills_a_long_gap_from_the_server_that_sent_what_follows_it() {
     let net = TestNet::new();
     let (servers, mesh) = net.start_mesh(&["clinic", "hospital", "lab"]).await;
     let [clinic, hospital, lab] = &servers[..] else { unreachable!() };
-    let patient = Member { server: clinic, token: clinic.server.register("patient", "pw").await };
-    let doctor = Member { server: hospital, token: hospital.server.register("doctor", "pw").await };
-    let tech = Member { server: lab, token: lab.server.register("tech", "pw").await };
-    let created = patient
-        .call(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(json!({
-                "preset": "private_chat",
-                "invite": [hospital.user_id("doctor"), lab.user_id("tech")],
-            })),
-        )
-        .await;
-    let room = created["room_id"].as_str().unwrap().to_owned();
-    let join = format!("/_matrix/client/v3/join/{room}");
-    doctor.call("POST", &join, Some(json!({}))).await;
-    tech.call("POST", &join, Some(json!({}))).await;
-    patient.say(&room, "Before the cut").await;
-    for member in [&doctor, &tech] {
-        eventually("the first message everywhere", || async {
-            let bodies = member.bodies(&room).await;
-            bodies.contains(&"Before the cut".to_owned()).then_some(()).ok_or(format!("{bodies:?}"))
-        })
-        .await;
-    }
+    let ([patient, doctor, tech], room) = room_of_three(clinic, hospital, lab).await;
 
     // Only the clinic and the lab lose each other. The clinic says more than two
     // `get_missing_events` answers' worth (20 events each); the hospital hears it all.
@@ -220,7 +207,7 @@ async fn a_server_fills_a_long_gap_from_the_server_that_sent_what_follows_it() {
     // for everything between, in rounds, and has the whole conversation before the link
     // to the clinic is back.
     doctor.say(&room, "Hospital, replying").await;
-    let mut expected = vec!["Before the cut".to_owned()];
+    let mut expected = vec!["Before the partition".to_owned()];
     expected.extend(said.iter().cloned());
     expected.push("Hospital, replying".to_owned());
     eventually("the lab holding the whole conversation", || async {

@@ -468,12 +468,17 @@ async fn a_medrix_user_declines_a_synapse_invite() {
     panic!("Synapse never heard that Alice declined");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn medrix_gets_what_a_synapse_room_said_while_it_was_down() {
-    let net = TestNet::new();
-    let mut medrix = net.start_ip("medrix", &[]).await;
-    let synapse = SynapseServer::start(&net).await;
+/// Bob (on Synapse) and Alice (on Medrix) in an encrypted room of Bob's, with the message
+/// "Before the crash" from Bob decrypted on both sides.
+struct BobsRoom {
+    alice: Client,
+    bob: Client,
+    alice_saw: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    bob_saw: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    room_id: OwnedRoomId,
+}
 
+async fn bobs_room_with_alice(medrix: &FederatingServer, synapse: &SynapseServer) -> BobsRoom {
     let alice = registered_client(&medrix.server, "alice").await;
     let bob = synapse_client(&synapse, "bob").await;
     let (alice_saw, bob_saw) = (collect_bodies(&alice), collect_bodies(&bob));
@@ -487,6 +492,17 @@ async fn medrix_gets_what_a_synapse_room_said_while_it_was_down() {
     wait_joined(&[&bob, &alice], &room_id, 2).await;
     send(&bob, &room_id, "Before the crash").await;
     sync_until_seen(&[&alice, &bob], &alice_saw, "Before the crash").await;
+    BobsRoom { alice, bob, alice_saw, bob_saw, room_id }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn medrix_gets_what_a_synapse_room_said_while_it_was_down() {
+    let net = TestNet::new();
+    let mut medrix = net.start_ip("medrix", &[]).await;
+    let synapse = SynapseServer::start(&net).await;
+
+    let BobsRoom { alice, bob, alice_saw, bob_saw, room_id } =
+        bobs_room_with_alice(&medrix, &synapse).await;
 
     // Medrix is killed while Bob talks on; Synapse retries its transaction until Medrix is
     // back (when Synapse gives transactions up instead: the next test).
@@ -641,19 +657,8 @@ async fn medrix_gets_everything_after_synapse_gave_up_its_transactions() {
     // mode): it sends nothing more until its backoff is over and, here, until Medrix calls in.
     let synapse = SynapseServer::start_with_federation_settings(&net, "max_long_retries: 0").await;
 
-    let alice = registered_client(&medrix.server, "alice").await;
-    let bob = synapse_client(&synapse, "bob").await;
-    let (alice_saw, bob_saw) = (collect_bodies(&alice), collect_bodies(&bob));
-    sync_once(&alice).await;
-    sync_once(&bob).await;
-    let room =
-        create_encrypted_room(&bob, "Records at Synapse", alice.user_id().unwrap().as_str()).await;
-    let room_id = room.room_id().to_owned();
-    let via = [OwnedServerName::try_from(synapse.server_name.as_str()).unwrap()];
-    accept_invite(&alice, &room_id, &via).await;
-    wait_joined(&[&bob, &alice], &room_id, 2).await;
-    send(&bob, &room_id, "Before the crash").await;
-    sync_until_seen(&[&alice, &bob], &alice_saw, "Before the crash").await;
+    let BobsRoom { alice, bob, alice_saw, bob_saw, room_id } =
+        bobs_room_with_alice(&medrix, &synapse).await;
 
     // More than two `get_missing_events` answers' worth (20 events each) while Medrix is
     // down. Synapse 1.163 then sends them all in one catch-up transaction; had it sent only

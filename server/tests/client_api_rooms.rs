@@ -30,6 +30,14 @@ async fn send(server: &TestServer, token: &str, room: &str, txn: &str, body: &st
         .await
 }
 
+/// `inviter` invites `user` to `room`, which must succeed.
+async fn invite(server: &TestServer, inviter: &str, room: &str, user: &str) {
+    let path = format!("/_matrix/client/v3/rooms/{room}/invite");
+    let (status, body) =
+        server.call("POST", &path, Some(inviter), Some(json!({ "user_id": user }))).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 async fn sync(server: &TestServer, token: &str, since: Option<&str>, timeout_ms: u64) -> Value {
     let path = match since {
         Some(since) => format!("/_matrix/client/v3/sync?since={since}&timeout={timeout_ms}"),
@@ -82,15 +90,7 @@ async fn a_grant_is_an_invite_and_a_revocation_is_a_kick() {
     assert_eq!(status, 403);
 
     // Grant: invite, then the doctor joins.
-    let (status, body) = server
-        .call(
-            "POST",
-            &format!("/_matrix/client/v3/rooms/{room}/invite"),
-            Some(&patient),
-            Some(json!({"user_id": "@doctor:localhost"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    invite(&server, &patient, &room, "@doctor:localhost").await;
     let doctor_sync = sync(&server, &doctor, None, 0).await;
     assert!(
         doctor_sync["rooms"]["invite"][&room]["invite_state"]["events"].as_array().unwrap().len()
@@ -529,15 +529,7 @@ async fn room_aliases_name_rooms_for_their_members_and_survive_a_crash() {
     let (status, body) =
         server.call("PUT", &alias_path("cardio"), Some(&doctor), Some(name_cardio.clone())).await;
     assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
-    let (status, body) = server
-        .call(
-            "POST",
-            &format!("/_matrix/client/v3/rooms/{room}/invite"),
-            Some(&patient),
-            Some(json!({"user_id": "@doctor:localhost"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    invite(&server, &patient, &room, "@doctor:localhost").await;
     let (status, body) = server
         .call("POST", "/_matrix/client/v3/join/%23labs:localhost", Some(&doctor), Some(json!({})))
         .await;
