@@ -298,11 +298,7 @@ async fn a_medrix_user_who_left_a_synapse_room_is_invited_back_and_rejoins() {
     let medrix = net.start_ip("medrix", &[]).await;
     let synapse = SynapseServer::start(&net).await;
 
-    let alice = registered_client(&medrix.server, "alice").await;
-    let bob = synapse_client(&synapse, "bob").await;
-    let (alice_saw, bob_saw) = (collect_bodies(&alice), collect_bodies(&bob));
-    sync_once(&alice).await;
-    sync_once(&bob).await;
+    let (alice, bob, alice_saw, bob_saw) = alice_and_bob(&medrix, &synapse).await;
 
     let alice_id = UserId::parse(alice.user_id().unwrap().as_str()).unwrap();
     let room = create_encrypted_room(&bob, "Records at Synapse", alice_id.as_str()).await;
@@ -468,22 +464,33 @@ async fn a_medrix_user_declines_a_synapse_invite() {
     panic!("Synapse never heard that Alice declined");
 }
 
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Alice on Medrix and Bob on Synapse, each with what their client decrypts, synced once.
+async fn alice_and_bob(
+    medrix: &FederatingServer,
+    synapse: &SynapseServer,
+) -> (Client, Client, Seen, Seen) {
+    let alice = registered_client(&medrix.server, "alice").await;
+    let bob = synapse_client(synapse, "bob").await;
+    let (alice_saw, bob_saw) = (collect_bodies(&alice), collect_bodies(&bob));
+    sync_once(&alice).await;
+    sync_once(&bob).await;
+    (alice, bob, alice_saw, bob_saw)
+}
+
 /// Bob (on Synapse) and Alice (on Medrix) in an encrypted room of Bob's, with the message
 /// "Before the crash" from Bob decrypted on both sides.
 struct BobsRoom {
     alice: Client,
     bob: Client,
-    alice_saw: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    bob_saw: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    alice_saw: Seen,
+    bob_saw: Seen,
     room_id: OwnedRoomId,
 }
 
 async fn bobs_room_with_alice(medrix: &FederatingServer, synapse: &SynapseServer) -> BobsRoom {
-    let alice = registered_client(&medrix.server, "alice").await;
-    let bob = synapse_client(&synapse, "bob").await;
-    let (alice_saw, bob_saw) = (collect_bodies(&alice), collect_bodies(&bob));
-    sync_once(&alice).await;
-    sync_once(&bob).await;
+    let (alice, bob, alice_saw, bob_saw) = alice_and_bob(medrix, synapse).await;
     let room =
         create_encrypted_room(&bob, "Records at Synapse", alice.user_id().unwrap().as_str()).await;
     let room_id = room.room_id().to_owned();
@@ -532,11 +539,7 @@ async fn rooms_of_versions_10_and_11_work_between_medrix_and_synapse() {
     let medrix = net.start_ip("medrix", &[]).await;
     let synapse = SynapseServer::start(&net).await;
 
-    let alice = registered_client(&medrix.server, "alice").await;
-    let bob = synapse_client(&synapse, "bob").await;
-    let (alice_saw, bob_saw) = (collect_bodies(&alice), collect_bodies(&bob));
-    sync_once(&alice).await;
-    sync_once(&bob).await;
+    let (alice, bob, alice_saw, bob_saw) = alice_and_bob(&medrix, &synapse).await;
 
     for (creator, joiner, version) in [(&bob, &alice, "10"), (&alice, &bob, "11")] {
         let mut create = CreateRoomRequest::new();
@@ -593,11 +596,7 @@ async fn room_aliases_resolve_and_join_across_medrix_and_synapse() {
     let medrix = net.start_ip("medrix", &[]).await;
     let synapse = SynapseServer::start(&net).await;
 
-    let alice = registered_client(&medrix.server, "alice").await;
-    let bob = synapse_client(&synapse, "bob").await;
-    let (alice_saw, bob_saw) = (collect_bodies(&alice), collect_bodies(&bob));
-    sync_once(&alice).await;
-    sync_once(&bob).await;
+    let (alice, bob, alice_saw, bob_saw) = alice_and_bob(&medrix, &synapse).await;
     let clinic_room = create_public_room_with_alias(&alice, "clinic").await;
     let ward_room = create_public_room_with_alias(&bob, "ward").await;
 
