@@ -78,16 +78,37 @@ impl FederationClient {
         for<'a> T::Authentication: AuthScheme<Input<'a> = ServerSignaturesInput<'a>>,
         for<'a> T::PathBuilder: PathBuilder<Input<'a> = ()>,
     {
+        self.send_with_body(destination, request, None).await
+    }
+
+    /// [`Self::send`], with `body` sent in place of ruma's encoding of the request's body.
+    /// `body` must be the same JSON (the signature covers its canonical form); given in
+    /// canonical form, the destination can check the signature on the bytes as sent,
+    /// without encoding them again.
+    pub async fn send_with_body<T>(
+        &self,
+        destination: &ServerName,
+        request: T,
+        body: Option<Vec<u8>>,
+    ) -> Result<T::IncomingResponse, FederationError>
+    where
+        T: OutgoingRequest + Send,
+        for<'a> T::Authentication: AuthScheme<Input<'a> = ServerSignaturesInput<'a>>,
+        for<'a> T::PathBuilder: PathBuilder<Input<'a> = ()>,
+    {
         self.policy.check(destination)?;
         let base = self.resolver.resolve(destination).await?.base_url();
         let signing =
             ServerSignaturesInput::new(self.origin.clone(), destination.to_owned(), &self.key_pair);
-        let request: http::Request<Vec<u8>> = request
+        let mut request: http::Request<Vec<u8>> = request
             .try_into_http_request(&base, signing, ())
             .map_err(|err| FederationError::BadResponse {
                 server: destination.to_owned(),
                 why: format!("building the request: {err}"),
             })?;
+        if let Some(body) = body {
+            *request.body_mut() = body;
+        }
         let response = self.execute(destination, request).await?;
         T::IncomingResponse::try_from_http_response(response).map_err(|err| {
             FederationError::BadResponse { server: destination.to_owned(), why: err.to_string() }

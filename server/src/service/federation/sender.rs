@@ -341,9 +341,10 @@ impl Sender {
         let txn_id = self.next_transaction_id();
         loop {
             let request = transaction.request(txn_id.clone(), self.client.origin());
+            let body = transaction.canonical_body(&request);
             let result = {
                 let _permit = self.sends.acquire().await.expect("the semaphore is never closed");
-                self.client.send(destination, request).await
+                self.client.send_with_body(destination, request, Some(body)).await
             };
             let outcome = match result {
                 Ok(response) => {
@@ -535,6 +536,46 @@ impl Transaction {
         request.edus = self.edus.clone();
         request
     }
+
+    /// The body of `request` (made by [`Self::request`]) in canonical JSON, put together
+    /// from the PDUs as stored (canonical already) and the EDUs made canonical, with no
+    /// whole-body encoding: the destination can then check the X-Matrix signature on the
+    /// bytes as sent. The fields are ruma's (`edus` left out when there are none), as the
+    /// signature ruma makes covers those. Should a part not be canonical after all, the
+    /// destination checks the signature on its own encoding instead, as for any sender.
+    fn canonical_body(&self, request: &send_transaction::Request) -> Vec<u8> {
+        let text = |value: &str| serde_json::to_string(value).expect("a string serializes");
+        let size: usize = self.pdus.iter().map(|pdu| pdu.get().len() + 1).sum();
+        let mut body = Vec::with_capacity(size + 256);
+        body.push(b'{');
+        if !self.edus.is_empty() {
+            body.extend_from_slice(b"\"edus\":[");
+            for (index, edu) in self.edus.iter().enumerate() {
+                if index > 0 {
+                    body.push(b',');
+                }
+                let json = edu.json().get();
+                match medrix_protocol::canonical::parse_value(json.as_bytes(), json.len()) {
+                    Ok(value) => body.extend(serde_json::to_vec(&value).expect("JSON serializes")),
+                    Err(_) => body.extend_from_slice(json.as_bytes()),
+                }
+            }
+            body.extend_from_slice(b"],");
+        }
+        body.extend_from_slice(b"\"origin\":");
+        body.extend_from_slice(text(request.origin.as_str()).as_bytes());
+        body.extend_from_slice(b",\"origin_server_ts\":");
+        body.extend_from_slice(request.origin_server_ts.get().to_string().as_bytes());
+        body.extend_from_slice(b",\"pdus\":[");
+        for (index, pdu) in self.pdus.iter().enumerate() {
+            if index > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(pdu.get().as_bytes());
+        }
+        body.extend_from_slice(b"]}");
+        body
+    }
 }
 
 /// Retry delays for one destination: [`BACKOFF_START`] doubling per failure up to
@@ -596,6 +637,37 @@ mod tests {
 
     fn server(name: &str) -> OwnedServerName {
         ServerName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn a_transaction_body_is_sent_in_canonical_json() {
+        let raw = |json: &str| RawValue::from_string(json.to_owned()).unwrap();
+        let pdu = r#"{"content":{"body":"é"},"type":"m.room.message"}"#;
+        let mut transaction =
+            Transaction { pdus: vec![raw(pdu), raw(pdu)], ..Transaction::default() };
+        let canonical = |transaction: &Transaction| {
+            let request = transaction.request("t1".into(), &server("origin.test"));
+            let body = transaction.canonical_body(&request);
+            let parsed = medrix_protocol::canonical::parse_value(&body, body.len()).unwrap();
+            assert_eq!(serde_json::to_vec(&parsed).unwrap(), body, "canonical as it stands");
+            (serde_json::to_value(&parsed).unwrap(), request.origin_server_ts.get())
+        };
+        // No EDUs: no `edus` field, as ruma leaves it out (the signature covers ruma's).
+        let (body, ts) = canonical(&transaction);
+        let message = serde_json::json!({"content": {"body": "é"}, "type": "m.room.message"});
+        let mut expected = serde_json::json!({
+            "origin": "origin.test", "origin_server_ts": ts, "pdus": [message, message],
+        });
+        assert_eq!(body, expected);
+        // An EDU made with its keys out of order and an escape canonical JSON spells
+        // otherwise: it comes out canonical.
+        transaction.edus =
+            vec![Raw::from_json(raw(r#"{"edu_type":"m.typing","content":{"z":1,"a":"\u00e9"}}"#))];
+        let (body, ts) = canonical(&transaction);
+        expected["origin_server_ts"] = serde_json::json!(ts);
+        expected["edus"] =
+            serde_json::json!([{"content": {"a": "é", "z": 1}, "edu_type": "m.typing"}]);
+        assert_eq!(body, expected);
     }
 
     #[test]
