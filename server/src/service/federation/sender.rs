@@ -670,6 +670,48 @@ mod tests {
         assert_eq!(body, expected);
     }
 
+    /// The end-to-end property: the body sent verifies, as sent, against the X-Matrix
+    /// signature ruma makes for the request (with EDUs and without).
+    #[test]
+    fn the_canonical_body_verifies_as_sent_against_the_signature_ruma_makes() {
+        use ruma::api::{
+            OutgoingRequest,
+            federation::authentication::{ServerSignaturesInput, XMatrix},
+        };
+        let key =
+            medrix_protocol::keys::ServerSigningKey::from_seed("origin.test", "mdx1", &[7; 32])
+                .unwrap();
+        let key_pair = key.to_ruma_key_pair().unwrap();
+        let raw = |json: &str| RawValue::from_string(json.to_owned()).unwrap();
+        let pdu = raw(r#"{"content":{"body":"é"},"depth":3,"type":"m.room.message"}"#);
+        let typing = Raw::from_json(raw(r#"{"edu_type":"m.typing","content":{"z":1,"a":"b"}}"#));
+        for edus in [vec![], vec![typing]] {
+            let transaction =
+                Transaction { pdus: vec![pdu.clone()], edus, ..Transaction::default() };
+            let request = transaction.request("t1".into(), &server("origin.test"));
+            let body = transaction.canonical_body(&request);
+            let signing =
+                ServerSignaturesInput::new(server("origin.test"), server("peer.test"), &key_pair);
+            let sent: http::Request<Vec<u8>> =
+                request.try_into_http_request("https://peer.test", signing, ()).unwrap();
+            let header = sent.headers().get(http::header::AUTHORIZATION).unwrap();
+            let x_matrix = XMatrix::try_from(header).unwrap();
+            let line = medrix_protocol::request_signature::RequestLine {
+                destination: "peer.test".to_owned(),
+                method: "PUT".to_owned(),
+                origin: "origin.test".to_owned(),
+                uri: sent.uri().path_and_query().unwrap().to_string(),
+            };
+            line.verify_with_raw_body(
+                &body,
+                x_matrix.key.as_str(),
+                x_matrix.sig.as_bytes(),
+                &key.verify_keys(),
+            )
+            .unwrap();
+        }
+    }
+
     #[test]
     fn backoff_doubles_from_one_second_to_a_minute_and_resets() {
         let mut backoff = Backoff::default();
