@@ -584,6 +584,10 @@ async fn room_aliases_name_rooms_for_their_members_and_survive_a_crash() {
     assert_eq!(status, 403);
     let (status, body) = server.call("DELETE", &alias_path("cardio"), Some(&patient), None).await;
     assert_eq!(status, 200, "{body}");
+    // The room stops advertising it; the other alias stays.
+    let (status, body) = server.call("GET", &canonical, Some(&patient), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"alt_aliases": ["#labs:localhost"]}));
     let (status, body) = server.call("GET", &alias_path("cardio"), None, None).await;
     assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{body}");
     let (status, body) = server.call("DELETE", &alias_path("cardio"), Some(&patient), None).await;

@@ -131,8 +131,12 @@ impl Aliases {
     }
 
     /// `DELETE /directory/room/{alias}`: by the alias's creator, or by a member joined to its
-    /// room with the power to change the room's advertised aliases.
-    pub async fn delete(&self, alias: &RoomAliasId, user: &UserId) -> Result<(), AliasError> {
+    /// room with the power to change the room's advertised aliases. Answers the room it named.
+    pub async fn delete(
+        &self,
+        alias: &RoomAliasId,
+        user: &UserId,
+    ) -> Result<OwnedRoomId, AliasError> {
         self.require_local(alias)?;
         let _held = self.writes.lock().await;
         let room = self.room_of(alias)?.ok_or_else(|| AliasError::Unknown(alias.to_owned()))?;
@@ -148,7 +152,7 @@ impl Aliases {
         batch.delete(cf::ALIAS_ROOMID, alias.as_bytes());
         batch.delete(cf::ROOMALIAS_CREATOR, &index_key);
         self.storage.commit(batch).await?;
-        Ok(())
+        Ok(room)
     }
 
     /// Whether `user` is joined to `room` with the power to send `m.room.canonical_alias`.

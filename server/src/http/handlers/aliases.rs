@@ -4,11 +4,12 @@
 use axum::extract::State;
 use http::StatusCode;
 use ruma::{
-    OwnedRoomId, OwnedServerName, RoomAliasId, RoomId,
+    OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, UserId,
     api::client::{
         alias::{create_alias, delete_alias, get_alias},
         room::aliases,
     },
+    events::StateEventType,
 };
 use serde_json::Value;
 
@@ -60,8 +61,38 @@ pub async fn delete(
     request: Ruma<delete_alias::v3::Request>,
 ) -> Result<RumaResponse<delete_alias::v3::Response>, ApiError> {
     let user = request.session().user_id.clone();
-    services.aliases.delete(&request.body.room_alias, &user).await?;
+    let alias = &request.body.room_alias;
+    let room = services.aliases.delete(alias, &user).await?;
+    stop_advertising(&services, &room, &user, alias).await;
     Ok(RumaResponse(delete_alias::v3::Response::new()))
+}
+
+/// Takes a deleted alias out of the room's `m.room.canonical_alias`, as the user who deleted
+/// it, so clients are not pointed at a name that no longer resolves. A user without the
+/// power to change that event (an alias's creator may lack it) leaves it as it is.
+async fn stop_advertising(services: &Services, room: &RoomId, user: &UserId, alias: &RoomAliasId) {
+    let kind = StateEventType::RoomCanonicalAlias;
+    let Ok(Some(event_id)) = services.rooms.state_event(room, &kind, "") else { return };
+    let Ok(Some(mut event)) = services.rooms.event_json(&event_id) else { return };
+    let Some(Value::Object(mut content)) = event.remove("content") else { return };
+    let named = |value: &Value| value.as_str() == Some(alias.as_str());
+    let mut changed = content.get("alias").is_some_and(named);
+    if changed {
+        content.remove("alias");
+    }
+    if let Some(Value::Array(alternatives)) = content.get_mut("alt_aliases") {
+        let before = alternatives.len();
+        alternatives.retain(|value| !named(value));
+        changed |= alternatives.len() != before;
+    }
+    if !changed {
+        return;
+    }
+    let kind = kind.to_string();
+    let update = services.rooms.append(room, user, &kind, Some(""), Value::Object(content), None);
+    if let Err(err) = update.await {
+        tracing::info!(%room, %err, "a deleted alias stays in m.room.canonical_alias");
+    }
 }
 
 /// `GET /rooms/{roomId}/aliases`: the room's aliases on this server, for its joined members.
