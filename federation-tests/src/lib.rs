@@ -35,6 +35,21 @@ pub struct FederatingServer {
 }
 
 impl FederatingServer {
+    /// How many federation requests this server refused for a bad X-Matrix signature (its
+    /// metrics): servers that sign correctly should never be refused.
+    pub async fn bad_signatures_refused(&self) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.server.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix("medrix_federation_bad_signatures_total "))
+            .and_then(|value| value.trim().parse().ok())
+            .expect("the counter is exported")
+    }
+
     /// The federation API's base URL (for raw requests in tests).
     pub fn federation_url(&self, path: &str) -> String {
         format!("https://{}:{}{path}", self.host, self.federation_port)

@@ -172,4 +172,9 @@ async fn an_encrypted_record_room_spans_three_servers_through_crashes_partitions
             assert_eq!(saw.iter().filter(|b| *b == body).count(), 1, "{who} saw {saw:?}");
         }
     }
+    // And it all went as the senders signed it: no request between them was refused (a
+    // refused transaction could be made up for by gap filling and go unseen otherwise).
+    for server in [&clinic, &hospital, &lab] {
+        assert_eq!(server.bad_signatures_refused().await, 0, "{}", server.server_name);
+    }
 }

@@ -145,6 +145,8 @@ async fn servers_verify_each_other_and_a_closed_federation_refuses_outsiders() {
             .unwrap();
         assert_eq!(response.status().as_u16(), status);
     }
+    // Each refusal for a bad signature is counted (the forged header above, the changed body).
+    assert_eq!(hospital.bad_signatures_refused().await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

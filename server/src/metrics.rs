@@ -9,6 +9,8 @@ pub struct Metrics {
     pub errors_4xx: AtomicU64,
     pub errors_5xx: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Federation requests whose X-Matrix signature did not verify.
+    pub bad_federation_signatures: AtomicU64,
 }
 
 impl Metrics {
@@ -35,6 +37,11 @@ impl Metrics {
                 "medrix_rate_limited_total",
                 "Requests refused by rate limits.",
                 &self.rate_limited,
+            ),
+            counter(
+                "medrix_federation_bad_signatures_total",
+                "Federation requests refused because their X-Matrix signature did not verify.",
+                &self.bad_federation_signatures,
             ),
         ]
         .concat()

@@ -3,6 +3,8 @@
 //! federation allow-list, applies the per-origin rate limit, then hands the handler ruma's
 //! typed request and the origin.
 
+use std::sync::atomic::Ordering;
+
 use axum::{
     body::Bytes,
     extract::{FromRequest, Request},
@@ -153,12 +155,13 @@ pub async fn authenticate(
             origin: &line.origin,
             uri: &line.uri,
         };
-        signed
-            .verify(x_matrix.key.as_str(), x_matrix.sig.as_bytes(), &keys)
-            .map_err(|err| unauthorized(format!("signature check failed: {err}")))?;
+        signed.verify(x_matrix.key.as_str(), x_matrix.sig.as_bytes(), &keys).map_err(|err| {
+            services.metrics.bad_federation_signatures.fetch_add(1, Ordering::Relaxed);
+            unauthorized(format!("signature check failed: {err}"))
+        })?;
     }
     federation.rate_limits.check(x_matrix.origin.as_str()).map_err(|retry_after_ms| {
-        services.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        services.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
         ApiError::limit_exceeded(retry_after_ms)
     })?;
     // It signed a request to us, so it is up: whatever waits for it goes now.
