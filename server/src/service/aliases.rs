@@ -124,7 +124,7 @@ impl Aliases {
         if self.rooms.version(room)?.is_none() {
             return Err(RoomError::UnknownRoom.into());
         }
-        if self.rooms.membership(room, creator)?.as_deref() != Some("join") {
+        if !self.rooms.is_joined(room, creator)? {
             return Err(AliasError::Forbidden("you must be joined to a room to name it"));
         }
         self.claim(alias).await?.bind(room, creator).await
@@ -157,7 +157,7 @@ impl Aliases {
 
     /// Whether `user` is joined to `room` with the power to send `m.room.canonical_alias`.
     fn may_edit_aliases(&self, room: &RoomId, user: &UserId) -> Result<bool, AliasError> {
-        if self.rooms.membership(room, user)?.as_deref() != Some("join") {
+        if !self.rooms.is_joined(room, user)? {
             return Ok(false);
         }
         let Some(version) = self.rooms.version(room)? else { return Ok(false) };

@@ -102,9 +102,7 @@ pub async fn of_room(
 ) -> Result<RumaResponse<aliases::v3::Response>, ApiError> {
     let user = request.session().user_id.clone();
     let room = &request.body.room_id;
-    if services.rooms.membership(room, &user)?.as_deref() != Some("join") {
-        return Err(ApiError::forbidden("you are not joined to this room"));
-    }
+    super::require_joined(&services, room, &user)?;
     Ok(RumaResponse(aliases::v3::Response::new(services.aliases.of_room(room)?)))
 }
 

@@ -17,13 +17,6 @@ use crate::{
     service::Services,
 };
 
-fn require_joined(services: &Services, room_id: &RoomId, user: &UserId) -> Result<(), ApiError> {
-    match services.rooms.membership(room_id, user)?.as_deref() {
-        Some("join") => Ok(()),
-        _ => Err(ApiError::forbidden("you are not joined to this room")),
-    }
-}
-
 /// A receipt must name an event of this room the user may see.
 fn require_visible_event(
     services: &Services,
@@ -44,7 +37,7 @@ pub async fn receipt(
 ) -> Result<Json<Value>, ApiError> {
     let user = request.session().user_id.clone();
     let body = request.body;
-    require_joined(&services, &body.room_id, &user)?;
+    super::require_joined(&services, &body.room_id, &user)?;
     let thread = body.thread.as_str().map(ToOwned::to_owned);
     match body.receipt_type {
         ReceiptType::FullyRead => {
@@ -78,7 +71,7 @@ pub async fn read_markers(
 ) -> Result<Json<Value>, ApiError> {
     let user = request.session().user_id.clone();
     let body = request.body;
-    require_joined(&services, &body.room_id, &user)?;
+    super::require_joined(&services, &body.room_id, &user)?;
     if let Some(event_id) = &body.fully_read {
         set_fully_read(&services, &body.room_id, &user, event_id).await?;
     }
@@ -120,7 +113,7 @@ pub async fn typing(
     if body.user_id != user {
         return Err(ApiError::forbidden("you may only set your own typing state"));
     }
-    require_joined(&services, &body.room_id, &user)?;
+    super::require_joined(&services, &body.room_id, &user)?;
     let typing = match body.state {
         Typing::Yes(info) => Some(info.timeout),
         _ => None,

@@ -264,7 +264,7 @@ pub async fn context(
             end = last;
         }
     }
-    let state = if services.rooms.membership(room_id, &user)?.as_deref() == Some("join") {
+    let state = if services.rooms.is_joined(room_id, &user)? {
         current_state_json(&services, room_id)?
     } else {
         vec![]

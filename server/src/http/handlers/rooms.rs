@@ -221,7 +221,7 @@ pub async fn get_state(
 ) -> Result<RumaResponse<get_state_event_for_key::v3::Response>, ApiError> {
     let user = request.session().user_id.clone();
     let request = request.body;
-    require_joined(&services, &request.room_id, &user)?;
+    super::require_joined(&services, &request.room_id, &user)?;
     let kind = StateEventType::from(request.event_type.to_string());
     let event_id = services
         .rooms
@@ -241,19 +241,8 @@ pub async fn get_all_state(
     request: Ruma<get_state_events::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let user = request.session().user_id.clone();
-    require_joined(&services, &request.body.room_id, &user)?;
+    super::require_joined(&services, &request.body.room_id, &user)?;
     Ok(Json(json!(super::sync::rooms::current_state(&services, &request.body.room_id)?)))
-}
-
-/// Refuses unless `user` is joined to the room now (state reads of a room left or never
-/// joined are refused: no state after a kick).
-fn require_joined(services: &Services, room_id: &RoomId, user: &UserId) -> Result<(), ApiError> {
-    let joined = services
-        .rooms
-        .memberships(user)?
-        .into_iter()
-        .any(|(room, membership)| room == room_id && membership == "join");
-    if joined { Ok(()) } else { Err(ApiError::forbidden("you are not joined to this room")) }
 }
 
 async fn set_membership(

@@ -783,6 +783,11 @@ impl Rooms {
             .map(|value| String::from_utf8_lossy(&value).into_owned()))
     }
 
+    /// Whether the user is joined to the room now.
+    pub fn is_joined(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool, RoomError> {
+        Ok(self.membership(room_id, user_id)?.as_deref() == Some("join"))
+    }
+
     /// Forgets a room the user has left or was removed from: it leaves their room list and
     /// `/sync`. Their membership history stays, since visibility and the audit trail use it.
     pub async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<(), RoomError> {
