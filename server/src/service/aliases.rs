@@ -69,7 +69,7 @@ impl Aliases {
     }
 
     /// The room a local alias names, if it exists.
-    pub fn room_of(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>, AliasError> {
+    fn room_of(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>, AliasError> {
         self.require_local(alias)?;
         let Some(room) = self.storage.get(cf::ALIAS_ROOMID, alias.as_bytes())? else {
             return Ok(None);
@@ -81,13 +81,18 @@ impl Aliases {
         Ok(Some(room))
     }
 
-    /// The servers to join a room through, as a directory answer lists them: this one first
-    /// (it holds the alias), then every other server with a member joined.
-    pub fn servers_for(&self, room: &RoomId) -> Result<Vec<OwnedServerName>, AliasError> {
+    /// A local alias's directory entry: the room it names and the servers to join it
+    /// through, this one first (it holds the alias), then every other server with a member
+    /// joined. `None` if the alias names nothing.
+    pub fn directory_entry(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<Option<(OwnedRoomId, Vec<OwnedServerName>)>, AliasError> {
+        let Some(room) = self.room_of(alias)? else { return Ok(None) };
         let own = self.rooms.server_name();
         let others =
-            crate::service::federation::destinations::servers_in_room(&self.storage, room, own)?;
-        Ok(std::iter::once(own.to_owned()).chain(others).collect())
+            crate::service::federation::destinations::servers_in_room(&self.storage, &room, own)?;
+        Ok(Some((room, std::iter::once(own.to_owned()).chain(others).collect())))
     }
 
     /// A room's aliases on this server, in name order.

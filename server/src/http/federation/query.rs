@@ -36,10 +36,9 @@ pub async fn directory(
 ) -> Result<RumaResponse<get_room_information::v1::Response>, ApiError> {
     tracing::debug!(origin = %request.origin, "directory query");
     let alias = &request.body.room_alias;
-    let room = services
+    let (room, servers) = services
         .aliases
-        .room_of(alias)?
+        .directory_entry(alias)?
         .ok_or_else(|| ApiError::not_found(format!("no room alias {alias} here")))?;
-    let servers = services.aliases.servers_for(&room)?;
     Ok(RumaResponse(get_room_information::v1::Response::new(room, servers)))
 }

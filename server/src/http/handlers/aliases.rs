@@ -113,12 +113,8 @@ pub async fn resolve(
     alias: &RoomAliasId,
 ) -> Result<(OwnedRoomId, Vec<OwnedServerName>), ApiError> {
     if alias.server_name() == services.rooms.server_name() {
-        let room = services
-            .aliases
-            .room_of(alias)?
-            .ok_or_else(|| AliasError::Unknown(alias.to_owned()))?;
-        let servers = services.aliases.servers_for(&room)?;
-        return Ok((room, servers));
+        let entry = services.aliases.directory_entry(alias)?;
+        return Ok(entry.ok_or_else(|| AliasError::Unknown(alias.to_owned()))?);
     }
     let federation = services
         .federation
