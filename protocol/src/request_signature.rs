@@ -3,7 +3,8 @@
 //!
 //! Checked here on a body the caller has already parsed, so a transaction of 50 events is
 //! parsed once and its events are taken from that parse (ruma's `XMatrix::verify_request`
-//! parses the body itself and copies it again to drop `signatures`).
+//! parses the body itself and copies it again to drop `signatures`), or on the body as sent
+//! when the sender sent it in canonical form.
 
 use ed25519_dalek::{Signature, Verifier as _};
 use ruma::CanonicalJsonValue;
@@ -14,34 +15,16 @@ use crate::{ProtocolError, keys::VerifyKeys};
 /// What an X-Matrix signature covers. The fields are in canonical (sorted) order, so
 /// serializing this struct compactly is its canonical JSON.
 #[derive(Serialize)]
-pub struct SignedRequest<'a> {
+struct SignedRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content: Option<&'a CanonicalJsonValue>,
-    pub destination: &'a str,
-    pub method: &'a str,
-    pub origin: &'a str,
-    pub uri: &'a str,
+    content: Option<&'a CanonicalJsonValue>,
+    destination: &'a str,
+    method: &'a str,
+    origin: &'a str,
+    uri: &'a str,
 }
 
-impl SignedRequest<'_> {
-    /// The bytes the signature is made over.
-    pub fn canonical_bytes(&self) -> Vec<u8> {
-        // Strings, canonical values and a struct of them always serialize.
-        serde_json::to_vec(self).expect("a signed request serializes")
-    }
-
-    /// Checks `signature`, made with `origin`'s key `key_id` (found in `keys`).
-    pub fn verify(
-        &self,
-        key_id: &str,
-        signature: &[u8],
-        keys: &VerifyKeys,
-    ) -> Result<(), ProtocolError> {
-        verify_bytes(&self.canonical_bytes(), self.origin, key_id, signature, keys)
-    }
-}
-
-/// The other fields an X-Matrix signature covers besides the body.
+/// What an X-Matrix signature covers besides the body.
 #[derive(Clone)]
 pub struct RequestLine {
     pub destination: String,
@@ -51,12 +34,33 @@ pub struct RequestLine {
 }
 
 impl RequestLine {
-    /// Checks `signature` over the request with `body` (the bytes as received) standing for
-    /// its `content`, without parsing or re-encoding it. It succeeds only when the sender
-    /// sent its body in canonical form, as Synapse does: the bytes are then the very ones
-    /// it signed, so what they parse to is what it signed. Otherwise the caller parses the
-    /// body and checks [`SignedRequest::verify`]. The body is most of a transaction's bytes,
-    /// and this check needs no parse, so it can run while the body is being parsed.
+    /// Checks `signature`, made with `origin`'s key `key_id` (found in `keys`), over the
+    /// request with `content` (the parsed body; `None` for none), encoded canonically.
+    pub fn verify(
+        &self,
+        content: Option<&CanonicalJsonValue>,
+        key_id: &str,
+        signature: &[u8],
+        keys: &VerifyKeys,
+    ) -> Result<(), ProtocolError> {
+        let signed = SignedRequest {
+            content,
+            destination: &self.destination,
+            method: &self.method,
+            origin: &self.origin,
+            uri: &self.uri,
+        };
+        // Strings, canonical values and a struct of them always serialize.
+        let signed = serde_json::to_vec(&signed).expect("a signed request serializes");
+        verify_bytes(&signed, &self.origin, key_id, signature, keys)
+    }
+
+    /// [`Self::verify`] with `body` (the bytes as received) standing for `content`, without
+    /// parsing or re-encoding it. It succeeds only when the sender sent its body in canonical
+    /// form, as Synapse does: the bytes are then the very ones it signed, so what they parse
+    /// to is what it signed. Otherwise the caller parses the body and checks with
+    /// [`Self::verify`]. The body is most of a transaction's bytes, and this check needs no
+    /// parse, so it can run while the body is being parsed.
     pub fn verify_with_raw_body(
         &self,
         body: &[u8],
@@ -134,33 +138,28 @@ mod tests {
         let body = br#"{"pdus":[{"b":1,"a":"\u00e9 \n"}],"origin":"clinic.test"}"#;
         let content = parse_value(body, 1 << 20).unwrap();
         let signature = signed_by_ruma(&content, &key);
-        let request = |content, uri, destination| SignedRequest {
-            content,
-            destination,
-            method: "PUT",
-            origin: "clinic.test",
-            uri,
-        };
-        let (keys, key_id) = (key.verify_keys(), key.key_id());
-        request(Some(&content), URI, "lab.test").verify(&key_id, &signature, &keys).unwrap();
-
-        let other = CanonicalJsonValue::Object(CanonicalJsonObject::new());
-        for changed in [
-            request(Some(&other), URI, "lab.test"),
-            request(None, URI, "lab.test"),
-            request(Some(&content), "/_matrix/federation/v1/send/t%202?x=1", "lab.test"),
-            request(Some(&content), URI, "clinic.test"),
-        ] {
-            assert!(changed.verify(&key_id, &signature, &keys).is_err());
-        }
-        // The same signature over the body as sent: accepted when the body is canonical, so
-        // it equals what was signed; refused for any other spelling of the same JSON.
-        let line = |uri: &str| RequestLine {
-            destination: "lab.test".to_owned(),
+        let line = |uri: &str, destination: &str| RequestLine {
+            destination: destination.to_owned(),
             method: "PUT".to_owned(),
             origin: "clinic.test".to_owned(),
             uri: uri.to_owned(),
         };
+        let (keys, key_id) = (key.verify_keys(), key.key_id());
+        line(URI, "lab.test").verify(Some(&content), &key_id, &signature, &keys).unwrap();
+
+        let other = CanonicalJsonValue::Object(CanonicalJsonObject::new());
+        let other_uri = "/_matrix/federation/v1/send/t%202?x=1";
+        for (changed, content) in [
+            (line(URI, "lab.test"), Some(&other)),
+            (line(URI, "lab.test"), None),
+            (line(other_uri, "lab.test"), Some(&content)),
+            (line(URI, "clinic.test"), Some(&content)),
+        ] {
+            assert!(changed.verify(content, &key_id, &signature, &keys).is_err());
+        }
+        // The same signature over the body as sent: accepted when the body is canonical, so
+        // it equals what was signed; refused for any other spelling of the same JSON.
+        let line = |uri: &str| line(uri, "lab.test");
         let canonical = serde_json::to_vec(&content).unwrap();
         line(URI).verify_with_raw_body(&canonical, &key_id, &signature, &keys).unwrap();
         assert!(line(URI).verify_with_raw_body(body, &key_id, &signature, &keys).is_err());
@@ -168,13 +167,9 @@ mod tests {
         assert!(
             line(URI).verify_with_raw_body(spaced.as_bytes(), &key_id, &signature, &keys).is_err()
         );
-        let other_uri = line("/_matrix/federation/v1/send/t%202?x=1");
-        assert!(other_uri.verify_with_raw_body(&canonical, &key_id, &signature, &keys).is_err());
+        let changed_uri = line(other_uri);
+        assert!(changed_uri.verify_with_raw_body(&canonical, &key_id, &signature, &keys).is_err());
         let unknown_key = "ed25519:b2";
-        assert!(
-            request(Some(&content), URI, "lab.test")
-                .verify(unknown_key, &signature, &keys)
-                .is_err()
-        );
+        assert!(line(URI).verify(Some(&content), unknown_key, &signature, &keys).is_err());
     }
 }

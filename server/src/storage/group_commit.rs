@@ -1,8 +1,8 @@
 //! Group commit: one writer thread takes every batch waiting in its queue, writes them, makes
 //! them durable with a single WAL write and fsync (`flush_wal`: the log is flushed by hand,
-//! see `Storage::open`), then acknowledges them all. Durability costs one fsync
-//! per group, not per write, so throughput grows with concurrency instead of being capped at
-//! the disk's fsync rate (about 500/s on this class of machine).
+//! see `Storage::open`), then acknowledges them all. Durability costs one fsync per group,
+//! not per write, so throughput grows with concurrency instead of being capped at the disk's
+//! fsync rate (about 500/s on this class of machine).
 
 use std::sync::{
     Arc,
@@ -77,8 +77,8 @@ impl GroupCommit {
     }
 
     /// Queues `batch` as a part of a larger write: it is written in queue order (readers see
-    /// it; its log record waits in RocksDB's buffer for the sync) but nobody waits for it, so the writer syncs nothing for
-    /// it alone. It becomes durable with the next batch queued by [`GroupCommit::enqueue`],
+    /// it; its log record waits in RocksDB's buffer for the sync) but nobody waits for it, so
+    /// the writer syncs nothing for it alone. It becomes durable with the next batch queued by [`GroupCommit::enqueue`],
     /// whose answer also reports a failure to write this part. A caller writing many events
     /// in one go queues them in parts as they are ready, and the last with `enqueue`: the
     /// writing overlaps the caller's work, and one fsync at the end covers it all.

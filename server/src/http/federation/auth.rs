@@ -10,10 +10,7 @@ use axum::{
     extract::{FromRequest, Request},
 };
 use http::StatusCode;
-use medrix_protocol::{
-    canonical::parse_value,
-    request_signature::{RequestLine, SignedRequest},
-};
+use medrix_protocol::{canonical::parse_value, request_signature::RequestLine};
 use ruma::{
     CanonicalJsonValue, OwnedServerName,
     api::{IncomingRequest, federation::authentication::XMatrix},
@@ -148,17 +145,11 @@ pub async fn authenticate(
         None => false,
     };
     if !verified_as_sent {
-        let signed = SignedRequest {
-            content: content.as_ref(),
-            destination: &line.destination,
-            method: &line.method,
-            origin: &line.origin,
-            uri: &line.uri,
-        };
-        signed.verify(x_matrix.key.as_str(), x_matrix.sig.as_bytes(), &keys).map_err(|err| {
-            services.metrics.bad_federation_signatures.fetch_add(1, Ordering::Relaxed);
-            unauthorized(format!("signature check failed: {err}"))
-        })?;
+        line.verify(content.as_ref(), x_matrix.key.as_str(), x_matrix.sig.as_bytes(), &keys)
+            .map_err(|err| {
+                services.metrics.bad_federation_signatures.fetch_add(1, Ordering::Relaxed);
+                unauthorized(format!("signature check failed: {err}"))
+            })?;
     }
     federation.rate_limits.check(x_matrix.origin.as_str()).map_err(|retry_after_ms| {
         services.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
