@@ -98,6 +98,9 @@ struct FederationArgs {
     /// Transactions in flight (a homeserver sends one at a time to a destination).
     #[arg(long, default_value_t = 1)]
     in_flight: usize,
+    /// Remote homeservers sending at once, each to its own room; the PDUs are shared out.
+    #[arg(long, default_value_t = 1)]
+    origins: usize,
     /// Stop sending new transactions after this many seconds (0: send them all).
     #[arg(long, default_value_t = 0)]
     max_secs: u64,
@@ -276,6 +279,7 @@ async fn run_federation(args: FederationArgs) -> Result<(), String> {
         pdus: args.pdus,
         per_transaction: args.per_transaction.clamp(1, 50),
         in_flight: args.in_flight.max(1),
+        origins: args.origins.clamp(1, 64),
         max_duration: (args.max_secs > 0).then(|| Duration::from_secs(args.max_secs)),
         transaction_timeout: Duration::from_secs(args.transaction_timeout_secs),
         server_pid: args.server_pid,

@@ -24,7 +24,10 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 pub use self::chain::VerifyRates;
-use self::{chain::Transaction, peer::Peer};
+use self::{
+    chain::Transaction,
+    peer::{Joined, Peer},
+};
 use crate::{
     http::Conn,
     matrix, procfs,
@@ -43,8 +46,11 @@ pub struct FederationConfig {
     pub room_version: String,
     pub pdus: usize,
     pub per_transaction: usize,
-    /// Transactions in flight; a server sends one at a time per destination (1).
+    /// Transactions in flight per origin; a server sends one at a time per destination (1).
     pub in_flight: usize,
+    /// Remote homeservers sending at once, each to a room of its own; the PDUs are shared
+    /// out among them.
+    pub origins: usize,
     /// Stop sending new transactions after this long (rates stay comparable).
     pub max_duration: Option<Duration>,
     pub transaction_timeout: Duration,
@@ -58,6 +64,9 @@ pub struct FederationResult {
     pub room_version: String,
     pub pdus_per_transaction: usize,
     pub in_flight: usize,
+    /// Remote homeservers sending at once (1 in results written before there was a choice).
+    #[serde(default = "one")]
+    pub origins: usize,
     /// Built and signed before the clock; sent: those in transactions sent before the time box.
     pub pdus_built: usize,
     pub pdus_sent: usize,
@@ -85,6 +94,10 @@ pub struct FederationResult {
     pub rates: VerifyRates,
 }
 
+fn one() -> usize {
+    1
+}
+
 impl FederationResult {
     /// Accepted PDUs per second of the server's CPU time.
     pub fn accepted_per_server_cpu_second(&self) -> Option<f64> {
@@ -92,15 +105,58 @@ impl FederationResult {
     }
 }
 
-/// Sets up the room, builds the load, measures the yardsticks, then runs the load.
-pub async fn run(server: &str, config: &FederationConfig) -> Result<FederationResult, String> {
-    let tls = certs::connector(&config.certs)?;
+/// One remote homeserver's part of the load: its room, its user's join and its transactions.
+struct Origin {
+    peer: Arc<Peer>,
+    room_id: String,
+    joined: Arc<Joined>,
+    events: Arc<Vec<medrix_protocol::build::SignedEvent>>,
+    transactions: Arc<Vec<Transaction>>,
+}
+
+/// Starts a peer, has the local user create a room for it and the peer's user join it, and
+/// builds and signs its share of the PDUs.
+async fn set_up_origin(
+    server: &str,
+    config: &FederationConfig,
+    tls: &tokio_rustls::TlsConnector,
+    client: &mut Conn,
+    account: &matrix::Account,
+    pdus: usize,
+) -> Result<Origin, String> {
     let peer = Arc::new(Peer::start(certs::acceptor(&config.certs)?, &config.server_name).await?);
     let federation_addr = peer::loopback_server_addr(&config.server_name)?;
+    let room_id = matrix::create_public_room(client, account, Some(&config.room_version))
+        .await
+        .map_err(|e| format!("createRoom: {e}"))?;
+    let mut setup =
+        Conn::open_tls(federation_addr, tls.clone()).await.map_err(|e| e.to_string())?;
+    let joined = Arc::new(peer.join(&mut setup, &room_id).await.map_err(|e| format!("join: {e}"))?);
+    eprintln!(
+        "loadgen: {server}: {} joined {room_id} (version {}); building {pdus} PDUs",
+        peer.user_id(),
+        joined.version,
+    );
+    let events = Arc::new(chain::build_events(&peer, &joined, pdus)?);
+    let transactions = Arc::new(chain::transactions(&peer, &events, config.per_transaction)?);
+    Ok(Origin { peer, room_id, joined, events, transactions })
+}
 
-    // A local user makes the room; the peer's user joins it over federation.
+fn now_nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos())
+}
+
+/// Sets up the rooms, builds the load, measures the yardsticks, then runs the load.
+pub async fn run(server: &str, config: &FederationConfig) -> Result<FederationResult, String> {
+    let tls = certs::connector(&config.certs)?;
+    let federation_addr = peer::loopback_server_addr(&config.server_name)?;
+
+    // A local user makes one room per origin; each origin's user joins its room over federation.
     let mut client = Conn::open(config.client_addr).await.map_err(|e| e.to_string())?;
-    let run_id = peer.server_name.replace(['.', ':'], "");
+    // Unique enough for a user name on a server started fresh for the run.
+    let run_id = format!("{:x}{:x}", std::process::id(), now_nanos());
     let account = matrix::register(
         &mut client,
         &format!("fed{run_id}"),
@@ -109,23 +165,17 @@ pub async fn run(server: &str, config: &FederationConfig) -> Result<FederationRe
     )
     .await
     .map_err(|e| format!("register: {e}"))?;
-    let room_id = matrix::create_public_room(&mut client, &account, Some(&config.room_version))
-        .await
-        .map_err(|e| format!("createRoom: {e}"))?;
-    let mut setup =
-        Conn::open_tls(federation_addr, tls.clone()).await.map_err(|e| e.to_string())?;
-    let joined = Arc::new(peer.join(&mut setup, &room_id).await.map_err(|e| format!("join: {e}"))?);
-    eprintln!(
-        "loadgen: {server}: {} joined {room_id} (version {}); building {} PDUs",
-        peer.user_id(),
-        joined.version,
-        config.pdus
-    );
+    let origin_count = config.origins.max(1);
+    let mut origins = Vec::with_capacity(origin_count);
+    for i in 0..origin_count {
+        // The PDUs are shared out, so every run ingests the same total.
+        let share = config.pdus / origin_count + usize::from(i < config.pdus % origin_count);
+        origins.push(set_up_origin(server, config, &tls, &mut client, &account, share).await?);
+    }
 
-    let events = Arc::new(chain::build_events(&peer, &joined, config.pdus)?);
-    let transactions = Arc::new(chain::transactions(&peer, &events, config.per_transaction)?);
     // On one core, with nothing else of this process running meanwhile.
-    let (p, j, e) = (peer.clone(), joined.clone(), events.clone());
+    let first = &origins[0];
+    let (p, j, e) = (first.peer.clone(), first.joined.clone(), first.events.clone());
     let rates = tokio::task::spawn_blocking(move || chain::measure_rates(&p, &j, &e))
         .await
         .map_err(|e| e.to_string())??;
@@ -135,57 +185,88 @@ pub async fn run(server: &str, config: &FederationConfig) -> Result<FederationRe
         rates.verify_per_second, rates.verify_strict_per_second, rates.protocol_check_per_second
     );
 
-    let mut conns = Vec::new();
-    for _ in 0..config.in_flight.max(1) {
-        let federation =
-            Conn::open_tls(federation_addr, tls.clone()).await.map_err(|e| e.to_string())?;
-        let probe = StoredProbe {
-            conn: Conn::open(config.client_addr).await.map_err(|e| e.to_string())?,
-            access_token: account.access_token.clone(),
-            room_id: room_id.clone(),
-        };
-        conns.push((federation, probe));
+    // Every origin sends its own transactions in order, `in_flight` at a time.
+    let mut senders = Vec::new();
+    for origin in &origins {
+        let next = Arc::new(AtomicUsize::new(0));
+        for _ in 0..config.in_flight.max(1) {
+            let federation =
+                Conn::open_tls(federation_addr, tls.clone()).await.map_err(|e| e.to_string())?;
+            let probe = StoredProbe {
+                conn: Conn::open(config.client_addr).await.map_err(|e| e.to_string())?,
+                access_token: account.access_token.clone(),
+                room_id: origin.room_id.clone(),
+            };
+            senders.push((federation, probe, origin.transactions.clone(), next.clone()));
+        }
     }
     let server_pid = config.server_pid.map(|pid| pid.to_string());
     let cpu = |pid: Option<&str>| pid.and_then(procfs::cpu_time);
     let (server_cpu_before, own_cpu_before) = (cpu(server_pid.as_deref()), cpu(Some("self")));
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
-    for conn in conns {
-        let (transactions, next) = (transactions.clone(), next.clone());
+    for (federation, probe, transactions, next) in senders {
         let (deadline, timeout) =
             (config.max_duration.map(|d| started + d), config.transaction_timeout);
-        workers.spawn(send_worker(conn.0, conn.1, transactions, next, deadline, timeout));
+        let room_id = probe.room_id.clone();
+        workers.spawn(async move {
+            let outcome =
+                send_worker(federation, probe, transactions, next, deadline, timeout).await;
+            (room_id, outcome)
+        });
     }
     let mut outcome = Outcome::default();
+    let mut per_room: std::collections::HashMap<String, Outcome> = Default::default();
     while let Some(done) = workers.join_next().await {
-        outcome.merge(done.map_err(|e| e.to_string())?);
+        let (room_id, worker) = done.map_err(|e| e.to_string())?;
+        per_room.entry(room_id).or_default().merge(worker);
     }
-    let load_seconds = outcome.last_answer.map_or(0.0, |t| (t - started).as_secs_f64());
+    let load_seconds = per_room
+        .values()
+        .filter_map(|o| o.last_answer)
+        .max()
+        .map_or(0.0, |t| (t - started).as_secs_f64());
     let elapsed_cpu =
         |before: Option<Duration>, pid: Option<&str>| Some((cpu(pid)? - before?).as_secs_f64());
     let server_cpu_seconds = elapsed_cpu(server_cpu_before, server_pid.as_deref());
     let loadgen_cpu_seconds = elapsed_cpu(own_cpu_before, Some("self"));
 
-    // Stored and readable: the count the local user sees, and the last accepted event.
-    let stored_messages =
-        matrix::count_messages_from(&mut client, &account, &room_id, &peer.user_id()).await;
-    if let Err(err) = &stored_messages {
-        eprintln!("loadgen: {server}: counting the stored messages: {err}");
-    }
-    let last_event_readable = match &outcome.last_accepted {
-        Some(id) => {
-            matrix::event_readable(&mut client, &account, &room_id, id).await.unwrap_or(false)
+    // Stored and readable: the counts the local user sees, and each room's last accepted event.
+    let mut stored_messages = Some(0);
+    let mut last_event_readable = true;
+    for origin in &origins {
+        let stored = matrix::count_messages_from(
+            &mut client,
+            &account,
+            &origin.room_id,
+            &origin.peer.user_id(),
+        )
+        .await;
+        match stored {
+            Ok(n) => stored_messages = stored_messages.map(|total| total + n),
+            Err(err) => {
+                eprintln!("loadgen: {server}: counting the stored messages: {err}");
+                stored_messages = None;
+            }
         }
-        None => false,
-    };
+        let last = per_room.get(&origin.room_id).and_then(|o| o.last_accepted.clone());
+        last_event_readable &= match last {
+            Some(id) => matrix::event_readable(&mut client, &account, &origin.room_id, &id)
+                .await
+                .unwrap_or(false),
+            None => false,
+        };
+    }
+    for (_, room) in per_room {
+        outcome.merge(room);
+    }
     let pdus_sent = outcome.sent;
     Ok(FederationResult {
         server: server.to_owned(),
-        room_version: joined.version.as_str().to_owned(),
+        room_version: first.joined.version.as_str().to_owned(),
         pdus_per_transaction: config.per_transaction,
         in_flight: config.in_flight.max(1),
+        origins: origin_count,
         pdus_built: config.pdus,
         pdus_sent,
         pdus_accepted: outcome.accepted,
@@ -202,7 +283,7 @@ pub async fn run(server: &str, config: &FederationConfig) -> Result<FederationRe
         transaction_to_stored: summarise(outcome.to_stored),
         server_cpu_seconds,
         loadgen_cpu_seconds,
-        stored_messages: stored_messages.ok(),
+        stored_messages,
         last_event_readable,
         rates,
     })
