@@ -187,7 +187,7 @@ pub async fn run(server: &str, config: &FederationConfig) -> Result<FederationRe
 
     // Every origin sends its own transactions in order, `in_flight` at a time.
     let mut senders = Vec::new();
-    for origin in &origins {
+    for (index, origin) in origins.iter().enumerate() {
         let next = Arc::new(AtomicUsize::new(0));
         for _ in 0..config.in_flight.max(1) {
             let federation =
@@ -197,7 +197,7 @@ pub async fn run(server: &str, config: &FederationConfig) -> Result<FederationRe
                 access_token: account.access_token.clone(),
                 room_id: origin.room_id.clone(),
             };
-            senders.push((federation, probe, origin.transactions.clone(), next.clone()));
+            senders.push((index, federation, probe, origin.transactions.clone(), next.clone()));
         }
     }
     let server_pid = config.server_pid.map(|pid| pid.to_string());
@@ -205,24 +205,21 @@ pub async fn run(server: &str, config: &FederationConfig) -> Result<FederationRe
     let (server_cpu_before, own_cpu_before) = (cpu(server_pid.as_deref()), cpu(Some("self")));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for (federation, probe, transactions, next) in senders {
+    for (index, federation, probe, transactions, next) in senders {
         let (deadline, timeout) =
             (config.max_duration.map(|d| started + d), config.transaction_timeout);
-        let room_id = probe.room_id.clone();
         workers.spawn(async move {
-            let outcome =
-                send_worker(federation, probe, transactions, next, deadline, timeout).await;
-            (room_id, outcome)
+            (index, send_worker(federation, probe, transactions, next, deadline, timeout).await)
         });
     }
-    let mut outcome = Outcome::default();
-    let mut per_room: std::collections::HashMap<String, Outcome> = Default::default();
+    // Per origin: the last accepted PDU is a room's own.
+    let mut per_origin: Vec<Outcome> = origins.iter().map(|_| Outcome::default()).collect();
     while let Some(done) = workers.join_next().await {
-        let (room_id, worker) = done.map_err(|e| e.to_string())?;
-        per_room.entry(room_id).or_default().merge(worker);
+        let (index, worker) = done.map_err(|e| e.to_string())?;
+        per_origin[index].merge(worker);
     }
-    let load_seconds = per_room
-        .values()
+    let load_seconds = per_origin
+        .iter()
         .filter_map(|o| o.last_answer)
         .max()
         .map_or(0.0, |t| (t - started).as_secs_f64());
@@ -234,7 +231,7 @@ pub async fn run(server: &str, config: &FederationConfig) -> Result<FederationRe
     // Stored and readable: the counts the local user sees, and each room's last accepted event.
     let mut stored_messages = Some(0);
     let mut last_event_readable = true;
-    for origin in &origins {
+    for (origin, sent) in origins.iter().zip(&per_origin) {
         let stored = matrix::count_messages_from(
             &mut client,
             &account,
@@ -249,16 +246,16 @@ pub async fn run(server: &str, config: &FederationConfig) -> Result<FederationRe
                 stored_messages = None;
             }
         }
-        let last = per_room.get(&origin.room_id).and_then(|o| o.last_accepted.clone());
-        last_event_readable &= match last {
-            Some(id) => matrix::event_readable(&mut client, &account, &origin.room_id, &id)
+        last_event_readable &= match &sent.last_accepted {
+            Some(id) => matrix::event_readable(&mut client, &account, &origin.room_id, id)
                 .await
                 .unwrap_or(false),
             None => false,
         };
     }
-    for (_, room) in per_room {
-        outcome.merge(room);
+    let mut outcome = Outcome::default();
+    for sent in per_origin {
+        outcome.merge(sent);
     }
     let pdus_sent = outcome.sent;
     Ok(FederationResult {
