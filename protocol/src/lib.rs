@@ -19,6 +19,7 @@ pub mod decide;
 pub mod error;
 pub mod event_format;
 pub mod event_signatures;
+pub mod history_visibility;
 pub mod incoming;
 pub mod keys;
 pub mod local_room;
