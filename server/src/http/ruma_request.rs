@@ -62,6 +62,11 @@ where
         if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
             return Err(ApiError::not_json("the request body is not valid JSON"));
         }
+        // Every JSON body of the client API is an object. Checked here once, because serde
+        // also reads a struct from an array of its fields (`[]` would be an empty request).
+        if bytes.iter().find(|byte| !byte.is_ascii_whitespace()).is_some_and(|b| *b != b'{') {
+            return Err(ApiError::bad_json("the request body must be a JSON object"));
+        }
         // Only POST bodies open user-interactive flows that way; sends (PUT) and syncs (GET),
         // the hot paths, skip the check.
         let bytes = match T::METHOD {
