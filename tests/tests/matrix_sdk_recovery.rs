@@ -12,8 +12,7 @@ use medrix_tests::{TestServer, medrix_binary};
 use serde_json::Value;
 
 use common::{
-    collect_bodies, create_encrypted_room, joined_room, registered_client, sync_once,
-    sync_until_seen,
+    collect_bodies, create_record_room, joined_room, registered_client, sync_once, sync_until_seen,
 };
 
 /// The plaintext body of an event, if this client can decrypt it now.
@@ -67,7 +66,7 @@ async fn cross_signing_key_backup_and_a_late_joiner() {
         .await
         .expect("enable recovery and key backup");
 
-    let room = create_encrypted_room(&patient, "Cardiology", "@doctor:localhost").await;
+    let room = create_record_room(&patient, "Cardiology", "@doctor:localhost").await;
     let room_id = room.room_id().to_owned();
     sync_once(&doctor).await;
     doctor.join_room_by_id(&room_id).await.expect("doctor joins");

@@ -140,3 +140,14 @@ impl From<crate::storage::StorageError> for ApiError {
         ApiError::internal(err)
     }
 }
+
+impl From<crate::service::access::AccessError> for ApiError {
+    fn from(err: crate::service::access::AccessError) -> Self {
+        use crate::service::access::AccessError;
+        match err {
+            AccessError::NotFound(why) => ApiError::not_found(why),
+            AccessError::Forbidden(why) => ApiError::forbidden(why),
+            AccessError::Room(err) => err.into(),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Services own the decisions; HTTP handlers only translate. The graph is acyclic: services
 //! depend on storage and on the protocol crate, never on each other in a cycle.
 
+pub mod access;
 pub mod accounts;
 pub mod aliases;
 pub mod e2ee;
@@ -29,6 +30,8 @@ pub struct Services {
     pub rate_limits: Arc<rate_limit::RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub rooms: rooms::Rooms,
+    /// The one way to read room data, for local users and other servers.
+    pub access: access::Access,
     pub aliases: aliases::Aliases,
     pub user_data: user_data::UserData,
     pub e2ee: e2ee::E2ee,
@@ -139,6 +142,7 @@ impl Services {
             server_keys: server_keys::ServerKeys::new(key, old_keys),
             federation,
             aliases: aliases::Aliases::new(storage.clone(), rooms.clone()),
+            access: access::Access::new(rooms.clone(), storage.clone()),
             rooms,
             accounts: accounts::Accounts::new(storage.clone(), server_name),
             uia: Arc::new(uia::UiaSessions::default()),

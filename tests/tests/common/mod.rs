@@ -23,6 +23,7 @@ use matrix_sdk::{
             InitialStateEvent,
             room::{
                 encryption::RoomEncryptionEventContent,
+                history_visibility::{HistoryVisibility, RoomHistoryVisibilityEventContent},
                 message::{MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent},
             },
         },
@@ -121,6 +122,22 @@ pub async fn joined_room(client: &Client, room_id: &OwnedRoomId) -> Room {
 
 /// Creates a room that is encrypted from its first event, with `invite` invited.
 pub async fn create_encrypted_room(client: &Client, name: &str, invite: &str) -> Room {
+    create_room_with(client, name, invite, None).await
+}
+
+/// The same, with history visible to members from their join on (`joined`), as a record
+/// room keeps it: a member granted later is handed nothing from before, not even ciphertext.
+#[allow(dead_code)]
+pub async fn create_record_room(client: &Client, name: &str, invite: &str) -> Room {
+    create_room_with(client, name, invite, Some(HistoryVisibility::Joined)).await
+}
+
+async fn create_room_with(
+    client: &Client,
+    name: &str,
+    invite: &str,
+    visibility: Option<HistoryVisibility>,
+) -> Room {
     let mut create = CreateRoomRequest::new();
     create.name = Some(name.to_owned());
     create.invite = vec![UserId::parse(invite).unwrap()];
@@ -130,6 +147,14 @@ pub async fn create_encrypted_room(client: &Client, name: &str, invite: &str) ->
         )
         .to_raw_any(),
     ];
+    if let Some(visibility) = visibility {
+        create.initial_state.push(
+            InitialStateEvent::with_empty_state_key(RoomHistoryVisibilityEventContent::new(
+                visibility,
+            ))
+            .to_raw_any(),
+        );
+    }
     let room = client.create_room(create).await.expect("create the room");
     assert!(room.latest_encryption_state().await.unwrap().is_encrypted());
     room

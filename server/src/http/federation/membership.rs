@@ -89,7 +89,7 @@ pub async fn send_join(
     request: Federated<create_join_event::v2::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let body = &request.body;
-    let (version, event_id, json) = receive_membership(
+    let (_, event_id, json) = receive_membership(
         &services,
         &request.origin,
         &body.room_id,
@@ -98,14 +98,8 @@ pub async fn send_join(
         "join",
     )
     .await?;
-    let state = services
-        .rooms
-        .state_before_event(&event_id)?
-        .ok_or_else(|| ApiError::internal("join stored without state"))?;
-    let state_ids: Vec<OwnedEventId> = state.values().cloned().collect();
-    let mut starts = state_ids.clone();
-    starts.push(event_id.clone());
-    let auth_chain = services.rooms.auth_chain_of(version, &starts)?;
+    let joined =
+        services.access.join_state_for_server(&request.origin, &body.room_id, &event_id)?;
     let own = services.rooms.server_name();
     let servers: Vec<String> = servers_in_room(&services.storage, &body.room_id, own)?
         .iter()
@@ -115,8 +109,8 @@ pub async fn send_join(
     Ok(Json(json!({
         "origin": services.config.server_name,
         "members_omitted": false,
-        "state": events_json(&services, &state_ids)?,
-        "auth_chain": events_json(&services, &auth_chain)?,
+        "state": services.access.events_json(&joined.state)?,
+        "auth_chain": services.access.events_json(&joined.auth_chain)?,
         "event": json,
         "servers_in_room": servers,
     })))
@@ -219,7 +213,7 @@ pub async fn invite(
     // event; otherwise it is kept for the invitee with the state to show. "In" means a
     // member joined now, not a copy of the room: once its last member left, this server
     // gets none of the room's events (Synapse sends a re-invite through `/invite` alone).
-    if !services.rooms.server_may_read(&body.room_id, &own, None)? {
+    if !services.rooms.has_joined_member(&body.room_id, &own)? {
         let mut stripped: Vec<Value> =
             body.invite_room_state.iter().filter_map(stripped_event).collect();
         // The invite itself belongs to what the invitee's client shows (who invited them).
@@ -307,20 +301,4 @@ fn check_membership_shape(
     } else {
         Err(ApiError::bad_json(format!("not a {membership} event for this room and server")))
     }
-}
-
-/// Stored events as their federation JSON, in the order given; unknown IDs are skipped.
-pub(super) fn events_json(
-    services: &Services,
-    ids: &[OwnedEventId],
-) -> Result<Vec<Value>, ApiError> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(bytes) =
-            services.storage.get(crate::storage::catalogue::EVENTID_PDU, id.as_bytes())?
-        {
-            out.push(serde_json::from_slice(&bytes).map_err(ApiError::internal)?);
-        }
-    }
-    Ok(out)
 }

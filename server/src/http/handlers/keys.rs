@@ -232,7 +232,7 @@ fn visible_key_changes(
     if changed.is_empty() {
         return Ok(changed);
     }
-    let contacts = super::sync::users_sharing_rooms_with(services, user)?;
+    let contacts = services.access.users_sharing_rooms_with(user)?;
     Ok(changed.into_iter().filter(|u| contacts.contains(u) || *u == user.as_str()).collect())
 }
 

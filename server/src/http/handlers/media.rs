@@ -1,6 +1,6 @@
 //! Authenticated media: upload (`/_matrix/media/v3/upload`), the upload limit, and download
 //! (`/_matrix/client/v1/media/download|thumbnail`). Files are opaque bytes; every download
-//! passes the visibility rule of [`visibility::may_see_media`].
+//! passes the access service (`Access::may_download`).
 
 use std::collections::HashMap;
 
@@ -24,7 +24,6 @@ use crate::{
     service::{
         Services,
         media::{MediaInfo, is_valid_media_id},
-        rooms::visibility,
     },
 };
 
@@ -102,9 +101,7 @@ async fn serve(
         return Err(not_found());
     }
     let info = services.media.info(media_id)?.ok_or_else(not_found)?;
-    let rooms: Vec<_> =
-        services.rooms.memberships(user)?.into_iter().map(|(room, _)| room).collect();
-    if !visibility::may_see_media(&services.storage, &rooms, user, &info.uploader, info.position)? {
+    if !services.access.may_download(user, &info.uploader, info.position)? {
         // Not found rather than forbidden: a stranger learns nothing about the file.
         return Err(not_found());
     }

@@ -20,12 +20,7 @@ use ruma::{RoomId, UserId};
 
 use crate::{http::error::ApiError, service::Services};
 
-/// Refuses unless `user` is joined to the room now (reads of a room left or never joined
-/// are refused: nothing after a kick).
+/// Refuses unless `user` is joined to the room now (the access service decides).
 fn require_joined(services: &Services, room_id: &RoomId, user: &UserId) -> Result<(), ApiError> {
-    if services.rooms.is_joined(room_id, user)? {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden("you are not joined to this room"))
-    }
+    Ok(services.access.require_joined(room_id, user)?)
 }

@@ -221,15 +221,10 @@ pub async fn get_state(
 ) -> Result<RumaResponse<get_state_event_for_key::v3::Response>, ApiError> {
     let user = request.session().user_id.clone();
     let request = request.body;
-    super::require_joined(&services, &request.room_id, &user)?;
     let kind = StateEventType::from(request.event_type.to_string());
-    let event_id = services
-        .rooms
-        .state_event(&request.room_id, &kind, &request.state_key)?
-        .ok_or_else(|| ApiError::not_found("no such state event"))?;
     let event = services
-        .rooms
-        .event_json(&event_id)?
+        .access
+        .current_state_event(&user, &request.room_id, &kind, &request.state_key)?
         .ok_or_else(|| ApiError::not_found("no such state event"))?;
     let content = serde_json::value::to_raw_value(&event["content"]).map_err(ApiError::internal)?;
     Ok(RumaResponse(get_state_event_for_key::v3::Response::new(content)))
@@ -241,8 +236,14 @@ pub async fn get_all_state(
     request: Ruma<get_state_events::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let user = request.session().user_id.clone();
-    super::require_joined(&services, &request.body.room_id, &user)?;
-    Ok(Json(json!(super::sync::rooms::current_state(&services, &request.body.room_id)?)))
+    let room_id = &request.body.room_id;
+    let state: Vec<Value> = services
+        .access
+        .current_state(&user, room_id)?
+        .into_iter()
+        .map(|(id, event)| super::sync::client_event(&id, event))
+        .collect();
+    Ok(Json(json!(state)))
 }
 
 async fn set_membership(
@@ -274,7 +275,7 @@ async fn invite_user(
 ) -> Result<OwnedEventId, ApiError> {
     let cosign = match &services.federation {
         Some(federation) if target.server_name() != services.rooms.server_name() => {
-            Some(federation.rooms.invite_cosigner(room_id, sender)?)
+            Some(federation.rooms.invite_cosigner(room_id)?)
         }
         _ => None,
     };
@@ -360,7 +361,7 @@ async fn join(
 ) -> Result<(), ApiError> {
     let own = services.rooms.server_name();
     let known = services.rooms.version(room_id)?.is_some();
-    if known && services.rooms.server_may_read(room_id, own, None)? {
+    if known && services.rooms.has_joined_member(room_id, own)? {
         set_membership(services, room_id, user, user, "join", reason).await?;
         return Ok(());
     }
@@ -420,7 +421,7 @@ pub async fn leave(
     // through the inviting server (`make_leave`/`send_leave`).
     if let Some(federation) = &services.federation
         && services.rooms.membership(room_id, &user)?.as_deref() == Some("invite")
-        && !services.rooms.server_may_read(room_id, services.rooms.server_name(), None)?
+        && !services.rooms.has_joined_member(room_id, services.rooms.server_name())?
     {
         let servers = servers_to_ask(&services, room_id, &user, &[])?;
         let reason = request.body.reason.as_deref();

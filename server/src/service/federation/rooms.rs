@@ -192,7 +192,7 @@ impl FederatedRooms {
                     Ok(state) => StateBefore::Given(state),
                     // A server with no member left may not read the room any more, but an
                     // event about one of its users (a ban after a kick) still concerns it.
-                    Err(err) => match self.local_member_target(&checked) {
+                    Err(err) => match self.outside_removal_target(room_id, &checked)? {
                         Some(user) => {
                             return self
                                 .take_outside_membership(room_id, version, &user, checked)
@@ -285,13 +285,34 @@ impl FederatedRooms {
             .collect()
     }
 
-    /// The local user a membership event is about, if any.
-    fn local_member_target(&self, checked: &CheckedPdu) -> Option<ruma::OwnedUserId> {
+    /// The local user a received membership event removes from a room this server no longer
+    /// follows (no member of it joined), if that is what the event is: a leave (a withdrawn
+    /// invite, a kick) or a ban. Only such an event may bypass the room's DAG, and only
+    /// then: while this server has a member joined it follows the room and places every
+    /// event in the DAG, and no server may hand a local user a join or an invite this way
+    /// (a server that was once in the room could otherwise rewrite the user's membership).
+    fn outside_removal_target(
+        &self,
+        room_id: &RoomId,
+        checked: &CheckedPdu,
+    ) -> Result<Option<ruma::OwnedUserId>, RoomError> {
         let pdu = &checked.pdu;
-        (*pdu.kind() == ruma::events::TimelineEventType::RoomMember)
-            .then(|| pdu.state_key().and_then(|key| UserId::parse(key).ok()))
-            .flatten()
+        if *pdu.kind() != ruma::events::TimelineEventType::RoomMember {
+            return Ok(None);
+        }
+        let Some(user) = pdu
+            .state_key()
+            .and_then(|key| UserId::parse(key).ok())
             .filter(|user| user.server_name() == self.client.origin())
+        else {
+            return Ok(None);
+        };
+        let removal =
+            matches!(crate::service::rooms::membership_of(pdu).as_deref(), Some("leave" | "ban"));
+        if !removal || self.rooms.has_joined_member(room_id, self.client.origin())? {
+            return Ok(None);
+        }
+        Ok(Some(user))
     }
 
     /// A membership event about a local user in a room this server can no longer follow:
@@ -469,25 +490,13 @@ impl FederatedRooms {
     /// The co-signing step of inviting a user of another server: their server checks and
     /// signs the invite (`/invite` v2, with the room's public state for the invitee to see)
     /// before it is stored here.
-    pub fn invite_cosigner(
-        self: &Arc<Self>,
-        room_id: &RoomId,
-        inviter: &UserId,
-    ) -> Result<Cosigner, RoomError> {
+    pub fn invite_cosigner(self: &Arc<Self>, room_id: &RoomId) -> Result<Cosigner, RoomError> {
         let version = self.rooms.version(room_id)?.ok_or(RoomError::UnknownRoom)?;
         let mut invite_room_state = Vec::new();
         for (id, pdu) in self.rooms.current_state_events(room_id, version)? {
-            let shown = matches!(
-                pdu.kind().to_string().as_str(),
-                "m.room.create"
-                    | "m.room.join_rules"
-                    | "m.room.name"
-                    | "m.room.avatar"
-                    | "m.room.topic"
-                    | "m.room.canonical_alias"
-                    | "m.room.encryption"
-            ) || (*pdu.kind() == ruma::events::TimelineEventType::RoomMember
-                && pdu.state_key() == Some(inviter.as_str()));
+            // What an invitee is shown of the room: never its other members.
+            let shown = crate::service::access::INVITE_STATE_TYPES
+                .contains(&pdu.kind().to_string().as_str());
             if shown && let Some(json) = self.rooms.event_json(&id)? {
                 let raw = serde_json::value::to_raw_value(&json).expect("JSON");
                 invite_room_state

@@ -2,12 +2,12 @@
 //! one durable batch), and the current state. Every local event goes through
 //! [`Rooms::append`], which holds the room's lock so the DAG stays a line per server.
 
+mod event_write;
 mod in_flight;
 mod redaction;
 pub mod remote;
 pub mod state_store;
 pub mod stream;
-pub mod visibility;
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -38,6 +38,7 @@ use crate::{
     service::federation::sender::Sender,
     storage::{Batch, Durability, Storage, StorageError, catalogue as cf, compound_key},
 };
+use event_write::{AcceptedEvent, write_accepted};
 use state_store::StateStore;
 use stream::StreamPositions;
 
@@ -396,7 +397,8 @@ impl Rooms {
             room.version,
             &room.state,
             &room.events,
-            &signed,
+            &signed.pdu,
+            &signed.json,
         )?;
         self.store(room_id, room, signed, txn.map(|txn| txn_key(sender, &txn)), redacted).await
     }
@@ -501,21 +503,17 @@ impl Rooms {
     ) -> Result<(QueuedEvent, Durability), RoomError> {
         let position = self.stream.allocate().await?;
         let mut batch = self.storage.batch();
-        batch.put(cf::EVENTID_PDU, signed.event_id.as_bytes(), encode(&signed.json).as_bytes());
         let is_create = room.head.extremities.is_empty();
         let before_group = if is_create {
             self.state_store.put_group(&mut batch, &StateMap::new())
         } else {
             room.head.state_group
         };
-        StateStore::put_event_group(&mut batch, &signed.event_id, before_group);
-        index_timeline(&mut batch, room_id, &signed.event_id, position);
         let mut new_state = None;
         let mut state_group = before_group;
         if let Some(slot) = signed.pdu.state_slot() {
             let mut state = room.state.clone();
             state.insert(slot, signed.event_id.clone());
-            index_state_slot(&mut batch, room_id, &signed.pdu, position);
             state_group = self.state_store.put_group(&mut batch, &state);
             new_state = Some((state, vec![signed.pdu.clone()]));
         }
@@ -525,13 +523,23 @@ impl Rooms {
             depth: signed.pdu.depth(),
             state_group,
         };
-        batch.put(cf::ROOMID_HEAD, room_id.as_bytes(), &serde_json::to_vec(&head).expect("head"));
+        let json = encode(&signed.json);
+        write_accepted(
+            &mut batch,
+            AcceptedEvent {
+                room_id,
+                event_id: &signed.event_id,
+                json: json.as_bytes(),
+                before_group,
+                position,
+                entered: new_state.as_ref().map_or(&[], |(_, entered)| entered.as_slice()),
+                left: vec![],
+                head: &head,
+                redacted,
+            },
+        );
         if let Some(txn) = &txn {
             batch.put(cf::TXNID_EVENTID, txn, signed.event_id.as_bytes());
-        }
-        // The redacted target replaces the original in the same write as the redaction.
-        if let Some((target, json)) = redacted {
-            batch.put(cf::EVENTID_PDU, target.as_bytes(), &json);
         }
         // Servers with members before or after the event: a kick, ban or leave must reach
         // the server whose user it removes, an invite the server of the invitee.

@@ -5,30 +5,31 @@
 //! way, and the redacted target keeps its event ID (the reference hash covers only what
 //! redaction keeps), so the audit trail is intact.
 
-use std::collections::HashMap;
-
 use medrix_protocol::{
-    Pdu, RoomVersion, StateMap,
-    build::SignedEvent,
+    EventLookup, Pdu, RoomVersion, StateMap,
     canonical::{MAX_PDU_BYTES, encode, parse_object},
     redaction::redact,
 };
-use ruma::{OwnedEventId, RoomId, UserId, events::StateEventType};
+use ruma::{CanonicalJsonObject, OwnedEventId, RoomId, UserId, events::StateEventType};
 use serde_json::Value;
 
 use super::RoomError;
 use crate::storage::{Storage, StorageError, catalogue as cf};
 
-/// The target's stored JSON after redaction, if the redaction applies.
+/// The target's stored JSON after redaction, if the redaction applies. `state` is the room's
+/// state the redaction is judged against (whose power levels count), `state_events` lends its
+/// events. Local and received redactions alike come through here, in the write that stores
+/// the redaction.
 pub fn redacted_target(
     storage: &Storage,
     room_id: &RoomId,
     version: RoomVersion,
     state: &StateMap,
-    state_events: &HashMap<OwnedEventId, Pdu>,
-    redaction: &SignedEvent,
+    state_events: &impl EventLookup,
+    redaction: &Pdu,
+    redaction_json: &CanonicalJsonObject,
 ) -> Result<Option<(OwnedEventId, Vec<u8>)>, RoomError> {
-    let Some(target_id) = redaction.pdu.redacts() else { return Ok(None) };
+    let Some(target_id) = redaction.redacts() else { return Ok(None) };
     let Some(bytes) = storage.get(cf::EVENTID_PDU, target_id.as_bytes())? else {
         return Ok(None);
     };
@@ -36,14 +37,14 @@ pub fn redacted_target(
         .map_err(|err| StorageError::Corrupt(format!("stored event: {err}")))?;
     let in_room = target.get("room_id").and_then(|id| id.as_str()) == Some(room_id.as_str());
     let target_sender = target.get("sender").and_then(|s| s.as_str()).unwrap_or_default();
-    let sender = redaction.pdu.sender();
+    let sender = redaction.sender();
     if !in_room
         || (target_sender != sender.as_str()
             && !has_redact_power(version, state, state_events, sender))
     {
         return Ok(None);
     }
-    let redacted = redact(target, version, Some(redaction.json.clone()))
+    let redacted = redact(target, version, Some(redaction_json.clone()))
         .map_err(|err| RoomError::Invalid(err.to_string()))?;
     Ok(Some((target_id.to_owned(), encode(&redacted).into_bytes())))
 }
@@ -52,15 +53,16 @@ pub fn redacted_target(
 fn has_redact_power(
     version: RoomVersion,
     state: &StateMap,
-    state_events: &HashMap<OwnedEventId, Pdu>,
+    state_events: &impl EventLookup,
     user: &UserId,
 ) -> bool {
     let content_of = |kind: StateEventType| -> Option<Value> {
         let id = state.get(&(kind, String::new()))?;
-        serde_json::from_str(state_events.get(id)?.content().get()).ok()
+        serde_json::from_str(state_events.get_pdu(id)?.content().get()).ok()
     };
-    let create =
-        state.get(&(StateEventType::RoomCreate, String::new())).and_then(|id| state_events.get(id));
+    let create = state
+        .get(&(StateEventType::RoomCreate, String::new()))
+        .and_then(|id| state_events.get_pdu(id));
     let is_creator = create.is_some_and(|create| create.sender() == user);
     if version >= RoomVersion::V12 {
         let additional = content_of(StateEventType::RoomCreate)

@@ -18,7 +18,9 @@ use ruma::{EventId, OwnedEventId, OwnedServerName, RoomId};
 use tokio::sync::mpsc;
 
 use super::{
-    LoadedRoom, QueuedEvent, RoomError, RoomHead, Rooms, index_state_slot, index_timeline,
+    LoadedRoom, QueuedEvent, RoomError, RoomHead, Rooms,
+    event_write::{AcceptedEvent, write_accepted},
+    index_timeline,
     state_store::{StateStore, StoredEvents, load_pdu, state_after},
 };
 use crate::storage::{Batch, StorageError, catalogue as cf, compound_key};
@@ -440,22 +442,43 @@ impl Rooms {
                         }
                     }
                 }
+                // A redaction another server sent removes its target's content here too, in
+                // the same write, by the same rule as a local one.
+                let redacted = match pdu.redacts() {
+                    Some(_) => {
+                        let object = medrix_protocol::canonical::parse_object(
+                            json.as_bytes(),
+                            medrix_protocol::canonical::MAX_PDU_BYTES,
+                        )
+                        .map_err(|err| RoomError::Invalid(err.to_string()))?;
+                        super::redaction::redacted_target(
+                            &self.storage,
+                            room_id,
+                            version,
+                            &before,
+                            &events,
+                            &pdu,
+                            &object,
+                        )?
+                    }
+                    None => None,
+                };
                 let position = self.stream.allocate().await?;
-                Some((extremities, current, entered, position))
+                Some((extremities, current, entered, position, redacted))
             }
             Verdict::Rejected(_) | Verdict::SoftFailed(_) => None,
         };
 
         // Nothing fails from here on.
-        batch.put(cf::EVENTID_PDU, event_id.as_bytes(), json.as_bytes());
         let before_group = match reusable_group {
             Some(group) => group,
             None if has_current && *before == room.state => room.head.state_group,
             None => self.state_store.put_group(batch, &before),
         };
-        StateStore::put_event_group(batch, &event_id, before_group);
-        let Some((extremities, current, entered, position)) = accepted else {
+        let Some((extremities, current, entered, position, redacted)) = accepted else {
             // Kept for the audit trail, but neither served to clients nor built upon.
+            batch.put(cf::EVENTID_PDU, event_id.as_bytes(), json.as_bytes());
+            StateStore::put_event_group(batch, &event_id, before_group);
             let row = match &decision.verdict {
                 Verdict::Rejected(reason) => {
                     pdu.set_rejected(true);
@@ -475,18 +498,7 @@ impl Rooms {
             };
             return Ok((queued, decision.verdict));
         };
-        index_timeline(batch, room_id, &event_id, position);
-        for state_event in &entered {
-            index_state_slot(batch, room_id, state_event, position);
-        }
         pending.record(&pdu, before_group, before.clone(), &decision.verdict);
-        for (kind, key) in room.state.keys().filter(|slot| !current.contains_key(*slot)) {
-            let kind = kind.to_string();
-            batch.delete(
-                cf::ROOMSTATEKEY_EVENTID,
-                &compound_key(&[room_id.as_bytes(), kind.as_bytes(), key.as_bytes()]),
-            );
-        }
         let state_group = if current == *before {
             before_group
         } else if has_current && current == room.state {
@@ -500,7 +512,21 @@ impl Rooms {
             extremities,
             state_group,
         };
-        batch.put(cf::ROOMID_HEAD, room_id.as_bytes(), &serde_json::to_vec(&head).expect("head"));
+        let left = room.state.keys().filter(|slot| !current.contains_key(*slot)).cloned().collect();
+        write_accepted(
+            batch,
+            AcceptedEvent {
+                room_id,
+                event_id: &event_id,
+                json: json.as_bytes(),
+                before_group,
+                position,
+                entered: &entered,
+                left,
+                head: &head,
+                redacted,
+            },
+        );
         let destinations = self.queue_outbound(batch, forward_to, &event_id, position);
         let changed = (current != room.state).then_some((current, entered));
         room.advance(head, changed, &self.server_name);
@@ -700,31 +726,21 @@ impl Rooms {
             .and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
-    /// Whether `server` may read the room's events at `event_id` (or now, without one): it
-    /// has a member joined in the state before that event, or in the current state. A server
-    /// whose last member was removed gets nothing newer.
-    pub fn server_may_read(
+    /// Whether `server` has a member joined to the room now (in this server's copy of its
+    /// current state). For this server itself: whether it is in the room (a server whose
+    /// last member left gets none of the room's events, so its copy is stale).
+    pub fn has_joined_member(
         &self,
         room_id: &RoomId,
         server: &ruma::ServerName,
-        event_id: Option<&EventId>,
     ) -> Result<bool, RoomError> {
         let Some(version) = self.version(room_id)? else { return Ok(false) };
-        let state = match event_id {
-            Some(id) => match self.state_before_event(id)? {
-                Some(state) => state,
-                None => return Ok(false),
-            },
-            None => self
-                .current_state_events(room_id, version)?
-                .into_iter()
-                .filter_map(|(id, pdu)| pdu.state_slot().map(|slot| (slot, id)))
-                .collect(),
-        };
-        for ((kind, key), id) in &state {
-            if *kind == ruma::events::StateEventType::RoomMember
-                && ruma::UserId::parse(key.as_str()).is_ok_and(|u| u.server_name() == server)
-                && let Some(pdu) = load_pdu(&self.storage, id, version)?
+        for (_, pdu) in self.current_state_events(room_id, version)? {
+            if *pdu.kind() == ruma::events::TimelineEventType::RoomMember
+                && pdu
+                    .state_key()
+                    .and_then(|key| ruma::UserId::parse(key).ok())
+                    .is_some_and(|user| user.server_name() == server)
                 && super::membership_of(&pdu).as_deref() == Some("join")
             {
                 return Ok(true);

@@ -21,7 +21,7 @@ use crate::{
     service::Services,
 };
 
-pub use rooms::{client_event, current_state};
+pub use rooms::client_event;
 
 /// The longest a client may make the server hold a sync.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
@@ -107,7 +107,7 @@ fn device_list_membership_changes(window: &Window<'_>, body: &mut Value) -> Resu
         }
     }
     if !departed.is_empty() {
-        let still_shared = users_sharing_rooms_with(window.services, window.user)?;
+        let still_shared = window.services.access.users_sharing_rooms_with(window.user)?;
         departed.retain(|user| !still_shared.contains(user));
     }
     if let Some(changed) = body["device_lists"]["changed"].as_array_mut() {
@@ -154,28 +154,4 @@ fn timeline_limit(
     };
     let limit = definition["room"]["timeline"]["limit"].as_u64();
     Ok(limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| (l as usize).clamp(1, MAX_TIMELINE_LIMIT)))
-}
-
-/// Users joined to any room `user` is joined to (including `user`).
-pub fn users_sharing_rooms_with(
-    services: &Services,
-    user: &UserId,
-) -> Result<Vec<String>, ApiError> {
-    let mut users = vec![user.to_string()];
-    for (room_id, membership) in services.rooms.memberships(user)? {
-        if membership != "join" {
-            continue;
-        }
-        let Some(version) = services.rooms.version(&room_id)? else { continue };
-        for (_, pdu) in services.rooms.current_state_events(&room_id, version)? {
-            if pdu.kind().to_string() == "m.room.member"
-                && crate::service::rooms::membership_of(&pdu).as_deref() == Some("join")
-                && let Some(member) = pdu.state_key()
-                && !users.iter().any(|u| u == member)
-            {
-                users.push(member.to_owned());
-            }
-        }
-    }
-    Ok(users)
 }

@@ -11,11 +11,7 @@ use serde_json::{Map, Value, json};
 use super::{Window, ephemeral};
 use crate::{
     http::error::ApiError,
-    service::{
-        Services,
-        rooms::{position_from, visibility},
-    },
-    storage::{catalogue as cf, compound_key},
+    service::{Services, access::VisibleEvent},
 };
 
 /// Events read per incremental sync; past this, the client syncs again from `next_batch`.
@@ -44,12 +40,13 @@ fn empty_response(next_batch: u64) -> Value {
 fn initial(window: &Window<'_>) -> Result<Value, ApiError> {
     let (services, user, upto) = (window.services, window.user, window.upto);
     let mut response = empty_response(upto);
-    for (room_id, membership) in services.rooms.memberships(user)? {
+    for (room_id, membership) in services.access.memberships(user)? {
         match membership.as_str() {
             "join" => {
                 let (timeline, limited) =
-                    recent_visible(services, &room_id, user, upto, window.timeline_limit)?;
-                let mut state = current_state(services, &room_id)?;
+                    services.access.recent(user, &room_id, upto, window.timeline_limit)?;
+                let timeline = positioned(timeline);
+                let mut state = current_state(services, user, &room_id)?;
                 let summary = summary(&state, user);
                 state.retain(|event| {
                     !timeline.iter().any(|(_, e)| e["event_id"] == event["event_id"])
@@ -74,34 +71,13 @@ fn initial(window: &Window<'_>) -> Result<Value, ApiError> {
 
 fn incremental(window: &Window<'_>, since: u64) -> Result<(Value, bool), ApiError> {
     let (services, user) = (window.services, window.user);
-    let rows = services.storage.scan_range(
-        cf::POSITION_ROOMEVENT,
-        &(since + 1).to_be_bytes(),
-        &window.upto.to_be_bytes(),
-        MAX_EVENTS_PER_SYNC,
-    )?;
-    let next_batch = rows
-        .last()
-        .filter(|_| rows.len() == MAX_EVENTS_PER_SYNC)
-        .map_or(window.upto, |(key, _)| position_from(key));
+    let batch = services.access.since(user, since, window.upto, MAX_EVENTS_PER_SYNC)?;
+    let next_batch = batch.next_batch;
     let mut response = empty_response(next_batch);
-    let mut per_room: BTreeMap<OwnedRoomId, Vec<Positioned>> = BTreeMap::new();
-    for (key, value) in rows {
-        let position = position_from(&key);
-        let Some(split) = value.iter().position(|b| *b == 0xFF) else { continue };
-        let (Ok(room_id), Ok(event_id)) = (
-            RoomId::parse(String::from_utf8_lossy(&value[..split]).as_ref()),
-            EventId::parse(String::from_utf8_lossy(&value[split + 1..]).as_ref()),
-        ) else {
-            continue;
-        };
-        let Some(event) = services.rooms.event_json(&event_id)? else { continue };
-        if visibility::may_see_event(&services.storage, &room_id, user, position, &event)? {
-            per_room.entry(room_id).or_default().push((position, client_event(&event_id, event)));
-        }
-    }
+    let per_room: BTreeMap<OwnedRoomId, Vec<Positioned>> =
+        batch.rooms.into_iter().map(|(room, events)| (room, positioned(events))).collect();
     let mut anything = !per_room.is_empty();
-    let memberships: BTreeMap<_, _> = services.rooms.memberships(user)?.into_iter().collect();
+    let memberships: BTreeMap<_, _> = services.access.memberships(user)?.into_iter().collect();
     for (room_id, events) in per_room {
         match memberships.get(&room_id).map(String::as_str) {
             Some("join") => {
@@ -183,12 +159,12 @@ fn joined_incremental(
     let members_changed =
         gap.iter().chain(&shown).any(|(_, event)| event["type"] == "m.room.member");
     let room_summary = if newly_joined || members_changed {
-        Some(summary(&current_state(window.services, room_id)?, window.user))
+        Some(summary(&current_state(window.services, window.user, room_id)?, window.user))
     } else {
         None
     };
     let state = if newly_joined {
-        let mut state = current_state(window.services, room_id)?;
+        let mut state = current_state(window.services, window.user, room_id)?;
         state.retain(|event| !in_timeline(event));
         state
     } else {
@@ -273,41 +249,9 @@ fn add_account_data(response: &mut Value, entries: impl Iterator<Item = (String,
     }
 }
 
-/// The latest events of a room the user may see (at most `limit`, oldest first), and whether
-/// more visible events came before them.
-fn recent_visible(
-    services: &Services,
-    room_id: &RoomId,
-    user: &UserId,
-    upto: u64,
-    limit: usize,
-) -> Result<(Vec<Positioned>, bool), ApiError> {
-    let prefix = compound_key(&[room_id.as_bytes(), b""]);
-    // Read a bounded window back from `upto`; events hidden from the user only shorten it.
-    let rows = services.storage.scan_back(
-        cf::ROOMPOSITION_EVENTID,
-        &prefix,
-        &upto.to_be_bytes(),
-        4 * limit + 1,
-    )?;
-    let mut events = Vec::new();
-    let mut limited = false;
-    for (key, event_id) in &rows {
-        let position = position_from(key);
-        let Ok(event_id) = EventId::parse(String::from_utf8_lossy(event_id).as_ref()) else {
-            continue;
-        };
-        let Some(event) = services.rooms.event_json(&event_id)? else { continue };
-        if visibility::may_see_event(&services.storage, room_id, user, position, &event)? {
-            if events.len() == limit {
-                limited = true;
-                break;
-            }
-            events.push((position, client_event(&event_id, event)));
-        }
-    }
-    events.reverse();
-    Ok((events, limited))
+/// Visible events as the timeline shows them, with their stream positions.
+fn positioned(events: Vec<VisibleEvent>) -> Vec<Positioned> {
+    events.into_iter().map(|e| (e.position, client_event(&e.event_id, e.event))).collect()
 }
 
 fn joined_room(
@@ -338,50 +282,21 @@ fn joined_room(
 
 /// An invite with the stripped state a client needs to show it.
 fn invited_room(services: &Services, room_id: &RoomId, user: &UserId) -> Result<Value, ApiError> {
-    let own = services.rooms.server_name();
-    let version = match services.rooms.version(room_id)? {
-        Some(version) if services.rooms.server_may_read(room_id, own, None)? => version,
-        // A room on another server (or one this server has no member in any more, whose
-        // copy here is stale): the state its invite carried.
-        _ => {
-            let invite = services.rooms.remote_invite_state(room_id, user)?.unwrap_or_default();
-            let events = invite["events"].as_array().cloned().unwrap_or_default();
-            return Ok(json!({ "invite_state": { "events": events } }));
-        }
-    };
-    let mut stripped = Vec::new();
-    for (event_id, pdu) in services.rooms.current_state_events(room_id, version)? {
-        let kind = pdu.kind().to_string();
-        if matches!(
-            kind.as_str(),
-            "m.room.create"
-                | "m.room.name"
-                | "m.room.join_rules"
-                | "m.room.encryption"
-                | "m.room.member"
-                | "m.room.topic"
-        ) && let Some(event) = services.rooms.event_json(&event_id)?
-        {
-            stripped.push(json!({
-                "type": event["type"], "state_key": event["state_key"],
-                "content": event["content"], "sender": event["sender"],
-            }));
-        }
-    }
-    Ok(json!({ "invite_state": { "events": stripped } }))
+    Ok(json!({ "invite_state": { "events": services.access.invite_state(user, room_id)? } }))
 }
 
-/// The room's current state events in the client format.
-pub fn current_state(services: &Services, room_id: &RoomId) -> Result<Vec<Value>, ApiError> {
-    let version =
-        services.rooms.version(room_id)?.ok_or_else(|| ApiError::not_found("unknown room"))?;
-    let mut state = Vec::new();
-    for (event_id, _) in services.rooms.current_state_events(room_id, version)? {
-        if let Some(event) = services.rooms.event_json(&event_id)? {
-            state.push(client_event(&event_id, event));
-        }
-    }
-    Ok(state)
+/// The room's current state events in the client format, for a member joined now.
+fn current_state(
+    services: &Services,
+    user: &UserId,
+    room_id: &RoomId,
+) -> Result<Vec<Value>, ApiError> {
+    Ok(services
+        .access
+        .current_state(user, room_id)?
+        .into_iter()
+        .map(|(event_id, event)| client_event(&event_id, event))
+        .collect())
 }
 
 /// The client format of a stored event: the envelope fields clients use, plus its ID.

@@ -1,0 +1,447 @@
+//! Reads for local users (the client API): one event, pages of a room's timeline (`/messages`,
+//! `/context`, `/sync`), the events since a sync token across the user's rooms, and the
+//! current state, members and invite state of a room. Timeline reads walk the stream order
+//! (the order clients page in) and keep only what the user's view of each room lets through.
+
+use std::collections::BTreeMap;
+
+use ruma::{
+    EventId, OwnedEventId, OwnedRoomId, RoomId, UserId, api::Direction, events::StateEventType,
+};
+use serde_json::{Map, Value, json};
+
+use super::{Access, AccessError, Reader, RoomView};
+use crate::{
+    service::rooms::position_from,
+    storage::{Entry, catalogue as cf, compound_key},
+};
+
+/// A stored event a user may see, with its stream position.
+pub struct VisibleEvent {
+    pub position: u64,
+    pub event_id: OwnedEventId,
+    pub event: Map<String, Value>,
+}
+
+/// A page of `/messages`: the events, where it started, and where the next page starts (none
+/// when the page is not full: nothing more to read that way).
+pub struct MessagesPage {
+    pub chunk: Vec<VisibleEvent>,
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
+/// An event with the visible events around it (`/context`); `state` is the current state
+/// for a member joined now, and empty otherwise (a former member is shown nothing changed
+/// after they lost access).
+pub struct Context {
+    pub event: VisibleEvent,
+    pub before: Vec<VisibleEvent>,
+    pub after: Vec<VisibleEvent>,
+    pub start: u64,
+    pub end: u64,
+    pub state: Vec<(OwnedEventId, Map<String, Value>)>,
+}
+
+/// The events of the stream after a sync token that the user may see, per room, and the
+/// token the next sync starts from.
+pub struct SinceBatch {
+    pub rooms: BTreeMap<OwnedRoomId, Vec<VisibleEvent>>,
+    pub next_batch: u64,
+}
+
+/// The most events one `/messages` page returns.
+const MAX_PAGE: usize = 1000;
+/// The most events `/context` returns around its event.
+const MAX_CONTEXT: usize = 100;
+/// The state events an invitee is shown of the room (the spec's stripped state), beside the
+/// invite itself: nothing about the other members.
+pub const INVITE_STATE_TYPES: [&str; 7] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.topic",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+];
+
+impl Access {
+    /// A timeline event of the room by ID, if `user` may see it.
+    pub fn event_for_user(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<Option<VisibleEvent>, AccessError> {
+        let Some(position) = self
+            .storage
+            .get(cf::EVENTID_POSITION, event_id.as_bytes())?
+            .filter(|bytes| bytes.len() == 8)
+            .map(|bytes| position_from(&bytes))
+        else {
+            return Ok(None);
+        };
+        let mut view = match self.view(room_id, Reader::User(user)) {
+            Ok(view) => view,
+            Err(AccessError::NotFound(_)) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        Ok(view.visible_event(event_id)?.map(|event| VisibleEvent {
+            position,
+            event_id: event_id.to_owned(),
+            event,
+        }))
+    }
+
+    /// A page of the room's timeline from `from` (a stream position; the newest visible
+    /// when walking back without one, the start when walking forward), at most `limit`.
+    pub fn messages(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        dir: Direction,
+        from: Option<u64>,
+        limit: usize,
+    ) -> Result<MessagesPage, AccessError> {
+        if self.rooms.membership(room_id, user)?.is_none() {
+            return Err(AccessError::Forbidden("you have never been in this room"));
+        }
+        let mut view = self.view(room_id, Reader::User(user))?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let visible_upto = self.rooms.stream.visible();
+        let mut chunk = Vec::new();
+        let mut last = None;
+        match dir {
+            Direction::Backward => {
+                let from = from.unwrap_or(visible_upto).min(visible_upto);
+                // Walk back a batch at a time, skipping what the user may not see.
+                let mut upper = from;
+                loop {
+                    let rows = self.timeline_back(room_id, upper, limit)?;
+                    last = self.fill(&mut view, &rows, &mut chunk, limit)?.or(last);
+                    match last {
+                        _ if chunk.len() == limit => break,
+                        Some(position) if rows.len() == limit && position > 0 => {
+                            upper = position - 1
+                        }
+                        _ => break,
+                    }
+                }
+                let end = last.filter(|last| chunk.len() == limit && *last > 0).map(|l| l - 1);
+                Ok(MessagesPage { chunk, start: from, end })
+            }
+            Direction::Forward => {
+                let from = from.unwrap_or(0);
+                // Read forward a page at a time; never more rows at once than a page holds.
+                let mut lower = from + 1;
+                while lower <= visible_upto {
+                    let rows = self.timeline_forward(room_id, lower, visible_upto, limit)?;
+                    let Some(position) = self.fill(&mut view, &rows, &mut chunk, limit)? else {
+                        break;
+                    };
+                    last = Some(position);
+                    if chunk.len() == limit || rows.len() < limit {
+                        break;
+                    }
+                    lower = position + 1;
+                }
+                let end = last.filter(|_| chunk.len() == limit);
+                Ok(MessagesPage { chunk, start: from, end })
+            }
+        }
+    }
+
+    /// An event with up to `limit` visible events around it, half before and half after.
+    pub fn context(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+        limit: usize,
+    ) -> Result<Option<Context>, AccessError> {
+        let Some(event) = self.event_for_user(user, room_id, event_id)? else { return Ok(None) };
+        let mut view = self.view(room_id, Reader::User(user))?;
+        let position = event.position;
+        let limit = limit.min(MAX_CONTEXT);
+        let (before_limit, after_limit) = (limit / 2, limit - limit / 2);
+        let mut before = Vec::new();
+        let mut start = position.saturating_sub(1);
+        if before_limit > 0 && position > 0 {
+            let rows = self.timeline_back(room_id, position - 1, 4 * before_limit)?;
+            if let Some(last) = self.fill(&mut view, &rows, &mut before, before_limit)? {
+                start = last.saturating_sub(1);
+            }
+        }
+        let mut after = Vec::new();
+        let mut end = position;
+        let visible_upto = self.rooms.stream.visible();
+        if after_limit > 0 && position < visible_upto {
+            let rows =
+                self.timeline_forward(room_id, position + 1, visible_upto, 4 * after_limit)?;
+            if let Some(last) = self.fill(&mut view, &rows, &mut after, after_limit)? {
+                end = last;
+            }
+        }
+        let state = if view.joined_now() { self.state_events(room_id)? } else { vec![] };
+        Ok(Some(Context { event, before, after, start, end, state }))
+    }
+
+    /// The latest events of a room `user` may see, up to stream position `upto` (at most
+    /// `limit`, oldest first), and whether more visible events came before them.
+    pub fn recent(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        upto: u64,
+        limit: usize,
+    ) -> Result<(Vec<VisibleEvent>, bool), AccessError> {
+        let mut view = self.view(room_id, Reader::User(user))?;
+        // Read a bounded window back from `upto`; events hidden from the user only shorten it.
+        let rows = self.timeline_back(room_id, upto, 4 * limit + 1)?;
+        let mut events = Vec::new();
+        self.fill(&mut view, &rows, &mut events, limit + 1)?;
+        let limited = events.len() > limit;
+        events.truncate(limit);
+        events.reverse();
+        Ok((events, limited))
+    }
+
+    /// The events after stream position `since` up to `upto` that `user` may see, per room,
+    /// reading at most `max_rows` of the stream (the next sync goes on from `next_batch`).
+    pub fn since(
+        &self,
+        user: &UserId,
+        since: u64,
+        upto: u64,
+        max_rows: usize,
+    ) -> Result<SinceBatch, AccessError> {
+        let rows = self.storage.scan_range(
+            cf::POSITION_ROOMEVENT,
+            &(since + 1).to_be_bytes(),
+            &upto.to_be_bytes(),
+            max_rows,
+        )?;
+        let next_batch = rows
+            .last()
+            .filter(|_| rows.len() == max_rows)
+            .map_or(upto, |(key, _)| position_from(key));
+        let mut views: BTreeMap<OwnedRoomId, RoomView<'_>> = BTreeMap::new();
+        let mut rooms: BTreeMap<OwnedRoomId, Vec<VisibleEvent>> = BTreeMap::new();
+        for (key, value) in rows {
+            let position = position_from(&key);
+            let Some(split) = value.iter().position(|b| *b == 0xFF) else { continue };
+            let (Ok(room_id), Ok(event_id)) = (
+                RoomId::parse(String::from_utf8_lossy(&value[..split]).as_ref()),
+                EventId::parse(String::from_utf8_lossy(&value[split + 1..]).as_ref()),
+            ) else {
+                continue;
+            };
+            if !views.contains_key(&room_id) {
+                match self.view(&room_id, Reader::User(user)) {
+                    Ok(view) => views.insert(room_id.clone(), view),
+                    // A room only another server's invite made known here: no view of its
+                    // DAG, but the user's own membership events in it are theirs to see.
+                    Err(AccessError::NotFound(_)) => {
+                        if let Some(event) = self.own_outside_membership(user, &event_id)? {
+                            rooms.entry(room_id).or_default().push(VisibleEvent {
+                                position,
+                                event_id,
+                                event,
+                            });
+                        }
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
+            }
+            let view = views.get_mut(&room_id).expect("inserted above");
+            if let Some(event) = view.visible_event(&event_id)? {
+                rooms.entry(room_id).or_default().push(VisibleEvent { position, event_id, event });
+            }
+        }
+        Ok(SinceBatch { rooms, next_batch })
+    }
+
+    /// The room's current state events, for a member joined now.
+    pub fn current_state(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Vec<(OwnedEventId, Map<String, Value>)>, AccessError> {
+        self.require_joined(room_id, user)?;
+        self.state_events(room_id)
+    }
+
+    /// One current state event's JSON, for a member joined now.
+    pub fn current_state_event(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        kind: &StateEventType,
+        state_key: &str,
+    ) -> Result<Option<Map<String, Value>>, AccessError> {
+        self.require_joined(room_id, user)?;
+        match self.rooms.state_event(room_id, kind, state_key)? {
+            Some(event_id) => Ok(self.rooms.event_json(&event_id)?),
+            None => Ok(None),
+        }
+    }
+
+    /// The room's current member events, for a member joined now.
+    pub fn members(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Vec<(OwnedEventId, Map<String, Value>)>, AccessError> {
+        let mut members = self.current_state(user, room_id)?;
+        members.retain(|(_, event)| {
+            event.get("type").and_then(Value::as_str) == Some("m.room.member")
+        });
+        Ok(members)
+    }
+
+    /// What an invitee is shown of a room they are invited to: the spec's stripped state
+    /// (create, join rules, name, avatar, topic, canonical alias, encryption) and the invite
+    /// itself, never the other members. For a room this server follows, from its current
+    /// state; for another server's room, what that server's invite carried.
+    pub fn invite_state(&self, user: &UserId, room_id: &RoomId) -> Result<Vec<Value>, AccessError> {
+        if self.rooms.membership(room_id, user)?.as_deref() != Some("invite") {
+            return Err(AccessError::Forbidden("you are not invited to this room"));
+        }
+        let own = self.rooms.server_name();
+        if self.rooms.version(room_id)?.is_none() || !self.rooms.has_joined_member(room_id, own)? {
+            let invite = self.rooms.remote_invite_state(room_id, user)?.unwrap_or_default();
+            return Ok(invite["events"].as_array().cloned().unwrap_or_default());
+        }
+        Ok(self.stripped_state(room_id, Some(user))?)
+    }
+
+    /// The stripped state of a room (the kinds an invitee may see), plus the member event of
+    /// `member` if given: what an invite shows of the room, here or on the invitee's server.
+    pub fn stripped_state(
+        &self,
+        room_id: &RoomId,
+        member: Option<&UserId>,
+    ) -> Result<Vec<Value>, AccessError> {
+        let mut stripped = Vec::new();
+        for (_, event) in self.state_events(room_id)? {
+            let kind = event.get("type").and_then(Value::as_str).unwrap_or_default();
+            let state_key = event.get("state_key").and_then(Value::as_str);
+            let shown = INVITE_STATE_TYPES.contains(&kind)
+                || (kind == "m.room.member"
+                    && member.is_some_and(|member| state_key == Some(member.as_str())));
+            if shown {
+                stripped.push(json!({
+                    "type": event.get("type"), "state_key": event.get("state_key"),
+                    "content": event.get("content"), "sender": event.get("sender"),
+                }));
+            }
+        }
+        Ok(stripped)
+    }
+
+    /// The current state events of a room, whoever asks (callers decide who may).
+    fn state_events(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<Vec<(OwnedEventId, Map<String, Value>)>, AccessError> {
+        let version = self.rooms.version(room_id)?.ok_or(AccessError::NotFound("unknown room"))?;
+        let mut state = Vec::new();
+        for (event_id, _) in self.rooms.current_state_events(room_id, version)? {
+            if let Some(event) = self.rooms.event_json(&event_id)? {
+                state.push((event_id, event));
+            }
+        }
+        Ok(state)
+    }
+
+    /// A membership event about `user` that another server sent this one outside any room
+    /// it follows (an invite, its withdrawal).
+    fn own_outside_membership(
+        &self,
+        user: &UserId,
+        event_id: &EventId,
+    ) -> Result<Option<Map<String, Value>>, AccessError> {
+        let Some(event) = self.rooms.event_json(event_id)? else { return Ok(None) };
+        let own = event.get("type").and_then(Value::as_str) == Some("m.room.member")
+            && event.get("state_key").and_then(Value::as_str) == Some(user.as_str());
+        Ok(own.then_some(event))
+    }
+
+    /// Users joined to any room `user` is joined to (including `user`): whose device
+    /// lists the user's clients track.
+    pub fn users_sharing_rooms_with(&self, user: &UserId) -> Result<Vec<String>, AccessError> {
+        let mut users = vec![user.to_string()];
+        for (room_id, membership) in self.rooms.memberships(user)? {
+            if membership != "join" {
+                continue;
+            }
+            let Some(version) = self.rooms.version(&room_id)? else { continue };
+            for (_, pdu) in self.rooms.current_state_events(&room_id, version)? {
+                if *pdu.kind() == ruma::events::TimelineEventType::RoomMember
+                    && crate::service::rooms::membership_of(&pdu).as_deref() == Some("join")
+                    && let Some(member) = pdu.state_key()
+                    && !users.iter().any(|u| u == member)
+                {
+                    users.push(member.to_owned());
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    /// Up to `limit` timeline rows of the room at or before `upper`, newest first.
+    fn timeline_back(
+        &self,
+        room_id: &RoomId,
+        upper: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, AccessError> {
+        let prefix = compound_key(&[room_id.as_bytes(), b""]);
+        Ok(self.storage.scan_back(
+            cf::ROOMPOSITION_EVENTID,
+            &prefix,
+            &upper.to_be_bytes(),
+            limit,
+        )?)
+    }
+
+    /// Up to `limit` timeline rows of the room from `lower` to `upper`, oldest first.
+    fn timeline_forward(
+        &self,
+        room_id: &RoomId,
+        lower: u64,
+        upper: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, AccessError> {
+        let at = |position: u64| compound_key(&[room_id.as_bytes(), &position.to_be_bytes()]);
+        Ok(self.storage.scan_range(cf::ROOMPOSITION_EVENTID, &at(lower), &at(upper), limit)?)
+    }
+
+    /// Appends the visible events of timeline `rows` to `out` until it holds `limit`;
+    /// answers the position of the last row looked at.
+    fn fill(
+        &self,
+        view: &mut RoomView<'_>,
+        rows: &[Entry],
+        out: &mut Vec<VisibleEvent>,
+        limit: usize,
+    ) -> Result<Option<u64>, AccessError> {
+        let mut last = None;
+        for (key, event_id) in rows {
+            if out.len() >= limit {
+                break;
+            }
+            let position = position_from(key);
+            last = Some(position);
+            let Ok(event_id) = EventId::parse(String::from_utf8_lossy(event_id).as_ref()) else {
+                continue;
+            };
+            if let Some(event) = view.visible_event(&event_id)? {
+                out.push(VisibleEvent { position, event_id, event });
+            }
+        }
+        Ok(last)
+    }
+}

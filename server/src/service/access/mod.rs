@@ -1,0 +1,118 @@
+//! The one way to read room data. Every read of a room's events, state or members, by a local
+//! user (the client API) or by another server (the federation API), goes through this
+//! service, which decides what the reader may see and reads only that. Handlers do no storage
+//! work of their own. (The patient-visible read log hooks in here.)
+//!
+//! Whether a reader may see an event is decided by the history-visibility rules of
+//! `medrix_protocol::history_visibility`, over the room's state *at the event*: its place in
+//! the DAG (its state group), not the order in which events reached this server. An event
+//! from before a user's join that arrives late (gap filling, a healed partition) is judged by
+//! where it sits.
+
+mod client_reads;
+mod server_reads;
+mod view;
+
+use ruma::{OwnedRoomId, RoomId, UserId};
+
+use crate::{
+    service::rooms::{RoomError, Rooms},
+    storage::{Storage, StorageError, catalogue as cf, compound_key},
+};
+
+pub use client_reads::{INVITE_STATE_TYPES, VisibleEvent};
+pub use server_reads::HistoryWalk;
+pub use view::{Reader, RoomView};
+
+/// Why a read was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The room or event is not known here, or not to this reader (which learns no more).
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error(transparent)]
+    Room(#[from] RoomError),
+}
+
+impl From<StorageError> for AccessError {
+    fn from(err: StorageError) -> Self {
+        Self::Room(RoomError::Storage(err))
+    }
+}
+
+/// The access service: reads room data for one reader at a time.
+#[derive(Clone)]
+pub struct Access {
+    rooms: Rooms,
+    storage: Storage,
+}
+
+impl Access {
+    pub fn new(rooms: Rooms, storage: Storage) -> Self {
+        Self { rooms, storage }
+    }
+
+    /// A reader's view of one room, which decides event by event (remembering per state
+    /// group what it found).
+    pub fn view<'a>(
+        &'a self,
+        room_id: &RoomId,
+        reader: Reader<'a>,
+    ) -> Result<RoomView<'a>, AccessError> {
+        RoomView::open(self, room_id, reader)
+    }
+
+    /// Refuses unless `user` is joined to the room now: what the current state, the member
+    /// list and a room's ephemeral data are shown to (nothing after a removal).
+    pub fn require_joined(&self, room_id: &RoomId, user: &UserId) -> Result<(), AccessError> {
+        if self.rooms.is_joined(room_id, user)? {
+            Ok(())
+        } else {
+            Err(AccessError::Forbidden("you are not joined to this room"))
+        }
+    }
+
+    /// Whether `user` may download a file `uploader` uploaded at stream position `position`:
+    /// their own, or one uploaded while both were joined to a room they share. So a removed
+    /// member gets no file uploaded after the removal (as with events), and a stranger gets
+    /// none. (Files are not in a room's DAG, so the stream order is what dates them.)
+    pub fn may_download(
+        &self,
+        user: &UserId,
+        uploader: &UserId,
+        position: u64,
+    ) -> Result<bool, AccessError> {
+        if user == uploader {
+            return Ok(true);
+        }
+        for (room_id, _) in self.rooms.memberships(user)? {
+            if self.joined_at_position(&room_id, user, position)?
+                && self.joined_at_position(&room_id, uploader, position)?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether the user was joined to the room as of stream position `position`.
+    fn joined_at_position(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        position: u64,
+    ) -> Result<bool, StorageError> {
+        let prefix = compound_key(&[room_id.as_bytes(), user.as_bytes(), b""]);
+        Ok(self
+            .storage
+            .last_in_prefix(cf::ROOMUSERPOSITION_MEMBERSHIP, &prefix, &position.to_be_bytes())?
+            .is_some_and(|(_, membership)| &*membership == b"join"))
+    }
+
+    /// The rooms `user` has a membership in, with it (their own data: their room list).
+    pub fn memberships(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, String)>, AccessError> {
+        Ok(self.rooms.memberships(user)?)
+    }
+}
