@@ -394,3 +394,64 @@ async fn a_redaction_from_another_server_removes_the_content_here_too() {
             .contains(&"wrong patient's results".to_owned())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_another_server_puts_in_unsigned_never_reaches_clients() {
+    let net = TestNet::new();
+    let clinic = net.start("clinic", &[], &["hospital"]).await;
+    let hospital = net.start("hospital", &[], &["clinic"]).await;
+    let patient = clinic.server.register("patient", "pw").await;
+    let doctor = hospital.server.register("doctor", "pw").await;
+    let room = create_room(&clinic, &patient, json!({})).await;
+    doctor_joins(&clinic, &patient, &hospital, &doctor, &room).await;
+    let doctor_id: OwnedUserId = hospital.user_id("doctor").try_into().unwrap();
+    let tip: OwnedEventId = newest_event(&clinic, &patient, &room).await.try_into().unwrap();
+    let auth = vec![
+        state_id(&clinic, &patient, &room, "m.room.power_levels", "").await.try_into().unwrap(),
+        state_id(&clinic, &patient, &room, "m.room.member", doctor_id.as_str())
+            .await
+            .try_into()
+            .unwrap(),
+    ];
+    let draft = EventDraft {
+        room_id: Some(room.as_str().try_into().unwrap()),
+        sender: doctor_id,
+        kind: "m.room.message".to_owned(),
+        state_key: None,
+        content: object_from_value(json!({"msgtype": "m.text", "body": "results attached"}))
+            .unwrap(),
+        prev_events: vec![tip],
+        auth_events: auth,
+        depth: 40,
+        origin_server_ts: 1_800_000_000_000,
+        redacts: None,
+    };
+    let signed = sign_new_event(&draft, RoomVersion::V12, &hospital.signing_key()).unwrap();
+    // No signature covers `unsigned`: anyone relaying the event could have written this.
+    let mut wire: Value = serde_json::from_str(&encode(&signed.json)).unwrap();
+    wire["unsigned"] = json!({
+        "transaction_id": "the patient's own",
+        "redacted_because": { "type": "m.room.redaction", "sender": "@patient:clinic" },
+        "m.relations": { "m.replace": { "event_id": "$forged" } },
+    });
+    let transaction = json!({
+        "origin": hospital.server_name, "origin_server_ts": 1_800_000_000_000u64, "pdus": [wire],
+    });
+    let (status, answer) = net.put_transaction(&hospital, &clinic, "unsigned", &transaction).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["pdus"][signed.event_id.as_str()], json!({}), "{answer}");
+
+    let event = until_readable(&clinic, &patient, &room, signed.event_id.as_str()).await;
+    assert_eq!(event["content"]["body"], "results attached");
+    assert!(
+        event.get("unsigned").is_none_or(|unsigned| unsigned.get("transaction_id").is_none()
+            && unsigned.get("redacted_because").is_none()
+            && unsigned.get("m.relations").is_none()),
+        "{event}"
+    );
+    let (status, sync) =
+        clinic.server.call("GET", "/_matrix/client/v3/sync", Some(&patient), None).await;
+    assert_eq!(status, 200);
+    assert!(!sync.to_string().contains("the patient's own"), "{sync}");
+    assert!(!sync.to_string().contains("$forged"), "{sync}");
+}

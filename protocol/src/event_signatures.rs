@@ -28,7 +28,8 @@ pub struct SignatureCheck {
     pub content_hash_matches: bool,
     /// The redacted form, already computed on the way.
     pub redacted: CanonicalJsonObject,
-    /// The whole event as canonical JSON, also computed on the way.
+    /// The whole event as canonical JSON, less the sender's `unsigned` (what is stored), also
+    /// computed on the way.
     pub whole: String,
 }
 
@@ -71,9 +72,9 @@ pub fn prepare<'k>(
 ) -> Result<PreparedCheck<'k>, ProtocolError> {
     // The size limit first, before any other work on the event. Its redacted form only lacks
     // fields, so it is never larger and needs no check of its own.
-    let WholeAndHashed { whole, hashed } = encode_whole_and_hashed(object);
-    if whole.len() > MAX_CANONICAL_PDU_BYTES {
-        return Err(too_large(whole.len()));
+    let WholeAndHashed { whole, whole_len, hashed } = encode_whole_and_hashed(object);
+    if whole_len > MAX_CANONICAL_PDU_BYTES {
+        return Err(too_large(whole_len));
     }
     let redacted = redact(object.clone(), version, None)?;
     let claimed_hash = match object.get("hashes") {
@@ -112,10 +113,12 @@ pub fn prepare<'k>(
     })
 }
 
-/// An event's canonical JSON, whole (what is stored, and what the size limit is about), and
-/// without the fields the content hash leaves out.
+/// An event's canonical JSON as it is kept (without the sender's `unsigned`, which no
+/// signature covers: a receiver rebuilds its own), the length of the event as received (what
+/// the size limit is about), and the event without the fields the content hash leaves out.
 struct WholeAndHashed {
     whole: String,
+    whole_len: usize,
     hashed: Vec<u8>,
 }
 
@@ -130,6 +133,9 @@ fn encode_whole_and_hashed(object: &CanonicalJsonObject) -> WholeAndHashed {
     let mut whole = Vec::with_capacity(1024);
     let mut hashed = Vec::with_capacity(1024);
     let mut piece = Vec::with_capacity(256);
+    // `{`, `}` and the pieces with their separators: one comma fewer than pieces, one brace
+    // more.
+    let mut whole_len = 1;
     whole.push(b'{');
     hashed.push(b'{');
     for (key, value) in object {
@@ -138,6 +144,10 @@ fn encode_whole_and_hashed(object: &CanonicalJsonObject) -> WholeAndHashed {
         serde_json::to_writer(&mut piece, key).expect("a key serializes");
         piece.push(b':');
         serde_json::to_writer(&mut piece, value).expect("a canonical value serializes");
+        whole_len += piece.len() + 1;
+        if key == "unsigned" {
+            continue; // not kept, and not hashed either
+        }
         if whole.len() > 1 {
             whole.push(b',');
         }
@@ -152,7 +162,7 @@ fn encode_whole_and_hashed(object: &CanonicalJsonObject) -> WholeAndHashed {
     whole.push(b'}');
     hashed.push(b'}');
     let whole = String::from_utf8(whole).expect("serde_json writes UTF-8");
-    WholeAndHashed { whole, hashed }
+    WholeAndHashed { whole, whole_len: whole_len.max(2), hashed }
 }
 
 /// The spec's rule for one server: every signature made with a key we know must verify, and
