@@ -145,11 +145,10 @@ impl E2ee {
         changed_user: Option<&UserId>,
     ) -> Result<(), StorageError> {
         let Some(user) = changed_user else { return self.storage.commit(batch).await };
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
+        let position = reservation.position();
         batch.put(cf::POSITION_KEYCHANGEUSER, &position.to_be_bytes(), user.as_bytes());
-        let result = self.storage.commit(batch).await;
-        self.stream.finish(position);
-        result
+        reservation.commit(&self.storage, batch).await
     }
 
     pub fn one_time_key_counts(
@@ -406,7 +405,8 @@ impl E2ee {
         messages: Vec<(String, String, Value)>,
         txn: Option<&[u8]>,
     ) -> Result<(), StorageError> {
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
+        let position = reservation.position();
         let mut batch = self.storage.batch();
         if let Some(txn) = txn {
             batch.put(cf::TXNID_EVENTID, txn, b"");
@@ -421,9 +421,7 @@ impl E2ee {
                 &serde_json::to_vec(message).expect("json"),
             );
         }
-        let result = self.storage.commit(batch).await;
-        self.stream.finish(position);
-        result
+        reservation.commit(&self.storage, batch).await
     }
 
     /// The device's pending to-device messages up to `upto`, after dropping those the client

@@ -52,7 +52,8 @@ impl Receipts {
             receipt_type.as_bytes(),
             thread_id.as_deref().unwrap_or("").as_bytes(),
         ]);
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
+        let position = reservation.position();
         let mut batch = self.storage.batch();
         if let Some(old) = self.storage.get(cf::ROOMUSERTYPE_RECEIPT, &key)? {
             let old: Receipt = decode(&old)?;
@@ -73,9 +74,7 @@ impl Receipts {
             &serde_json::to_vec(&receipt).expect("receipt serializes"),
         );
         batch.put(cf::POSITION_RECEIPT, &position.to_be_bytes(), &key);
-        let result = self.storage.commit(batch).await;
-        self.stream.finish(position);
-        result
+        reservation.commit(&self.storage, batch).await
     }
 
     /// Every current receipt in a room.

@@ -56,7 +56,7 @@ impl Typing {
         user_id: &UserId,
         typing: Option<Duration>,
     ) -> Result<(), StorageError> {
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
         {
             let mut rooms = self.rooms.lock().expect("typing lock");
             let room = rooms.entry(room_id.to_owned()).or_default();
@@ -71,14 +71,15 @@ impl Typing {
                     room.users.remove(user_id);
                 }
             }
-            room.changed_at = position;
+            room.changed_at = reservation.position();
             // Rooms where nobody types any more are kept so that "nobody is typing" still
             // reaches clients that sync later; past the bound they go.
             if rooms.len() > MAX_TRACKED_ROOMS {
                 rooms.retain(|_, room| !room.users.is_empty());
             }
         }
-        self.stream.finish(position);
+        // Readers see the position only now that the change is made.
+        drop(reservation);
         Ok(())
     }
 
@@ -103,12 +104,12 @@ impl Typing {
                 .collect()
         };
         for room_id in expired {
-            let position = self.stream.allocate().await?;
+            let reservation = self.stream.allocate().await?;
             if let Some(room) = self.rooms.lock().expect("typing lock").get_mut(&room_id) {
                 room.users.retain(|_, until| *until > now);
-                room.changed_at = position;
+                room.changed_at = reservation.position();
             }
-            self.stream.finish(position);
+            drop(reservation);
         }
         Ok(())
     }

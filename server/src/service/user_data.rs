@@ -89,7 +89,8 @@ impl UserData {
         content: &Value,
     ) -> Result<(), StorageError> {
         let room = room_id.map(RoomId::as_bytes).unwrap_or_default();
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
+        let position = reservation.position();
         let mut batch = self.storage.batch();
         batch.put(
             cf::USERROOMTYPE_ACCOUNTDATA,
@@ -101,9 +102,7 @@ impl UserData {
             &compound_key(&[user_id.as_bytes(), &position.to_be_bytes()]),
             &compound_key(&[room, kind.as_bytes()]),
         );
-        let result = self.storage.commit(batch).await;
-        self.stream.finish(position);
-        result
+        reservation.commit(&self.storage, batch).await
     }
 
     pub fn account_data(

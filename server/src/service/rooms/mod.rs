@@ -499,7 +499,8 @@ impl Rooms {
         txn: Option<Vec<u8>>,
         redacted: Option<(OwnedEventId, Vec<u8>)>,
     ) -> Result<(QueuedEvent, Durability), RoomError> {
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
+        let position = reservation.position();
         let mut batch = self.storage.batch();
         batch.put(cf::EVENTID_PDU, signed.event_id.as_bytes(), encode(&signed.json).as_bytes());
         let is_create = room.head.extremities.is_empty();
@@ -547,13 +548,10 @@ impl Rooms {
             servers.insert(target);
         }
         let destinations = self.queue_outbound(&mut batch, servers, &signed.event_id, position);
-        let durability = match self.storage.enqueue(batch).await {
-            Ok(durability) => durability,
-            Err(err) => {
-                self.stream.finish(position);
-                return Err(err.into());
-            }
-        };
+        // Not queued (failed, or the caller dropped), the reservation gives the position back;
+        // queued, the position travels with the event and `settle` gives it back.
+        let durability = self.storage.enqueue(batch).await?;
+        let position = reservation.into_position();
         room.advance(head, new_state, &self.server_name);
         let txn = txn.map(|key| {
             let (sender, receiver) = watch::channel(None);

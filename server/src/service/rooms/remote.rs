@@ -440,7 +440,8 @@ impl Rooms {
                         }
                     }
                 }
-                let position = self.stream.allocate().await?;
+                // Given back by `settle` with the run's write (this runs in a task of its own).
+                let position = self.stream.allocate().await?.into_position();
                 Some((extremities, current, entered, position))
             }
             Verdict::Rejected(_) | Verdict::SoftFailed(_) => None,
@@ -660,7 +661,8 @@ impl Rooms {
     ) -> Result<(), RoomError> {
         let slot = self.slot(room_id);
         let _guard = slot.lock().await;
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
+        let position = reservation.position();
         let mut batch = self.storage.batch();
         let (room_key, user_key) = (room_id.as_bytes(), user.as_bytes());
         batch.put(cf::EVENTID_PDU, event_id.as_bytes(), canonical_json.as_bytes());
@@ -682,9 +684,7 @@ impl Rooms {
             ),
             None => batch.delete(cf::ROOMUSER_INVITESTATE, &state_key),
         }
-        let result = self.storage.commit(batch).await;
-        self.stream.finish(position);
-        Ok(result?)
+        Ok(reservation.commit(&self.storage, batch).await?)
     }
 
     /// The stripped state of a room another server invited `user` to.
