@@ -6,6 +6,7 @@ pub mod aliases;
 pub mod e2ee;
 pub mod federation;
 pub mod key_backup;
+pub mod key_signatures;
 pub mod media;
 pub mod rate_limit;
 pub mod receipts;
