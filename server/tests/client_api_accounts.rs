@@ -260,3 +260,29 @@ async fn metrics_are_served_and_sigterm_stops_cleanly() {
     assert!(text.contains("medrix_http_requests_total"), "{text}");
     assert!(server.terminate(), "exit status after SIGTERM");
 }
+
+#[tokio::test]
+async fn password_change_and_deactivation_without_a_token_answer_missing_token() {
+    let server = support::start().await;
+    server.register("alice", "pw").await;
+    for (path, body) in [
+        ("/_matrix/client/v3/account/password", json!({"new_password": "new"})),
+        ("/_matrix/client/v3/account/deactivate", json!({})),
+        (
+            "/_matrix/client/r0/account/password",
+            json!({"new_password": "new", "logout_devices": true}),
+        ),
+    ] {
+        let (status, answer) = server.call("POST", path, None, Some(body)).await;
+        assert_eq!(
+            (status, answer["errcode"].as_str()),
+            (401, Some("M_MISSING_TOKEN")),
+            "{path}: {answer}"
+        );
+    }
+    // Nothing changed: the old password still logs in.
+    let login = json!({"type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw"});
+    let (status, body) = server.call("POST", "/_matrix/client/v3/login", None, Some(login)).await;
+    assert_eq!(status, 200, "{body}");
+}

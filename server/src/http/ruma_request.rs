@@ -25,12 +25,36 @@ pub struct Ruma<T> {
     pub session: Option<Session>,
 }
 
-impl<T> Ruma<T> {
-    /// The session of an endpoint that requires one (the extractor already refused requests
-    /// without it).
+impl<T> Ruma<T>
+where
+    T: ruma::api::Metadata<Authentication = AccessToken>,
+{
+    /// The session of an endpoint whose type requires an access token. Only such endpoints
+    /// have this method: one where the token is optional must handle its absence (see
+    /// [`Ruma::require_session`]).
     pub fn session(&self) -> &Session {
-        self.session.as_ref().expect("authenticated endpoint has a session")
+        // The extractor refuses every request to an `AccessToken` endpoint that has no valid
+        // token, so a `Ruma` of one always holds a session.
+        #[allow(clippy::expect_used)]
+        self.session.as_ref().expect("the extractor authenticated this endpoint")
     }
+}
+
+impl<T> Ruma<T> {
+    /// The session, or the 401 `M_MISSING_TOKEN` answer when the request carried no token:
+    /// for endpoints whose token ruma marks optional but that this server serves only to a
+    /// logged-in user.
+    pub fn require_session(&self) -> Result<&Session, ApiError> {
+        self.session.as_ref().ok_or_else(missing_token)
+    }
+}
+
+fn missing_token() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::MissingToken,
+        "this endpoint needs an access token",
+    )
 }
 
 impl<T> FromRequest<Services> for Ruma<T>
@@ -85,11 +109,7 @@ pub fn authenticate(
         Some(token) => Ok(Some(services.accounts.authenticate(token)?.ok_or_else(|| {
             ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::UnknownToken, "unknown access token")
         })?)),
-        None if required => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::MissingToken,
-            "this endpoint needs an access token",
-        )),
+        None if required => Err(missing_token()),
         None => Ok(None),
     }
 }
