@@ -73,7 +73,8 @@ where
             ApiError::too_large(format!("request body is over the {limit}-byte limit"))
         })?;
 
-        let needs_token = TypeId::of::<T::Authentication>() == TypeId::of::<AccessToken>();
+        let needs_token = TypeId::of::<T::Authentication>() == TypeId::of::<AccessToken>()
+            || closed_to_anonymous::<T>();
         let takes_token =
             needs_token || TypeId::of::<T::Authentication>() == TypeId::of::<AccessTokenOptional>();
         let session = if takes_token { authenticate(&parts, services, needs_token)? } else { None };
@@ -97,6 +98,19 @@ where
             .map_err(|err| ApiError::bad_json(format!("invalid request: {err}")))?;
         Ok(Ruma { body, session })
     }
+}
+
+/// Endpoints the spec leaves open to anyone that this server serves only to logged-in
+/// users: profiles hold people's names, personal data in a health record system (Synapse's
+/// `require_auth_for_profile_requests`).
+fn closed_to_anonymous<T: 'static>() -> bool {
+    use ruma::api::client::profile::{get_avatar_url, get_display_name, get_profile};
+    [
+        TypeId::of::<get_profile::v3::Request>(),
+        TypeId::of::<get_display_name::v3::Request>(),
+        TypeId::of::<get_avatar_url::v3::Request>(),
+    ]
+    .contains(&TypeId::of::<T>())
 }
 
 /// The session of the request's access token: `None` without a token unless `required`.
