@@ -286,3 +286,42 @@ async fn password_change_and_deactivation_without_a_token_answer_missing_token()
     let (status, body) = server.call("POST", "/_matrix/client/v3/login", None, Some(login)).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn two_servers_share_a_machine_given_only_their_client_ports() {
+    /// A server process, killed and its data removed however the test ends.
+    struct Started(std::process::Child, u16, std::path::PathBuf);
+    impl Drop for Started {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.2);
+        }
+    }
+    // Without a metrics port, neither reaches for a fixed one the other already holds.
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let (port, dir) = (medrix_tests::free_port(), medrix_tests::unique_temp_dir("medrix-two"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_medrix"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--data-dir", dir.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        servers.push(Started(child, port, dir));
+    }
+    let http = reqwest::Client::new();
+    for Started(child, port, _) in &mut servers {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let url = format!("http://127.0.0.1:{port}/_matrix/client/versions");
+            if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "the server on {port} exited");
+            assert!(std::time::Instant::now() < deadline, "the server on {port} did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
