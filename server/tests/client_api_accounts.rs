@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::json;
-use support::REGISTRATION_TOKEN;
+use support::{REGISTRATION_TOKEN, TestServer};
 
 #[tokio::test]
 async fn discovery_answers_versions_capabilities_and_well_known() {
@@ -324,4 +324,55 @@ async fn two_servers_share_a_machine_given_only_their_client_ports() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
+}
+
+#[tokio::test]
+async fn of_concurrent_registrations_of_one_name_exactly_one_succeeds() {
+    let server = support::start().await;
+    // A few rounds, each for a name of its own: one round may by chance not overlap.
+    for round in 0..3 {
+        let outcomes = register_at_once(&server, &format!("popular{round}"), 16).await;
+        let succeeded = outcomes.iter().filter(|(status, _)| *status == 200).count();
+        assert_eq!(succeeded, 1, "round {round}: {outcomes:?}");
+        let in_use = (400, Some("M_USER_IN_USE".to_owned()));
+        assert!(outcomes.iter().all(|o| o.0 == 200 || *o == in_use), "{outcomes:?}");
+    }
+}
+
+/// `clients` registrations of `localpart`, each through the token stage on its own session,
+/// their last stages sent at once; answers each status and errcode.
+async fn register_at_once(
+    server: &TestServer,
+    localpart: &str,
+    clients: usize,
+) -> Vec<(u16, Option<String>)> {
+    let path = "/_matrix/client/v3/register";
+    // No password: nothing slow (hashing) spreads the last stages out in time.
+    let account = json!({"username": localpart});
+    let mut finals = Vec::new();
+    for _ in 0..clients {
+        let (_, opened) = server.call("POST", path, None, Some(account.clone())).await;
+        let session = opened["session"].clone();
+        let mut body = account.clone();
+        body["auth"] = json!({"type": "m.login.registration_token", "token": REGISTRATION_TOKEN, "session": session});
+        let (status, answer) = server.call("POST", path, None, Some(body.clone())).await;
+        assert_eq!(status, 401, "{answer}");
+        body["auth"] = json!({"type": "m.login.dummy", "session": session});
+        finals.push(body);
+    }
+    let tasks: Vec<_> = finals
+        .into_iter()
+        .map(|body| {
+            let (http, url) = (server.http.clone(), server.url(path));
+            tokio::spawn(async move {
+                medrix_tests::call_json(&http, "POST", &url, None, Some(body)).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        outcomes.push((status, body["errcode"].as_str().map(ToOwned::to_owned)));
+    }
+    outcomes
 }

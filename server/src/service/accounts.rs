@@ -12,7 +12,7 @@ use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::storage::{Storage, StorageError, catalogue as cf, compound_key};
+use crate::storage::{Batch, Storage, StorageError, catalogue as cf, compound_key};
 
 /// What account operations can refuse.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,13 @@ pub struct DeviceInfo {
     pub created_ts: Option<u64>,
 }
 
+/// Whether a password change logs the user's other devices out.
+pub enum PasswordChange<'a> {
+    KeepDevices,
+    /// Every device but this one (the one changing the password).
+    LogOutAllBut(&'a ruma::DeviceId),
+}
+
 /// What a stored password record holds after deactivation: no hash matches it, and the user
 /// ID stays taken so nobody can register it again and inherit its rooms.
 const DEACTIVATED: &[u8] = b"!deactivated";
@@ -66,11 +73,14 @@ const DEACTIVATED: &[u8] = b"!deactivated";
 pub struct Accounts {
     storage: Storage,
     server_name: OwnedServerName,
+    /// Held from a new account's name check to its durable write: two registrations of one
+    /// name cannot both pass the check.
+    registering: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Accounts {
     pub fn new(storage: Storage, server_name: OwnedServerName) -> Self {
-        Self { storage, server_name }
+        Self { storage, server_name, registering: Default::default() }
     }
 
     /// The full user ID for a localpart, if the localpart is valid for a new account.
@@ -101,7 +111,8 @@ impl Accounts {
     }
 
     /// Creates the account with a password hash (see [`hash_password`]) and, unless
-    /// `inhibit_login`, a first device with an access token, in one atomic commit.
+    /// `inhibit_login`, a first device with an access token, in one atomic commit. Of
+    /// concurrent registrations of one name, exactly one succeeds.
     pub async fn register(
         &self,
         user_id: &UserId,
@@ -110,19 +121,27 @@ impl Accounts {
         device_name: Option<String>,
         inhibit_login: bool,
     ) -> Result<Option<NewSession>, AccountError> {
-        if self.exists(user_id)? {
-            return Err(AccountError::UserInUse);
-        }
-        let hash = password_hash.unwrap_or_default();
-        let mut batch = self.storage.batch();
-        batch.put(cf::USERID_PASSWORD, user_id.as_bytes(), hash.as_bytes());
-        let session = if inhibit_login {
-            None
-        } else {
-            Some(self.add_device_to(&mut batch, user_id, device_id, device_name)?)
-        };
-        self.storage.commit(batch).await?;
-        Ok(session)
+        // In a task of its own: a request dropped mid-write (its client hung up) keeps the
+        // lock until its write is durable, so a second registration cannot slip in between.
+        let (this, user_id) = (self.clone(), user_id.to_owned());
+        tokio::spawn(async move {
+            let _one_at_a_time = this.registering.lock().await;
+            if this.exists(&user_id)? {
+                return Err(AccountError::UserInUse);
+            }
+            let hash = password_hash.unwrap_or_default();
+            let mut batch = this.storage.batch();
+            batch.put(cf::USERID_PASSWORD, user_id.as_bytes(), hash.as_bytes());
+            let session = if inhibit_login {
+                None
+            } else {
+                Some(this.add_device_to(&mut batch, &user_id, device_id, device_name)?)
+            };
+            this.storage.commit(batch).await?;
+            Ok(session)
+        })
+        .await
+        .map_err(|_| AccountError::Storage(StorageError::WriterStopped))?
     }
 
     /// Checks a password; slow on purpose (argon2id), so call it through
@@ -250,23 +269,41 @@ impl Accounts {
         Ok(removed)
     }
 
-    /// Replaces the password hash (see [`hash_password`]).
-    pub async fn set_password(&self, user_id: &UserId, hash: &str) -> Result<(), AccountError> {
-        let mut batch = self.storage.batch();
+    /// Replaces the password hash (see [`hash_password`]) in `batch`, logging the other
+    /// devices out with it if `change` says so. Returns the devices logged out.
+    pub fn change_password_in(
+        &self,
+        batch: &mut Batch<'_>,
+        user_id: &UserId,
+        hash: &str,
+        change: PasswordChange<'_>,
+    ) -> Result<Vec<OwnedDeviceId>, AccountError> {
         batch.put(cf::USERID_PASSWORD, user_id.as_bytes(), hash.as_bytes());
-        Ok(self.storage.commit(batch).await?)
+        let PasswordChange::LogOutAllBut(keep) = change else { return Ok(Vec::new()) };
+        let others: Vec<_> = self
+            .devices(user_id)?
+            .into_iter()
+            .map(|device| device.device_id)
+            .filter(|device| device != keep)
+            .collect();
+        for device_id in &others {
+            self.remove_device_in(batch, user_id, device_id.as_str())?;
+        }
+        Ok(others)
     }
 
-    /// Closes the account for good: no password works, every device is logged out, and the
-    /// user ID stays reserved. Returns the devices removed.
-    pub async fn deactivate(&self, user_id: &UserId) -> Result<Vec<OwnedDeviceId>, AccountError> {
+    /// Closes the account for good, in `batch`: no password works, every device is logged
+    /// out, and the user ID stays reserved. Returns the devices removed.
+    pub fn deactivate_in(
+        &self,
+        batch: &mut Batch<'_>,
+        user_id: &UserId,
+    ) -> Result<Vec<OwnedDeviceId>, AccountError> {
         let devices: Vec<_> = self.devices(user_id)?.into_iter().map(|d| d.device_id).collect();
-        let mut batch = self.storage.batch();
         batch.put(cf::USERID_PASSWORD, user_id.as_bytes(), DEACTIVATED);
         for device_id in &devices {
-            self.remove_device_in(&mut batch, user_id, device_id.as_str())?;
+            self.remove_device_in(batch, user_id, device_id.as_str())?;
         }
-        self.storage.commit(batch).await?;
         Ok(devices)
     }
 

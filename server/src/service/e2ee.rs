@@ -432,25 +432,39 @@ impl E2ee {
         user: &UserId,
         device: &DeviceId,
     ) -> Result<(), StorageError> {
-        let mut batch = self.storage.batch();
-        batch.delete(
-            cf::USERDEVICEID_DEVICEKEYS,
-            &compound_key(&[user.as_bytes(), device.as_bytes()]),
-        );
-        let prefix = compound_key(&[user.as_bytes(), device.as_bytes(), b""]);
-        for family in [
-            cf::USERDEVICEALGOKEY_ONETIMEKEY,
-            cf::USERDEVICEALGO_FALLBACKKEY,
-            cf::USERDEVICEPOSITION_TODEVICE,
-        ] {
-            for (key, _) in self.storage.scan_prefix(family, &prefix)? {
-                batch.delete(family, &key);
+        self.commit_with_removed_devices(self.storage.batch(), user, &[device.to_owned()]).await
+    }
+
+    /// Commits `batch` (the account side of logging devices out, say) with the forgetting of
+    /// `devices`' keys and pending messages, in one write, then tells the user's contacts.
+    pub async fn commit_with_removed_devices(
+        &self,
+        mut batch: Batch<'_>,
+        user: &UserId,
+        devices: &[OwnedDeviceId],
+    ) -> Result<(), StorageError> {
+        for device in devices {
+            batch.delete(
+                cf::USERDEVICEID_DEVICEKEYS,
+                &compound_key(&[user.as_bytes(), device.as_bytes()]),
+            );
+            let prefix = compound_key(&[user.as_bytes(), device.as_bytes(), b""]);
+            for family in [
+                cf::USERDEVICEALGOKEY_ONETIMEKEY,
+                cf::USERDEVICEALGO_FALLBACKKEY,
+                cf::USERDEVICEPOSITION_TODEVICE,
+            ] {
+                for (key, _) in self.storage.scan_prefix(family, &prefix)? {
+                    batch.delete(family, &key);
+                }
             }
+            self.note_unannounced(&mut batch, user, Some(device));
         }
-        self.note_unannounced(&mut batch, user, Some(device));
-        self.commit_with_change(batch, Some(user)).await?;
-        let (user, device) = (user.to_owned(), device.to_owned());
-        self.tell(KeyChange::Device { user, device, keys: None }).await;
+        self.commit_with_change(batch, (!devices.is_empty()).then_some(user)).await?;
+        for device in devices {
+            let (user, device) = (user.to_owned(), device.clone());
+            self.tell(KeyChange::Device { user, device, keys: None }).await;
+        }
         Ok(())
     }
 

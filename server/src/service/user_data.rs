@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     service::rooms::stream::StreamPositions,
-    storage::{Storage, StorageError, catalogue as cf, compound_key},
+    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key},
 };
 
 #[derive(Clone)]
@@ -50,6 +50,11 @@ impl UserData {
             &serde_json::to_vec(&profile).expect("profile serializes"),
         );
         self.storage.commit(batch).await
+    }
+
+    /// Removes the whole profile in `batch` (a deactivation's one write).
+    pub fn clear_profile_in(&self, batch: &mut Batch<'_>, user_id: &UserId) {
+        batch.delete(cf::USERID_PROFILE, user_id.as_bytes());
     }
 
     /// Stores a filter definition and returns its new ID.

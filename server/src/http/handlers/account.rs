@@ -24,7 +24,7 @@ use crate::{
     },
     service::{
         Services,
-        accounts::{AccountError, hash_password, with_password_hashing},
+        accounts::{AccountError, PasswordChange, hash_password, with_password_hashing},
     },
 };
 
@@ -181,17 +181,16 @@ pub async fn change_password(
     }
     let password = body.new_password;
     let hash = with_password_hashing(move || hash_password(&password)).await??;
-    services.accounts.set_password(&session.user_id, &hash).await?;
-    if body.logout_devices {
-        let others: Vec<_> = services
-            .accounts
-            .devices(&session.user_id)?
-            .into_iter()
-            .map(|device| device.device_id)
-            .filter(|device| *device != session.device_id)
-            .collect();
-        super::devices::remove(&services, &session.user_id, &others).await?;
-    }
+    let change = match body.logout_devices {
+        true => PasswordChange::LogOutAllBut(&session.device_id),
+        false => PasswordChange::KeepDevices,
+    };
+    // One write: a crash cannot leave the new password in place with the other devices
+    // (perhaps the reason for the change) still logged in.
+    let mut batch = services.storage.batch();
+    let logged_out =
+        services.accounts.change_password_in(&mut batch, &session.user_id, &hash, change)?;
+    services.e2ee.commit_with_removed_devices(batch, &session.user_id, &logged_out).await?;
     tracing::info!(user = %session.user_id, "password changed");
     Ok(RumaResponse(change_password::v3::Response::new()).into_response())
 }
@@ -226,12 +225,12 @@ pub async fn deactivate(
                 .await?;
         }
     }
-    for field in ["displayname", "avatar_url"] {
-        services.user_data.set_profile_field(user, field, None).await?;
-    }
-    for device in services.accounts.deactivate(user).await? {
-        services.e2ee.remove_device(user, &device).await?;
-    }
+    // The rooms are left first, each leave its own event; then the account closes in one
+    // write, so a crash leaves it either usable (to deactivate again) or closed whole.
+    let mut batch = services.storage.batch();
+    services.user_data.clear_profile_in(&mut batch, user);
+    let devices = services.accounts.deactivate_in(&mut batch, user)?;
+    services.e2ee.commit_with_removed_devices(batch, user, &devices).await?;
     tracing::info!(user = %user, "deactivated");
     Ok(RumaResponse(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
         .into_response())
