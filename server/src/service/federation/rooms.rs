@@ -65,6 +65,8 @@ pub struct MembershipChange<'a> {
     pub membership: &'a str,
     /// Why, as the user gave it (`reason` in the event's content).
     pub reason: Option<&'a str>,
+    /// The user's `displayname` and `avatar_url`, carried by a join as Synapse's do.
+    pub profile: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A membership event this server signed from another server's template.
@@ -380,9 +382,10 @@ impl FederatedRooms {
         room_id: &RoomId,
         user: &UserId,
         reason: Option<&str>,
+        profile: &serde_json::Map<String, serde_json::Value>,
         via: &[OwnedServerName],
     ) -> Result<OwnedEventId, RoomError> {
-        let change = MembershipChange { user, membership: "join", reason };
+        let change = MembershipChange { user, membership: "join", reason, profile: Some(profile) };
         self.through_any(room_id, via, "join", |server| self.join_through(room_id, change, server))
             .await
     }
@@ -539,7 +542,7 @@ impl FederatedRooms {
         reason: Option<&str>,
         via: &[OwnedServerName],
     ) -> Result<OwnedEventId, RoomError> {
-        let change = MembershipChange { user, membership: "leave", reason };
+        let change = MembershipChange { user, membership: "leave", reason, profile: None };
         self.through_any(room_id, via, "leave", |server| {
             self.reject_through(room_id, change, server)
         })
@@ -583,10 +586,15 @@ impl FederatedRooms {
         let mut event = parse_object(template.get().as_bytes(), MAX_PDU_BYTES)
             .map_err(|err| RoomError::Remote(format!("membership template: {err}")))?;
         check_membership_template(&event, room_id, change.user, change.membership)?;
-        if let Some(reason) = change.reason
-            && let Some(CanonicalJsonValue::Object(content)) = event.get_mut("content")
-        {
-            content.insert("reason".into(), CanonicalJsonValue::String(reason.to_owned()));
+        if let Some(CanonicalJsonValue::Object(content)) = event.get_mut("content") {
+            if let Some(reason) = change.reason {
+                content.insert("reason".into(), CanonicalJsonValue::String(reason.to_owned()));
+            }
+            for field in ["displayname", "avatar_url"] {
+                if let Some(value) = change.profile.and_then(|p| p.get(field)?.as_str()) {
+                    content.insert(field.into(), CanonicalJsonValue::String(value.to_owned()));
+                }
+            }
         }
         event.insert(
             "origin_server_ts".into(),
