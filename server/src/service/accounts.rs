@@ -12,7 +12,10 @@ use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::storage::{Batch, Storage, StorageError, catalogue as cf, compound_key};
+use crate::{
+    locks::LockExt,
+    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key, to_json_bytes},
+};
 
 /// What account operations can refuse.
 #[derive(Debug, thiserror::Error)]
@@ -244,7 +247,7 @@ impl Accounts {
         batch.put(
             cf::USERDEVICEID_DEVICE,
             &compound_key(&[user_id.as_bytes(), device_id.as_bytes()]),
-            &serde_json::to_vec(&device).expect("device serializes"),
+            &to_json_bytes(&device),
         );
         Ok(self.storage.commit(batch).await?)
     }
@@ -355,13 +358,9 @@ impl Accounts {
         batch.put(
             cf::USERDEVICEID_DEVICE,
             &compound_key(&[user_id.as_bytes(), device_id.as_bytes()]),
-            &serde_json::to_vec(&device).expect("device serializes"),
+            &to_json_bytes(&device),
         );
-        batch.put(
-            cf::TOKENHASH_SESSION,
-            token_hash.as_bytes(),
-            &serde_json::to_vec(&session).expect("session serializes"),
-        );
+        batch.put(cf::TOKENHASH_SESSION, token_hash.as_bytes(), &to_json_bytes(&session));
         Ok(NewSession { session, access_token })
     }
 }
@@ -391,11 +390,10 @@ fn hashing_threads() -> &'static std::sync::mpsc::SyncSender<HashingJob> {
         let jobs = std::sync::Arc::new(std::sync::Mutex::new(jobs));
         for index in 0..MAX_CONCURRENT_PASSWORD_HASHES {
             let jobs = jobs.clone();
-            std::thread::Builder::new()
-                .name(format!("medrix-argon2-{index}"))
-                .spawn(move || {
+            let started = std::thread::Builder::new().name(format!("medrix-argon2-{index}")).spawn(
+                move || {
                     loop {
-                        let job = jobs.lock().expect("job queue").recv();
+                        let job = jobs.locked().recv();
                         match job {
                             Ok(job) => {
                                 job();
@@ -404,8 +402,13 @@ fn hashing_threads() -> &'static std::sync::mpsc::SyncSender<HashingJob> {
                             Err(_) => return,
                         }
                     }
-                })
-                .expect("spawn a password hashing thread");
+                },
+            );
+            // With no thread at all, the queue's receiver is gone and every hash answers
+            // "password hashing stopped"; with fewer, hashes wait their turn.
+            if let Err(err) = started {
+                tracing::error!(%err, "a password hashing thread did not start");
+            }
         }
         queue
     })

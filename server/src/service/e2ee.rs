@@ -12,7 +12,7 @@ use crate::{
         key_signatures::{self, Refusal, SignedKind, SignerKeys, cross_signing_public_key},
         rooms::{position_from, stream::StreamPositions},
     },
-    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key},
+    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key, to_json_bytes},
 };
 
 /// The most to-device messages waiting for one device; past that, senders are refused.
@@ -121,11 +121,7 @@ impl E2ee {
                     serde_json::from_slice::<Value>(&old).ok().as_ref() == Some(&keys)
                 });
             if !unchanged {
-                batch.put(
-                    cf::USERDEVICEID_DEVICEKEYS,
-                    &device_key,
-                    &serde_json::to_vec(&keys).expect("json"),
-                );
+                batch.put(cf::USERDEVICEID_DEVICEKEYS, &device_key, &to_json_bytes(&keys));
                 self.note_unannounced(&mut batch, user, Some(device));
                 changed = Some(keys);
             }
@@ -140,7 +136,7 @@ impl E2ee {
                     algorithm.as_bytes(),
                     key_id.as_bytes(),
                 ]),
-                &serde_json::to_vec(&key).expect("json"),
+                &to_json_bytes(&key),
             );
         }
         for (key_id, key) in fallback_keys {
@@ -148,8 +144,7 @@ impl E2ee {
             batch.put(
                 cf::USERDEVICEALGO_FALLBACKKEY,
                 &compound_key(&[user.as_bytes(), device.as_bytes(), algorithm.as_bytes()]),
-                &serde_json::to_vec(&json!({"key_id": key_id, "key": key, "used": false}))
-                    .expect("json"),
+                &to_json_bytes(&json!({"key_id": key_id, "key": key, "used": false})),
             );
         }
         self.commit_with_change(batch, changed.is_some().then_some(user)).await?;
@@ -258,7 +253,7 @@ impl E2ee {
             batch.put(
                 cf::USERKEYTYPE_CROSSSIGNINGKEY,
                 &compound_key(&[user.as_bytes(), kind.as_bytes()]),
-                &serde_json::to_vec(&key).expect("json"),
+                &to_json_bytes(&key),
             );
         }
         self.commit_with_change(batch, Some(user)).await?;
@@ -302,7 +297,7 @@ impl E2ee {
             stored["signatures"][signer.as_str()][signature_key_id] = signature;
         }
         let mut batch = self.storage.batch();
-        batch.put(family, &key, &serde_json::to_vec(&stored).expect("json"));
+        batch.put(family, &key, &to_json_bytes(&stored));
         let device = OwnedDeviceId::from(key_id);
         let is_device = kind == SignedKind::Device;
         self.note_unannounced(&mut batch, target, is_device.then_some(&*device));
@@ -399,11 +394,7 @@ impl E2ee {
         if entry["used"] != json!(true) {
             entry["used"] = json!(true);
             let mut batch = self.storage.batch();
-            batch.put(
-                cf::USERDEVICEALGO_FALLBACKKEY,
-                &fallback_key,
-                &serde_json::to_vec(&entry).expect("json"),
-            );
+            batch.put(cf::USERDEVICEALGO_FALLBACKKEY, &fallback_key, &to_json_bytes(&entry));
             self.storage.commit(batch).await?;
         }
         Ok(Some(claimed))
@@ -489,7 +480,7 @@ impl E2ee {
             batch.put(
                 cf::USERDEVICEPOSITION_TODEVICE,
                 &compound_key(&[user.as_bytes(), device.as_bytes(), &suffix]),
-                &serde_json::to_vec(message).expect("json"),
+                &to_json_bytes(message),
             );
         }
         reservation.commit(&self.storage, batch).await

@@ -64,6 +64,8 @@ impl Services {
         key: medrix_protocol::keys::ServerSigningKey,
         old_keys: Vec<medrix_protocol::server_keys::OldVerifyKey>,
     ) -> Result<Self, crate::storage::StorageError> {
+        // `Config::validate` refused an invalid name before `medrix serve` got here.
+        #[allow(clippy::expect_used)]
         let server_name =
             ruma::ServerName::parse(&config.server_name).expect("validated server name");
         let key = Arc::new(key);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     service::rooms::{position_from, stream::StreamPositions},
-    storage::{Storage, StorageError, catalogue as cf, compound_key},
+    storage::{Storage, StorageError, catalogue as cf, compound_key, to_json_bytes},
 };
 
 /// One receipt as stored and as delivered.
@@ -68,11 +68,7 @@ impl Receipts {
             thread_id,
             position,
         };
-        batch.put(
-            cf::ROOMUSERTYPE_RECEIPT,
-            &key,
-            &serde_json::to_vec(&receipt).expect("receipt serializes"),
-        );
+        batch.put(cf::ROOMUSERTYPE_RECEIPT, &key, &to_json_bytes(&receipt));
         batch.put(cf::POSITION_RECEIPT, &position.to_be_bytes(), &key);
         reservation.commit(&self.storage, batch).await
     }

@@ -10,7 +10,7 @@ use std::{
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
-use crate::{service::rooms::stream::StreamPositions, storage::StorageError};
+use crate::{locks::LockExt, service::rooms::stream::StreamPositions, storage::StorageError};
 
 /// The longest a client may say it will keep typing.
 const MAX_TYPING_TIMEOUT: Duration = Duration::from_secs(120);
@@ -58,7 +58,7 @@ impl Typing {
     ) -> Result<(), StorageError> {
         let reservation = self.stream.allocate().await?;
         {
-            let mut rooms = self.rooms.lock().expect("typing lock");
+            let mut rooms = self.rooms.locked();
             let room = rooms.entry(room_id.to_owned()).or_default();
             match typing {
                 Some(timeout) => {
@@ -86,7 +86,7 @@ impl Typing {
     /// Who is typing in `room`, if that list changed in `(since, upto]` (or always, with no
     /// `since`).
     pub fn changed(&self, room_id: &RoomId, since: Option<u64>, upto: u64) -> Option<Vec<String>> {
-        let rooms = self.rooms.lock().expect("typing lock");
+        let rooms = self.rooms.locked();
         let room = rooms.get(room_id)?;
         let in_window =
             since.is_none_or(|since| room.changed_at > since) && room.changed_at <= upto;
@@ -96,7 +96,7 @@ impl Typing {
     async fn sweep(&self) -> Result<(), StorageError> {
         let now = Instant::now();
         let expired: Vec<OwnedRoomId> = {
-            let rooms = self.rooms.lock().expect("typing lock");
+            let rooms = self.rooms.locked();
             rooms
                 .iter()
                 .filter(|(_, room)| room.users.values().any(|until| *until <= now))
@@ -105,7 +105,7 @@ impl Typing {
         };
         for room_id in expired {
             let reservation = self.stream.allocate().await?;
-            if let Some(room) = self.rooms.lock().expect("typing lock").get_mut(&room_id) {
+            if let Some(room) = self.rooms.locked().get_mut(&room_id) {
                 room.users.retain(|_, until| *until > now);
                 room.changed_at = reservation.position();
             }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     service::rooms::stream::StreamPositions,
-    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key},
+    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key, to_json_bytes},
 };
 
 #[derive(Clone)]
@@ -44,11 +44,7 @@ impl UserData {
             None => profile.remove(field),
         };
         let mut batch = self.storage.batch();
-        batch.put(
-            cf::USERID_PROFILE,
-            user_id.as_bytes(),
-            &serde_json::to_vec(&profile).expect("profile serializes"),
-        );
+        batch.put(cf::USERID_PROFILE, user_id.as_bytes(), &to_json_bytes(&profile));
         self.storage.commit(batch).await
     }
 
@@ -68,7 +64,7 @@ impl UserData {
         batch.put(
             cf::USERFILTERID_FILTER,
             &compound_key(&[user_id.as_bytes(), filter_id.as_bytes()]),
-            &serde_json::to_vec(filter).expect("filter serializes"),
+            &to_json_bytes(filter),
         );
         self.storage.commit(batch).await?;
         Ok(filter_id)
@@ -100,7 +96,7 @@ impl UserData {
         batch.put(
             cf::USERROOMTYPE_ACCOUNTDATA,
             &compound_key(&[user_id.as_bytes(), room, kind.as_bytes()]),
-            &serde_json::to_vec(content).expect("content serializes"),
+            &to_json_bytes(content),
         );
         batch.put(
             cf::USERPOSITION_ACCOUNTDATAKEY,

@@ -16,7 +16,10 @@ use ruma::{OwnedServerName, ServerName};
 use serde::{Deserialize, Serialize};
 
 use super::{FederationError, client::FederationClient};
-use crate::storage::{Storage, catalogue as cf};
+use crate::{
+    locks::LockExt,
+    storage::{Storage, catalogue as cf, to_json_bytes},
+};
 
 /// The most servers whose keys are held in memory.
 const MAX_IN_MEMORY: usize = 4096;
@@ -98,7 +101,7 @@ impl RemoteKeys {
             let (old, expired_ts) = keys.old_verify_keys.get(key_id)?;
             (event_ts? < *expired_ts).then(|| vec![(key_id.to_owned(), old.clone())])
         };
-        let known = match self.memory.lock().expect("keys lock").get(server).cloned() {
+        let known = match self.memory.locked().get(server).cloned() {
             Some(keys) => Some(keys),
             None => self.stored(server)?,
         };
@@ -130,7 +133,7 @@ impl RemoteKeys {
         server: &ServerName,
         minimum_valid_until_ts: u64,
     ) -> Result<ruma::CanonicalJsonObject, FederationError> {
-        let cached = match self.memory.lock().expect("keys lock").get(server).cloned() {
+        let cached = match self.memory.locked().get(server).cloned() {
             Some(keys) => Some(keys),
             None => self.stored(server)?,
         };
@@ -171,17 +174,13 @@ impl RemoteKeys {
             fetched_ts,
         };
         let mut batch = self.storage.batch();
-        batch.put(
-            cf::SERVERNAME_VERIFYKEYS,
-            server.as_bytes(),
-            &serde_json::to_vec(&keys).expect("keys serialize"),
-        );
+        batch.put(cf::SERVERNAME_VERIFYKEYS, server.as_bytes(), &to_json_bytes(&keys));
         self.storage.commit(batch).await?;
         Ok(keys)
     }
 
     fn remember(&self, server: &ServerName, keys: &StoredKeys) {
-        let mut memory = self.memory.lock().expect("keys lock");
+        let mut memory = self.memory.locked();
         if memory.len() >= MAX_IN_MEMORY && !memory.contains_key(server) {
             memory.clear();
         }

@@ -492,7 +492,8 @@ impl FederatedRooms {
             ) || (*pdu.kind() == ruma::events::TimelineEventType::RoomMember
                 && pdu.state_key() == Some(inviter.as_str()));
             if shown && let Some(json) = self.rooms.event_json(&id)? {
-                let raw = serde_json::value::to_raw_value(&json).expect("JSON");
+                let raw = serde_json::value::to_raw_value(&json)
+                    .map_err(|err| RoomError::Invalid(err.to_string()))?;
                 invite_room_state
                     .push(ruma::api::federation::membership::RawStrippedState::Pdu(raw));
             }
@@ -506,7 +507,8 @@ impl FederatedRooms {
                     .state_key()
                     .and_then(|key| UserId::parse(key).ok())
                     .ok_or_else(|| RoomError::Invalid("an invite names a user".to_owned()))?;
-                let event = RawValue::from_string(encode(&signed.json)).expect("JSON");
+                let event = RawValue::from_string(encode(&signed.json))
+                    .map_err(|err| RoomError::Invalid(err.to_string()))?;
                 let request = create_invite::v2::Request::new(
                     room_id,
                     signed.event_id.clone(),
@@ -607,7 +609,8 @@ impl FederatedRooms {
             .map_err(|err| RoomError::Invalid(err.to_string()))?;
         let event_id =
             compute_event_id(&event, version).map_err(|err| RoomError::Invalid(err.to_string()))?;
-        let pdu = RawValue::from_string(encode(&event)).expect("canonical JSON is JSON");
+        let pdu = RawValue::from_string(encode(&event))
+            .map_err(|err| RoomError::Invalid(err.to_string()))?;
         Ok(Signed { version, event_id, event, pdu })
     }
 

@@ -35,8 +35,11 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::{
+    locks::LockExt,
     service::federation::sender::Sender,
-    storage::{Batch, Durability, Storage, StorageError, catalogue as cf, compound_key},
+    storage::{
+        Batch, Durability, Storage, StorageError, catalogue as cf, compound_key, to_json_bytes,
+    },
 };
 use state_store::StateStore;
 use stream::StreamPositions;
@@ -234,14 +237,17 @@ impl Rooms {
         if version == RoomVersion::V10 {
             content["creator"] = json!(creator);
         }
-        let room_id = (!version.room_id_is_create_event_hash()).then(|| {
-            RoomId::parse(format!(
-                "!{}:{}",
-                crate::random::string(crate::random::LETTERS, 12),
-                self.server_name
-            ))
-            .expect("valid room ID")
-        });
+        let room_id = match version.room_id_is_create_event_hash() {
+            true => None,
+            false => Some(
+                RoomId::parse(format!(
+                    "!{}:{}",
+                    crate::random::string(crate::random::LETTERS, 12),
+                    self.server_name
+                ))
+                .map_err(|err| RoomError::Invalid(err.to_string()))?,
+            ),
+        };
         let draft = EventDraft {
             room_id: room_id.clone(),
             sender: creator.to_owned(),
@@ -264,7 +270,11 @@ impl Rooms {
         // Authorize the whole setup in memory first: a refused `initial_state` event must not
         // leave a half-built room behind.
         let mut trial = room.clone();
-        trial.state.insert(create.pdu.state_slot().expect("state"), create.event_id.clone());
+        let create_slot = create
+            .pdu
+            .state_slot()
+            .ok_or_else(|| RoomError::Invalid("the create event has no state key".to_owned()))?;
+        trial.state.insert(create_slot, create.event_id.clone());
         trial.events.insert(create.event_id.clone(), create.pdu.clone());
         trial.head.extremities = vec![create.event_id.clone()];
         trial.head.depth = 1;
@@ -341,7 +351,7 @@ impl Rooms {
         if guard.is_none() {
             *guard = Some(self.load(room_id)?.ok_or(RoomError::UnknownRoom)?);
         }
-        let room = guard.as_mut().expect("loaded above");
+        let Some(room) = guard.as_mut() else { return Err(RoomError::UnknownRoom) };
         // Re-check under the lock: a concurrent retry of the same transaction may have won,
         // durably or still in the commit queue.
         if let Some(txn) = &txn {
@@ -349,7 +359,7 @@ impl Rooms {
             if let Some(id) = self.storage.get(cf::TXNID_EVENTID, &key)? {
                 return parse_event_id(&id);
             }
-            let pending = self.pending_txns.lock().expect("pending lock").get(&key).cloned();
+            let pending = self.pending_txns.locked().get(&key).cloned();
             if let Some((event_id, mut outcome)) = pending {
                 drop(guard);
                 let durable = outcome.wait_for(Option::is_some).await.map(|o| *o == Some(true));
@@ -471,7 +481,7 @@ impl Rooms {
         if guard.is_none() {
             *guard = Some(self.load(room_id)?.ok_or(RoomError::UnknownRoom)?);
         }
-        let room = guard.as_ref().expect("loaded above");
+        let Some(room) = guard.as_ref() else { return Err(RoomError::UnknownRoom) };
         let content = json!({ "membership": membership });
         let draft =
             self.draft(room_id, room, user_id, "m.room.member", Some(user_id.as_str()), content)?;
@@ -526,7 +536,7 @@ impl Rooms {
             depth: signed.pdu.depth(),
             state_group,
         };
-        batch.put(cf::ROOMID_HEAD, room_id.as_bytes(), &serde_json::to_vec(&head).expect("head"));
+        batch.put(cf::ROOMID_HEAD, room_id.as_bytes(), &to_json_bytes(&head));
         if let Some(txn) = &txn {
             batch.put(cf::TXNID_EVENTID, txn, signed.event_id.as_bytes());
         }
@@ -555,10 +565,7 @@ impl Rooms {
         room.advance(head, new_state, &self.server_name);
         let txn = txn.map(|key| {
             let (sender, receiver) = watch::channel(None);
-            self.pending_txns
-                .lock()
-                .expect("pending lock")
-                .insert(key.clone(), (signed.event_id.clone(), receiver));
+            self.pending_txns.locked().insert(key.clone(), (signed.event_id.clone(), receiver));
             (key, sender)
         });
         let queued = QueuedEvent {
@@ -644,7 +651,7 @@ impl Rooms {
                 }
                 drop(in_flight);
                 if let Some((key, outcome)) = txn {
-                    pending_txns.lock().expect("pending lock").remove(&key);
+                    pending_txns.locked().remove(&key);
                     let _ = outcome.send(Some(result.is_ok()));
                 }
                 woken.extend(destinations);
@@ -809,7 +816,7 @@ impl Rooms {
     }
 
     fn slot(&self, room_id: &RoomId) -> RoomSlot {
-        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let mut rooms = self.rooms.locked();
         if rooms.len() >= MAX_CACHED_ROOMS && !rooms.contains_key(room_id) {
             rooms.retain(|_, slot| Arc::strong_count(slot) > 1);
         }

@@ -21,7 +21,7 @@ use super::{
     LoadedRoom, QueuedEvent, RoomError, RoomHead, Rooms, index_state_slot, index_timeline,
     state_store::{StateStore, StoredEvents, load_pdu, state_after},
 };
-use crate::storage::{Batch, StorageError, catalogue as cf, compound_key};
+use crate::storage::{Batch, StorageError, catalogue as cf, compound_key, to_json_bytes};
 
 /// Where the state before a received event comes from.
 pub enum StateBefore {
@@ -330,10 +330,12 @@ impl Rooms {
         if slot.is_none() {
             *slot = self.load(room_id)?;
         }
-        match slot.as_ref().map(|room| room.version == version) {
-            Some(true) => Ok(slot.as_mut().expect("present")),
-            Some(false) => Err(RoomError::Invalid("room version mismatch".to_owned())),
-            None if starts_line => Ok(slot.insert(LoadedRoom::empty(version))),
+        if slot.is_none() && starts_line {
+            *slot = Some(LoadedRoom::empty(version));
+        }
+        match slot.as_mut() {
+            Some(room) if room.version == version => Ok(room),
+            Some(_) => Err(RoomError::Invalid("room version mismatch".to_owned())),
             None => Err(RoomError::UnknownRoom),
         }
     }
@@ -501,7 +503,7 @@ impl Rooms {
             extremities,
             state_group,
         };
-        batch.put(cf::ROOMID_HEAD, room_id.as_bytes(), &serde_json::to_vec(&head).expect("head"));
+        batch.put(cf::ROOMID_HEAD, room_id.as_bytes(), &to_json_bytes(&head));
         let destinations = self.queue_outbound(batch, forward_to, &event_id, position);
         let changed = (current != room.state).then_some((current, entered));
         room.advance(head, changed, &self.server_name);
@@ -570,10 +572,17 @@ impl Rooms {
                 Some((group, before)) => (
                     *group,
                     before.clone(),
-                    pending.pdus.get(prev).expect("recorded together").clone(),
+                    pending
+                        .pdus
+                        .get(prev)
+                        .ok_or_else(|| RoomError::MissingEvents(vec![prev.clone()]))?
+                        .clone(),
                 ),
                 None => {
-                    let group = self.state_store.event_group(prev)?.expect("checked above");
+                    let group = self
+                        .state_store
+                        .event_group(prev)?
+                        .ok_or_else(|| RoomError::MissingEvents(vec![prev.clone()]))?;
                     let prev_pdu = load_pdu(&self.storage, prev, version)?
                         .ok_or_else(|| RoomError::MissingEvents(vec![prev.clone()]))?;
                     (group, self.state_store.group(group)?, prev_pdu)
@@ -590,9 +599,11 @@ impl Rooms {
                 forks.push(after);
             }
         }
-        if forks.len() == 1 {
+        if forks.len() == 1
+            && let Some(only) = forks.pop()
+        {
             let reusable = single_group.filter(|_| pdu.prev_events().len() == 1);
-            return Ok((forks.pop().expect("one fork"), reusable));
+            return Ok((only, reusable));
         }
         for fork in &forks {
             events.load_with_auth_chains(fork.values().map(|id| &**id))?;
@@ -677,11 +688,7 @@ impl Rooms {
         // The invite's state is kept while the invite stands, and dropped with its refusal.
         let state_key = compound_key(&[room_key, user_key]);
         match invite_state {
-            Some(state) => batch.put(
-                cf::ROOMUSER_INVITESTATE,
-                &state_key,
-                &serde_json::to_vec(state).expect("JSON"),
-            ),
+            Some(state) => batch.put(cf::ROOMUSER_INVITESTATE, &state_key, &to_json_bytes(state)),
             None => batch.delete(cf::ROOMUSER_INVITESTATE, &state_key),
         }
         Ok(reservation.commit(&self.storage, batch).await?)

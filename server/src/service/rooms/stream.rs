@@ -20,7 +20,10 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::storage::{Batch, Storage, StorageError, catalogue as cf};
+use crate::{
+    locks::LockExt,
+    storage::{Batch, Storage, StorageError, catalogue as cf},
+};
 
 /// Positions reserved per durable write.
 const RESERVATION_BLOCK: u64 = 1 << 16;
@@ -58,7 +61,8 @@ impl StreamPositions {
         let start = reserved.max(last_used);
         let mut stream = Self::starting_at(start);
         stream.storage = Some(storage);
-        stream.inner.get_mut().expect("fresh lock").reserved_upto = start;
+        stream.inner.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).reserved_upto =
+            start;
         Ok(stream)
     }
 
@@ -82,7 +86,7 @@ impl StreamPositions {
     pub async fn allocate(self: &Arc<Self>) -> Result<Reservation, StorageError> {
         loop {
             {
-                let mut inner = self.inner.lock().expect("stream lock");
+                let mut inner = self.inner.locked();
                 if inner.last_allocated < inner.reserved_upto {
                     inner.last_allocated += 1;
                     let position = inner.last_allocated;
@@ -96,8 +100,8 @@ impl StreamPositions {
 
     async fn reserve_next_block(&self) -> Result<(), StorageError> {
         let _one_reserver = self.reserving.lock().await;
-        let reserved = self.inner.lock().expect("stream lock").reserved_upto;
-        if self.inner.lock().expect("stream lock").last_allocated < reserved {
+        let reserved = self.inner.locked().reserved_upto;
+        if self.inner.locked().last_allocated < reserved {
             return Ok(()); // another task reserved while this one waited
         }
         let next = reserved + RESERVATION_BLOCK;
@@ -106,7 +110,7 @@ impl StreamPositions {
             batch.put(cf::GLOBAL_COUNTER, RESERVED_KEY, &next.to_be_bytes());
             storage.commit(batch).await?;
         }
-        self.inner.lock().expect("stream lock").reserved_upto = next;
+        self.inner.locked().reserved_upto = next;
         Ok(())
     }
 
@@ -114,7 +118,7 @@ impl StreamPositions {
     /// position handed over by [`Reservation::into_position`]; a [`Reservation`] calls it
     /// itself.
     pub fn finish(&self, position: u64) {
-        let mut inner = self.inner.lock().expect("stream lock");
+        let mut inner = self.inner.locked();
         inner.in_flight.remove(&position);
         let visible = match inner.in_flight.first() {
             Some(&lowest) => lowest - 1,
