@@ -1,9 +1,10 @@
 //! Servers recognise each other: published, self-signed keys; requests signed with X-Matrix
 //! and verified against the origin's fetched keys; a closed federation refuses outsiders in
-//! both directions; forged or unsigned requests are refused. Carried here by the profile
-//! query, the simplest request one server makes to another for its users.
+//! both directions; forged or unsigned requests are refused. Carried here by the key query,
+//! the simplest request one server makes to another for its users that needs no shared
+//! room. A profile is answered only to a server sharing a room with its user.
 
-use medrix_federation_tests::TestNet;
+use medrix_federation_tests::{FederatingServer, TestNet};
 use medrix_protocol::{
     canonical::object_from_value,
     keys::{VerifyKeys, verify_json},
@@ -16,6 +17,16 @@ async fn post_json(client: &reqwest::Client, url: &str, body: Value) -> (u16, Va
     let response = client.post(url).json(&body).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Whether a key query for `user_id` that `from` makes for one of its users (`token`) is
+/// answered by the user's server: a signed request, checked there.
+async fn key_query_answered(from: &FederatingServer, token: &str, user_id: &str) -> bool {
+    let query = json!({"device_keys": {user_id: []}});
+    let (status, body) =
+        from.server.call("POST", "/_matrix/client/v3/keys/query", Some(token), Some(query)).await;
+    assert_eq!(status, 200, "{body}");
+    body["failures"].as_object().is_some_and(|failures| failures.is_empty())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,27 +52,12 @@ async fn servers_verify_each_other_and_a_closed_federation_refuses_outsiders() {
     let keys = check_key_document(&body, &hospital_name).expect("a valid self-signed document");
     assert_eq!(keys.verify_keys.len(), 1);
 
-    // A clinic user looks up a hospital user's profile: the clinic signs the request, the
+    // A clinic user looks up a hospital user's keys: the clinic signs the request, the
     // hospital fetches the clinic's keys and verifies it.
     let alice = hospital.server.register("alice", "pw").await;
     let alice_id = format!("@alice:{}", hospital.server_name);
-    let (status, _) = hospital
-        .server
-        .call(
-            "PUT",
-            &format!("/_matrix/client/v3/profile/{alice_id}/displayname"),
-            Some(&alice),
-            Some(json!({"displayname": "Dr Alice"})),
-        )
-        .await;
-    assert_eq!(status, 200);
     let bob = clinic.server.register("bob", "pw").await;
-    let (status, profile) = clinic
-        .server
-        .call("GET", &format!("/_matrix/client/v3/profile/{alice_id}"), Some(&bob), None)
-        .await;
-    assert_eq!(status, 200, "{profile}");
-    assert_eq!(profile["displayname"], "Dr Alice");
+    assert!(key_query_answered(&clinic, &bob, &alice_id).await);
 
     // The hospital, now holding the clinic's keys, vouches for them as a notary: the
     // clinic's document comes back signed by both. It vouches for no server outside its list.
@@ -90,18 +86,10 @@ async fn servers_verify_each_other_and_a_closed_federation_refuses_outsiders() {
 
     // The outsider is not on the hospital's list: its query is refused...
     let eve = outsider.server.register("eve", "pw").await;
-    let (status, _) = outsider
-        .server
-        .call("GET", &format!("/_matrix/client/v3/profile/{alice_id}"), Some(&eve), None)
-        .await;
-    assert_eq!(status, 404, "the outsider learns nothing");
+    assert!(!key_query_answered(&outsider, &eve, &alice_id).await, "the outsider learns nothing");
     // ...and the hospital sends nothing to it.
     let eve_id = format!("@eve:{}", outsider.server_name);
-    let (status, _) = hospital
-        .server
-        .call("GET", &format!("/_matrix/client/v3/profile/{eve_id}"), Some(&alice), None)
-        .await;
-    assert_eq!(status, 404);
+    assert!(!key_query_answered(&hospital, &alice, &eve_id).await);
 
     // Unsigned and forged requests are refused with M_UNAUTHORIZED.
     let query = hospital.federation_url(&format!(
@@ -157,9 +145,8 @@ async fn a_rotated_key_is_picked_up_and_the_old_one_stays_published() {
     clinic.server.register("bob", "pw").await;
     let bob_id = format!("@bob:{}", clinic.server_name);
     let alice = hospital.server.register("alice", "pw").await;
-    let lookup = format!("/_matrix/client/v3/profile/{bob_id}");
     // The clinic caches the hospital's first key while verifying this request.
-    assert_eq!(hospital.server.call("GET", &lookup, Some(&alice), None).await.0, 200);
+    assert!(key_query_answered(&hospital, &alice, &bob_id).await);
 
     let (binary, name) = (hospital.server.binary().to_owned(), hospital.server_name.clone());
     hospital
@@ -181,7 +168,7 @@ async fn a_rotated_key_is_picked_up_and_the_old_one_stays_published() {
         .await;
 
     // Requests now carry the new key ID; the clinic fetches it and accepts them.
-    assert_eq!(hospital.server.call("GET", &lookup, Some(&alice), None).await.0, 200);
+    assert!(key_query_answered(&hospital, &alice, &bob_id).await);
     let https = net.https_client(&[&hospital]);
     let body = https
         .get(hospital.federation_url("/_matrix/key/v2/server"))
@@ -195,4 +182,47 @@ async fn a_rotated_key_is_picked_up_and_the_old_one_stays_published() {
         check_key_document(&body, &ServerName::parse(&hospital.server_name).unwrap()).unwrap();
     assert!(keys.verify_keys.contains_key("ed25519:mdx2"), "{keys:?}");
     assert!(keys.old_verify_keys.contains_key("ed25519:mdx1"), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_is_answered_only_to_a_server_sharing_a_room_with_its_user() {
+    let net = TestNet::new();
+    let clinic = net.start("clinic", &[], &["hospital"]).await;
+    let hospital = net.start("hospital", &[], &["clinic"]).await;
+    let alice = hospital.server.register("alice", "pw").await;
+    let alice_id = format!("@alice:{}", hospital.server_name);
+    let path = format!("/_matrix/client/v3/profile/{alice_id}/displayname");
+    let body = json!({"displayname": "Dr Alice"});
+    assert_eq!(hospital.server.call("PUT", &path, Some(&alice), Some(body)).await.0, 200);
+    let bob = clinic.server.register("bob", "pw").await;
+    let query = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        alice_id.replace(':', "%3A").replace('@', "%40")
+    );
+
+    // Sharing no room, the clinic learns nothing, not even that Alice has an account.
+    let (status, body) = net.signed_request(&clinic, &hospital, "GET", &query, None).await;
+    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{body}");
+    let nobody = query.replace("alice", "nobody");
+    let (_, unknown) = net.signed_request(&clinic, &hospital, "GET", &nobody, None).await;
+    assert_eq!(unknown["errcode"], body["errcode"]);
+
+    // Once Bob joins a room Alice is in, the clinic's users see her name.
+    let (status, created) = hospital
+        .server
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            Some(json!({"preset": "public_chat"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().unwrap();
+    let join = format!("/_matrix/client/v3/join/{room}?via={}", hospital.server_name);
+    let (status, body) = clinic.server.call("POST", &join, Some(&bob), Some(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, profile) = net.signed_request(&clinic, &hospital, "GET", &query, None).await;
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["displayname"], "Dr Alice");
 }

@@ -116,6 +116,27 @@ pub fn verify_json(object: &CanonicalJsonObject, keys: &VerifyKeys) -> Result<()
         .map_err(|err| ProtocolError::BadSignature(err.to_string()))
 }
 
+/// Checks one ed25519 `signature` by `public_key` (both unpadded base64) over `object`'s
+/// canonical JSON without `signatures` and `unsigned`: how clients sign their device keys
+/// and cross-signing keys, whose signers are users, not servers.
+pub fn verify_object_signature(
+    object: &CanonicalJsonObject,
+    public_key: &str,
+    signature: &str,
+) -> Result<(), ProtocolError> {
+    let key: [u8; 32] = decode_base64(public_key)?
+        .try_into()
+        .map_err(|_| ProtocolError::BadKey("an ed25519 public key is 32 bytes".to_owned()))?;
+    let key = VerifyingKey::from_bytes(&key)
+        .map_err(|_| ProtocolError::BadKey("not an ed25519 public key".to_owned()))?;
+    let signature: [u8; 64] = decode_base64(signature)?
+        .try_into()
+        .map_err(|_| ProtocolError::BadSignature("an ed25519 signature is 64 bytes".to_owned()))?;
+    let message = crate::canonical::encode_without(object, &["signatures", "unsigned"]);
+    key.verify_strict(message.as_bytes(), &ed25519_dalek::Signature::from_bytes(&signature))
+        .map_err(|_| ProtocolError::BadSignature("the signature does not verify".to_owned()))
+}
+
 impl KeyPair for ServerSigningKey {
     fn sign(&self, message: &[u8]) -> Signature {
         let key_name: &AnyKeyName = self.version.as_str().into();
@@ -229,6 +250,28 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, ProtocolError> {
 #[cfg(test)]
 mod ruma_key_pair_tests {
     use super::*;
+
+    #[test]
+    fn an_object_signature_verifies_only_over_the_same_content_and_key() {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let public = STANDARD_NO_PAD.encode(key.verifying_key().to_bytes());
+        let mut object = crate::canonical::object_from_value(serde_json::json!({
+            "user_id": "@a:b.example", "keys": {"ed25519:DEV": "k"}, "unsigned": {"x": 1},
+        }))
+        .unwrap();
+        let message = crate::canonical::encode_without(&object, &["signatures", "unsigned"]);
+        let signature = STANDARD_NO_PAD.encode(key.sign(message.as_bytes()).to_bytes());
+        // Signatures and unsigned data are not covered.
+        object.insert("signatures".into(), ruma::CanonicalJsonValue::Object(Default::default()));
+        assert!(verify_object_signature(&object, &public, &signature).is_ok());
+
+        let other =
+            STANDARD_NO_PAD.encode(SigningKey::from_bytes(&[4; 32]).verifying_key().to_bytes());
+        assert!(verify_object_signature(&object, &other, &signature).is_err());
+        object.insert("user_id".into(), ruma::CanonicalJsonValue::String("@m:b.example".into()));
+        assert!(verify_object_signature(&object, &public, &signature).is_err());
+        assert!(verify_object_signature(&object, &public, "not base64!").is_err());
+    }
 
     #[test]
     fn the_ruma_key_pair_is_the_same_key() {

@@ -42,7 +42,7 @@ proptest! {
         own_membership in any::<bool>(),
     ) {
         // `own_membership`: the event is about the first user's membership.
-        let own_membership = own_membership;
+
         let server = ServerAt {
             any_joined: users.iter().any(|(m, _)| *m == Some(MembershipState::Join)),
             any_invited: users.iter().any(|(m, _)| *m == Some(MembershipState::Invite)),

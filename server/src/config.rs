@@ -17,8 +17,10 @@ pub struct Config {
     pub server_name: String,
     /// Where the client-server API listens.
     pub listen: SocketAddr,
-    /// Where Prometheus metrics are served; must be a loopback address.
-    pub metrics_listen: SocketAddr,
+    /// Where Prometheus metrics are served, if anywhere; must be a loopback address. Off by
+    /// default: a fixed default port would keep a second server on the same machine from
+    /// starting, and an operator who scrapes metrics names the port anyway.
+    pub metrics_listen: Option<SocketAddr>,
     /// The RocksDB data directory (created if missing).
     pub data_dir: PathBuf,
     /// Registration is closed unless this token is set; clients then register with the
@@ -78,7 +80,7 @@ impl Default for Config {
         Self {
             server_name: "localhost".to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
-            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9108)),
+            metrics_listen: None,
             data_dir: PathBuf::from("medrix-data"),
             registration_token: None,
             rate_limits: RateLimits::default(),
@@ -133,10 +135,11 @@ impl Config {
         ruma::ServerName::parse(&self.server_name).map_err(|err| {
             ConfigError::Invalid(format!("server_name {:?}: {err}", self.server_name))
         })?;
-        if !self.metrics_listen.ip().is_loopback() {
+        if let Some(metrics) = self.metrics_listen
+            && !metrics.ip().is_loopback()
+        {
             return Err(ConfigError::Invalid(format!(
-                "metrics_listen {} must be a loopback address",
-                self.metrics_listen
+                "metrics_listen {metrics} must be a loopback address"
             )));
         }
         let federation = &self.federation;
@@ -197,6 +200,7 @@ mod tests {
         }
         let full = Config {
             registration_token: Some("x".into()),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9108))),
             federation: Federation {
                 listen: Some(SocketAddr::from(([0, 0, 0, 0], 8448))),
                 tls_cert: Some("c".into()),

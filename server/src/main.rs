@@ -1,11 +1,16 @@
 //! `medrix`: the Medrix homeserver (`medrix serve`) and the protocol core's checks for
 //! operators and implementers: verify an event, compute its ID, check the test vectors.
 
+// A panic in a handler drops the client's connection without an answer: bad input gets a
+// Matrix error instead. Where a value truly cannot be absent, an `#[allow]` says why.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod cli_event;
 mod cli_vectors;
 mod clock;
 mod config;
 mod http;
+mod locks;
 mod metrics;
 mod random;
 mod serve;

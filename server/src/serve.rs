@@ -19,7 +19,7 @@ pub struct ServeArgs {
     /// Address of the client-server API.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Address of the Prometheus metrics listener (loopback only).
+    /// Address of the Prometheus metrics listener (loopback only); none without it.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
     /// The RocksDB data directory.
@@ -70,7 +70,7 @@ impl ServeArgs {
             config.listen = listen;
         }
         if let Some(listen) = self.metrics_listen {
-            config.metrics_listen = listen;
+            config.metrics_listen = Some(listen);
         }
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
@@ -144,10 +144,17 @@ async fn serve(config: Config) -> Result<crate::storage::WriterThread, String> {
 
     let client_listener =
         TcpListener::bind(listen).await.map_err(|err| format!("listening on {listen}: {err}"))?;
-    let metrics_listener = TcpListener::bind(metrics_listen)
-        .await
-        .map_err(|err| format!("listening on {metrics_listen}: {err}"))?;
-    tracing::info!(%server_name, client_api = %client_listener.local_addr().map_err(|e| e.to_string())?, metrics = %metrics_listen, "medrix is serving");
+    // Metrics are served only where the operator asked; a port they named that cannot be
+    // had stops the start, as the client port does.
+    let metrics_listener = match metrics_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|err| format!("listening on {address}: {err}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(%server_name, client_api = %client_listener.local_addr().map_err(|e| e.to_string())?, metrics = ?metrics_listen, "medrix is serving");
 
     let federation_listener = match (&federation.listen, &federation.tls_cert, &federation.tls_key)
     {
@@ -162,8 +169,17 @@ async fn serve(config: Config) -> Result<crate::storage::WriterThread, String> {
         _ => None,
     };
     let federation_router = http::federation::router(services.clone());
-    let metrics = axum::serve(metrics_listener, http::metrics_router(services.clone()))
-        .with_graceful_shutdown(shutdown_signal());
+    let metrics_router = http::metrics_router(services.clone());
+    let metrics = async {
+        match metrics_listener {
+            Some(listener) => {
+                axum::serve(listener, metrics_router)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
     let client = axum::serve(
         client_listener,
         http::router(services).into_make_service_with_connect_info::<SocketAddr>(),

@@ -77,7 +77,7 @@ pub fn rotate(dir: &Path, server_name: &str, now_ms: u64) -> Result<String, Stri
     let next_version = next_version(&keys.current.key_id());
     // The old key list first: a crash between the two writes keeps the current key usable and
     // merely lists it as old too.
-    let json = serde_json::to_string_pretty(&old).expect("old keys serialize");
+    let json = serde_json::to_string_pretty(&old).map_err(|err| format!("old keys: {err}"))?;
     write_replacing(&old_path(dir), &json)?;
     write_private(&current_path(dir), &format!("{next_version} {}", random_seed()), true)?;
     Ok(format!("ed25519:{next_version}"))

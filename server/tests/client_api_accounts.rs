@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::json;
-use support::REGISTRATION_TOKEN;
+use support::{REGISTRATION_TOKEN, TestServer};
 
 #[tokio::test]
 async fn discovery_answers_versions_capabilities_and_well_known() {
@@ -259,4 +259,120 @@ async fn metrics_are_served_and_sigterm_stops_cleanly() {
     let text = metrics.text().await.unwrap();
     assert!(text.contains("medrix_http_requests_total"), "{text}");
     assert!(server.terminate(), "exit status after SIGTERM");
+}
+
+#[tokio::test]
+async fn password_change_and_deactivation_without_a_token_answer_missing_token() {
+    let server = support::start().await;
+    server.register("alice", "pw").await;
+    for (path, body) in [
+        ("/_matrix/client/v3/account/password", json!({"new_password": "new"})),
+        ("/_matrix/client/v3/account/deactivate", json!({})),
+        (
+            "/_matrix/client/r0/account/password",
+            json!({"new_password": "new", "logout_devices": true}),
+        ),
+    ] {
+        let (status, answer) = server.call("POST", path, None, Some(body)).await;
+        assert_eq!(
+            (status, answer["errcode"].as_str()),
+            (401, Some("M_MISSING_TOKEN")),
+            "{path}: {answer}"
+        );
+    }
+    // Nothing changed: the old password still logs in.
+    let login = json!({"type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw"});
+    let (status, body) = server.call("POST", "/_matrix/client/v3/login", None, Some(login)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn two_servers_share_a_machine_given_only_their_client_ports() {
+    /// A server process, killed and its data removed however the test ends.
+    struct Started(std::process::Child, u16, std::path::PathBuf);
+    impl Drop for Started {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.2);
+        }
+    }
+    // Without a metrics port, neither reaches for a fixed one the other already holds.
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let (port, dir) = (medrix_tests::free_port(), medrix_tests::unique_temp_dir("medrix-two"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_medrix"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--data-dir", dir.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        servers.push(Started(child, port, dir));
+    }
+    let http = reqwest::Client::new();
+    for Started(child, port, _) in &mut servers {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let url = format!("http://127.0.0.1:{port}/_matrix/client/versions");
+            if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "the server on {port} exited");
+            assert!(std::time::Instant::now() < deadline, "the server on {port} did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn of_concurrent_registrations_of_one_name_exactly_one_succeeds() {
+    let server = support::start().await;
+    // A few rounds, each for a name of its own: one round may by chance not overlap.
+    for round in 0..3 {
+        let outcomes = register_at_once(&server, &format!("popular{round}"), 16).await;
+        let succeeded = outcomes.iter().filter(|(status, _)| *status == 200).count();
+        assert_eq!(succeeded, 1, "round {round}: {outcomes:?}");
+        let in_use = (400, Some("M_USER_IN_USE".to_owned()));
+        assert!(outcomes.iter().all(|o| o.0 == 200 || *o == in_use), "{outcomes:?}");
+    }
+}
+
+/// `clients` registrations of `localpart`, each through the token stage on its own session,
+/// their last stages sent at once; answers each status and errcode.
+async fn register_at_once(
+    server: &TestServer,
+    localpart: &str,
+    clients: usize,
+) -> Vec<(u16, Option<String>)> {
+    let path = "/_matrix/client/v3/register";
+    // No password: nothing slow (hashing) spreads the last stages out in time.
+    let account = json!({"username": localpart});
+    let mut finals = Vec::new();
+    for _ in 0..clients {
+        let (_, opened) = server.call("POST", path, None, Some(account.clone())).await;
+        let session = opened["session"].clone();
+        let mut body = account.clone();
+        body["auth"] = json!({"type": "m.login.registration_token", "token": REGISTRATION_TOKEN, "session": session});
+        let (status, answer) = server.call("POST", path, None, Some(body.clone())).await;
+        assert_eq!(status, 401, "{answer}");
+        body["auth"] = json!({"type": "m.login.dummy", "session": session});
+        finals.push(body);
+    }
+    let tasks: Vec<_> = finals
+        .into_iter()
+        .map(|body| {
+            let (http, url) = (server.http.clone(), server.url(path));
+            tokio::spawn(async move {
+                medrix_tests::call_json(&http, "POST", &url, None, Some(body)).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        outcomes.push((status, body["errcode"].as_str().map(ToOwned::to_owned)));
+    }
+    outcomes
 }

@@ -4,6 +4,8 @@
 
 mod support;
 
+use base64::{Engine as _, engine::general_purpose::STANDARD_NO_PAD};
+use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::{Value, json};
 use support::TestServer;
 
@@ -267,13 +269,14 @@ async fn device_list_changes_reach_room_mates_and_cross_signing_needs_the_passwo
         server.call("POST", "/_matrix/client/v3/keys/query", Some(&erin), Some(query)).await;
     assert_eq!(seen_by_erin["user_signing_keys"]["@erin:localhost"]["keys"]["ed25519:USK"], "USK");
 
-    // A signature on a device key is merged in.
+    // A signature that is not Erin's own verifiable one is refused, and changes nothing.
     let signed = json!({"@erin:localhost": {"ERINTABLET": {"user_id": "@erin:localhost", "device_id": "ERINTABLET",
         "signatures": {"@erin:localhost": {"ed25519:MASTERKEY": "cross-signature"}}}}});
     let (status, body) = server
         .call("POST", "/_matrix/client/v3/keys/signatures/upload", Some(&erin), Some(signed))
         .await;
     assert_eq!(status, 200, "{body}");
+    assert!(body["failures"]["@erin:localhost"]["ERINTABLET"]["errcode"].is_string(), "{body}");
     let (_, keys) = server
         .call(
             "POST",
@@ -284,6 +287,109 @@ async fn device_list_changes_reach_room_mates_and_cross_signing_needs_the_passwo
         .await;
     let signatures =
         &keys["device_keys"]["@erin:localhost"]["ERINTABLET"]["signatures"]["@erin:localhost"];
-    assert_eq!(signatures["ed25519:MASTERKEY"], "cross-signature", "{keys}");
-    assert_eq!(signatures["ed25519:ERINTABLET"], "sig", "the device's own signature stays");
+    assert_eq!(*signatures, json!({"ed25519:ERINTABLET": "sig"}), "{keys}");
+}
+
+fn public(key: &SigningKey) -> String {
+    STANDARD_NO_PAD.encode(key.verifying_key().to_bytes())
+}
+
+/// A client's signature on a key object: ed25519 over its canonical JSON without
+/// `signatures` and `unsigned`.
+fn sign(key: &SigningKey, object: &Value) -> String {
+    let object = medrix_protocol::canonical::object_from_value(object.clone()).unwrap();
+    let message = medrix_protocol::canonical::encode_without(&object, &["signatures", "unsigned"]);
+    STANDARD_NO_PAD.encode(key.sign(message.as_bytes()).to_bytes())
+}
+
+async fn device_signatures(server: &TestServer, token: &str, user: &str, device: &str) -> Value {
+    let query = json!({"device_keys": {user: [device]}});
+    let (status, keys) =
+        server.call("POST", "/_matrix/client/v3/keys/query", Some(token), Some(query)).await;
+    assert_eq!(status, 200, "{keys}");
+    keys["device_keys"][user][device]["signatures"].clone()
+}
+
+#[tokio::test]
+async fn only_the_uploaders_own_verifiable_signatures_are_added_to_keys() {
+    let server = support::start().await;
+    server.register("alice", "pw-a").await;
+    let mallory = server.register("mallory", "pw-m").await;
+    let alice = login_device(&server, "alice", "pw-a", "ALICEPHONE").await;
+    let (device, master, self_signing) = (
+        SigningKey::from_bytes(&[1; 32]),
+        SigningKey::from_bytes(&[2; 32]),
+        SigningKey::from_bytes(&[3; 32]),
+    );
+    let mut keys = json!({
+        "user_id": "@alice:localhost", "device_id": "ALICEPHONE",
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {"curve25519:ALICEPHONE": "curve", "ed25519:ALICEPHONE": public(&device)},
+    });
+    keys["signatures"] = json!({"@alice:localhost": {"ed25519:ALICEPHONE": sign(&device, &keys)}});
+    let (status, body) = server
+        .call(
+            "POST",
+            "/_matrix/client/v3/keys/upload",
+            Some(&alice),
+            Some(json!({"device_keys": keys})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let master_key = json!({"user_id": "@alice:localhost", "usage": ["master"],
+        "keys": {format!("ed25519:{}", public(&master)): public(&master)}});
+    let mut self_signing_key = json!({"user_id": "@alice:localhost", "usage": ["self_signing"],
+        "keys": {format!("ed25519:{}", public(&self_signing)): public(&self_signing)}});
+    self_signing_key["signatures"] = json!({"@alice:localhost":
+        {format!("ed25519:{}", public(&master)): sign(&master, &self_signing_key)}});
+    let (status, body) = server
+        .call(
+            "POST",
+            "/_matrix/client/v3/keys/device_signing/upload",
+            Some(&alice),
+            Some(json!({"master_key": master_key, "self_signing_key": self_signing_key})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let upload = "/_matrix/client/v3/keys/signatures/upload";
+    let by_self_signing = format!("ed25519:{}", public(&self_signing));
+
+    // Mallory replaces Alice's signatures and adds her own: refused, nothing changes.
+    let mut forged = keys.clone();
+    forged["signatures"]["@alice:localhost"]["ed25519:ALICEPHONE"] = json!("replaced");
+    forged["signatures"]["@alice:localhost"][&by_self_signing] = json!("forged");
+    forged["signatures"]["@mallory:localhost"] = json!({"ed25519:MALLORYDEV": "whatever"});
+    let (status, body) = server
+        .call(
+            "POST",
+            upload,
+            Some(&mallory),
+            Some(json!({"@alice:localhost": {"ALICEPHONE": forged}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["failures"]["@alice:localhost"]["ALICEPHONE"]["errcode"].is_string(), "{body}");
+    let stored = device_signatures(&server, &mallory, "@alice:localhost", "ALICEPHONE").await;
+    assert_eq!(stored, keys["signatures"], "Alice's signatures are untouched");
+
+    // Alice's own signature that does not verify is refused too.
+    let mut bad = keys.clone();
+    bad["signatures"]["@alice:localhost"][&by_self_signing] = json!(sign(&master, &keys));
+    let (_, body) = server
+        .call("POST", upload, Some(&alice), Some(json!({"@alice:localhost": {"ALICEPHONE": bad}})))
+        .await;
+    assert_eq!(
+        body["failures"]["@alice:localhost"]["ALICEPHONE"]["errcode"], "M_INVALID_SIGNATURE",
+        "{body}"
+    );
+
+    // Her self-signing key's real signature is added beside the device's own.
+    let mut good = keys.clone();
+    good["signatures"]["@alice:localhost"][&by_self_signing] = json!(sign(&self_signing, &keys));
+    let (_, body) = server
+        .call("POST", upload, Some(&alice), Some(json!({"@alice:localhost": {"ALICEPHONE": good}})))
+        .await;
+    assert_eq!(body["failures"], json!({}), "{body}");
+    let stored = device_signatures(&server, &mallory, "@alice:localhost", "ALICEPHONE").await;
+    assert_eq!(stored, good["signatures"]);
 }

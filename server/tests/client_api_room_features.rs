@@ -493,3 +493,50 @@ async fn concurrent_retries_of_one_transaction_store_one_event() {
         .count();
     assert_eq!(stored, 1, "one event stored for the transaction");
 }
+
+/// Sends a whole request over a raw socket and hangs up before any answer, as a client whose
+/// connection drops mid-request.
+fn hang_up_after_sending(server: &TestServer, method: &str, path: &str, token: &str, body: &str) {
+    use std::io::Write as _;
+    let address = server.base.trim_start_matches("http://");
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).unwrap();
+}
+
+#[tokio::test]
+async fn clients_hanging_up_mid_request_never_stall_sync_for_others() {
+    let server = support::start().await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = shared_room(&server, &alice, &bob).await;
+    let event = send(&server, &alice, &room, "t1", "first").await;
+    let mut since = sync(&server, &alice, "").await["next_batch"].as_str().unwrap().to_owned();
+
+    // Each of these takes a stream position before its commit; the hang-up drops the request
+    // while it waits for the fsync.
+    for i in 0..150 {
+        let data = format!("/_matrix/client/v3/user/@bob:localhost/account_data/m.test.{i}");
+        hang_up_after_sending(&server, "PUT", &data, &bob, r#"{"n":1}"#);
+        let receipt = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event}");
+        hang_up_after_sending(&server, "POST", &receipt, &bob, "{}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    send(&server, &bob, &room, "t2", "after the hang-ups").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let body = sync(&server, &alice, &format!("since={since}&timeout=2000")).await;
+        let joined = &body["rooms"]["join"][&room];
+        if joined.is_object() && timeline_bodies(joined).contains(&"after the hang-ups".to_owned())
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "Bob's message never reached Alice's sync");
+        since = body["next_batch"].as_str().unwrap().to_owned();
+    }
+}

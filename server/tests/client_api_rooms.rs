@@ -604,3 +604,69 @@ async fn room_aliases_name_rooms_for_their_members_and_survive_a_crash() {
     assert_eq!(status, 400, "{body}");
     assert!(body["errcode"].is_string(), "{body}");
 }
+
+#[tokio::test]
+async fn membership_events_carry_the_members_display_name_and_avatar() {
+    let server = support::start().await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    for (token, user, name) in
+        [(&alice, "@alice:localhost", "Dr Alice"), (&bob, "@bob:localhost", "Bob")]
+    {
+        let path = format!("/_matrix/client/v3/profile/{user}/displayname");
+        let (status, _) =
+            server.call("PUT", &path, Some(token), Some(json!({"displayname": name}))).await;
+        assert_eq!(status, 200);
+    }
+    let path = "/_matrix/client/v3/profile/@alice:localhost/avatar_url";
+    let avatar = "mxc://localhost/alice";
+    let (status, _) =
+        server.call("PUT", path, Some(&alice), Some(json!({"avatar_url": avatar}))).await;
+    assert_eq!(status, 200);
+    let (status, created) = server
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            Some(json!({"preset": "private_chat"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().unwrap();
+    let member = |user: &'static str| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{user}");
+        let (server, alice) = (&server, &alice);
+        async move {
+            let (status, content) = server.call("GET", &path, Some(alice), None).await;
+            assert_eq!(status, 200, "{content}");
+            content
+        }
+    };
+    let join = member("@alice:localhost").await;
+    assert_eq!(
+        (join["displayname"].as_str(), join["avatar_url"].as_str()),
+        (Some("Dr Alice"), Some(avatar))
+    );
+
+    let invite = format!("/_matrix/client/v3/rooms/{room}/invite");
+    let (status, _) = server
+        .call("POST", &invite, Some(&alice), Some(json!({"user_id": "@bob:localhost"})))
+        .await;
+    assert_eq!(status, 200);
+    let invited = member("@bob:localhost").await;
+    assert_eq!(
+        (invited["membership"].as_str(), invited["displayname"].as_str()),
+        (Some("invite"), Some("Bob"))
+    );
+
+    let (status, _) = server
+        .call("POST", &format!("/_matrix/client/v3/join/{room}"), Some(&bob), Some(json!({})))
+        .await;
+    assert_eq!(status, 200);
+    let joined = member("@bob:localhost").await;
+    assert_eq!(
+        (joined["membership"].as_str(), joined["displayname"].as_str()),
+        (Some("join"), Some("Bob"))
+    );
+    assert!(joined.get("avatar_url").is_none(), "Bob has no avatar: {joined}");
+}

@@ -43,6 +43,36 @@ async fn profile_fields_are_set_by_their_owner_only() {
 }
 
 #[tokio::test]
+async fn profiles_are_shown_only_to_logged_in_users() {
+    let server = support::start().await;
+    let alice = server.register("alice", "pw").await;
+    let (status, _) = server
+        .call(
+            "PUT",
+            "/_matrix/client/v3/profile/@alice:localhost/displayname",
+            Some(&alice),
+            Some(json!({"displayname": "Alice A."})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for path in [
+        "/_matrix/client/v3/profile/@alice:localhost",
+        "/_matrix/client/v3/profile/@alice:localhost/displayname",
+        "/_matrix/client/v3/profile/@alice:localhost/avatar_url",
+        "/_matrix/client/r0/profile/@alice:localhost",
+    ] {
+        let (status, body) = server.call("GET", path, None, None).await;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (401, Some("M_MISSING_TOKEN")),
+            "{path}: {body}"
+        );
+        let (status, body) = server.call("GET", path, Some(&alice), None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn filters_are_stored_by_id_and_sync_accepts_them_inline_too() {
     let server = support::start().await;
     let token = server.register("filterer", "pw").await;

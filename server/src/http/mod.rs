@@ -33,6 +33,9 @@ where
     H: Handler<X, Services>,
     X: 'static,
 {
+    // ruma's endpoints use the standard methods axum filters on; the router is built once at
+    // startup from these fixed types.
+    #[allow(clippy::expect_used)]
     let filter = MethodFilter::try_from(T::METHOD).expect("endpoint methods are standard");
     for path in T::PATH_BUILDER.all_paths() {
         router = router.route(path, on(filter, handler.clone()));

@@ -25,12 +25,37 @@ pub struct Ruma<T> {
     pub session: Option<Session>,
 }
 
-impl<T> Ruma<T> {
-    /// The session of an endpoint that requires one (the extractor already refused requests
-    /// without it).
+impl<T> Ruma<T>
+where
+    T: ruma::api::Metadata<Authentication = AccessToken>,
+{
+    /// The session of an endpoint whose type requires an access token. Only such endpoints
+    /// have this method: one where the token is optional must handle its absence (see
+    /// [`Ruma::require_session`]).
     pub fn session(&self) -> &Session {
-        self.session.as_ref().expect("authenticated endpoint has a session")
+        // The extractor refuses every request to an `AccessToken` endpoint that has no valid
+        // token, so a `Ruma` of one always holds a session.
+        #[allow(clippy::expect_used)]
+        self.session.as_ref().expect("the extractor authenticated this endpoint")
     }
+}
+
+impl<T> Ruma<T> {
+    /// The session, or the 401 `M_MISSING_TOKEN` answer when the request carried no token:
+    /// for endpoints whose token ruma marks optional but that this server serves only to a
+    /// logged-in user.
+    pub fn require_session(&self) -> Result<&Session, ApiError> {
+        self.session.as_ref().ok_or_else(missing_token)
+    }
+}
+
+/// The 401 answer to a request without the access token it needs.
+pub fn missing_token() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::MissingToken,
+        "this endpoint needs an access token",
+    )
 }
 
 impl<T> FromRequest<Services> for Ruma<T>
@@ -49,7 +74,8 @@ where
             ApiError::too_large(format!("request body is over the {limit}-byte limit"))
         })?;
 
-        let needs_token = TypeId::of::<T::Authentication>() == TypeId::of::<AccessToken>();
+        let needs_token = TypeId::of::<T::Authentication>() == TypeId::of::<AccessToken>()
+            || closed_to_anonymous::<T>();
         let takes_token =
             needs_token || TypeId::of::<T::Authentication>() == TypeId::of::<AccessTokenOptional>();
         let session = if takes_token { authenticate(&parts, services, needs_token)? } else { None };
@@ -80,6 +106,19 @@ where
     }
 }
 
+/// Endpoints the spec leaves open to anyone that this server serves only to logged-in
+/// users: profiles hold people's names, personal data in a health record system (Synapse's
+/// `require_auth_for_profile_requests`).
+fn closed_to_anonymous<T: 'static>() -> bool {
+    use ruma::api::client::profile::{get_avatar_url, get_display_name, get_profile};
+    [
+        TypeId::of::<get_profile::v3::Request>(),
+        TypeId::of::<get_display_name::v3::Request>(),
+        TypeId::of::<get_avatar_url::v3::Request>(),
+    ]
+    .contains(&TypeId::of::<T>())
+}
+
 /// The session of the request's access token: `None` without a token unless `required`.
 pub fn authenticate(
     parts: &http::request::Parts,
@@ -90,11 +129,7 @@ pub fn authenticate(
         Some(token) => Ok(Some(services.accounts.authenticate(token)?.ok_or_else(|| {
             ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::UnknownToken, "unknown access token")
         })?)),
-        None if required => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::MissingToken,
-            "this endpoint needs an access token",
-        )),
+        None if required => Err(missing_token()),
         None => Ok(None),
     }
 }
@@ -134,7 +169,7 @@ fn without_empty_auth(bytes: &Bytes) -> Option<Bytes> {
             if !auth.contains_key("type") && !auth.contains_key("session") =>
         {
             body.remove("auth");
-            Some(Bytes::from(serde_json::to_vec(&body).expect("a JSON object serializes")))
+            Some(Bytes::from(serde_json::to_vec(&body).ok()?))
         }
         _ => None,
     }

@@ -12,7 +12,10 @@ use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::storage::{Storage, StorageError, catalogue as cf, compound_key};
+use crate::{
+    locks::LockExt,
+    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key, to_json_bytes},
+};
 
 /// What account operations can refuse.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,13 @@ pub struct DeviceInfo {
     pub created_ts: Option<u64>,
 }
 
+/// Whether a password change logs the user's other devices out.
+pub enum PasswordChange<'a> {
+    KeepDevices,
+    /// Every device but this one (the one changing the password).
+    LogOutAllBut(&'a ruma::DeviceId),
+}
+
 /// What a stored password record holds after deactivation: no hash matches it, and the user
 /// ID stays taken so nobody can register it again and inherit its rooms.
 const DEACTIVATED: &[u8] = b"!deactivated";
@@ -66,11 +76,14 @@ const DEACTIVATED: &[u8] = b"!deactivated";
 pub struct Accounts {
     storage: Storage,
     server_name: OwnedServerName,
+    /// Held from a new account's name check to its durable write: two registrations of one
+    /// name cannot both pass the check.
+    registering: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Accounts {
     pub fn new(storage: Storage, server_name: OwnedServerName) -> Self {
-        Self { storage, server_name }
+        Self { storage, server_name, registering: Default::default() }
     }
 
     /// The full user ID for a localpart, if the localpart is valid for a new account.
@@ -101,7 +114,8 @@ impl Accounts {
     }
 
     /// Creates the account with a password hash (see [`hash_password`]) and, unless
-    /// `inhibit_login`, a first device with an access token, in one atomic commit.
+    /// `inhibit_login`, a first device with an access token, in one atomic commit. Of
+    /// concurrent registrations of one name, exactly one succeeds.
     pub async fn register(
         &self,
         user_id: &UserId,
@@ -110,19 +124,27 @@ impl Accounts {
         device_name: Option<String>,
         inhibit_login: bool,
     ) -> Result<Option<NewSession>, AccountError> {
-        if self.exists(user_id)? {
-            return Err(AccountError::UserInUse);
-        }
-        let hash = password_hash.unwrap_or_default();
-        let mut batch = self.storage.batch();
-        batch.put(cf::USERID_PASSWORD, user_id.as_bytes(), hash.as_bytes());
-        let session = if inhibit_login {
-            None
-        } else {
-            Some(self.add_device_to(&mut batch, user_id, device_id, device_name)?)
-        };
-        self.storage.commit(batch).await?;
-        Ok(session)
+        // In a task of its own: a request dropped mid-write (its client hung up) keeps the
+        // lock until its write is durable, so a second registration cannot slip in between.
+        let (this, user_id) = (self.clone(), user_id.to_owned());
+        tokio::spawn(async move {
+            let _one_at_a_time = this.registering.lock().await;
+            if this.exists(&user_id)? {
+                return Err(AccountError::UserInUse);
+            }
+            let hash = password_hash.unwrap_or_default();
+            let mut batch = this.storage.batch();
+            batch.put(cf::USERID_PASSWORD, user_id.as_bytes(), hash.as_bytes());
+            let session = if inhibit_login {
+                None
+            } else {
+                Some(this.add_device_to(&mut batch, &user_id, device_id, device_name)?)
+            };
+            this.storage.commit(batch).await?;
+            Ok(session)
+        })
+        .await
+        .map_err(|_| AccountError::Storage(StorageError::WriterStopped))?
     }
 
     /// Checks a password; slow on purpose (argon2id), so call it through
@@ -225,7 +247,7 @@ impl Accounts {
         batch.put(
             cf::USERDEVICEID_DEVICE,
             &compound_key(&[user_id.as_bytes(), device_id.as_bytes()]),
-            &serde_json::to_vec(&device).expect("device serializes"),
+            &to_json_bytes(&device),
         );
         Ok(self.storage.commit(batch).await?)
     }
@@ -250,23 +272,41 @@ impl Accounts {
         Ok(removed)
     }
 
-    /// Replaces the password hash (see [`hash_password`]).
-    pub async fn set_password(&self, user_id: &UserId, hash: &str) -> Result<(), AccountError> {
-        let mut batch = self.storage.batch();
+    /// Replaces the password hash (see [`hash_password`]) in `batch`, logging the other
+    /// devices out with it if `change` says so. Returns the devices logged out.
+    pub fn change_password_in(
+        &self,
+        batch: &mut Batch<'_>,
+        user_id: &UserId,
+        hash: &str,
+        change: PasswordChange<'_>,
+    ) -> Result<Vec<OwnedDeviceId>, AccountError> {
         batch.put(cf::USERID_PASSWORD, user_id.as_bytes(), hash.as_bytes());
-        Ok(self.storage.commit(batch).await?)
+        let PasswordChange::LogOutAllBut(keep) = change else { return Ok(Vec::new()) };
+        let others: Vec<_> = self
+            .devices(user_id)?
+            .into_iter()
+            .map(|device| device.device_id)
+            .filter(|device| device != keep)
+            .collect();
+        for device_id in &others {
+            self.remove_device_in(batch, user_id, device_id.as_str())?;
+        }
+        Ok(others)
     }
 
-    /// Closes the account for good: no password works, every device is logged out, and the
-    /// user ID stays reserved. Returns the devices removed.
-    pub async fn deactivate(&self, user_id: &UserId) -> Result<Vec<OwnedDeviceId>, AccountError> {
+    /// Closes the account for good, in `batch`: no password works, every device is logged
+    /// out, and the user ID stays reserved. Returns the devices removed.
+    pub fn deactivate_in(
+        &self,
+        batch: &mut Batch<'_>,
+        user_id: &UserId,
+    ) -> Result<Vec<OwnedDeviceId>, AccountError> {
         let devices: Vec<_> = self.devices(user_id)?.into_iter().map(|d| d.device_id).collect();
-        let mut batch = self.storage.batch();
         batch.put(cf::USERID_PASSWORD, user_id.as_bytes(), DEACTIVATED);
         for device_id in &devices {
-            self.remove_device_in(&mut batch, user_id, device_id.as_str())?;
+            self.remove_device_in(batch, user_id, device_id.as_str())?;
         }
-        self.storage.commit(batch).await?;
         Ok(devices)
     }
 
@@ -318,13 +358,9 @@ impl Accounts {
         batch.put(
             cf::USERDEVICEID_DEVICE,
             &compound_key(&[user_id.as_bytes(), device_id.as_bytes()]),
-            &serde_json::to_vec(&device).expect("device serializes"),
+            &to_json_bytes(&device),
         );
-        batch.put(
-            cf::TOKENHASH_SESSION,
-            token_hash.as_bytes(),
-            &serde_json::to_vec(&session).expect("session serializes"),
-        );
+        batch.put(cf::TOKENHASH_SESSION, token_hash.as_bytes(), &to_json_bytes(&session));
         Ok(NewSession { session, access_token })
     }
 }
@@ -354,11 +390,10 @@ fn hashing_threads() -> &'static std::sync::mpsc::SyncSender<HashingJob> {
         let jobs = std::sync::Arc::new(std::sync::Mutex::new(jobs));
         for index in 0..MAX_CONCURRENT_PASSWORD_HASHES {
             let jobs = jobs.clone();
-            std::thread::Builder::new()
-                .name(format!("medrix-argon2-{index}"))
-                .spawn(move || {
+            let started = std::thread::Builder::new().name(format!("medrix-argon2-{index}")).spawn(
+                move || {
                     loop {
-                        let job = jobs.lock().expect("job queue").recv();
+                        let job = jobs.locked().recv();
                         match job {
                             Ok(job) => {
                                 job();
@@ -367,8 +402,13 @@ fn hashing_threads() -> &'static std::sync::mpsc::SyncSender<HashingJob> {
                             Err(_) => return,
                         }
                     }
-                })
-                .expect("spawn a password hashing thread");
+                },
+            );
+            // With no thread at all, the queue's receiver is gone and every hash answers
+            // "password hashing stopped"; with fewer, hashes wait their turn.
+            if let Err(err) = started {
+                tracing::error!(%err, "a password hashing thread did not start");
+            }
         }
         queue
     })

@@ -8,8 +8,11 @@ use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::{
-    service::rooms::{position_from, stream::StreamPositions},
-    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key},
+    service::{
+        key_signatures::{self, Refusal, SignedKind, SignerKeys, cross_signing_public_key},
+        rooms::{position_from, stream::StreamPositions},
+    },
+    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key, to_json_bytes},
 };
 
 /// The most to-device messages waiting for one device; past that, senders are refused.
@@ -20,6 +23,25 @@ pub struct E2ee {
     storage: Storage,
     stream: Arc<StreamPositions>,
     listener: Option<Arc<dyn KeyChangeListener>>,
+}
+
+/// What became of one key in a signature upload.
+#[derive(Debug)]
+pub enum SignatureOutcome {
+    /// The uploader's new signatures are stored (or were already).
+    Added,
+    /// No such key of the target user.
+    UnknownKey,
+    /// Nothing was stored, for this reason.
+    Refused(Refusal),
+}
+
+/// A stored key that signatures can be added to: where it is kept, its kind, and the key.
+struct SignableKey {
+    family: &'static str,
+    key: Vec<u8>,
+    kind: SignedKind,
+    stored: Value,
 }
 
 /// A committed change of a local user's public keys, as other servers need to hear of it.
@@ -99,11 +121,7 @@ impl E2ee {
                     serde_json::from_slice::<Value>(&old).ok().as_ref() == Some(&keys)
                 });
             if !unchanged {
-                batch.put(
-                    cf::USERDEVICEID_DEVICEKEYS,
-                    &device_key,
-                    &serde_json::to_vec(&keys).expect("json"),
-                );
+                batch.put(cf::USERDEVICEID_DEVICEKEYS, &device_key, &to_json_bytes(&keys));
                 self.note_unannounced(&mut batch, user, Some(device));
                 changed = Some(keys);
             }
@@ -118,7 +136,7 @@ impl E2ee {
                     algorithm.as_bytes(),
                     key_id.as_bytes(),
                 ]),
-                &serde_json::to_vec(&key).expect("json"),
+                &to_json_bytes(&key),
             );
         }
         for (key_id, key) in fallback_keys {
@@ -126,8 +144,7 @@ impl E2ee {
             batch.put(
                 cf::USERDEVICEALGO_FALLBACKKEY,
                 &compound_key(&[user.as_bytes(), device.as_bytes(), algorithm.as_bytes()]),
-                &serde_json::to_vec(&json!({"key_id": key_id, "key": key, "used": false}))
-                    .expect("json"),
+                &to_json_bytes(&json!({"key_id": key_id, "key": key, "used": false})),
             );
         }
         self.commit_with_change(batch, changed.is_some().then_some(user)).await?;
@@ -145,11 +162,10 @@ impl E2ee {
         changed_user: Option<&UserId>,
     ) -> Result<(), StorageError> {
         let Some(user) = changed_user else { return self.storage.commit(batch).await };
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
+        let position = reservation.position();
         batch.put(cf::POSITION_KEYCHANGEUSER, &position.to_be_bytes(), user.as_bytes());
-        let result = self.storage.commit(batch).await;
-        self.stream.finish(position);
-        result
+        reservation.commit(&self.storage, batch).await
     }
 
     pub fn one_time_key_counts(
@@ -237,7 +253,7 @@ impl E2ee {
             batch.put(
                 cf::USERKEYTYPE_CROSSSIGNINGKEY,
                 &compound_key(&[user.as_bytes(), kind.as_bytes()]),
-                &serde_json::to_vec(&key).expect("json"),
+                &to_json_bytes(&key),
             );
         }
         self.commit_with_change(batch, Some(user)).await?;
@@ -247,58 +263,43 @@ impl E2ee {
         Ok(())
     }
 
-    /// Adds signatures to a device key or cross-signing key of `target`, identified by its
-    /// device ID or public key. Returns false if no such key exists.
+    /// Adds `signer`'s signatures in `signed` to a device key or cross-signing key of
+    /// `target`, identified by its device ID or public key, if they may sign it and verify
+    /// (see [`key_signatures`]). Others' signatures in the upload are ignored.
     pub async fn add_signatures(
         &self,
+        signer: &UserId,
         target: &UserId,
         key_id: &str,
         signed: &Value,
-    ) -> Result<bool, StorageError> {
-        let Some(new_signatures) = signed.get("signatures").and_then(Value::as_object) else {
-            return Ok(false);
+    ) -> Result<SignatureOutcome, StorageError> {
+        let Some(SignableKey { family, key, kind, mut stored }) =
+            self.signable_key(target, key_id)?
+        else {
+            return Ok(SignatureOutcome::UnknownKey);
         };
-        let device_key = compound_key(&[target.as_bytes(), key_id.as_bytes()]);
-        let (cf_name, key, mut stored) = if let Some(bytes) =
-            self.storage.get(cf::USERDEVICEID_DEVICEKEYS, &device_key)?
-        {
-            (
-                cf::USERDEVICEID_DEVICEKEYS,
-                device_key,
-                serde_json::from_slice::<Value>(&bytes).map_err(|e| corrupt("device keys", e))?,
-            )
-        } else {
-            let mut found = None;
-            for kind in ["master", "self_signing", "user_signing"] {
-                if let Some(existing) = self.cross_signing_key(target, kind)?
-                    && existing["keys"]
-                        .as_object()
-                        .is_some_and(|keys| keys.values().any(|k| k == key_id))
-                {
-                    found = Some((
-                        cf::USERKEYTYPE_CROSSSIGNINGKEY,
-                        compound_key(&[target.as_bytes(), kind.as_bytes()]),
-                        existing,
-                    ));
-                    break;
-                }
-            }
-            match found {
-                Some(found) => found,
-                None => return Ok(false),
-            }
+        let signer_keys = self.signer_keys(signer)?;
+        let added = match key_signatures::new_signatures(
+            signer,
+            &signer_keys,
+            target,
+            kind,
+            &stored,
+            signed,
+        ) {
+            Ok(added) => added,
+            Err(refusal) => return Ok(SignatureOutcome::Refused(refusal)),
         };
-        for (signer, signatures) in new_signatures {
-            if let Some(signatures) = signatures.as_object() {
-                for (signature_key_id, signature) in signatures {
-                    stored["signatures"][signer][signature_key_id] = signature.clone();
-                }
-            }
+        if added.is_empty() {
+            return Ok(SignatureOutcome::Added);
+        }
+        for (signature_key_id, signature) in added {
+            stored["signatures"][signer.as_str()][signature_key_id] = signature;
         }
         let mut batch = self.storage.batch();
-        batch.put(cf_name, &key, &serde_json::to_vec(&stored).expect("json"));
+        batch.put(family, &key, &to_json_bytes(&stored));
         let device = OwnedDeviceId::from(key_id);
-        let is_device = cf_name == cf::USERDEVICEID_DEVICEKEYS;
+        let is_device = kind == SignedKind::Device;
         self.note_unannounced(&mut batch, target, is_device.then_some(&*device));
         self.commit_with_change(batch, Some(target)).await?;
         if is_device {
@@ -307,7 +308,57 @@ impl E2ee {
         } else {
             self.tell_cross_signing(target).await?;
         }
-        Ok(true)
+        Ok(SignatureOutcome::Added)
+    }
+
+    /// The stored key of `target` a signature upload names.
+    fn signable_key(
+        &self,
+        target: &UserId,
+        key_id: &str,
+    ) -> Result<Option<SignableKey>, StorageError> {
+        let device_key = compound_key(&[target.as_bytes(), key_id.as_bytes()]);
+        if let Some(bytes) = self.storage.get(cf::USERDEVICEID_DEVICEKEYS, &device_key)? {
+            let stored = serde_json::from_slice(&bytes).map_err(|e| corrupt("device keys", e))?;
+            let family = cf::USERDEVICEID_DEVICEKEYS;
+            return Ok(Some(SignableKey {
+                family,
+                key: device_key,
+                kind: SignedKind::Device,
+                stored,
+            }));
+        }
+        for (name, kind) in [
+            ("master", SignedKind::Master),
+            ("self_signing", SignedKind::SelfSigning),
+            ("user_signing", SignedKind::UserSigning),
+        ] {
+            if let Some(stored) = self.cross_signing_key(target, name)?
+                && cross_signing_public_key(&stored).as_deref() == Some(key_id)
+            {
+                let key = compound_key(&[target.as_bytes(), name.as_bytes()]);
+                let family = cf::USERKEYTYPE_CROSSSIGNINGKEY;
+                return Ok(Some(SignableKey { family, key, kind, stored }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The public keys `signer` signs with: their devices' and their cross-signing keys.
+    fn signer_keys(&self, signer: &UserId) -> Result<SignerKeys, StorageError> {
+        let mut keys = SignerKeys::default();
+        for (device, device_keys) in self.device_keys(signer, &[])? {
+            if let Some(public) = device_keys["keys"][format!("ed25519:{device}")].as_str() {
+                keys.devices.insert(device, public.to_owned());
+            }
+        }
+        let public = |kind| -> Result<Option<String>, StorageError> {
+            Ok(self.cross_signing_key(signer, kind)?.as_ref().and_then(cross_signing_public_key))
+        };
+        keys.master = public("master")?;
+        keys.self_signing = public("self_signing")?;
+        keys.user_signing = public("user_signing")?;
+        Ok(keys)
     }
 
     /// Claims one key of `algorithm` for each requested device: a one-time key (removed), or
@@ -343,11 +394,7 @@ impl E2ee {
         if entry["used"] != json!(true) {
             entry["used"] = json!(true);
             let mut batch = self.storage.batch();
-            batch.put(
-                cf::USERDEVICEALGO_FALLBACKKEY,
-                &fallback_key,
-                &serde_json::to_vec(&entry).expect("json"),
-            );
+            batch.put(cf::USERDEVICEALGO_FALLBACKKEY, &fallback_key, &to_json_bytes(&entry));
             self.storage.commit(batch).await?;
         }
         Ok(Some(claimed))
@@ -376,25 +423,39 @@ impl E2ee {
         user: &UserId,
         device: &DeviceId,
     ) -> Result<(), StorageError> {
-        let mut batch = self.storage.batch();
-        batch.delete(
-            cf::USERDEVICEID_DEVICEKEYS,
-            &compound_key(&[user.as_bytes(), device.as_bytes()]),
-        );
-        let prefix = compound_key(&[user.as_bytes(), device.as_bytes(), b""]);
-        for family in [
-            cf::USERDEVICEALGOKEY_ONETIMEKEY,
-            cf::USERDEVICEALGO_FALLBACKKEY,
-            cf::USERDEVICEPOSITION_TODEVICE,
-        ] {
-            for (key, _) in self.storage.scan_prefix(family, &prefix)? {
-                batch.delete(family, &key);
+        self.commit_with_removed_devices(self.storage.batch(), user, &[device.to_owned()]).await
+    }
+
+    /// Commits `batch` (the account side of logging devices out, say) with the forgetting of
+    /// `devices`' keys and pending messages, in one write, then tells the user's contacts.
+    pub async fn commit_with_removed_devices(
+        &self,
+        mut batch: Batch<'_>,
+        user: &UserId,
+        devices: &[OwnedDeviceId],
+    ) -> Result<(), StorageError> {
+        for device in devices {
+            batch.delete(
+                cf::USERDEVICEID_DEVICEKEYS,
+                &compound_key(&[user.as_bytes(), device.as_bytes()]),
+            );
+            let prefix = compound_key(&[user.as_bytes(), device.as_bytes(), b""]);
+            for family in [
+                cf::USERDEVICEALGOKEY_ONETIMEKEY,
+                cf::USERDEVICEALGO_FALLBACKKEY,
+                cf::USERDEVICEPOSITION_TODEVICE,
+            ] {
+                for (key, _) in self.storage.scan_prefix(family, &prefix)? {
+                    batch.delete(family, &key);
+                }
             }
+            self.note_unannounced(&mut batch, user, Some(device));
         }
-        self.note_unannounced(&mut batch, user, Some(device));
-        self.commit_with_change(batch, Some(user)).await?;
-        let (user, device) = (user.to_owned(), device.to_owned());
-        self.tell(KeyChange::Device { user, device, keys: None }).await;
+        self.commit_with_change(batch, (!devices.is_empty()).then_some(user)).await?;
+        for device in devices {
+            let (user, device) = (user.to_owned(), device.clone());
+            self.tell(KeyChange::Device { user, device, keys: None }).await;
+        }
         Ok(())
     }
 
@@ -406,7 +467,8 @@ impl E2ee {
         messages: Vec<(String, String, Value)>,
         txn: Option<&[u8]>,
     ) -> Result<(), StorageError> {
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
+        let position = reservation.position();
         let mut batch = self.storage.batch();
         if let Some(txn) = txn {
             batch.put(cf::TXNID_EVENTID, txn, b"");
@@ -418,12 +480,10 @@ impl E2ee {
             batch.put(
                 cf::USERDEVICEPOSITION_TODEVICE,
                 &compound_key(&[user.as_bytes(), device.as_bytes(), &suffix]),
-                &serde_json::to_vec(message).expect("json"),
+                &to_json_bytes(message),
             );
         }
-        let result = self.storage.commit(batch).await;
-        self.stream.finish(position);
-        result
+        reservation.commit(&self.storage, batch).await
     }
 
     /// The device's pending to-device messages up to `upto`, after dropping those the client

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::storage::{Storage, StorageError, catalogue as cf, compound_key};
+use crate::storage::{Storage, StorageError, catalogue as cf, compound_key, to_json_bytes};
 
 /// What backup operations can refuse.
 #[derive(Debug, thiserror::Error)]
@@ -302,7 +302,7 @@ fn decode(bytes: &[u8]) -> Result<BackupVersion, BackupError> {
 }
 
 fn encode(record: &BackupVersion) -> Vec<u8> {
-    serde_json::to_vec(record).expect("backup version serializes")
+    to_json_bytes(record)
 }
 
 #[cfg(test)]

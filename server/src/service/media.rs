@@ -11,7 +11,7 @@ use std::{
 use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{Storage, StorageError, catalogue as cf};
+use crate::storage::{Storage, StorageError, catalogue as cf, to_json_bytes};
 
 /// What the server knows about an uploaded file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,11 +57,7 @@ impl Media {
         let info =
             MediaInfo { uploader: uploader.to_owned(), content_type, filename, size, position };
         let mut batch = self.storage.batch();
-        batch.put(
-            cf::MEDIAID_METADATA,
-            media_id.as_bytes(),
-            &serde_json::to_vec(&info).expect("media info serializes"),
-        );
+        batch.put(cf::MEDIAID_METADATA, media_id.as_bytes(), &to_json_bytes(&info));
         self.storage.commit(batch).await?;
         Ok(media_id)
     }

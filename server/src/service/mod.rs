@@ -7,6 +7,7 @@ pub mod aliases;
 pub mod e2ee;
 pub mod federation;
 pub mod key_backup;
+pub mod key_signatures;
 pub mod media;
 pub mod rate_limit;
 pub mod receipts;
@@ -66,6 +67,8 @@ impl Services {
         key: medrix_protocol::keys::ServerSigningKey,
         old_keys: Vec<medrix_protocol::server_keys::OldVerifyKey>,
     ) -> Result<Self, crate::storage::StorageError> {
+        // `Config::validate` refused an invalid name before `medrix serve` got here.
+        #[allow(clippy::expect_used)]
         let server_name =
             ruma::ServerName::parse(&config.server_name).expect("validated server name");
         let key = Arc::new(key);

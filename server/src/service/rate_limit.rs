@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Instant};
 
-use crate::config::RateLimits;
+use crate::{config::RateLimits, locks::LockExt};
 
 const MAX_CLIENTS: usize = 100_000;
 /// Requests another server may make in a burst: a busy peer catching up sends transactions,
@@ -45,7 +45,7 @@ impl RateLimiter {
             return Ok(());
         }
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().expect("rate limit lock");
+        let mut buckets = self.buckets.locked();
         if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(client) {
             let (burst, rate) = (self.burst, self.per_second);
             buckets.retain(|_, (tokens, at)| {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     service::rooms::{position_from, stream::StreamPositions},
-    storage::{Storage, StorageError, catalogue as cf, compound_key},
+    storage::{Storage, StorageError, catalogue as cf, compound_key, to_json_bytes},
 };
 
 /// One receipt as stored and as delivered.
@@ -52,7 +52,8 @@ impl Receipts {
             receipt_type.as_bytes(),
             thread_id.as_deref().unwrap_or("").as_bytes(),
         ]);
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
+        let position = reservation.position();
         let mut batch = self.storage.batch();
         if let Some(old) = self.storage.get(cf::ROOMUSERTYPE_RECEIPT, &key)? {
             let old: Receipt = decode(&old)?;
@@ -67,15 +68,9 @@ impl Receipts {
             thread_id,
             position,
         };
-        batch.put(
-            cf::ROOMUSERTYPE_RECEIPT,
-            &key,
-            &serde_json::to_vec(&receipt).expect("receipt serializes"),
-        );
+        batch.put(cf::ROOMUSERTYPE_RECEIPT, &key, &to_json_bytes(&receipt));
         batch.put(cf::POSITION_RECEIPT, &position.to_be_bytes(), &key);
-        let result = self.storage.commit(batch).await;
-        self.stream.finish(position);
-        result
+        reservation.commit(&self.storage, batch).await
     }
 
     /// Every current receipt in a room.

@@ -10,7 +10,7 @@ use std::{
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
-use crate::{service::rooms::stream::StreamPositions, storage::StorageError};
+use crate::{locks::LockExt, service::rooms::stream::StreamPositions, storage::StorageError};
 
 /// The longest a client may say it will keep typing.
 const MAX_TYPING_TIMEOUT: Duration = Duration::from_secs(120);
@@ -56,9 +56,9 @@ impl Typing {
         user_id: &UserId,
         typing: Option<Duration>,
     ) -> Result<(), StorageError> {
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
         {
-            let mut rooms = self.rooms.lock().expect("typing lock");
+            let mut rooms = self.rooms.locked();
             let room = rooms.entry(room_id.to_owned()).or_default();
             match typing {
                 Some(timeout) => {
@@ -71,21 +71,22 @@ impl Typing {
                     room.users.remove(user_id);
                 }
             }
-            room.changed_at = position;
+            room.changed_at = reservation.position();
             // Rooms where nobody types any more are kept so that "nobody is typing" still
             // reaches clients that sync later; past the bound they go.
             if rooms.len() > MAX_TRACKED_ROOMS {
                 rooms.retain(|_, room| !room.users.is_empty());
             }
         }
-        self.stream.finish(position);
+        // Readers see the position only now that the change is made.
+        drop(reservation);
         Ok(())
     }
 
     /// Who is typing in `room`, if that list changed in `(since, upto]` (or always, with no
     /// `since`).
     pub fn changed(&self, room_id: &RoomId, since: Option<u64>, upto: u64) -> Option<Vec<String>> {
-        let rooms = self.rooms.lock().expect("typing lock");
+        let rooms = self.rooms.locked();
         let room = rooms.get(room_id)?;
         let in_window =
             since.is_none_or(|since| room.changed_at > since) && room.changed_at <= upto;
@@ -95,7 +96,7 @@ impl Typing {
     async fn sweep(&self) -> Result<(), StorageError> {
         let now = Instant::now();
         let expired: Vec<OwnedRoomId> = {
-            let rooms = self.rooms.lock().expect("typing lock");
+            let rooms = self.rooms.locked();
             rooms
                 .iter()
                 .filter(|(_, room)| room.users.values().any(|until| *until <= now))
@@ -103,12 +104,12 @@ impl Typing {
                 .collect()
         };
         for room_id in expired {
-            let position = self.stream.allocate().await?;
-            if let Some(room) = self.rooms.lock().expect("typing lock").get_mut(&room_id) {
+            let reservation = self.stream.allocate().await?;
+            if let Some(room) = self.rooms.locked().get_mut(&room_id) {
                 room.users.retain(|_, until| *until > now);
-                room.changed_at = position;
+                room.changed_at = reservation.position();
             }
-            self.stream.finish(position);
+            drop(reservation);
         }
         Ok(())
     }

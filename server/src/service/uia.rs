@@ -9,6 +9,8 @@ use std::{
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
+use crate::locks::LockExt;
+
 /// How long a client has to finish a flow.
 const SESSION_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// The most sessions kept at once; the oldest go first.
@@ -23,7 +25,7 @@ impl UiaSessions {
     /// Starts a session and returns its ID.
     pub fn start(&self) -> String {
         let id = URL_SAFE_NO_PAD.encode(crate::random::bytes::<18>());
-        let mut sessions = self.sessions.lock().expect("uia lock");
+        let mut sessions = self.sessions.locked();
         let now = Instant::now();
         sessions.retain(|_, (started, _)| now.duration_since(*started) < SESSION_LIFETIME);
         if sessions.len() >= MAX_SESSIONS
@@ -38,7 +40,7 @@ impl UiaSessions {
 
     /// The stages completed in a live session; `None` if it is unknown or expired.
     pub fn completed(&self, id: &str) -> Option<Vec<String>> {
-        let sessions = self.sessions.lock().expect("uia lock");
+        let sessions = self.sessions.locked();
         sessions
             .get(id)
             .filter(|(started, _)| started.elapsed() < SESSION_LIFETIME)
@@ -47,7 +49,7 @@ impl UiaSessions {
 
     /// Records a completed stage.
     pub fn complete(&self, id: &str, stage: &str) {
-        if let Some((_, stages)) = self.sessions.lock().expect("uia lock").get_mut(id)
+        if let Some((_, stages)) = self.sessions.locked().get_mut(id)
             && !stages.iter().any(|s| s == stage)
         {
             stages.push(stage.to_owned());
@@ -56,6 +58,6 @@ impl UiaSessions {
 
     /// Ends a session once its flow succeeded.
     pub fn finish(&self, id: &str) {
-        self.sessions.lock().expect("uia lock").remove(id);
+        self.sessions.locked().remove(id);
     }
 }

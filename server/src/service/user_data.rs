@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     service::rooms::stream::StreamPositions,
-    storage::{Storage, StorageError, catalogue as cf, compound_key},
+    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key, to_json_bytes},
 };
 
 #[derive(Clone)]
@@ -44,12 +44,13 @@ impl UserData {
             None => profile.remove(field),
         };
         let mut batch = self.storage.batch();
-        batch.put(
-            cf::USERID_PROFILE,
-            user_id.as_bytes(),
-            &serde_json::to_vec(&profile).expect("profile serializes"),
-        );
+        batch.put(cf::USERID_PROFILE, user_id.as_bytes(), &to_json_bytes(&profile));
         self.storage.commit(batch).await
+    }
+
+    /// Removes the whole profile in `batch` (a deactivation's one write).
+    pub fn clear_profile_in(&self, batch: &mut Batch<'_>, user_id: &UserId) {
+        batch.delete(cf::USERID_PROFILE, user_id.as_bytes());
     }
 
     /// Stores a filter definition and returns its new ID.
@@ -63,7 +64,7 @@ impl UserData {
         batch.put(
             cf::USERFILTERID_FILTER,
             &compound_key(&[user_id.as_bytes(), filter_id.as_bytes()]),
-            &serde_json::to_vec(filter).expect("filter serializes"),
+            &to_json_bytes(filter),
         );
         self.storage.commit(batch).await?;
         Ok(filter_id)
@@ -89,21 +90,20 @@ impl UserData {
         content: &Value,
     ) -> Result<(), StorageError> {
         let room = room_id.map(RoomId::as_bytes).unwrap_or_default();
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
+        let position = reservation.position();
         let mut batch = self.storage.batch();
         batch.put(
             cf::USERROOMTYPE_ACCOUNTDATA,
             &compound_key(&[user_id.as_bytes(), room, kind.as_bytes()]),
-            &serde_json::to_vec(content).expect("content serializes"),
+            &to_json_bytes(content),
         );
         batch.put(
             cf::USERPOSITION_ACCOUNTDATAKEY,
             &compound_key(&[user_id.as_bytes(), &position.to_be_bytes()]),
             &compound_key(&[room, kind.as_bytes()]),
         );
-        let result = self.storage.commit(batch).await;
-        self.stream.finish(position);
-        result
+        reservation.commit(&self.storage, batch).await
     }
 
     pub fn account_data(

@@ -13,6 +13,7 @@ use rocksdb::{DB, WriteBatch, WriteOptions};
 use tokio::sync::oneshot;
 
 use super::StorageError;
+use crate::locks::LockExt;
 
 /// How many commits may wait for the writer; past that, callers wait for room (backpressure).
 const QUEUE_DEPTH: usize = 4096;
@@ -40,7 +41,7 @@ pub struct WriterThread(Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>
 impl WriterThread {
     /// Waits for the writer to finish. Call it once every [`GroupCommit`] handle is dropped.
     pub fn join(&self) {
-        if let Some(handle) = self.0.lock().expect("writer handle").take() {
+        if let Some(handle) = self.0.locked().take() {
             let _ = handle.join();
         }
     }
@@ -48,13 +49,13 @@ impl WriterThread {
 
 impl GroupCommit {
     /// Starts the writer thread for `db`. It stops when every handle is dropped.
-    pub fn start(db: Arc<DB>) -> Self {
+    pub fn start(db: Arc<DB>) -> Result<Self, StorageError> {
         let (queue, incoming) = mpsc::sync_channel(QUEUE_DEPTH);
         let handle = std::thread::Builder::new()
             .name("medrix-writer".into())
             .spawn(move || run_writer(&db, &incoming))
-            .expect("spawn the writer thread");
-        Self { queue, thread: WriterThread(Arc::new(std::sync::Mutex::new(Some(handle)))) }
+            .map_err(|err| StorageError::WriterStart(err.to_string()))?;
+        Ok(Self { queue, thread: WriterThread(Arc::new(std::sync::Mutex::new(Some(handle)))) })
     }
 
     pub fn thread(&self) -> WriterThread {

@@ -19,6 +19,16 @@ pub enum StorageError {
     Corrupt(String),
     #[error("the writer has stopped")]
     WriterStopped,
+    #[error("starting the writer thread: {0}")]
+    WriterStart(String),
+}
+
+/// A value's JSON, to store. Serializing fails only for a map with keys that are not strings
+/// or a `Serialize` that reports an error; what the server stores (JSON values, and structs
+/// and maps of strings and numbers) has neither.
+pub fn to_json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    #[allow(clippy::expect_used)]
+    serde_json::to_vec(value).expect("stored values serialize")
 }
 
 /// One stored `(key, value)` pair.
@@ -81,7 +91,7 @@ impl Storage {
             ColumnFamilyDescriptor::new(cf.name, cf_options)
         });
         let db = Arc::new(DB::open_cf_descriptors(&options, dir, families)?);
-        let writer = GroupCommit::start(db.clone());
+        let writer = GroupCommit::start(db.clone())?;
         Ok(Self { db, writer })
     }
 

@@ -6,18 +6,23 @@ use ruma::api::federation::query::{get_profile_information, get_room_information
 use super::auth::Federated;
 use crate::{
     http::{error::ApiError, ruma_response::RumaResponse},
-    service::Services,
+    service::{Services, federation::destinations::servers_sharing_rooms_with},
 };
 
 /// A local user's profile, for another server's users (display names in shared rooms).
+/// Names are personal data: only a server with a member joined to a room the user is joined
+/// to gets an answer. Every other asker gets the same `M_NOT_FOUND` an unknown user gets, so
+/// it cannot even learn who has an account here.
 pub async fn profile(
     State(services): State<Services>,
     request: Federated<get_profile_information::v1::Request>,
 ) -> Result<RumaResponse<get_profile_information::v1::Response>, ApiError> {
     let user = &request.body.user_id;
     tracing::debug!(origin = %request.origin, "profile query");
-    if user.server_name() != services.config.server_name.as_str()
+    let own = services.rooms.server_name();
+    if user.server_name() != own
         || !services.accounts.exists(user)?
+        || !servers_sharing_rooms_with(&services.storage, user, own)?.contains(&request.origin)
     {
         return Err(ApiError::not_found("no such user here"));
     }

@@ -24,7 +24,7 @@ use crate::{
     },
     service::{
         Services,
-        accounts::{AccountError, hash_password, with_password_hashing},
+        accounts::{AccountError, PasswordChange, hash_password, with_password_hashing},
     },
 };
 
@@ -165,12 +165,14 @@ pub async fn whoami(request: Ruma<whoami::v3::Request>) -> RumaResponse<whoami::
 }
 
 /// Changes the password after proving the old one; other devices are logged out unless the
-/// client asks to keep them.
+/// client asks to keep them. Without an access token the answer is 401 `M_MISSING_TOKEN`:
+/// the spec lets a forgotten password be reset by e-mail there, which this server does not
+/// offer, so no flow could complete.
 pub async fn change_password(
     State(services): State<Services>,
     request: Ruma<change_password::v3::Request>,
 ) -> Result<Response, ApiError> {
-    let session = request.session().clone();
+    let session = request.require_session()?.clone();
     let body = request.body;
     if let Some(challenge) =
         super::password_auth::require_password(&services, &session, body.auth.as_ref()).await?
@@ -179,28 +181,28 @@ pub async fn change_password(
     }
     let password = body.new_password;
     let hash = with_password_hashing(move || hash_password(&password)).await??;
-    services.accounts.set_password(&session.user_id, &hash).await?;
-    if body.logout_devices {
-        let others: Vec<_> = services
-            .accounts
-            .devices(&session.user_id)?
-            .into_iter()
-            .map(|device| device.device_id)
-            .filter(|device| *device != session.device_id)
-            .collect();
-        super::devices::remove(&services, &session.user_id, &others).await?;
-    }
+    let change = match body.logout_devices {
+        true => PasswordChange::LogOutAllBut(&session.device_id),
+        false => PasswordChange::KeepDevices,
+    };
+    // One write: a crash cannot leave the new password in place with the other devices
+    // (perhaps the reason for the change) still logged in.
+    let mut batch = services.storage.batch();
+    let logged_out =
+        services.accounts.change_password_in(&mut batch, &session.user_id, &hash, change)?;
+    services.e2ee.commit_with_removed_devices(batch, &session.user_id, &logged_out).await?;
     tracing::info!(user = %session.user_id, "password changed");
     Ok(RumaResponse(change_password::v3::Response::new()).into_response())
 }
 
 /// Closes the account: leaves every room, clears the profile, logs out every device and
-/// drops its keys. The user ID stays reserved.
+/// drops its keys. The user ID stays reserved. Only a logged-in user may (401
+/// `M_MISSING_TOKEN` otherwise, as Synapse answers).
 pub async fn deactivate(
     State(services): State<Services>,
     request: Ruma<deactivate::v3::Request>,
 ) -> Result<Response, ApiError> {
-    let session = request.session().clone();
+    let session = request.require_session()?.clone();
     if let Some(challenge) =
         super::password_auth::require_password(&services, &session, request.body.auth.as_ref())
             .await?
@@ -223,12 +225,12 @@ pub async fn deactivate(
                 .await?;
         }
     }
-    for field in ["displayname", "avatar_url"] {
-        services.user_data.set_profile_field(user, field, None).await?;
-    }
-    for device in services.accounts.deactivate(user).await? {
-        services.e2ee.remove_device(user, &device).await?;
-    }
+    // The rooms are left first, each leave its own event; then the account closes in one
+    // write, so a crash leaves it either usable (to deactivate again) or closed whole.
+    let mut batch = services.storage.batch();
+    services.user_data.clear_profile_in(&mut batch, user);
+    let devices = services.accounts.deactivate_in(&mut batch, user)?;
+    services.e2ee.commit_with_removed_devices(batch, user, &devices).await?;
     tracing::info!(user = %user, "deactivated");
     Ok(RumaResponse(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
         .into_response())

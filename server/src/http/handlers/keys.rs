@@ -29,8 +29,9 @@ use crate::{
     },
     service::{
         Services,
-        e2ee::MAX_PENDING_TO_DEVICE,
+        e2ee::{MAX_PENDING_TO_DEVICE, SignatureOutcome},
         federation::{FederationError, sender::QueueError},
+        key_signatures::Refusal,
     },
     storage::compound_key,
 };
@@ -269,19 +270,32 @@ pub async fn upload_signing_keys(
     Ok(Json(json!({})).into_response())
 }
 
+/// Signatures by the uploader on keys (their own, or another user's master key); each key
+/// refused is listed in `failures` with why, as Synapse answers.
 pub async fn upload_signatures(
     State(services): State<Services>,
     request: Ruma<upload_signatures::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
+    let signer = request.session().user_id.clone();
     let mut failures = Map::new();
     for (user, signed_keys) in &request.body.signed_keys {
         for (key_id, raw) in signed_keys.iter() {
             let signed: Value = serde_json::from_str(raw.get())
                 .map_err(|err| ApiError::bad_json(err.to_string()))?;
-            if !services.e2ee.add_signatures(user, key_id, &signed).await? {
-                failures.entry(user.to_string()).or_insert_with(|| json!({}))[key_id] =
-                    json!({"errcode": "M_NOT_FOUND", "error": "no such key"});
-            }
+            let failure = match services.e2ee.add_signatures(&signer, user, key_id, &signed).await?
+            {
+                SignatureOutcome::Added => continue,
+                SignatureOutcome::UnknownKey => {
+                    json!({"errcode": "M_NOT_FOUND", "error": "no such key"})
+                }
+                SignatureOutcome::Refused(Refusal::Invalid(why)) => {
+                    json!({"errcode": "M_INVALID_SIGNATURE", "error": why})
+                }
+                SignatureOutcome::Refused(Refusal::NotAllowed(why)) => {
+                    json!({"errcode": "M_FORBIDDEN", "error": why})
+                }
+            };
+            failures.entry(user.to_string()).or_insert_with(|| json!({}))[key_id] = failure;
         }
     }
     Ok(Json(json!({ "failures": failures })))

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::{
     http::{
         error::ApiError,
-        ruma_request::{Ruma, authenticate, check_rate_limit},
+        ruma_request::{Ruma, authenticate, check_rate_limit, missing_token},
     },
     service::{
         Services,
@@ -34,7 +34,7 @@ pub async fn upload(
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let (parts, body) = request.into_parts();
-    let session = authenticate(&parts, &services, true)?.expect("required session");
+    let session = authenticate(&parts, &services, true)?.ok_or_else(missing_token)?;
     check_rate_limit(&parts, &services, Some(&session))?;
     let limit = services.config.limits.max_upload_bytes;
     let bytes = axum::body::to_bytes(body, limit)

@@ -121,8 +121,9 @@ pub async fn create_room(
         None => None,
     };
 
+    let creator_join = with_profile(&services, &creator, json!({"membership": "join"}))?;
     let mut setup: Vec<(String, Option<String>, Value)> = vec![
-        ("m.room.member".into(), Some(creator.to_string()), json!({"membership": "join"})),
+        ("m.room.member".into(), Some(creator.to_string()), creator_join),
         ("m.room.power_levels".into(), Some(String::new()), power_levels),
         ("m.room.join_rules".into(), Some(String::new()), json!({"join_rule": join_rule})),
         (
@@ -160,7 +161,8 @@ pub async fn create_room(
     let (local_invitees, remote_invitees): (Vec<_>, Vec<_>) =
         request.invite.iter().partition(|invitee| invitee.server_name() == own_server);
     for invitee in local_invitees {
-        setup.push(("m.room.member".into(), Some(invitee.to_string()), invite_content()));
+        let content = with_profile(&services, invitee, invite_content())?;
+        setup.push(("m.room.member".into(), Some(invitee.to_string()), content));
     }
     let room_id = services.rooms.create(&creator, version, setup).await?;
     tracing::info!(room = %room_id, version = %version, "room created");
@@ -258,10 +260,35 @@ async fn set_membership(
     if let Some(reason) = reason {
         content["reason"] = json!(reason);
     }
+    let content = with_profile(services, target, content)?;
     Ok(services
         .rooms
         .append(room_id, sender, "m.room.member", Some(target.as_str()), content, None)
         .await?)
+}
+
+/// A membership's content with the target's `displayname` and `avatar_url` added, as
+/// Synapse adds them: to joins, invites and knocks of this server's users, where the
+/// content does not name them already. Clients show members by these.
+fn with_profile(
+    services: &Services,
+    target: &UserId,
+    mut content: Value,
+) -> Result<Value, ApiError> {
+    let carries_profile =
+        matches!(content["membership"].as_str(), Some("join" | "invite" | "knock"));
+    if !carries_profile || target.server_name() != services.rooms.server_name() {
+        return Ok(content);
+    }
+    let profile = services.user_data.profile(target)?;
+    for field in ["displayname", "avatar_url"] {
+        if let Some(value) = profile.get(field).filter(|v| v.is_string())
+            && content.get(field).is_none()
+        {
+            content[field] = value.clone();
+        }
+    }
+    Ok(content)
 }
 
 /// Appends an invite: a user of another server's invite is first co-signed by their server
@@ -273,6 +300,7 @@ async fn invite_user(
     target: &UserId,
     content: Value,
 ) -> Result<OwnedEventId, ApiError> {
+    let content = with_profile(services, target, content)?;
     let cosign = match &services.federation {
         Some(federation) if target.server_name() != services.rooms.server_name() => {
             Some(federation.rooms.invite_cosigner(room_id)?)
@@ -372,7 +400,8 @@ async fn join(
     // room of this server's alone), the local copy is the room.
     match &services.federation {
         Some(federation) if !servers.is_empty() => {
-            federation.rooms.join(room_id, user, reason.as_deref(), &servers).await?;
+            let profile = services.user_data.profile(user)?;
+            federation.rooms.join(room_id, user, reason.as_deref(), &profile, &servers).await?;
         }
         _ if known => {
             set_membership(services, room_id, user, user, "join", reason).await?;

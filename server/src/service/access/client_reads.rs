@@ -3,7 +3,7 @@
 //! current state, members and invite state of a room. Timeline reads walk the stream order
 //! (the order clients page in) and keep only what the user's view of each room lets through.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, btree_map};
 
 use ruma::{
     EventId, OwnedEventId, OwnedRoomId, RoomId, UserId, api::Direction, events::StateEventType,
@@ -15,6 +15,9 @@ use crate::{
     service::rooms::position_from,
     storage::{Entry, catalogue as cf, compound_key},
 };
+
+/// A state event's ID and JSON.
+pub type StateEvent = (OwnedEventId, Map<String, Value>);
 
 /// A stored event a user may see, with its stream position.
 pub struct VisibleEvent {
@@ -40,7 +43,7 @@ pub struct Context {
     pub after: Vec<VisibleEvent>,
     pub start: u64,
     pub end: u64,
-    pub state: Vec<(OwnedEventId, Map<String, Value>)>,
+    pub state: Vec<StateEvent>,
 }
 
 /// The events of the stream after a sync token that the user may see, per room, and the
@@ -237,9 +240,10 @@ impl Access {
             ) else {
                 continue;
             };
-            if !views.contains_key(&room_id) {
-                match self.view(&room_id, Reader::User(user)) {
-                    Ok(view) => views.insert(room_id.clone(), view),
+            let view = match views.entry(room_id.clone()) {
+                btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                btree_map::Entry::Vacant(entry) => match self.view(&room_id, Reader::User(user)) {
+                    Ok(view) => entry.insert(view),
                     // A room only another server's invite made known here: no view of its
                     // DAG, but the user's own membership events in it are theirs to see.
                     Err(AccessError::NotFound(_)) => {
@@ -253,9 +257,8 @@ impl Access {
                         continue;
                     }
                     Err(err) => return Err(err),
-                };
-            }
-            let view = views.get_mut(&room_id).expect("inserted above");
+                },
+            };
             if let Some(event) = view.visible_event(&event_id)? {
                 rooms.entry(room_id).or_default().push(VisibleEvent { position, event_id, event });
             }
@@ -268,7 +271,7 @@ impl Access {
         &self,
         user: &UserId,
         room_id: &RoomId,
-    ) -> Result<Vec<(OwnedEventId, Map<String, Value>)>, AccessError> {
+    ) -> Result<Vec<StateEvent>, AccessError> {
         self.require_joined(room_id, user)?;
         self.state_events(room_id)
     }
@@ -289,11 +292,7 @@ impl Access {
     }
 
     /// The room's current member events, for a member joined now.
-    pub fn members(
-        &self,
-        user: &UserId,
-        room_id: &RoomId,
-    ) -> Result<Vec<(OwnedEventId, Map<String, Value>)>, AccessError> {
+    pub fn members(&self, user: &UserId, room_id: &RoomId) -> Result<Vec<StateEvent>, AccessError> {
         let mut members = self.current_state(user, room_id)?;
         members.retain(|(_, event)| {
             event.get("type").and_then(Value::as_str) == Some("m.room.member")
@@ -314,7 +313,7 @@ impl Access {
             let invite = self.rooms.remote_invite_state(room_id, user)?.unwrap_or_default();
             return Ok(invite["events"].as_array().cloned().unwrap_or_default());
         }
-        Ok(self.stripped_state(room_id, Some(user))?)
+        self.stripped_state(room_id, Some(user))
     }
 
     /// The stripped state of a room (the kinds an invitee may see), plus the member event of
@@ -342,10 +341,7 @@ impl Access {
     }
 
     /// The current state events of a room, whoever asks (callers decide who may).
-    fn state_events(
-        &self,
-        room_id: &RoomId,
-    ) -> Result<Vec<(OwnedEventId, Map<String, Value>)>, AccessError> {
+    fn state_events(&self, room_id: &RoomId) -> Result<Vec<StateEvent>, AccessError> {
         let version = self.rooms.version(room_id)?.ok_or(AccessError::NotFound("unknown room"))?;
         let mut state = Vec::new();
         for (event_id, _) in self.rooms.current_state_events(room_id, version)? {

@@ -17,6 +17,8 @@ use medrix_protocol::{
 use ruma::{CanonicalJsonObject, OwnedEventId};
 use tokio::sync::oneshot;
 
+use crate::locks::LockExt;
+
 /// How many events one checking step takes. Small, so the first events reach the room soon;
 /// not one, so a step's signature arithmetic runs back to back with the curve tables in cache.
 const EVENTS_PER_CHUNK: usize = 5;
@@ -112,7 +114,7 @@ fn cores() -> usize {
 }
 
 fn claim(unclaimed: &Mutex<VecDeque<Chunk>>) -> Option<Chunk> {
-    unclaimed.lock().expect("checking queue lock").pop_front()
+    unclaimed.locked().pop_front()
 }
 
 /// Only a panic in the checks gets here; the chunk's events get no answer, and their sender

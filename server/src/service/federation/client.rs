@@ -123,9 +123,13 @@ impl FederationClient {
     ) -> Result<Vec<u8>, FederationError> {
         self.policy.check(destination)?;
         let base = self.resolver.resolve(destination).await?.base_url();
-        let request = http::Request::get(format!("{base}{path}"))
-            .body(Vec::new())
-            .expect("a GET with a valid URL");
+        let request =
+            http::Request::get(format!("{base}{path}")).body(Vec::new()).map_err(|err| {
+                FederationError::Unreachable {
+                    server: destination.to_owned(),
+                    why: err.to_string(),
+                }
+            })?;
         Ok(self.execute(destination, request).await?.into_body())
     }
 
@@ -174,6 +178,9 @@ impl FederationClient {
         for (name, value) in &headers {
             out = out.header(name, value);
         }
-        Ok(out.body(body).expect("copied response parts are valid"))
+        out.body(body).map_err(|err| FederationError::BadResponse {
+            server: destination.to_owned(),
+            why: err.to_string(),
+        })
     }
 }

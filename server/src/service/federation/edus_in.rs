@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::{
+    locks::LockExt,
     service::{
         e2ee::{E2ee, MAX_PENDING_TO_DEVICE},
         receipts::Receipts,
@@ -70,7 +71,7 @@ impl SeenTransactions {
     /// processed by an earlier copy (a sender that gave up waiting sends it again).
     pub fn claim(&self, origin: &ServerName, txn_id: &str) -> TransactionClaim {
         let key = (origin.to_owned(), txn_id.to_owned());
-        let mut transactions = self.0.lock().expect("edu lock");
+        let mut transactions = self.0.locked();
         if let Some(outcome) = transactions.get(&key) {
             // A first copy whose processing died (its claim dropped unfinished) counts as
             // never seen.
@@ -88,7 +89,7 @@ impl SeenTransactions {
     /// next copy is processed afresh; copies waiting on it are told either way.
     pub fn finish(&self, claimed: ClaimedTransaction, succeeded: bool) {
         if !succeeded {
-            self.0.lock().expect("edu lock").remove(&claimed.key);
+            self.0.locked().remove(&claimed.key);
         }
         let _ = claimed.done.send(Some(succeeded));
     }
@@ -200,7 +201,7 @@ impl InboundEdus {
 
     /// Records a remote user's device-list update; false for a repeat of the last one.
     fn note_device_list(&self, user: &UserId, stream_id: u64, prev: &[u64]) -> bool {
-        let mut known = self.device_lists.lock().expect("edu lock");
+        let mut known = self.device_lists.locked();
         let last = known.get(user).copied();
         if last == Some(stream_id) {
             return false;
@@ -225,7 +226,7 @@ impl InboundEdus {
             return Ok(());
         }
         let message_key = (content.sender.clone(), content.message_id.to_string());
-        if !self.messages.lock().expect("edu lock").insert(message_key.clone(), ()) {
+        if !self.messages.locked().insert(message_key.clone(), ()) {
             tracing::debug!(%origin, "repeated to-device message dropped");
             return Ok(());
         }
@@ -261,7 +262,7 @@ impl InboundEdus {
         }
         let result = self.e2ee.queue_to_device(queued, None).await;
         if result.is_err() {
-            self.messages.lock().expect("edu lock").remove(&message_key);
+            self.messages.locked().remove(&message_key);
         }
         result
     }

@@ -16,10 +16,18 @@ use ruma::{OwnedServerName, ServerName};
 use serde::{Deserialize, Serialize};
 
 use super::{FederationError, client::FederationClient};
-use crate::storage::{Storage, catalogue as cf};
+use crate::{
+    locks::LockExt,
+    storage::{Storage, catalogue as cf, to_json_bytes},
+};
 
 /// The most servers whose keys are held in memory.
 const MAX_IN_MEMORY: usize = 4096;
+
+/// The longest a fetched key is trusted without asking again, whatever `valid_until_ts` the
+/// server claims (the spec's limit for room versions 5 and later): a key a server rotated
+/// away from, perhaps because it leaked, stops verifying within a week.
+const MAX_KEY_VALIDITY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
 #[derive(Clone, Serialize, Deserialize)]
 struct StoredKeys {
@@ -31,6 +39,18 @@ struct StoredKeys {
     /// The document as the server signed it, for notary answers.
     #[serde(default)]
     document: String,
+    /// When the keys were fetched; 0 in rows stored before it was kept, which are fetched
+    /// again on first use.
+    #[serde(default)]
+    fetched_ts: u64,
+}
+
+impl StoredKeys {
+    /// Until when the current keys are trusted: the server's `valid_until_ts`, but at most
+    /// [`MAX_KEY_VALIDITY_MS`] after they were fetched.
+    fn usable_until(&self) -> u64 {
+        self.valid_until_ts.min(self.fetched_ts.saturating_add(MAX_KEY_VALIDITY_MS))
+    }
 }
 
 pub struct RemoteKeys {
@@ -75,13 +95,13 @@ impl RemoteKeys {
         event_ts: Option<u64>,
     ) -> Result<VerifyKeys, FederationError> {
         let pick = |keys: &StoredKeys| -> Option<Vec<(String, String)>> {
-            if keys.valid_until_ts > now_ms && keys.verify_keys.contains_key(key_id) {
+            if keys.usable_until() > now_ms && keys.verify_keys.contains_key(key_id) {
                 return Some(keys.verify_keys.clone().into_iter().collect());
             }
             let (old, expired_ts) = keys.old_verify_keys.get(key_id)?;
             (event_ts? < *expired_ts).then(|| vec![(key_id.to_owned(), old.clone())])
         };
-        let known = match self.memory.lock().expect("keys lock").get(server).cloned() {
+        let known = match self.memory.locked().get(server).cloned() {
             Some(keys) => Some(keys),
             None => self.stored(server)?,
         };
@@ -113,12 +133,12 @@ impl RemoteKeys {
         server: &ServerName,
         minimum_valid_until_ts: u64,
     ) -> Result<ruma::CanonicalJsonObject, FederationError> {
-        let cached = match self.memory.lock().expect("keys lock").get(server).cloned() {
+        let cached = match self.memory.locked().get(server).cloned() {
             Some(keys) => Some(keys),
             None => self.stored(server)?,
         };
         let keys = match cached
-            .filter(|k| !k.document.is_empty() && k.valid_until_ts >= minimum_valid_until_ts)
+            .filter(|k| !k.document.is_empty() && k.usable_until() >= minimum_valid_until_ts)
         {
             Some(keys) => keys,
             None => self.fetch(server).await?,
@@ -145,27 +165,83 @@ impl RemoteKeys {
                 server: server.to_owned(),
                 why: err.to_string(),
             })?;
+        let fetched_ts = crate::clock::now_ms();
         let keys = StoredKeys {
             verify_keys,
             old_verify_keys,
-            valid_until_ts,
+            valid_until_ts: valid_until_ts.min(fetched_ts.saturating_add(MAX_KEY_VALIDITY_MS)),
             document: String::from_utf8_lossy(&body).into_owned(),
+            fetched_ts,
         };
         let mut batch = self.storage.batch();
-        batch.put(
-            cf::SERVERNAME_VERIFYKEYS,
-            server.as_bytes(),
-            &serde_json::to_vec(&keys).expect("keys serialize"),
-        );
+        batch.put(cf::SERVERNAME_VERIFYKEYS, server.as_bytes(), &to_json_bytes(&keys));
         self.storage.commit(batch).await?;
         Ok(keys)
     }
 
     fn remember(&self, server: &ServerName, keys: &StoredKeys) {
-        let mut memory = self.memory.lock().expect("keys lock");
+        let mut memory = self.memory.locked();
         if memory.len() >= MAX_IN_MEMORY && !memory.contains_key(server) {
             memory.clear();
         }
         memory.insert(server.to_owned(), keys.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use medrix_protocol::keys::ServerSigningKey;
+
+    use super::*;
+
+    const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+    /// Remote keys over a fresh database, with a client allowed to reach no other server:
+    /// a key that must be fetched again cannot be, and the lookup fails.
+    fn remote_keys(name: &str) -> (RemoteKeys, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("medrix-keys-{name}-{}", std::process::id()));
+        let storage = Storage::open(&dir).unwrap();
+        let key = ServerSigningKey::from_seed("origin.test", "mdx1", &[7; 32]).unwrap();
+        let config = crate::config::Federation {
+            allow: vec!["origin.test".to_owned()],
+            ..Default::default()
+        };
+        let origin = ServerName::parse("origin.test").unwrap();
+        let client = FederationClient::new(&config, origin, key.to_ruma_key_pair().unwrap());
+        (RemoteKeys::new(storage, Arc::new(client.unwrap())), dir)
+    }
+
+    async fn store(keys: &RemoteKeys, row: serde_json::Value) {
+        let mut batch = keys.storage.batch();
+        batch.put(cf::SERVERNAME_VERIFYKEYS, b"peer.test", row.to_string().as_bytes());
+        keys.storage.commit(batch).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_key_claimed_valid_for_a_year_is_trusted_for_a_week_after_its_fetch() {
+        let (keys, dir) = remote_keys("cap");
+        let now = crate::clock::now_ms();
+        let peer = ServerName::parse("peer.test").unwrap();
+        let public = ServerSigningKey::from_seed("peer.test", "k", &[9; 32]).unwrap();
+        let row = |fetched_ts: Option<u64>| {
+            let mut row = serde_json::json!({
+                "verify_keys": {"ed25519:k": public.public_key_base64()},
+                "valid_until_ts": now + 365 * DAY_MS,
+            });
+            if let Some(fetched_ts) = fetched_ts {
+                row["fetched_ts"] = fetched_ts.into();
+            }
+            row
+        };
+        store(&keys, row(Some(now - DAY_MS))).await;
+        assert!(keys.keys_for(&peer, "ed25519:k", now).await.is_ok(), "fetched yesterday");
+
+        for stale in [Some(now - 8 * DAY_MS), None] {
+            keys.memory.lock().unwrap().clear();
+            store(&keys, row(stale)).await;
+            let found = keys.keys_for(&peer, "ed25519:k", now).await;
+            assert!(found.is_err(), "{stale:?}: must be fetched again, and cannot be here");
+        }
+        keys.storage.clone().close_for_test(keys, &dir);
     }
 }

@@ -17,6 +17,7 @@ use hickory_resolver::TokioResolver;
 use ruma::{OwnedServerName, ServerName};
 
 use super::FederationError;
+use crate::locks::LockExt;
 
 const DEFAULT_PORT: u16 = 8448;
 /// How long a discovery result is reused.
@@ -88,13 +89,13 @@ impl Resolver {
 
     /// Where `server` is reached.
     pub async fn resolve(&self, server: &ServerName) -> Result<Destination, FederationError> {
-        if let Some((at, destination)) = self.cache.lock().expect("cache lock").get(server)
+        if let Some((at, destination)) = self.cache.locked().get(server)
             && at.elapsed() < CACHE_FOR
         {
             return Ok(destination.clone());
         }
         let destination = self.discover(server).await?;
-        let mut cache = self.cache.lock().expect("cache lock");
+        let mut cache = self.cache.locked();
         if cache.len() >= MAX_CACHED {
             cache.retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
             if cache.len() >= MAX_CACHED {
@@ -104,7 +105,7 @@ impl Resolver {
         cache.insert(server.to_owned(), (Instant::now(), destination.clone()));
         drop(cache);
         if !destination.addresses.is_empty() {
-            let mut pinned = self.pinned.lock().expect("pinned lock");
+            let mut pinned = self.pinned.locked();
             if pinned.len() >= MAX_CACHED {
                 pinned.clear();
             }
@@ -115,7 +116,7 @@ impl Resolver {
 
     /// Forgets a destination (after a connection failure, discovery runs again).
     pub fn forget(&self, server: &ServerName) {
-        self.cache.lock().expect("cache lock").remove(server);
+        self.cache.locked().remove(server);
     }
 
     async fn discover(&self, server: &ServerName) -> Result<Destination, FederationError> {
@@ -220,7 +221,7 @@ impl Resolver {
 
     /// Addresses for a URL host: what discovery chose, an override, or DNS.
     async fn lookup_for_connection(&self, host: &str) -> Result<Vec<IpAddr>, String> {
-        if let Some(addresses) = self.pinned.lock().expect("pinned lock").get(host) {
+        if let Some(addresses) = self.pinned.locked().get(host) {
             return Ok(addresses.clone());
         }
         if let Some(ip) = self.overrides.get(host) {

@@ -65,6 +65,8 @@ pub struct MembershipChange<'a> {
     pub membership: &'a str,
     /// Why, as the user gave it (`reason` in the event's content).
     pub reason: Option<&'a str>,
+    /// The user's `displayname` and `avatar_url`, carried by a join as Synapse's do.
+    pub profile: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A membership event this server signed from another server's template.
@@ -401,9 +403,10 @@ impl FederatedRooms {
         room_id: &RoomId,
         user: &UserId,
         reason: Option<&str>,
+        profile: &serde_json::Map<String, serde_json::Value>,
         via: &[OwnedServerName],
     ) -> Result<OwnedEventId, RoomError> {
-        let change = MembershipChange { user, membership: "join", reason };
+        let change = MembershipChange { user, membership: "join", reason, profile: Some(profile) };
         self.through_any(room_id, via, "join", |server| self.join_through(room_id, change, server))
             .await
     }
@@ -498,7 +501,8 @@ impl FederatedRooms {
             let shown = crate::service::access::INVITE_STATE_TYPES
                 .contains(&pdu.kind().to_string().as_str());
             if shown && let Some(json) = self.rooms.event_json(&id)? {
-                let raw = serde_json::value::to_raw_value(&json).expect("JSON");
+                let raw = serde_json::value::to_raw_value(&json)
+                    .map_err(|err| RoomError::Invalid(err.to_string()))?;
                 invite_room_state
                     .push(ruma::api::federation::membership::RawStrippedState::Pdu(raw));
             }
@@ -512,7 +516,8 @@ impl FederatedRooms {
                     .state_key()
                     .and_then(|key| UserId::parse(key).ok())
                     .ok_or_else(|| RoomError::Invalid("an invite names a user".to_owned()))?;
-                let event = RawValue::from_string(encode(&signed.json)).expect("JSON");
+                let event = RawValue::from_string(encode(&signed.json))
+                    .map_err(|err| RoomError::Invalid(err.to_string()))?;
                 let request = create_invite::v2::Request::new(
                     room_id,
                     signed.event_id.clone(),
@@ -548,7 +553,7 @@ impl FederatedRooms {
         reason: Option<&str>,
         via: &[OwnedServerName],
     ) -> Result<OwnedEventId, RoomError> {
-        let change = MembershipChange { user, membership: "leave", reason };
+        let change = MembershipChange { user, membership: "leave", reason, profile: None };
         self.through_any(room_id, via, "leave", |server| {
             self.reject_through(room_id, change, server)
         })
@@ -592,10 +597,15 @@ impl FederatedRooms {
         let mut event = parse_object(template.get().as_bytes(), MAX_PDU_BYTES)
             .map_err(|err| RoomError::Remote(format!("membership template: {err}")))?;
         check_membership_template(&event, room_id, change.user, change.membership)?;
-        if let Some(reason) = change.reason
-            && let Some(CanonicalJsonValue::Object(content)) = event.get_mut("content")
-        {
-            content.insert("reason".into(), CanonicalJsonValue::String(reason.to_owned()));
+        if let Some(CanonicalJsonValue::Object(content)) = event.get_mut("content") {
+            if let Some(reason) = change.reason {
+                content.insert("reason".into(), CanonicalJsonValue::String(reason.to_owned()));
+            }
+            for field in ["displayname", "avatar_url"] {
+                if let Some(value) = change.profile.and_then(|p| p.get(field)?.as_str()) {
+                    content.insert(field.into(), CanonicalJsonValue::String(value.to_owned()));
+                }
+            }
         }
         event.insert(
             "origin_server_ts".into(),
@@ -608,7 +618,8 @@ impl FederatedRooms {
             .map_err(|err| RoomError::Invalid(err.to_string()))?;
         let event_id =
             compute_event_id(&event, version).map_err(|err| RoomError::Invalid(err.to_string()))?;
-        let pdu = RawValue::from_string(encode(&event)).expect("canonical JSON is JSON");
+        let pdu = RawValue::from_string(encode(&event))
+            .map_err(|err| RoomError::Invalid(err.to_string()))?;
         Ok(Signed { version, event_id, event, pdu })
     }
 

@@ -31,7 +31,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::{FederationError, client::FederationClient};
-use crate::storage::{Batch, Storage, StorageError, catalogue as cf, compound_key};
+use crate::{
+    locks::LockExt,
+    storage::{Batch, Storage, StorageError, catalogue as cf, compound_key, to_json_bytes},
+};
 
 /// The most PDUs in one transaction (the spec's limit).
 pub const MAX_PDUS_PER_TRANSACTION: usize = 50;
@@ -126,7 +129,7 @@ impl Sender {
     /// Starts the dispatcher (once; needs a tokio runtime): a worker for every destination
     /// with queued rows now, then one per woken destination, and a periodic rescan.
     pub fn start(self: &Arc<Self>) {
-        let Some(mut wakes) = self.wake_rx.lock().expect("sender lock").take() else { return };
+        let Some(mut wakes) = self.wake_rx.locked().take() else { return };
         let sender = self.clone();
         tokio::spawn(async move {
             let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
@@ -186,7 +189,7 @@ impl Sender {
         edu: &serde_json::Value,
         mut batch: Batch<'_>,
     ) -> Result<(), QueueError> {
-        let bytes = serde_json::to_vec(edu).expect("JSON serializes");
+        let bytes = to_json_bytes(edu);
         let kind = edu["edu_type"].as_str().unwrap_or_default();
         let mut queued = Vec::new();
         for destination in destinations {
@@ -220,7 +223,7 @@ impl Sender {
         }
         self.storage.commit(batch).await?;
         {
-            let mut counts = self.queued_edus.lock().expect("sender lock");
+            let mut counts = self.queued_edus.locked();
             for (destination, freed) in &queued {
                 let count = counts.entry(destination.clone()).or_default();
                 *count = (*count + 1).saturating_sub(*freed);
@@ -239,13 +242,13 @@ impl Sender {
 
     /// An inbound request came from `origin`: it is up, so retry now instead of after backoff.
     pub fn peer_is_back(&self, origin: &ServerName) {
-        if let Some(signals) = self.workers.lock().expect("sender lock").get(origin) {
+        if let Some(signals) = self.workers.locked().get(origin) {
             signals.back.notify_one();
         }
     }
 
     fn queued_edus(&self, destination: &ServerName) -> usize {
-        self.queued_edus.lock().expect("sender lock").get(destination).copied().unwrap_or(0)
+        self.queued_edus.locked().get(destination).copied().unwrap_or(0)
     }
 
     /// Deletes (in `batch`) up to `wanted` of the destination's oldest typing EDUs, then
@@ -278,7 +281,7 @@ impl Sender {
 
     /// Starts a worker for `destination` unless one runs; a running one is told to look again.
     fn ensure_worker(self: &Arc<Self>, destination: OwnedServerName) {
-        let mut workers = self.workers.lock().expect("sender lock");
+        let mut workers = self.workers.locked();
         if let Some(signals) = workers.get(&destination) {
             signals.more.store(true, Ordering::SeqCst);
             return;
@@ -310,20 +313,17 @@ impl Sender {
                 }
             };
             if transaction.is_empty() {
-                let mut workers = self.workers.lock().expect("sender lock");
+                let mut workers = self.workers.locked();
                 if signals.more.load(Ordering::SeqCst) {
                     continue;
                 }
                 workers.remove(&destination);
-                self.queued_edus.lock().expect("sender lock").remove(&destination);
+                self.queued_edus.locked().remove(&destination);
                 return;
             }
             if transaction.edu_keys.len() < MAX_EDUS_PER_TRANSACTION {
                 // The whole EDU queue is in this transaction: the count is exact again.
-                self.queued_edus
-                    .lock()
-                    .expect("sender lock")
-                    .insert(destination.clone(), transaction.edu_keys.len());
+                self.queued_edus.locked().insert(destination.clone(), transaction.edu_keys.len());
             }
             self.deliver(&destination, &signals, transaction, &mut backoff).await;
         }
@@ -343,7 +343,9 @@ impl Sender {
             let request = transaction.request(txn_id.clone(), self.client.origin());
             let body = transaction.canonical_body(&request);
             let result = {
-                let _permit = self.sends.acquire().await.expect("the semaphore is never closed");
+                // The semaphore is never closed; were it, the worker stops and its rows wait
+                // in storage for the next start.
+                let Ok(_permit) = self.sends.acquire().await else { return };
                 self.client.send_with_body(destination, request, Some(body)).await
             };
             let outcome = match result {
@@ -397,7 +399,7 @@ impl Sender {
     /// The allow-list refuses the destination: nothing may go there, so its queue goes.
     async fn drop_refused(&self, destination: &ServerName, err: &FederationError) {
         {
-            let mut logged = self.refused_logged.lock().expect("sender lock");
+            let mut logged = self.refused_logged.locked();
             if logged.len() < MAX_REFUSED_LOGGED && logged.insert(destination.to_owned()) {
                 tracing::warn!(%destination, %err, "dropping what was queued for a refused server");
             }
@@ -544,7 +546,6 @@ impl Transaction {
     /// signature ruma makes covers those. Should a part not be canonical after all, the
     /// destination checks the signature on its own encoding instead, as for any sender.
     fn canonical_body(&self, request: &send_transaction::Request) -> Vec<u8> {
-        let text = |value: &str| serde_json::to_string(value).expect("a string serializes");
         let size: usize = self.pdus.iter().map(|pdu| pdu.get().len() + 1).sum();
         let mut body = Vec::with_capacity(size + 256);
         body.push(b'{');
@@ -556,14 +557,14 @@ impl Transaction {
                 }
                 let json = edu.json().get();
                 match medrix_protocol::canonical::parse_value(json.as_bytes(), json.len()) {
-                    Ok(value) => body.extend(serde_json::to_vec(&value).expect("JSON serializes")),
+                    Ok(value) => body.extend(to_json_bytes(&value)),
                     Err(_) => body.extend_from_slice(json.as_bytes()),
                 }
             }
             body.extend_from_slice(b"],");
         }
         body.extend_from_slice(b"\"origin\":");
-        body.extend_from_slice(text(request.origin.as_str()).as_bytes());
+        body.extend(to_json_bytes(request.origin.as_str()));
         body.extend_from_slice(b",\"origin_server_ts\":");
         body.extend_from_slice(request.origin_server_ts.get().to_string().as_bytes());
         body.extend_from_slice(b",\"pdus\":[");

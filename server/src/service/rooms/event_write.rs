@@ -6,7 +6,7 @@ use medrix_protocol::Pdu;
 use ruma::{EventId, OwnedEventId, RoomId, events::StateEventType};
 
 use super::{RoomHead, index_state_slot, index_timeline, state_store::StateStore};
-use crate::storage::{Batch, catalogue as cf, compound_key};
+use crate::storage::{Batch, catalogue as cf, compound_key, to_json_bytes};
 
 /// An accepted event and how the room moves with it.
 pub(super) struct AcceptedEvent<'a> {
@@ -58,8 +58,5 @@ pub(super) fn write_accepted(batch: &mut Batch<'_>, event: AcceptedEvent<'_>) {
             &compound_key(&[room_id.as_bytes(), kind.as_bytes(), key.as_bytes()]),
         );
     }
-    // A head always serializes: it is plain strings and numbers.
-    #[allow(clippy::expect_used)]
-    let head = serde_json::to_vec(head).expect("a room head serializes");
-    batch.put(cf::ROOMID_HEAD, room_id.as_bytes(), &head);
+    batch.put(cf::ROOMID_HEAD, room_id.as_bytes(), &to_json_bytes(head));
 }

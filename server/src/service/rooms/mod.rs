@@ -35,6 +35,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::{
+    locks::LockExt,
     service::federation::sender::Sender,
     storage::{Batch, Durability, Storage, StorageError, catalogue as cf, compound_key},
 };
@@ -235,14 +236,17 @@ impl Rooms {
         if version == RoomVersion::V10 {
             content["creator"] = json!(creator);
         }
-        let room_id = (!version.room_id_is_create_event_hash()).then(|| {
-            RoomId::parse(format!(
-                "!{}:{}",
-                crate::random::string(crate::random::LETTERS, 12),
-                self.server_name
-            ))
-            .expect("valid room ID")
-        });
+        let room_id = match version.room_id_is_create_event_hash() {
+            true => None,
+            false => Some(
+                RoomId::parse(format!(
+                    "!{}:{}",
+                    crate::random::string(crate::random::LETTERS, 12),
+                    self.server_name
+                ))
+                .map_err(|err| RoomError::Invalid(err.to_string()))?,
+            ),
+        };
         let draft = EventDraft {
             room_id: room_id.clone(),
             sender: creator.to_owned(),
@@ -265,7 +269,11 @@ impl Rooms {
         // Authorize the whole setup in memory first: a refused `initial_state` event must not
         // leave a half-built room behind.
         let mut trial = room.clone();
-        trial.state.insert(create.pdu.state_slot().expect("state"), create.event_id.clone());
+        let create_slot = create
+            .pdu
+            .state_slot()
+            .ok_or_else(|| RoomError::Invalid("the create event has no state key".to_owned()))?;
+        trial.state.insert(create_slot, create.event_id.clone());
         trial.events.insert(create.event_id.clone(), create.pdu.clone());
         trial.head.extremities = vec![create.event_id.clone()];
         trial.head.depth = 1;
@@ -342,7 +350,7 @@ impl Rooms {
         if guard.is_none() {
             *guard = Some(self.load(room_id)?.ok_or(RoomError::UnknownRoom)?);
         }
-        let room = guard.as_mut().expect("loaded above");
+        let Some(room) = guard.as_mut() else { return Err(RoomError::UnknownRoom) };
         // Re-check under the lock: a concurrent retry of the same transaction may have won,
         // durably or still in the commit queue.
         if let Some(txn) = &txn {
@@ -350,7 +358,7 @@ impl Rooms {
             if let Some(id) = self.storage.get(cf::TXNID_EVENTID, &key)? {
                 return parse_event_id(&id);
             }
-            let pending = self.pending_txns.lock().expect("pending lock").get(&key).cloned();
+            let pending = self.pending_txns.locked().get(&key).cloned();
             if let Some((event_id, mut outcome)) = pending {
                 drop(guard);
                 let durable = outcome.wait_for(Option::is_some).await.map(|o| *o == Some(true));
@@ -473,7 +481,7 @@ impl Rooms {
         if guard.is_none() {
             *guard = Some(self.load(room_id)?.ok_or(RoomError::UnknownRoom)?);
         }
-        let room = guard.as_ref().expect("loaded above");
+        let Some(room) = guard.as_ref() else { return Err(RoomError::UnknownRoom) };
         let content = json!({ "membership": membership });
         let draft =
             self.draft(room_id, room, user_id, "m.room.member", Some(user_id.as_str()), content)?;
@@ -501,7 +509,8 @@ impl Rooms {
         txn: Option<Vec<u8>>,
         redacted: Option<(OwnedEventId, Vec<u8>)>,
     ) -> Result<(QueuedEvent, Durability), RoomError> {
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
+        let position = reservation.position();
         let mut batch = self.storage.batch();
         let is_create = room.head.extremities.is_empty();
         let before_group = if is_create {
@@ -555,20 +564,14 @@ impl Rooms {
             servers.insert(target);
         }
         let destinations = self.queue_outbound(&mut batch, servers, &signed.event_id, position);
-        let durability = match self.storage.enqueue(batch).await {
-            Ok(durability) => durability,
-            Err(err) => {
-                self.stream.finish(position);
-                return Err(err.into());
-            }
-        };
+        // Not queued (failed, or the caller dropped), the reservation gives the position back;
+        // queued, the position travels with the event and `settle` gives it back.
+        let durability = self.storage.enqueue(batch).await?;
+        let position = reservation.into_position();
         room.advance(head, new_state, &self.server_name);
         let txn = txn.map(|key| {
             let (sender, receiver) = watch::channel(None);
-            self.pending_txns
-                .lock()
-                .expect("pending lock")
-                .insert(key.clone(), (signed.event_id.clone(), receiver));
+            self.pending_txns.locked().insert(key.clone(), (signed.event_id.clone(), receiver));
             (key, sender)
         });
         let queued = QueuedEvent {
@@ -654,7 +657,7 @@ impl Rooms {
                 }
                 drop(in_flight);
                 if let Some((key, outcome)) = txn {
-                    pending_txns.lock().expect("pending lock").remove(&key);
+                    pending_txns.locked().remove(&key);
                     let _ = outcome.send(Some(result.is_ok()));
                 }
                 woken.extend(destinations);
@@ -819,7 +822,7 @@ impl Rooms {
     }
 
     fn slot(&self, room_id: &RoomId) -> RoomSlot {
-        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let mut rooms = self.rooms.locked();
         if rooms.len() >= MAX_CACHED_ROOMS && !rooms.contains_key(room_id) {
             rooms.retain(|_, slot| Arc::strong_count(slot) > 1);
         }

@@ -23,7 +23,7 @@ use super::{
     index_timeline,
     state_store::{StateStore, StoredEvents, load_pdu, state_after},
 };
-use crate::storage::{Batch, StorageError, catalogue as cf, compound_key};
+use crate::storage::{Batch, StorageError, catalogue as cf, compound_key, to_json_bytes};
 
 /// Where the state before a received event comes from.
 pub enum StateBefore {
@@ -332,10 +332,12 @@ impl Rooms {
         if slot.is_none() {
             *slot = self.load(room_id)?;
         }
-        match slot.as_ref().map(|room| room.version == version) {
-            Some(true) => Ok(slot.as_mut().expect("present")),
-            Some(false) => Err(RoomError::Invalid("room version mismatch".to_owned())),
-            None if starts_line => Ok(slot.insert(LoadedRoom::empty(version))),
+        if slot.is_none() && starts_line {
+            *slot = Some(LoadedRoom::empty(version));
+        }
+        match slot.as_mut() {
+            Some(room) if room.version == version => Ok(room),
+            Some(_) => Err(RoomError::Invalid("room version mismatch".to_owned())),
             None => Err(RoomError::UnknownRoom),
         }
     }
@@ -463,7 +465,8 @@ impl Rooms {
                     }
                     None => None,
                 };
-                let position = self.stream.allocate().await?;
+                // Given back by `settle` with the run's write (this runs in a task of its own).
+                let position = self.stream.allocate().await?.into_position();
                 Some((extremities, current, entered, position, redacted))
             }
             Verdict::Rejected(_) | Verdict::SoftFailed(_) => None,
@@ -595,10 +598,17 @@ impl Rooms {
                 Some((group, before)) => (
                     *group,
                     before.clone(),
-                    pending.pdus.get(prev).expect("recorded together").clone(),
+                    pending
+                        .pdus
+                        .get(prev)
+                        .ok_or_else(|| RoomError::MissingEvents(vec![prev.clone()]))?
+                        .clone(),
                 ),
                 None => {
-                    let group = self.state_store.event_group(prev)?.expect("checked above");
+                    let group = self
+                        .state_store
+                        .event_group(prev)?
+                        .ok_or_else(|| RoomError::MissingEvents(vec![prev.clone()]))?;
                     let prev_pdu = load_pdu(&self.storage, prev, version)?
                         .ok_or_else(|| RoomError::MissingEvents(vec![prev.clone()]))?;
                     (group, self.state_store.group(group)?, prev_pdu)
@@ -615,9 +625,11 @@ impl Rooms {
                 forks.push(after);
             }
         }
-        if forks.len() == 1 {
+        if forks.len() == 1
+            && let Some(only) = forks.pop()
+        {
             let reusable = single_group.filter(|_| pdu.prev_events().len() == 1);
-            return Ok((forks.pop().expect("one fork"), reusable));
+            return Ok((only, reusable));
         }
         for fork in &forks {
             events.load_with_auth_chains(fork.values().map(|id| &**id))?;
@@ -686,7 +698,8 @@ impl Rooms {
     ) -> Result<(), RoomError> {
         let slot = self.slot(room_id);
         let _guard = slot.lock().await;
-        let position = self.stream.allocate().await?;
+        let reservation = self.stream.allocate().await?;
+        let position = reservation.position();
         let mut batch = self.storage.batch();
         let (room_key, user_key) = (room_id.as_bytes(), user.as_bytes());
         batch.put(cf::EVENTID_PDU, event_id.as_bytes(), canonical_json.as_bytes());
@@ -701,16 +714,10 @@ impl Rooms {
         // The invite's state is kept while the invite stands, and dropped with its refusal.
         let state_key = compound_key(&[room_key, user_key]);
         match invite_state {
-            Some(state) => batch.put(
-                cf::ROOMUSER_INVITESTATE,
-                &state_key,
-                &serde_json::to_vec(state).expect("JSON"),
-            ),
+            Some(state) => batch.put(cf::ROOMUSER_INVITESTATE, &state_key, &to_json_bytes(state)),
             None => batch.delete(cf::ROOMUSER_INVITESTATE, &state_key),
         }
-        let result = self.storage.commit(batch).await;
-        self.stream.finish(position);
-        Ok(result?)
+        Ok(reservation.commit(&self.storage, batch).await?)
     }
 
     /// The stripped state of a room another server invited `user` to.

@@ -23,7 +23,10 @@ use medrix_protocol::{
 };
 use ruma::{EventId, OwnedEventId, events::StateEventType};
 
-use crate::storage::{Batch, Storage, StorageError, catalogue as cf};
+use crate::{
+    locks::LockExt,
+    storage::{Batch, Storage, StorageError, catalogue as cf, to_json_bytes},
+};
 
 /// Groups kept parsed in memory; past this the cache starts over.
 const MAX_CACHED_GROUPS: usize = 2048;
@@ -69,7 +72,7 @@ impl StateStore {
 
     /// The state a group holds.
     pub fn group(&self, group: u64) -> Result<Arc<StateMap>, StorageError> {
-        if let Some(state) = self.cache.lock().expect("state cache").get(&group) {
+        if let Some(state) = self.cache.locked().get(&group) {
             return Ok(state.clone());
         }
         let bytes = self
@@ -87,7 +90,7 @@ impl StateStore {
     }
 
     fn remember(&self, group: u64, state: Arc<StateMap>) {
-        let mut cache = self.cache.lock().expect("state cache");
+        let mut cache = self.cache.locked();
         if cache.len() >= MAX_CACHED_GROUPS {
             cache.clear();
         }
@@ -113,7 +116,7 @@ fn encode_state(state: &StateMap) -> Vec<u8> {
         .iter()
         .map(|((kind, key), id)| (kind.to_string(), key.as_str(), id.as_str()))
         .collect();
-    serde_json::to_vec(&triples).expect("state serializes")
+    to_json_bytes(&triples)
 }
 
 fn decode_state(bytes: &[u8]) -> Result<StateMap, StorageError> {

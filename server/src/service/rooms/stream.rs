@@ -8,12 +8,22 @@
 //! not miss a change made after a crash at a position it already passed. Positions are
 //! reserved in blocks by one durable write per block, and a restart continues after the
 //! reserved block, leaving a harmless gap.
+//!
+//! A position is taken as a [`Reservation`], which gives it back when dropped: a request
+//! that fails, returns early or is cancelled (its client hung up mid-commit) can never hold
+//! every reader back until a restart.
 
-use std::{collections::BTreeSet, sync::Mutex};
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+};
 
 use tokio::sync::watch;
 
-use crate::storage::{Storage, StorageError, catalogue as cf};
+use crate::{
+    locks::LockExt,
+    storage::{Batch, Storage, StorageError, catalogue as cf},
+};
 
 /// Positions reserved per durable write.
 const RESERVATION_BLOCK: u64 = 1 << 16;
@@ -51,7 +61,8 @@ impl StreamPositions {
         let start = reserved.max(last_used);
         let mut stream = Self::starting_at(start);
         stream.storage = Some(storage);
-        stream.inner.get_mut().expect("fresh lock").reserved_upto = start;
+        stream.inner.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).reserved_upto =
+            start;
         Ok(stream)
     }
 
@@ -69,17 +80,18 @@ impl StreamPositions {
         }
     }
 
-    /// Takes the next position for a change about to be committed. Every position taken must
-    /// be given back with [`StreamPositions::finish`].
-    pub async fn allocate(&self) -> Result<u64, StorageError> {
+    /// Takes the next position for a change about to be committed. The position is given
+    /// back when the [`Reservation`] is dropped, or once its write is durable with
+    /// [`Reservation::commit`].
+    pub async fn allocate(self: &Arc<Self>) -> Result<Reservation, StorageError> {
         loop {
             {
-                let mut inner = self.inner.lock().expect("stream lock");
+                let mut inner = self.inner.locked();
                 if inner.last_allocated < inner.reserved_upto {
                     inner.last_allocated += 1;
                     let position = inner.last_allocated;
                     inner.in_flight.insert(position);
-                    return Ok(position);
+                    return Ok(Reservation { stream: Some(self.clone()), position });
                 }
             }
             self.reserve_next_block().await?;
@@ -88,8 +100,8 @@ impl StreamPositions {
 
     async fn reserve_next_block(&self) -> Result<(), StorageError> {
         let _one_reserver = self.reserving.lock().await;
-        let reserved = self.inner.lock().expect("stream lock").reserved_upto;
-        if self.inner.lock().expect("stream lock").last_allocated < reserved {
+        let reserved = self.inner.locked().reserved_upto;
+        if self.inner.locked().last_allocated < reserved {
             return Ok(()); // another task reserved while this one waited
         }
         let next = reserved + RESERVATION_BLOCK;
@@ -98,13 +110,15 @@ impl StreamPositions {
             batch.put(cf::GLOBAL_COUNTER, RESERVED_KEY, &next.to_be_bytes());
             storage.commit(batch).await?;
         }
-        self.inner.lock().expect("stream lock").reserved_upto = next;
+        self.inner.locked().reserved_upto = next;
         Ok(())
     }
 
-    /// Marks a position done, committed or abandoned; advances what readers see.
+    /// Marks a position done, committed or abandoned; advances what readers see. Only for a
+    /// position handed over by [`Reservation::into_position`]; a [`Reservation`] calls it
+    /// itself.
     pub fn finish(&self, position: u64) {
-        let mut inner = self.inner.lock().expect("stream lock");
+        let mut inner = self.inner.locked();
         inner.in_flight.remove(&position);
         let visible = match inner.in_flight.first() {
             Some(&lowest) => lowest - 1,
@@ -132,18 +146,89 @@ impl StreamPositions {
     }
 }
 
+/// A stream position taken for one change. Dropping it gives the position back, so a
+/// change abandoned for any reason, the request's future dropped among them, never holds
+/// readers back.
+#[must_use = "a reserved position is given back when dropped"]
+pub struct Reservation {
+    /// `None` once handed over with [`Reservation::into_position`].
+    stream: Option<Arc<StreamPositions>>,
+    position: u64,
+}
+
+impl Reservation {
+    /// The reserved position, to record in the change's write.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Writes `batch` (the change at this position) and gives the position back once the
+    /// write is durable, or failed. The wait runs in a task of its own: if the caller is
+    /// dropped once the batch is queued, the position is still given back after the write
+    /// lands, never before it (a reader would skip the change for good).
+    pub async fn commit(self, storage: &Storage, batch: Batch<'_>) -> Result<(), StorageError> {
+        // Queuing is all or nothing: dropped before it, the batch goes unwritten and `self`
+        // gives back a position nothing was written at.
+        let durability = storage.enqueue(batch).await?;
+        tokio::spawn(async move {
+            let result = durability.wait().await;
+            drop(self);
+            result
+        })
+        .await
+        .map_err(|_| StorageError::WriterStopped)?
+    }
+
+    /// Hands the position over to a caller that gives it back itself with
+    /// [`StreamPositions::finish`] from a task that cannot be cancelled (room events, given
+    /// back together once their group commit is durable).
+    pub fn into_position(mut self) -> u64 {
+        self.stream = None;
+        self.position
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            stream.finish(self.position);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn readers_never_see_past_a_position_still_being_committed() {
-        let stream = StreamPositions::starting_at(10);
+        let stream = Arc::new(StreamPositions::starting_at(10));
         let (a, b) = (stream.allocate().await.unwrap(), stream.allocate().await.unwrap());
-        stream.finish(b);
+        drop(b);
         assert_eq!(stream.visible(), 10, "11 is still in flight");
-        stream.finish(a);
+        drop(a);
         assert_eq!(stream.visible(), 12);
+    }
+
+    #[tokio::test]
+    async fn a_commit_dropped_midway_still_gives_its_position_back_once_durable() {
+        let dir = std::env::temp_dir().join(format!("medrix-stream-drop-{}", std::process::id()));
+        let storage = Storage::open(&dir).unwrap();
+        let stream = Arc::new(StreamPositions::open(storage.clone(), 0).unwrap());
+        for _ in 0..50 {
+            let reservation = stream.allocate().await.unwrap();
+            let mut batch = storage.batch();
+            batch.put(cf::GLOBAL_COUNTER, b"test", &reservation.position().to_be_bytes());
+            // The caller goes away after the first poll, as a request whose client hung up.
+            let commit = reservation.commit(&storage, batch);
+            let _ = tokio::time::timeout(std::time::Duration::ZERO, commit).await;
+        }
+        let abandoned = stream.allocate().await.unwrap();
+        let last = abandoned.position();
+        drop(abandoned);
+        let visible = stream.wait_past(last - 1, std::time::Duration::from_secs(5)).await;
+        assert_eq!(visible, last, "every position was given back");
+        storage.close_for_test(stream, &dir);
     }
 
     #[tokio::test]
@@ -151,15 +236,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("medrix-stream-{}", std::process::id()));
         let storage = Storage::open(&dir).unwrap();
         let used = {
-            let stream = StreamPositions::open(storage.clone(), 0).unwrap();
-            let position = stream.allocate().await.unwrap();
-            stream.finish(position);
-            position
+            let stream = Arc::new(StreamPositions::open(storage.clone(), 0).unwrap());
+            stream.allocate().await.unwrap().position()
         };
         // A restart reads the stream back from storage. Nothing recorded `used` anywhere but
         // the reservation, and still it is never handed out again.
-        let stream = StreamPositions::open(storage.clone(), 0).unwrap();
-        assert!(stream.allocate().await.unwrap() > used);
+        let stream = Arc::new(StreamPositions::open(storage.clone(), 0).unwrap());
+        assert!(stream.allocate().await.unwrap().position() > used);
         assert!(stream.visible() >= used, "tokens handed out before stay valid");
         storage.close_for_test(stream, &dir);
     }
