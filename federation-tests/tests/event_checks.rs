@@ -6,7 +6,7 @@
 //! as the hospital's server would, and sent straight to the clinic's `/send`.
 
 use matrix_sdk::ruma::{CanonicalJsonObject, OwnedEventId, OwnedRoomId, OwnedUserId};
-use medrix_federation_tests::{FederatingServer, TestNet};
+use medrix_federation_tests::{FederatingServer, TestNet, room_reads};
 use medrix_protocol::{
     RoomVersion,
     build::{EventDraft, sign_new_event},
@@ -31,33 +31,12 @@ async fn state_id(
     kind: &str,
     key: &str,
 ) -> OwnedEventId {
-    let (status, state) = server
-        .server
-        .call("GET", &format!("/_matrix/client/v3/rooms/{room}/state"), Some(token), None)
-        .await;
-    assert_eq!(status, 200, "{state}");
-    let event = state
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == kind && e["state_key"] == key)
-        .unwrap_or_else(|| panic!("no {kind} {key} in {state}"));
-    event["event_id"].as_str().unwrap().try_into().unwrap()
+    room_reads::state_id(server, token, room, kind, key).await.try_into().unwrap()
 }
 
 /// The newest event of the room the clinic's user can read.
 async fn newest_event(server: &FederatingServer, token: &str, room: &str) -> OwnedEventId {
-    let (status, history) = server
-        .server
-        .call(
-            "GET",
-            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1"),
-            Some(token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{history}");
-    history["chunk"][0]["event_id"].as_str().unwrap().try_into().unwrap()
+    room_reads::newest_event(server, token, room).await.try_into().unwrap()
 }
 
 fn draft(

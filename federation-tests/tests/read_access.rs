@@ -9,7 +9,10 @@
 use std::time::{Duration, Instant};
 
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
-use medrix_federation_tests::{FederatingServer, TestNet};
+use medrix_federation_tests::{
+    FederatingServer, TestNet,
+    room_reads::{newest_event, state_id},
+};
 use medrix_protocol::{
     RoomVersion,
     build::{EventDraft, sign_new_event},
@@ -56,36 +59,23 @@ async fn doctor_joins(
     post(hospital, doctor, &format!("/_matrix/client/v3/join/{room}"), json!({})).await;
 }
 
-/// The ID of a current state event, as `token`'s user on `server` reads it.
-async fn state_id(
-    server: &FederatingServer,
-    token: &str,
-    room: &str,
-    kind: &str,
-    key: &str,
-) -> String {
-    let (status, state) = server
-        .server
-        .call("GET", &format!("/_matrix/client/v3/rooms/{room}/state"), Some(token), None)
-        .await;
-    assert_eq!(status, 200, "{state}");
-    state
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == kind && e["state_key"] == key)
-        .unwrap_or_else(|| panic!("no {kind} {key} in {state}"))["event_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+/// A clinic's patient and a hospital's doctor in a room of the patient's.
+struct Shared {
+    clinic: FederatingServer,
+    hospital: FederatingServer,
+    patient: String,
+    doctor: String,
+    room: String,
 }
 
-/// The newest event of the room `token`'s user reads on `server`.
-async fn newest_event(server: &FederatingServer, token: &str, room: &str) -> String {
-    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1");
-    let (status, page) = server.server.call("GET", &path, Some(token), None).await;
-    assert_eq!(status, 200, "{page}");
-    page["chunk"][0]["event_id"].as_str().unwrap().to_owned()
+async fn shared_room(net: &TestNet) -> Shared {
+    let clinic = net.start("clinic", &[], &["hospital"]).await;
+    let hospital = net.start("hospital", &[], &["clinic"]).await;
+    let patient = clinic.server.register("patient", "pw").await;
+    let doctor = hospital.server.register("doctor", "pw").await;
+    let room = create_room(&clinic, &patient, json!({})).await;
+    doctor_joins(&clinic, &patient, &hospital, &doctor, &room).await;
+    Shared { clinic, hospital, patient, doctor, room }
 }
 
 async fn message_bodies(server: &FederatingServer, token: &str, room: &str) -> Vec<String> {
@@ -217,62 +207,92 @@ async fn a_server_reads_only_the_room_it_names_and_only_what_its_users_may_see()
     }
 }
 
-/// An `m.room.member` event the hospital signs, as its server would build it.
-fn hospital_member_event(
-    hospital: &FederatingServer,
-    room: &str,
-    sender: &OwnedUserId,
-    target: &str,
-    membership: &str,
+/// An event the hospital's server builds and signs: `kind` with `content` (a state event
+/// with `state_key`), after `prev`, citing `auth_events`.
+struct HospitalEvent<'a> {
+    room: &'a str,
+    sender: &'a OwnedUserId,
+    kind: &'a str,
+    state_key: Option<&'a str>,
+    content: Value,
     prev: OwnedEventId,
     auth_events: Vec<OwnedEventId>,
-) -> (OwnedEventId, Value) {
-    let draft = EventDraft {
-        room_id: Some(room.try_into().unwrap()),
-        sender: sender.clone(),
-        kind: "m.room.member".to_owned(),
-        state_key: Some(target.to_owned()),
-        content: object_from_value(json!({ "membership": membership })).unwrap(),
-        prev_events: vec![prev],
-        auth_events,
-        depth: 50,
-        origin_server_ts: 1_800_000_000_000,
-        redacts: None,
-    };
-    let signed = sign_new_event(&draft, RoomVersion::V12, &hospital.signing_key()).unwrap();
-    (signed.event_id, serde_json::from_str(&encode(&signed.json)).unwrap())
+}
+
+impl HospitalEvent<'_> {
+    /// Signed with the hospital's key: the event's ID and its JSON as sent.
+    fn sign(self, hospital: &FederatingServer) -> (OwnedEventId, Value) {
+        let draft = EventDraft {
+            room_id: Some(self.room.try_into().unwrap()),
+            sender: self.sender.clone(),
+            kind: self.kind.to_owned(),
+            state_key: self.state_key.map(ToOwned::to_owned),
+            content: object_from_value(self.content).unwrap(),
+            prev_events: vec![self.prev],
+            auth_events: self.auth_events,
+            depth: 50,
+            origin_server_ts: 1_800_000_000_000,
+            redacts: None,
+        };
+        let signed = sign_new_event(&draft, RoomVersion::V12, &hospital.signing_key()).unwrap();
+        (signed.event_id, serde_json::from_str(&encode(&signed.json)).unwrap())
+    }
+}
+
+/// Sends `pdus` to the clinic in one transaction signed as the hospital; answers the
+/// per-event results.
+async fn send_as_hospital(
+    net: &TestNet,
+    hospital: &FederatingServer,
+    clinic: &FederatingServer,
+    txn: &str,
+    pdus: Vec<Value>,
+) -> Value {
+    let transaction = json!({
+        "origin": hospital.server_name, "origin_server_ts": 1_800_000_000_000u64, "pdus": pdus,
+    });
+    let (status, answer) = net.put_transaction(hospital, clinic, txn, &transaction).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["pdus"].clone()
+}
+
+/// The IDs of the room's power levels and of `member`'s membership: what an event of
+/// `member`'s cites besides the create event.
+async fn auth_events_of(
+    clinic: &FederatingServer,
+    patient: &str,
+    room: &str,
+    member: &str,
+) -> Vec<OwnedEventId> {
+    vec![
+        state_id(clinic, patient, room, "m.room.power_levels", "").await.try_into().unwrap(),
+        state_id(clinic, patient, room, "m.room.member", member).await.try_into().unwrap(),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_cannot_rewrite_a_local_users_membership_through_an_unplaceable_event() {
     let net = TestNet::new();
-    let clinic = net.start("clinic", &[], &["hospital"]).await;
-    let hospital = net.start("hospital", &[], &["clinic"]).await;
-    let patient = clinic.server.register("patient", "pw").await;
-    let doctor = hospital.server.register("doctor", "pw").await;
-    let room = create_room(&clinic, &patient, json!({})).await;
-    doctor_joins(&clinic, &patient, &hospital, &doctor, &room).await;
+    let Shared { clinic, hospital, patient, room, .. } = shared_room(&net).await;
     let doctor_id: OwnedUserId = hospital.user_id("doctor").try_into().unwrap();
-    let auth = vec![
-        state_id(&clinic, &patient, &room, "m.room.power_levels", "").await.try_into().unwrap(),
-        state_id(&clinic, &patient, &room, "m.room.member", doctor_id.as_str())
-            .await
-            .try_into()
-            .unwrap(),
-    ];
+    let auth_events = auth_events_of(&clinic, &patient, &room, doctor_id.as_str()).await;
 
     // The doctor "invites" the joined patient, in an event whose predecessor nobody has:
     // this server cannot place it in the DAG, and the hospital cannot say the state at it.
     let unknown: OwnedEventId = "$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".try_into().unwrap();
     let patient_id = clinic.user_id("patient");
-    let (forged_id, forged) =
-        hospital_member_event(&hospital, &room, &doctor_id, &patient_id, "invite", unknown, auth);
-    let transaction = json!({
-        "origin": hospital.server_name, "origin_server_ts": 1_800_000_000_000u64, "pdus": [forged],
-    });
-    let (status, answer) = net.put_transaction(&hospital, &clinic, "rewrite", &transaction).await;
-    assert_eq!(status, 200, "{answer}");
-    assert!(answer["pdus"][forged_id.as_str()]["error"].is_string(), "{answer}");
+    let (forged_id, forged) = HospitalEvent {
+        room: &room,
+        sender: &doctor_id,
+        kind: "m.room.member",
+        state_key: Some(&patient_id),
+        content: json!({ "membership": "invite" }),
+        prev: unknown,
+        auth_events,
+    }
+    .sign(&hospital);
+    let results = send_as_hospital(&net, &hospital, &clinic, "rewrite", vec![forged]).await;
+    assert!(results[forged_id.as_str()]["error"].is_string(), "{results}");
 
     // The patient is still joined, sees no such invite, and keeps using the room.
     let path = format!("/_matrix/client/v3/rooms/{room}/joined_members");
@@ -309,67 +329,44 @@ async fn an_event_is_judged_where_it_sits_in_the_dag_not_when_it_arrived() {
     let doctor_id: OwnedUserId = hospital.user_id("doctor").try_into().unwrap();
     let before_nurse: OwnedEventId =
         newest_event(&clinic, &patient, &room).await.try_into().unwrap();
-    let power_levels: OwnedEventId =
-        state_id(&clinic, &patient, &room, "m.room.power_levels", "").await.try_into().unwrap();
-    let doctor_join: OwnedEventId =
-        state_id(&clinic, &patient, &room, "m.room.member", doctor_id.as_str())
-            .await
-            .try_into()
-            .unwrap();
+    let auth_events = auth_events_of(&clinic, &patient, &room, doctor_id.as_str()).await;
 
     // The nurse joins; then a message the doctor wrote before that (its predecessor is the
     // room's newest event before the nurse's join) arrives late, as after a partition.
     let invite = format!("/_matrix/client/v3/rooms/{room}/invite");
     post(&clinic, &patient, &invite, json!({ "user_id": clinic.user_id("nurse") })).await;
     post(&clinic, &nurse, &format!("/_matrix/client/v3/join/{room}"), json!({})).await;
-    let after_nurse = send(&clinic, &patient, &room, "n1", "welcome, nurse").await;
-    let draft = EventDraft {
-        room_id: Some(room.as_str().try_into().unwrap()),
-        sender: doctor_id.clone(),
-        kind: "m.room.message".to_owned(),
+    send(&clinic, &patient, &room, "n1", "welcome, nurse").await;
+    let (late, wire) = HospitalEvent {
+        room: &room,
+        sender: &doctor_id,
+        kind: "m.room.message",
         state_key: None,
-        content: object_from_value(
-            json!({"msgtype": "m.text", "body": "written before the nurse joined"}),
-        )
-        .unwrap(),
-        prev_events: vec![before_nurse],
-        auth_events: vec![power_levels, doctor_join],
-        depth: 40,
-        origin_server_ts: 1_800_000_000_000,
-        redacts: None,
-    };
-    let late = sign_new_event(&draft, RoomVersion::V12, &hospital.signing_key()).unwrap();
-    let wire: Value = serde_json::from_str(&encode(&late.json)).unwrap();
-    let transaction = json!({
-        "origin": hospital.server_name, "origin_server_ts": 1_800_000_000_000u64, "pdus": [wire],
-    });
-    let (status, answer) = net.put_transaction(&hospital, &clinic, "late", &transaction).await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["pdus"][late.event_id.as_str()], json!({}), "accepted: {answer}");
+        content: json!({"msgtype": "m.text", "body": "written before the nurse joined"}),
+        prev: before_nurse,
+        auth_events,
+    }
+    .sign(&hospital);
+    let results = send_as_hospital(&net, &hospital, &clinic, "late", vec![wire]).await;
+    assert_eq!(results[late.as_str()], json!({}), "accepted: {results}");
 
     // The patient, joined at that point of the DAG, reads it; the nurse, who joined after
     // it, does not, though it reached this server after their join.
-    until_readable(&clinic, &patient, &room, late.event_id.as_str()).await;
+    until_readable(&clinic, &patient, &room, late.as_str()).await;
     let nurse_reads = message_bodies(&clinic, &nurse, &room).await;
     assert!(nurse_reads.contains(&"welcome, nurse".to_owned()), "{nurse_reads:?}");
     assert!(
         !nurse_reads.contains(&"written before the nurse joined".to_owned()),
         "{nurse_reads:?}"
     );
-    let path = format!("/_matrix/client/v3/rooms/{room}/event/{}", late.event_id);
+    let path = format!("/_matrix/client/v3/rooms/{room}/event/{late}");
     assert_eq!(clinic.server.call("GET", &path, Some(&nurse), None).await.0, 404);
-    let _ = after_nurse;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redaction_from_another_server_removes_the_content_here_too() {
     let net = TestNet::new();
-    let clinic = net.start("clinic", &[], &["hospital"]).await;
-    let hospital = net.start("hospital", &[], &["clinic"]).await;
-    let patient = clinic.server.register("patient", "pw").await;
-    let doctor = hospital.server.register("doctor", "pw").await;
-    let room = create_room(&clinic, &patient, json!({})).await;
-    doctor_joins(&clinic, &patient, &hospital, &doctor, &room).await;
+    let Shared { clinic, hospital, patient, doctor, room } = shared_room(&net).await;
 
     let note = send(&hospital, &doctor, &room, "note", "wrong patient's results").await;
     let seen = until_readable(&clinic, &patient, &room, &note).await;
@@ -398,50 +395,30 @@ async fn a_redaction_from_another_server_removes_the_content_here_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_another_server_puts_in_unsigned_never_reaches_clients() {
     let net = TestNet::new();
-    let clinic = net.start("clinic", &[], &["hospital"]).await;
-    let hospital = net.start("hospital", &[], &["clinic"]).await;
-    let patient = clinic.server.register("patient", "pw").await;
-    let doctor = hospital.server.register("doctor", "pw").await;
-    let room = create_room(&clinic, &patient, json!({})).await;
-    doctor_joins(&clinic, &patient, &hospital, &doctor, &room).await;
+    let Shared { clinic, hospital, patient, room, .. } = shared_room(&net).await;
     let doctor_id: OwnedUserId = hospital.user_id("doctor").try_into().unwrap();
     let tip: OwnedEventId = newest_event(&clinic, &patient, &room).await.try_into().unwrap();
-    let auth = vec![
-        state_id(&clinic, &patient, &room, "m.room.power_levels", "").await.try_into().unwrap(),
-        state_id(&clinic, &patient, &room, "m.room.member", doctor_id.as_str())
-            .await
-            .try_into()
-            .unwrap(),
-    ];
-    let draft = EventDraft {
-        room_id: Some(room.as_str().try_into().unwrap()),
-        sender: doctor_id,
-        kind: "m.room.message".to_owned(),
+    let auth_events = auth_events_of(&clinic, &patient, &room, doctor_id.as_str()).await;
+    let (event_id, mut wire) = HospitalEvent {
+        room: &room,
+        sender: &doctor_id,
+        kind: "m.room.message",
         state_key: None,
-        content: object_from_value(json!({"msgtype": "m.text", "body": "results attached"}))
-            .unwrap(),
-        prev_events: vec![tip],
-        auth_events: auth,
-        depth: 40,
-        origin_server_ts: 1_800_000_000_000,
-        redacts: None,
-    };
-    let signed = sign_new_event(&draft, RoomVersion::V12, &hospital.signing_key()).unwrap();
+        content: json!({"msgtype": "m.text", "body": "results attached"}),
+        prev: tip,
+        auth_events,
+    }
+    .sign(&hospital);
     // No signature covers `unsigned`: anyone relaying the event could have written this.
-    let mut wire: Value = serde_json::from_str(&encode(&signed.json)).unwrap();
     wire["unsigned"] = json!({
         "transaction_id": "the patient's own",
         "redacted_because": { "type": "m.room.redaction", "sender": "@patient:clinic" },
         "m.relations": { "m.replace": { "event_id": "$forged" } },
     });
-    let transaction = json!({
-        "origin": hospital.server_name, "origin_server_ts": 1_800_000_000_000u64, "pdus": [wire],
-    });
-    let (status, answer) = net.put_transaction(&hospital, &clinic, "unsigned", &transaction).await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["pdus"][signed.event_id.as_str()], json!({}), "{answer}");
+    let results = send_as_hospital(&net, &hospital, &clinic, "unsigned", vec![wire]).await;
+    assert_eq!(results[event_id.as_str()], json!({}), "{results}");
 
-    let event = until_readable(&clinic, &patient, &room, signed.event_id.as_str()).await;
+    let event = until_readable(&clinic, &patient, &room, event_id.as_str()).await;
     assert_eq!(event["content"]["body"], "results attached");
     assert!(
         event.get("unsigned").is_none_or(|unsigned| unsigned.get("transaction_id").is_none()
