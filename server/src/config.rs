@@ -48,8 +48,14 @@ pub struct Federation {
     /// Server names this server federates with; empty means any. Healthcare networks usually
     /// run closed federations.
     pub allow: Vec<String>,
-    /// Host name → IP address, consulted before DNS (tests, closed networks).
+    /// Host name → IP address, consulted before DNS (tests, closed networks). Trusted as
+    /// written, internal addresses included.
     pub resolve: std::collections::BTreeMap<String, std::net::IpAddr>,
+    /// Whether server discovery (IP literals, DNS, `.well-known`, SRV) may yield loopback,
+    /// private, link-local and other internal addresses. Off: a server name chosen by a
+    /// stranger must not make this server connect into its own network. Turn on only for a
+    /// closed federation on a private network whose names DNS resolves.
+    pub allow_internal_addresses: bool,
 }
 
 /// Token-bucket rate limits, per user (or per client IP before login).
@@ -205,6 +211,7 @@ mod tests {
                 allow: vec!["a".into()],
                 resolve: [("clinic.example".to_owned(), std::net::IpAddr::from([10, 0, 0, 7]))]
                     .into(),
+                allow_internal_addresses: true,
             },
             ..Config::default()
         };

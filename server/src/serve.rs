@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// A server to federate with (repeatable); none means any.
     #[arg(long = "federation-allow")]
     federation_allow: Vec<String>,
+    /// Lets server discovery yield internal (loopback, private) addresses.
+    #[arg(long)]
+    federation_allow_internal_addresses: bool,
     /// NAME=IP: reach host NAME at IP without DNS (repeatable).
     #[arg(long = "federation-resolve", value_parser = parse_resolve)]
     federation_resolve: Vec<(String, std::net::IpAddr)>,
@@ -95,6 +98,9 @@ impl ServeArgs {
             federation.ca = Some(ca.clone());
         }
         federation.allow.extend(self.federation_allow.iter().cloned());
+        if self.federation_allow_internal_addresses {
+            federation.allow_internal_addresses = true;
+        }
         federation.resolve.extend(self.federation_resolve.iter().cloned());
         config.validate().map_err(|err| err.to_string())?;
         Ok(config)

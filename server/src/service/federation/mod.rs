@@ -10,10 +10,13 @@ pub mod client;
 pub mod destinations;
 pub mod edus_in;
 pub mod edus_out;
+pub mod public_address;
 pub mod remote_keys;
 pub mod resolve;
 pub mod rooms;
 pub mod sender;
+#[cfg(test)]
+mod test_http;
 
 use std::collections::BTreeSet;
 
