@@ -89,10 +89,16 @@ pub async fn query(
                     }
                 }
             }
-            Err(err) => answer["failures"][server.as_str()] = json!({ "error": err.to_string() }),
+            Err(err) => answer["failures"][server.as_str()] = failure(&server, &err),
         }
     }
     Ok(Json(answer))
+}
+
+/// A server's entry in `failures`: what kind of failure, the detail only in the log.
+fn failure(server: &ServerName, err: &FederationError) -> Value {
+    tracing::info!(%server, %err, "remote key request failed");
+    json!({ "error": err.summary() })
 }
 
 /// Splits a per-user request into this server's users and other servers' users.
@@ -181,7 +187,7 @@ pub async fn claim(
             Ok(Value::Object(found)) => claimed.extend(found),
             Ok(_) => {}
             Err(err) => {
-                failures.insert(server.to_string(), json!({ "error": err.to_string() }));
+                failures.insert(server.to_string(), failure(&server, &err));
             }
         }
     }

@@ -43,6 +43,24 @@ pub enum FederationError {
     Storage(#[from] crate::storage::StorageError),
 }
 
+impl FederationError {
+    /// What may be told to whoever caused the request: the kind of failure, never its
+    /// detail (addresses, ports, TLS errors, the peer's answer), which belongs in the log; a
+    /// caller who picked the server name would otherwise probe the network through us.
+    pub fn summary(&self) -> &'static str {
+        match self {
+            FederationError::NotAllowed(_) => "not a server this one federates with",
+            FederationError::Disabled => "federation is off on this server",
+            FederationError::Unresolvable { .. } => "the server could not be found",
+            FederationError::Unreachable { .. } => "the server could not be reached",
+            FederationError::Refused { .. } => "the server refused the request",
+            FederationError::BadResponse { .. } => "the server sent an unusable answer",
+            FederationError::BadKeys { .. } => "the server's signing keys could not be verified",
+            FederationError::Storage(_) => "internal server error",
+        }
+    }
+}
+
 /// Which servers this one federates with: any, or only those listed.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {

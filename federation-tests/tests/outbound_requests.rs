@@ -1,0 +1,70 @@
+//! What a stranger can make a server do on the network: an unauthenticated federation request
+//! may not learn why its named origin could not be reached. The "remote server" is a plain
+//! loopback listener that accepts the connections it is offered.
+
+use std::time::Duration;
+
+use medrix_federation_tests::TestNet;
+use serde_json::Value;
+use tokio::{io::AsyncWriteExt, net::TcpListener};
+
+/// A loopback port standing in for `remote.test`: accepts connections and answers with
+/// bytes that are no TLS.
+struct FakeRemote {
+    listener: TcpListener,
+    port: u16,
+}
+
+impl FakeRemote {
+    async fn bind() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        Self { listener, port }
+    }
+
+    fn server_name(&self) -> String {
+        format!("remote.test:{}", self.port)
+    }
+
+    /// How many connections wait or arrive within `wait`; each gets garbage and is closed.
+    async fn connections(&self, wait: Duration) -> usize {
+        let mut count = 0;
+        while let Ok(Ok((mut stream, _))) = tokio::time::timeout(wait, self.listener.accept()).await
+        {
+            count += 1;
+            let _ = stream.write_all(b"secret-internal-detail\r\n").await;
+        }
+        count
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_from_an_unreachable_origin_learns_nothing_of_the_network() {
+    let net = TestNet::new();
+    let hub = net.start("hub", &[], &["remote"]).await;
+    let remote = FakeRemote::bind().await;
+    let https = net.https_client(&[&hub]);
+    let path = format!("/_matrix/federation/v1/query/profile?user_id={}", hub.user_id("alice"));
+    let header = format!(
+        "X-Matrix origin=\"{}\",destination=\"{}\",key=\"ed25519:k\",sig=\"c2lnbmF0dXJl\"",
+        remote.server_name(),
+        hub.server_name
+    );
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let request = https.get(hub.federation_url(&path)).header("authorization", &header);
+        // The hub's key fetch is answered with garbage while the request waits.
+        let (response, _) =
+            tokio::join!(request.send(), remote.connections(Duration::from_millis(200)));
+        let response = response.unwrap();
+        let status = response.status().as_u16();
+        answers.push((status, response.json::<Value>().await.unwrap()));
+    }
+    for (status, body) in &answers {
+        assert_eq!((*status, body["errcode"].as_str()), (401, Some("M_UNAUTHORIZED")), "{body}");
+        let message = body["error"].as_str().unwrap();
+        for detail in ["https://", &format!(":{}", remote.port), "_matrix/key", "secret"] {
+            assert!(!message.contains(detail), "the answer names {detail:?}: {message}");
+        }
+    }
+}
