@@ -1,10 +1,11 @@
-//! What a stranger can make a server do on the network: an unauthenticated federation request
-//! may not learn why its named origin could not be reached. The "remote server" is a plain
-//! loopback listener that accepts the connections it is offered.
+//! What a stranger can make a server do on the network: an unauthenticated client may not
+//! make it sign a request to a host of their choosing, and an unauthenticated federation
+//! request may not learn why its named origin could not be reached. The "remote server" is
+//! a plain loopback listener that counts the connections it is offered.
 
 use std::time::Duration;
 
-use medrix_federation_tests::TestNet;
+use medrix_federation_tests::{FederatingServer, TestNet};
 use serde_json::Value;
 use tokio::{io::AsyncWriteExt, net::TcpListener};
 
@@ -36,6 +37,42 @@ impl FakeRemote {
         }
         count
     }
+}
+
+async fn get(server: &FederatingServer, path: &str, token: Option<&str>) -> (u16, Value) {
+    server.server.call("GET", path, token, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_lookups_of_remote_users_and_aliases_send_nothing() {
+    let net = TestNet::new();
+    let hub = net.start("hub", &[], &["remote"]).await;
+    let remote = FakeRemote::bind().await;
+    let bob = format!("@bob:{}", remote.server_name());
+    let alias = format!("%23ward:{}", remote.server_name());
+    let lookups = [
+        format!("/_matrix/client/v3/profile/{bob}"),
+        format!("/_matrix/client/v3/profile/{bob}/displayname"),
+        format!("/_matrix/client/v3/profile/{bob}/avatar_url"),
+        format!("/_matrix/client/v3/directory/room/{alias}"),
+    ];
+    for path in &lookups {
+        let (status, body) = get(&hub, path, None).await;
+        assert_eq!((status, body["errcode"].as_str()), (401, Some("M_MISSING_TOKEN")), "{path}");
+    }
+    // The answers came after any request would have been made: none was.
+    assert_eq!(remote.connections(Duration::from_millis(300)).await, 0);
+
+    // Local lookups stay open to everyone.
+    let alice = hub.server.register("alice", "pw").await;
+    let (status, _) =
+        get(&hub, &format!("/_matrix/client/v3/profile/{}", hub.user_id("alice")), None).await;
+    assert_eq!(status, 200);
+
+    // A signed-in user's lookup does go out (so the count above can see one).
+    let (status, _) = get(&hub, &lookups[0], Some(&alice)).await;
+    assert_eq!(status, 404);
+    assert!(remote.connections(Duration::from_secs(2)).await >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,40 @@ pub mod user_data;
 
 use ruma::{RoomId, UserId};
 
-use crate::{http::error::ApiError, service::Services};
+use crate::{
+    http::error::{ApiError, ErrorCode},
+    service::{Services, accounts::Session},
+};
+
+/// The session of a request to an endpoint the spec leaves open (profiles, the room
+/// directory), if it carries an access token; a token it carries must be valid.
+pub struct MaybeSession(pub Option<Session>);
+
+impl axum::extract::FromRequestParts<Services> for MaybeSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        services: &Services,
+    ) -> Result<Self, ApiError> {
+        crate::http::ruma_request::authenticate(parts, services, false).map(MaybeSession)
+    }
+}
+
+impl MaybeSession {
+    /// The user on whose behalf this server may ask another one. Such a request goes out
+    /// signed by this server to a host the caller names, so nobody unauthenticated may
+    /// cause one (it would make the server a free proxy into any network it reaches).
+    fn requester(&self) -> Result<&UserId, ApiError> {
+        self.0.as_ref().map(|session| session.user_id.as_ref()).ok_or_else(|| {
+            ApiError::new(
+                http::StatusCode::UNAUTHORIZED,
+                ErrorCode::MissingToken,
+                "looking up another server's users or aliases needs an access token",
+            )
+        })
+    }
+}
 
 /// Refuses unless `user` is joined to the room now (reads of a room left or never joined
 /// are refused: nothing after a kick).
