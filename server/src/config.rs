@@ -69,7 +69,8 @@ pub struct RateLimits {
     pub per_second: u32,
 }
 
-/// Request size limits, in bytes.
+/// Request size limits, in bytes, and connection limits, applied to each listener (client
+/// API and federation) on its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -77,6 +78,15 @@ pub struct Limits {
     pub max_json_body_bytes: usize,
     /// The largest media upload (encrypted attachments count at their encrypted size).
     pub max_upload_bytes: usize,
+    /// Open connections a listener accepts at once; past it, new ones are closed.
+    pub max_connections: usize,
+    /// Open connections from one IP address (raise it behind a reverse proxy).
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has to send a request's headers (and an idle kept-alive
+    /// connection stays open, and a TLS handshake may take).
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request's body once its headers are in.
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -103,7 +113,15 @@ impl Default for RateLimits {
 impl Default for Limits {
     fn default() -> Self {
         // The spec's event limit is 64 KiB; a request also carries its envelope.
-        Self { max_json_body_bytes: 1 << 20, max_upload_bytes: 50 << 20 }
+        Self {
+            max_json_body_bytes: 1 << 20,
+            max_upload_bytes: 50 << 20,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            header_read_timeout_secs: 30,
+            // A full-size upload at about 3.5 Mbit/s.
+            body_read_timeout_secs: 120,
+        }
     }
 }
 
@@ -156,6 +174,16 @@ impl Config {
         for name in &federation.allow {
             ruma::ServerName::parse(name)
                 .map_err(|err| ConfigError::Invalid(format!("federation.allow {name:?}: {err}")))?;
+        }
+        let limits = &self.limits;
+        if limits.max_connections == 0
+            || limits.max_connections_per_ip == 0
+            || limits.header_read_timeout_secs == 0
+            || limits.body_read_timeout_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits: connection counts and timeouts must be above 0".to_owned(),
+            ));
         }
         if self.registration_token.as_deref().is_some_and(str::is_empty) {
             return Err(ConfigError::Invalid("registration_token must not be empty".to_owned()));

@@ -5,6 +5,7 @@ mod cli_event;
 mod cli_vectors;
 mod clock;
 mod config;
+mod connections;
 mod http;
 mod metrics;
 mod random;

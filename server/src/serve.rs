@@ -5,7 +5,13 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::Args;
 use tokio::net::TcpListener;
 
-use crate::{config::Config, http, service::Services, storage::Storage};
+use crate::{
+    config::Config,
+    connections::{self, ConnectionLimits},
+    http,
+    service::Services,
+    storage::Storage,
+};
 
 /// Flags of `medrix serve`; each overrides the same setting of the config file.
 #[derive(Args, Debug, Default)]
@@ -170,18 +176,22 @@ async fn serve(config: Config) -> Result<crate::storage::WriterThread, String> {
     let federation_router = http::federation::router(services.clone());
     let metrics = axum::serve(metrics_listener, http::metrics_router(services.clone()))
         .with_graceful_shutdown(shutdown_signal());
-    let client = axum::serve(
+    let limits = ConnectionLimits::from(&services.config.limits);
+    let client = connections::serve(
         client_listener,
-        http::router(services).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal());
+        connections::PlainTcp,
+        http::router(services),
+        limits,
+        shutdown_signal(),
+    );
     let federation = async {
         if let Some((listener, acceptor)) = federation_listener {
-            crate::tls::serve(listener, acceptor, federation_router, shutdown_signal()).await;
+            let tls = crate::tls::TlsHandshake(acceptor);
+            connections::serve(listener, tls, federation_router, limits, shutdown_signal()).await;
         }
     };
-    let (client, metrics, ()) = tokio::join!(client, metrics, federation);
-    client.and(metrics).map_err(|err| format!("serving: {err}"))?;
+    let ((), metrics, ()) = tokio::join!(client, metrics, federation);
+    metrics.map_err(|err| format!("serving: {err}"))?;
     Ok(writer)
 }
 

@@ -119,10 +119,12 @@ pub async fn authenticate(
     if x_matrix.destination.as_deref().is_some_and(|destination| destination != ours) {
         return Err(unauthorized("the request is addressed to another server"));
     }
-    let bytes = axum::body::to_bytes(body, MAX_FEDERATION_BODY).await.map_err(|_| {
-        ApiError::too_large(format!(
-            "federation requests are limited to {MAX_FEDERATION_BODY} bytes"
-        ))
+    let bytes = axum::body::to_bytes(body, MAX_FEDERATION_BODY).await.map_err(|err| {
+        ApiError::unreadable_body(&err, || {
+            ApiError::too_large(format!(
+                "federation requests are limited to {MAX_FEDERATION_BODY} bytes"
+            ))
+        })
     })?;
     let keys = federation
         .remote_keys
