@@ -87,6 +87,10 @@ pub struct Limits {
     pub header_read_timeout_secs: u64,
     /// Seconds a client has to send a request's body once its headers are in.
     pub body_read_timeout_secs: u64,
+    /// To-device messages waiting for one device; past it, senders are refused.
+    pub max_pending_to_device_messages: usize,
+    /// Bytes of to-device messages waiting for one device; past it, senders are refused.
+    pub max_pending_to_device_bytes: usize,
 }
 
 impl Default for Config {
@@ -121,6 +125,8 @@ impl Default for Limits {
             header_read_timeout_secs: 30,
             // A full-size upload at about 3.5 Mbit/s.
             body_read_timeout_secs: 120,
+            max_pending_to_device_messages: 10_000,
+            max_pending_to_device_bytes: 16 << 20,
         }
     }
 }

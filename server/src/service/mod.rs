@@ -94,7 +94,8 @@ impl Services {
         };
         let rooms =
             rooms::Rooms::new(storage.clone(), key.clone(), server_name.clone(), sender.clone())?;
-        let mut e2ee = e2ee::E2ee::new(storage.clone(), rooms.stream.clone());
+        let mut e2ee = e2ee::E2ee::new(storage.clone(), rooms.stream.clone())
+            .with_to_device_limits(e2ee::ToDeviceLimits::from(&config.limits));
         let typing = typing::Typing::new(rooms.stream.clone());
         let receipts = receipts::Receipts::new(storage.clone(), rooms.stream.clone());
         let federation = match federation.zip(sender) {

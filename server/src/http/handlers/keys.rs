@@ -29,7 +29,6 @@ use crate::{
     },
     service::{
         Services,
-        e2ee::MAX_PENDING_TO_DEVICE,
         federation::{FederationError, sender::QueueError},
     },
     storage::compound_key,
@@ -339,6 +338,7 @@ pub async fn send_to_device(
         for (target, content) in devices {
             let content = raw_json(content)?;
             let message = json!({ "sender": session.user_id, "type": kind, "content": content });
+            let size = message.to_string().len();
             let device_ids: Vec<String> = match target {
                 DeviceIdOrAllDevices::DeviceId(device) => vec![device.to_string()],
                 DeviceIdOrAllDevices::AllDevices => {
@@ -346,8 +346,7 @@ pub async fn send_to_device(
                 }
             };
             for device in device_ids {
-                if services.e2ee.pending_to_device(user.as_str(), &device)? >= MAX_PENDING_TO_DEVICE
-                {
+                if !services.e2ee.to_device_fits(user.as_str(), &device, size)? {
                     return Err(ApiError::new(
                         StatusCode::TOO_MANY_REQUESTS,
                         crate::http::error::ErrorCode::LimitExceeded,
