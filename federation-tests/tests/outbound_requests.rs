@@ -1,7 +1,8 @@
 //! What a stranger can make a server do on the network: an unauthenticated client may not
-//! make it sign a request to a host of their choosing, and an unauthenticated federation
-//! request may not learn why its named origin could not be reached. The "remote server" is
-//! a plain loopback listener that counts the connections it is offered.
+//! make it sign a request to a host of their choosing, an unauthenticated federation request
+//! may not learn why its named origin could not be reached, nor make the server fetch that
+//! origin's keys again and again. The "remote server" is a plain loopback listener that
+//! counts the connections it is offered.
 
 use std::time::Duration;
 
@@ -104,4 +105,35 @@ async fn a_request_from_an_unreachable_origin_learns_nothing_of_the_network() {
             assert!(!message.contains(detail), "the answer names {detail:?}: {message}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_fetches_for_one_origin_are_rate_limited_before_they_happen() {
+    let net = TestNet::new();
+    // A burst of 3, and no refill within the test however slow the machine.
+    let config = net.dir().join("key-fetches.toml");
+    std::fs::write(&config, "[federation]\nkey_fetch_burst = 3\nkey_fetch_every_secs = 3600\n")
+        .unwrap();
+    let resolve = ["hub.test=127.0.0.1".to_owned(), "remote.test=127.0.0.1".to_owned()];
+    let flags = ["--config", config.to_str().unwrap()];
+    let hub = net.start_medrix_with("hub", "hub.test", &[], &resolve, &flags).await;
+    let remote = FakeRemote::bind().await;
+    let https = net.https_client(&[&hub]);
+    let path = format!("/_matrix/federation/v1/query/profile?user_id={}", hub.user_id("alice"));
+    let header = format!(
+        "X-Matrix origin=\"{}\",destination=\"{}\",key=\"ed25519:k\",sig=\"c2lnbmF0dXJl\"",
+        remote.server_name(),
+        hub.server_name
+    );
+    let (mut fetches, started) = (0, std::time::Instant::now());
+    for _ in 0..8 {
+        let request = https.get(hub.federation_url(&path)).header("authorization", &header);
+        let (response, seen) =
+            tokio::join!(request.send(), remote.connections(Duration::from_millis(200)));
+        assert_eq!(response.unwrap().status(), 401);
+        fetches += seen;
+    }
+    fetches += remote.connections(Duration::from_millis(500)).await;
+    assert_eq!(fetches, 3, "the hub fetched the origin's keys {fetches} times");
+    eprintln!("8 requests in {:?}", started.elapsed());
 }

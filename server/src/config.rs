@@ -34,7 +34,7 @@ pub struct Config {
 
 /// Federation: the TLS listener other servers reach, what this server trusts when it
 /// connects out, and which servers it talks to at all.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Federation {
     /// Where the federation API listens (TLS). The port in `server_name`, if any, is this one.
@@ -56,6 +56,10 @@ pub struct Federation {
     /// stranger must not make this server connect into its own network. Turn on only for a
     /// closed federation on a private network whose names DNS resolves.
     pub allow_internal_addresses: bool,
+    /// Key fetches one server name may cause in a burst (any request can name any origin).
+    pub key_fetch_burst: u32,
+    /// Past the burst, one more key fetch per server name every this many seconds.
+    pub key_fetch_every_secs: u64,
 }
 
 /// Token-bucket rate limits, per user (or per client IP before login).
@@ -104,6 +108,22 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             limits: Limits::default(),
             federation: Federation::default(),
+        }
+    }
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            tls_cert: None,
+            tls_key: None,
+            ca: None,
+            allow: Vec::new(),
+            resolve: Default::default(),
+            allow_internal_addresses: false,
+            key_fetch_burst: 5,
+            key_fetch_every_secs: 10,
         }
     }
 }
@@ -246,6 +266,7 @@ mod tests {
                 resolve: [("clinic.example".to_owned(), std::net::IpAddr::from([10, 0, 0, 7]))]
                     .into(),
                 allow_internal_addresses: true,
+                ..Federation::default()
             },
             ..Config::default()
         };

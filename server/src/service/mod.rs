@@ -78,9 +78,14 @@ impl Services {
                 )
                 .map_err(crate::storage::StorageError::Corrupt)?;
                 let client = Arc::new(client);
+                let key_fetches = rate_limit::RateLimiter::per_interval(
+                    config.federation.key_fetch_burst,
+                    std::time::Duration::from_secs(config.federation.key_fetch_every_secs),
+                );
                 let remote_keys = Arc::new(federation::remote_keys::RemoteKeys::new(
                     storage.clone(),
                     client.clone(),
+                    key_fetches,
                 ));
                 Some((client, remote_keys))
             }

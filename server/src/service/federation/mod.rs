@@ -39,6 +39,8 @@ pub enum FederationError {
     BadResponse { server: OwnedServerName, why: String },
     #[error("cannot verify {server}: {why}")]
     BadKeys { server: OwnedServerName, why: String },
+    #[error("{0}'s keys were fetched too often lately")]
+    KeysFetchedTooOften(OwnedServerName),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
 }
@@ -55,7 +57,9 @@ impl FederationError {
             FederationError::Unreachable { .. } => "the server could not be reached",
             FederationError::Refused { .. } => "the server refused the request",
             FederationError::BadResponse { .. } => "the server sent an unusable answer",
-            FederationError::BadKeys { .. } => "the server's signing keys could not be verified",
+            FederationError::BadKeys { .. } | FederationError::KeysFetchedTooOften(_) => {
+                "the server's signing keys could not be verified"
+            }
             FederationError::Storage(_) => "internal server error",
         }
     }
