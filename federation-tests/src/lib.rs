@@ -161,14 +161,17 @@ impl TestNet {
     pub async fn start(&self, name: &str, allow: &[&str], peers: &[&str]) -> FederatingServer {
         let resolve: Vec<String> =
             peers.iter().chain([&name]).map(|peer| format!("{peer}.test=127.0.0.1")).collect();
-        self.start_medrix(name, &format!("{name}.test"), allow, &resolve).await
+        self.start_medrix_with(name, &format!("{name}.test"), allow, &resolve, &[]).await
     }
 
     /// Starts a server named `127.0.0.1:<port>`: an IP literal with a port, which every
     /// implementation reaches without DNS, `.well-known` or SRV (Synapse among them), with a
-    /// certificate for that IP. `name` labels its files; `allow` as for `start`.
+    /// certificate for that IP. `name` labels its files; `allow` as for `start`. Its peers
+    /// are named by loopback literals too, which it may reach only with internal addresses
+    /// allowed.
     pub async fn start_ip(&self, name: &str, allow: &[&str]) -> FederatingServer {
-        self.start_medrix(name, "127.0.0.1", allow, &[]).await
+        let internal = ["--federation-allow-internal-addresses"];
+        self.start_medrix_with(name, "127.0.0.1", allow, &[], &internal).await
     }
 
     /// Starts `<name>.test` for each of `names`, each reaching the others through relays a
@@ -193,33 +196,36 @@ impl TestNet {
                 .collect();
             let host = format!("{name}.test");
             servers.push(
-                self.start_medrix_on(name, &host, *name_port, *listen_port, &[], &resolve).await,
+                self.start_medrix_on(name, &host, (*name_port, *listen_port), &[], &resolve, &[])
+                    .await,
             );
         }
         (servers, mesh)
     }
 
-    async fn start_medrix(
+    /// Starts a server named `host:<a free port>`, with `extra` flags.
+    pub async fn start_medrix_with(
         &self,
         name: &str,
         host: &str,
         allow: &[&str],
         resolve: &[String],
+        extra: &[&str],
     ) -> FederatingServer {
         let port = free_port();
-        self.start_medrix_on(name, host, port, port, allow, resolve).await
+        self.start_medrix_on(name, host, (port, port), allow, resolve, extra).await
     }
 
     /// Starts a server named `host:name_port`, its federation API listening on
-    /// `listen_port` (the same port unless a relay sits in between).
+    /// `listen_port` (the same port unless a relay sits in between); `extra` flags last.
     async fn start_medrix_on(
         &self,
         name: &str,
         host: &str,
-        name_port: u16,
-        listen_port: u16,
+        (name_port, listen_port): (u16, u16),
         allow: &[&str],
         resolve: &[String],
+        extra: &[&str],
     ) -> FederatingServer {
         let federation_port = name_port;
         let server_name = format!("{host}:{federation_port}");
@@ -251,6 +257,7 @@ impl TestNet {
             args.push("--federation-allow".into());
             args.push((*allowed).to_owned());
         }
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = TestServer::start_with(&medrix_binary(), &args).await;
         FederatingServer { server, server_name, host: host.to_owned(), federation_port }

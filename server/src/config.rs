@@ -36,7 +36,7 @@ pub struct Config {
 
 /// Federation: the TLS listener other servers reach, what this server trusts when it
 /// connects out, and which servers it talks to at all.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Federation {
     /// Where the federation API listens (TLS). The port in `server_name`, if any, is this one.
@@ -50,8 +50,18 @@ pub struct Federation {
     /// Server names this server federates with; empty means any. Healthcare networks usually
     /// run closed federations.
     pub allow: Vec<String>,
-    /// Host name → IP address, consulted before DNS (tests, closed networks).
+    /// Host name → IP address, consulted before DNS (tests, closed networks). Trusted as
+    /// written, internal addresses included.
     pub resolve: std::collections::BTreeMap<String, std::net::IpAddr>,
+    /// Whether server discovery (IP literals, DNS, `.well-known`, SRV) may yield loopback,
+    /// private, link-local and other internal addresses. Off: a server name chosen by a
+    /// stranger must not make this server connect into its own network. Turn on only for a
+    /// closed federation on a private network whose names DNS resolves.
+    pub allow_internal_addresses: bool,
+    /// Key fetches one server name may cause in a burst (any request can name any origin).
+    pub key_fetch_burst: u32,
+    /// Past the burst, one more key fetch per server name every this many seconds.
+    pub key_fetch_every_secs: u64,
 }
 
 /// Token-bucket rate limits, per user (or per client IP before login).
@@ -65,7 +75,8 @@ pub struct RateLimits {
     pub per_second: u32,
 }
 
-/// Request size limits, in bytes.
+/// Request size limits, in bytes, and connection limits, applied to each listener (client
+/// API and federation) on its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -73,6 +84,19 @@ pub struct Limits {
     pub max_json_body_bytes: usize,
     /// The largest media upload (encrypted attachments count at their encrypted size).
     pub max_upload_bytes: usize,
+    /// Open connections a listener accepts at once; past it, new ones are closed.
+    pub max_connections: usize,
+    /// Open connections from one IP address (raise it behind a reverse proxy).
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has to send a request's headers (and an idle kept-alive
+    /// connection stays open, and a TLS handshake may take).
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request's body once its headers are in.
+    pub body_read_timeout_secs: u64,
+    /// To-device messages waiting for one device; past it, senders are refused.
+    pub max_pending_to_device_messages: usize,
+    /// Bytes of to-device messages waiting for one device; past it, senders are refused.
+    pub max_pending_to_device_bytes: usize,
 }
 
 impl Default for Config {
@@ -90,6 +114,22 @@ impl Default for Config {
     }
 }
 
+impl Default for Federation {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            tls_cert: None,
+            tls_key: None,
+            ca: None,
+            allow: Vec::new(),
+            resolve: Default::default(),
+            allow_internal_addresses: false,
+            key_fetch_burst: 5,
+            key_fetch_every_secs: 10,
+        }
+    }
+}
+
 impl Default for RateLimits {
     fn default() -> Self {
         Self { enabled: true, burst: 50, per_second: 10 }
@@ -99,7 +139,17 @@ impl Default for RateLimits {
 impl Default for Limits {
     fn default() -> Self {
         // The spec's event limit is 64 KiB; a request also carries its envelope.
-        Self { max_json_body_bytes: 1 << 20, max_upload_bytes: 50 << 20 }
+        Self {
+            max_json_body_bytes: 1 << 20,
+            max_upload_bytes: 50 << 20,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            header_read_timeout_secs: 30,
+            // A full-size upload at about 3.5 Mbit/s.
+            body_read_timeout_secs: 120,
+            max_pending_to_device_messages: 10_000,
+            max_pending_to_device_bytes: 16 << 20,
+        }
     }
 }
 
@@ -153,6 +203,16 @@ impl Config {
         for name in &federation.allow {
             ruma::ServerName::parse(name)
                 .map_err(|err| ConfigError::Invalid(format!("federation.allow {name:?}: {err}")))?;
+        }
+        let limits = &self.limits;
+        if limits.max_connections == 0
+            || limits.max_connections_per_ip == 0
+            || limits.header_read_timeout_secs == 0
+            || limits.body_read_timeout_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits: connection counts and timeouts must be above 0".to_owned(),
+            ));
         }
         if self.registration_token.as_deref().is_some_and(str::is_empty) {
             return Err(ConfigError::Invalid("registration_token must not be empty".to_owned()));
@@ -209,6 +269,8 @@ mod tests {
                 allow: vec!["a".into()],
                 resolve: [("clinic.example".to_owned(), std::net::IpAddr::from([10, 0, 0, 7]))]
                     .into(),
+                allow_internal_addresses: true,
+                ..Federation::default()
             },
             ..Config::default()
         };

@@ -9,6 +9,7 @@ mod cli_event;
 mod cli_vectors;
 mod clock;
 mod config;
+mod connections;
 mod http;
 mod locks;
 mod metrics;

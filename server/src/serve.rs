@@ -5,7 +5,13 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::Args;
 use tokio::net::TcpListener;
 
-use crate::{config::Config, http, service::Services, storage::Storage};
+use crate::{
+    config::Config,
+    connections::{self, ConnectionLimits},
+    http,
+    service::Services,
+    storage::Storage,
+};
 
 /// Flags of `medrix serve`; each overrides the same setting of the config file.
 #[derive(Args, Debug, Default)]
@@ -46,6 +52,9 @@ pub struct ServeArgs {
     /// A server to federate with (repeatable); none means any.
     #[arg(long = "federation-allow")]
     federation_allow: Vec<String>,
+    /// Lets server discovery yield internal (loopback, private) addresses.
+    #[arg(long)]
+    federation_allow_internal_addresses: bool,
     /// NAME=IP: reach host NAME at IP without DNS (repeatable).
     #[arg(long = "federation-resolve", value_parser = parse_resolve)]
     federation_resolve: Vec<(String, std::net::IpAddr)>,
@@ -95,6 +104,9 @@ impl ServeArgs {
             federation.ca = Some(ca.clone());
         }
         federation.allow.extend(self.federation_allow.iter().cloned());
+        if self.federation_allow_internal_addresses {
+            federation.allow_internal_addresses = true;
+        }
         federation.resolve.extend(self.federation_resolve.iter().cloned());
         config.validate().map_err(|err| err.to_string())?;
         Ok(config)
@@ -180,18 +192,22 @@ async fn serve(config: Config) -> Result<crate::storage::WriterThread, String> {
             None => Ok(()),
         }
     };
-    let client = axum::serve(
+    let limits = ConnectionLimits::from(&services.config.limits);
+    let client = connections::serve(
         client_listener,
-        http::router(services).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal());
+        connections::PlainTcp,
+        http::router(services),
+        limits,
+        shutdown_signal(),
+    );
     let federation = async {
         if let Some((listener, acceptor)) = federation_listener {
-            crate::tls::serve(listener, acceptor, federation_router, shutdown_signal()).await;
+            let tls = crate::tls::TlsHandshake(acceptor);
+            connections::serve(listener, tls, federation_router, limits, shutdown_signal()).await;
         }
     };
-    let (client, metrics, ()) = tokio::join!(client, metrics, federation);
-    client.and(metrics).map_err(|err| format!("serving: {err}"))?;
+    let ((), metrics, ()) = tokio::join!(client, metrics, federation);
+    metrics.map_err(|err| format!("serving: {err}"))?;
     Ok(writer)
 }
 

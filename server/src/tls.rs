@@ -1,10 +1,10 @@
-//! TLS for the federation listener: the certificate chain and key from PEM files, and an
-//! accept loop serving an axum router over rustls (axum's own `serve` speaks plain TCP only).
+//! TLS for the federation listener: the certificate chain and key from PEM files, and the
+//! handshake [`crate::connections::serve`] runs on each connection before HTTP.
 
 use std::{path::Path, sync::Arc};
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 /// A TLS acceptor for the certificate chain in `cert` and the private key in `key`.
@@ -26,50 +26,24 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` resolves. A failed handshake ends
-/// only that connection.
-pub async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    router: axum::Router,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(%err, "federation accept failed");
-                    continue;
-                }
-            },
-        };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let service = hyper_util::service::TowerToHyperService::new(
-                router.layer(axum::Extension(axum::extract::ConnectInfo(peer))),
-            );
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            if let Err(err) = connection.await {
-                tracing::debug!(%peer, %err, "federation connection ended with an error");
+/// The federation listener's handshake: TLS with the server's certificate. Connection
+/// limits and timeouts are [`crate::connections::serve`]'s; a failed handshake ends only its
+/// own connection.
+#[derive(Clone)]
+pub struct TlsHandshake(pub TlsAcceptor);
+
+impl crate::connections::Handshake for TlsHandshake {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+
+    async fn handshake(&self, stream: TcpStream) -> Option<Self::Io> {
+        let peer = stream.peer_addr().ok();
+        match self.0.accept(stream).await {
+            Ok(stream) => Some(stream),
+            Err(err) => {
+                tracing::debug!(?peer, %err, "TLS handshake failed");
+                None
             }
-        });
+        }
     }
 }
 

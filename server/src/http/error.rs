@@ -115,6 +115,20 @@ impl ApiError {
         }
     }
 
+    /// The answer when a request body cannot be read: it was too slow to arrive (its
+    /// deadline, see [`crate::connections`]), else over the size limit (`too_large`).
+    pub fn unreadable_body(err: &axum::Error, too_large: impl FnOnce() -> Self) -> Self {
+        if crate::connections::is_body_timeout(err) {
+            Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::Unknown,
+                "the request body did not arrive in time",
+            )
+        } else {
+            too_large()
+        }
+    }
+
     /// A failure of the server itself. The detail goes to the log, not to the client.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(%detail, "internal error");

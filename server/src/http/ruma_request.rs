@@ -70,8 +70,10 @@ where
         // Routes for an empty trailing state key match one argument short.
         path_args.resize(path_args.len().max(T::_path_parameters().len()), String::new());
         let limit = services.config.limits.max_json_body_bytes;
-        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-            ApiError::too_large(format!("request body is over the {limit}-byte limit"))
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {
+            ApiError::unreadable_body(&err, || {
+                ApiError::too_large(format!("request body is over the {limit}-byte limit"))
+            })
         })?;
 
         let needs_token = TypeId::of::<T::Authentication>() == TypeId::of::<AccessToken>()

@@ -15,14 +15,30 @@ use crate::{
     storage::{Batch, Storage, StorageError, catalogue as cf, compound_key, to_json_bytes},
 };
 
-/// The most to-device messages waiting for one device; past that, senders are refused.
-pub const MAX_PENDING_TO_DEVICE: usize = 10_000;
+/// How much may wait for one device; past either bound, senders are refused. Bytes as well
+/// as messages: ten thousand messages of 64 KiB each would be 640 MB for one device (and
+/// one sync response).
+#[derive(Debug, Clone, Copy)]
+pub struct ToDeviceLimits {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+impl From<&crate::config::Limits> for ToDeviceLimits {
+    fn from(limits: &crate::config::Limits) -> Self {
+        Self {
+            max_messages: limits.max_pending_to_device_messages,
+            max_bytes: limits.max_pending_to_device_bytes,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct E2ee {
     storage: Storage,
     stream: Arc<StreamPositions>,
     listener: Option<Arc<dyn KeyChangeListener>>,
+    to_device_limits: ToDeviceLimits,
 }
 
 /// What became of one key in a signature upload.
@@ -69,7 +85,13 @@ fn corrupt(what: &str, err: impl std::fmt::Display) -> StorageError {
 
 impl E2ee {
     pub fn new(storage: Storage, stream: Arc<StreamPositions>) -> Self {
-        Self { storage, stream, listener: None }
+        let to_device_limits = ToDeviceLimits::from(&crate::config::Limits::default());
+        Self { storage, stream, listener: None, to_device_limits }
+    }
+
+    /// Bounds each device's to-device queue by `limits`.
+    pub fn with_to_device_limits(self, to_device_limits: ToDeviceLimits) -> Self {
+        Self { to_device_limits, ..self }
     }
 
     /// Tells `listener` of every change of local users' public keys from now on.
@@ -517,9 +539,17 @@ impl E2ee {
         Ok(pending)
     }
 
-    /// How many messages wait for a device (to bound the queue).
-    pub fn pending_to_device(&self, user: &str, device: &str) -> Result<usize, StorageError> {
+    /// Whether one more message of `bytes` (its JSON) fits in the device's queue.
+    pub fn to_device_fits(
+        &self,
+        user: &str,
+        device: &str,
+        bytes: usize,
+    ) -> Result<bool, StorageError> {
         let prefix = compound_key(&[user.as_bytes(), device.as_bytes(), b""]);
-        Ok(self.storage.scan_prefix(cf::USERDEVICEPOSITION_TODEVICE, &prefix)?.len())
+        let rows = self.storage.scan_prefix(cf::USERDEVICEPOSITION_TODEVICE, &prefix)?;
+        let waiting: usize = rows.iter().map(|(_, value)| value.len()).sum();
+        let limits = &self.to_device_limits;
+        Ok(rows.len() < limits.max_messages && waiting + bytes <= limits.max_bytes)
     }
 }

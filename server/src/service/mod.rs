@@ -84,9 +84,14 @@ impl Services {
                 )
                 .map_err(crate::storage::StorageError::Corrupt)?;
                 let client = Arc::new(client);
+                let key_fetches = rate_limit::RateLimiter::per_interval(
+                    config.federation.key_fetch_burst,
+                    std::time::Duration::from_secs(config.federation.key_fetch_every_secs),
+                );
                 let remote_keys = Arc::new(federation::remote_keys::RemoteKeys::new(
                     storage.clone(),
                     client.clone(),
+                    key_fetches,
                 ));
                 Some((client, remote_keys))
             }
@@ -100,7 +105,8 @@ impl Services {
         };
         let rooms =
             rooms::Rooms::new(storage.clone(), key.clone(), server_name.clone(), sender.clone())?;
-        let mut e2ee = e2ee::E2ee::new(storage.clone(), rooms.stream.clone());
+        let mut e2ee = e2ee::E2ee::new(storage.clone(), rooms.stream.clone())
+            .with_to_device_limits(e2ee::ToDeviceLimits::from(&config.limits));
         let typing = typing::Typing::new(rooms.stream.clone());
         let receipts = receipts::Receipts::new(storage.clone(), rooms.stream.clone());
         let federation = match federation.zip(sender) {

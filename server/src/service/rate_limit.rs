@@ -38,6 +38,17 @@ impl RateLimiter {
         })
     }
 
+    /// Always-on buckets of `burst` that regain one token every `every`: for costly actions
+    /// a stranger can cause (fetching a named server's keys), whatever the client limits.
+    pub fn per_interval(burst: u32, every: std::time::Duration) -> Self {
+        Self {
+            enabled: true,
+            burst: f64::from(burst.max(1)),
+            per_second: 1.0 / every.as_secs_f64().max(0.001),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Takes one request from `client`'s bucket: `Ok` if allowed, else how many milliseconds
     /// until one request will be.
     pub fn check(&self, client: &str) -> Result<(), u64> {

@@ -45,7 +45,10 @@ impl From<FederationError> for ApiError {
             }
             FederationError::Disabled => ApiError::not_found("federation is off on this server"),
             FederationError::Storage(err) => err.into(),
-            other => ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::Unknown, other.to_string()),
+            other => {
+                tracing::info!(err = %other, "a request to another server failed");
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::Unknown, other.summary())
+            }
         }
     }
 }
@@ -79,6 +82,20 @@ pub struct Authenticated {
     pub path_args: Vec<String>,
 }
 
+/// The answer when the origin's keys cannot be had. Anyone can name any origin here, signed
+/// or not, so the reason (which may name addresses and ports inside our network, or echo
+/// what the named host answered) goes to the log only.
+fn origin_unverifiable(origin: &ruma::ServerName, err: FederationError) -> ApiError {
+    if let FederationError::Storage(err) = err {
+        return err.into();
+    }
+    tracing::info!(%origin, %err, "cannot fetch a requesting server's keys");
+    unauthorized(ORIGIN_UNVERIFIABLE)
+}
+
+/// What a caller is told when the origin's keys cannot be had.
+pub const ORIGIN_UNVERIFIABLE: &str = "cannot verify the origin server's signing keys";
+
 /// Bodies from this size up have their signature checked as sent on another thread while
 /// they are parsed; below it the thread handoff costs more than the overlap saves.
 const CHECK_BESIDE_PARSE_BYTES: usize = 8 * 1024;
@@ -102,16 +119,18 @@ pub async fn authenticate(
     if x_matrix.destination.as_deref().is_some_and(|destination| destination != ours) {
         return Err(unauthorized("the request is addressed to another server"));
     }
-    let bytes = axum::body::to_bytes(body, MAX_FEDERATION_BODY).await.map_err(|_| {
-        ApiError::too_large(format!(
-            "federation requests are limited to {MAX_FEDERATION_BODY} bytes"
-        ))
+    let bytes = axum::body::to_bytes(body, MAX_FEDERATION_BODY).await.map_err(|err| {
+        ApiError::unreadable_body(&err, || {
+            ApiError::too_large(format!(
+                "federation requests are limited to {MAX_FEDERATION_BODY} bytes"
+            ))
+        })
     })?;
     let keys = federation
         .remote_keys
         .keys_for(&x_matrix.origin, x_matrix.key.as_str(), crate::clock::now_ms())
         .await
-        .map_err(|err| unauthorized(format!("cannot verify the origin: {err}")))?;
+        .map_err(|err| origin_unverifiable(&x_matrix.origin, err))?;
     let uri = parts.uri.path_and_query().map_or(parts.uri.path(), |path| path.as_str());
     let line = RequestLine {
         destination: ours.to_string(),
@@ -158,4 +177,38 @@ pub async fn authenticate(
     // It signed a request to us, so it is up: whatever waits for it goes now.
     federation.sender.peer_is_back(&x_matrix.origin);
     Ok(Authenticated { origin: x_matrix.origin, parts, bytes, content, path_args })
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::ServerName;
+
+    use super::*;
+
+    fn server() -> OwnedServerName {
+        ServerName::parse("clinic.example").unwrap()
+    }
+
+    #[test]
+    fn outbound_failures_reach_callers_without_their_detail() {
+        let failures = [
+            FederationError::Unresolvable { server: server(), why: "10.1.2.3 internal".into() },
+            FederationError::Unreachable { server: server(), why: "10.1.2.3:6379 refused".into() },
+            FederationError::Refused { server: server(), status: 500, body: "10.1.2.3".into() },
+            FederationError::BadResponse { server: server(), why: "10.1.2.3 garbage".into() },
+            FederationError::BadKeys { server: server(), why: "10.1.2.3 bad key".into() },
+        ];
+        for failure in failures {
+            let shown = format!("{failure}");
+            let answered = ApiError::from(failure);
+            assert!(!answered.message.contains("10.1.2.3"), "{shown} → {}", answered.message);
+            assert_eq!(answered.status, StatusCode::BAD_GATEWAY);
+        }
+        let keys = FederationError::Unreachable { server: server(), why: "10.1.2.3".into() };
+        let answered = origin_unverifiable(&server(), keys);
+        assert_eq!(
+            (answered.code, answered.message.as_str()),
+            (ErrorCode::Unauthorized, ORIGIN_UNVERIFIABLE)
+        );
+    }
 }

@@ -13,6 +13,7 @@ use ruma::{
 };
 use serde_json::Value;
 
+use super::MaybeSession;
 use crate::{
     http::{
         error::{ApiError, ErrorCode},
@@ -50,9 +51,14 @@ pub async fn create(
 
 pub async fn get(
     State(services): State<Services>,
+    caller: MaybeSession,
     request: Ruma<get_alias::v3::Request>,
 ) -> Result<RumaResponse<get_alias::v3::Response>, ApiError> {
-    let (room_id, servers) = resolve(&services, &request.body.room_alias).await?;
+    let alias = &request.body.room_alias;
+    let (room_id, servers) = match alias.server_name() == services.rooms.server_name() {
+        true => local_entry(&services, alias)?,
+        false => resolve(&services, alias, &caller.directory_requester(&services)?).await?,
+    };
     Ok(RumaResponse(get_alias::v3::Response::new(room_id, servers)))
 }
 
@@ -106,15 +112,25 @@ pub async fn of_room(
     Ok(RumaResponse(aliases::v3::Response::new(services.aliases.of_room(room)?)))
 }
 
-/// The room an alias names and servers to join it through: this server's aliases from
-/// storage, another server's by its answer to `/query/directory`.
-pub async fn resolve(
+/// The room one of this server's aliases names, and servers to join it through.
+fn local_entry(
     services: &Services,
     alias: &RoomAliasId,
 ) -> Result<(OwnedRoomId, Vec<OwnedServerName>), ApiError> {
+    let entry = services.aliases.directory_entry(alias)?;
+    Ok(entry.ok_or_else(|| AliasError::Unknown(alias.to_owned()))?)
+}
+
+/// The room an alias names and servers to join it through: this server's aliases from
+/// storage, another server's by its answer to `/query/directory`, asked on behalf of
+/// `requester` (see [`MaybeSession::directory_requester`]).
+pub async fn resolve(
+    services: &Services,
+    alias: &RoomAliasId,
+    requester: &str,
+) -> Result<(OwnedRoomId, Vec<OwnedServerName>), ApiError> {
     if alias.server_name() == services.rooms.server_name() {
-        let entry = services.aliases.directory_entry(alias)?;
-        return Ok(entry.ok_or_else(|| AliasError::Unknown(alias.to_owned()))?);
+        return local_entry(services, alias);
     }
     let federation = services
         .federation
@@ -123,7 +139,7 @@ pub async fn resolve(
     let request =
         ruma::api::federation::query::get_room_information::v1::Request::new(alias.to_owned());
     let answer = federation.client.send(alias.server_name(), request).await.map_err(|err| {
-        tracing::info!(server = %alias.server_name(), %err, "remote alias lookup failed");
+        tracing::info!(server = %alias.server_name(), %requester, %err, "remote alias lookup failed");
         ApiError::not_found(format!("{alias} could not be resolved"))
     })?;
     Ok((answer.room_id, answer.servers))
@@ -136,6 +152,7 @@ pub async fn check_canonical_alias(
     services: &Services,
     room: &RoomId,
     content: &Value,
+    sender: &UserId,
 ) -> Result<(), ApiError> {
     let main = content.get("alias").filter(|alias| !alias.is_null());
     let alternatives = match content.get("alt_aliases") {
@@ -148,7 +165,7 @@ pub async fn check_canonical_alias(
             .as_str()
             .and_then(|alias| RoomAliasId::parse(alias).ok())
             .ok_or_else(|| ApiError::invalid_param(format!("{alias} is not a room alias")))?;
-        let names_this_room = match resolve(services, &alias).await {
+        let names_this_room = match resolve(services, &alias, sender.as_str()).await {
             Ok((named, _)) => named == room,
             Err(err) if err.code == ErrorCode::NotFound => false,
             Err(err) => return Err(err),

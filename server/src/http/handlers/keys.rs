@@ -29,7 +29,7 @@ use crate::{
     },
     service::{
         Services,
-        e2ee::{MAX_PENDING_TO_DEVICE, SignatureOutcome},
+        e2ee::SignatureOutcome,
         federation::{FederationError, sender::QueueError},
         key_signatures::Refusal,
     },
@@ -90,10 +90,16 @@ pub async fn query(
                     }
                 }
             }
-            Err(err) => answer["failures"][server.as_str()] = json!({ "error": err.to_string() }),
+            Err(err) => answer["failures"][server.as_str()] = failure(&server, &err),
         }
     }
     Ok(Json(answer))
+}
+
+/// A server's entry in `failures`: what kind of failure, the detail only in the log.
+fn failure(server: &ServerName, err: &FederationError) -> Value {
+    tracing::info!(%server, %err, "remote key request failed");
+    json!({ "error": err.summary() })
 }
 
 /// Splits a per-user request into this server's users and other servers' users.
@@ -182,7 +188,7 @@ pub async fn claim(
             Ok(Value::Object(found)) => claimed.extend(found),
             Ok(_) => {}
             Err(err) => {
-                failures.insert(server.to_string(), json!({ "error": err.to_string() }));
+                failures.insert(server.to_string(), failure(&server, &err));
             }
         }
     }
@@ -347,6 +353,7 @@ pub async fn send_to_device(
         for (target, content) in devices {
             let content = raw_json(content)?;
             let message = json!({ "sender": session.user_id, "type": kind, "content": content });
+            let size = message.to_string().len();
             let device_ids: Vec<String> = match target {
                 DeviceIdOrAllDevices::DeviceId(device) => vec![device.to_string()],
                 DeviceIdOrAllDevices::AllDevices => {
@@ -354,8 +361,7 @@ pub async fn send_to_device(
                 }
             };
             for device in device_ids {
-                if services.e2ee.pending_to_device(user.as_str(), &device)? >= MAX_PENDING_TO_DEVICE
-                {
+                if !services.e2ee.to_device_fits(user.as_str(), &device, size)? {
                     return Err(ApiError::new(
                         StatusCode::TOO_MANY_REQUESTS,
                         crate::http::error::ErrorCode::LimitExceeded,

@@ -37,9 +37,11 @@ pub async fn upload(
     let session = authenticate(&parts, &services, true)?.ok_or_else(missing_token)?;
     check_rate_limit(&parts, &services, Some(&session))?;
     let limit = services.config.limits.max_upload_bytes;
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::too_large(format!("uploads are limited to {limit} bytes")))?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {
+        ApiError::unreadable_body(&err, || {
+            ApiError::too_large(format!("uploads are limited to {limit} bytes"))
+        })
+    })?;
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)

@@ -208,7 +208,8 @@ pub async fn send_state(
         .map_err(|err| ApiError::bad_json(format!("content: {err}")))?;
     let kind = request.event_type.to_string();
     if kind == "m.room.canonical_alias" {
-        super::aliases::check_canonical_alias(&services, &request.room_id, &content).await?;
+        super::aliases::check_canonical_alias(&services, &request.room_id, &content, &sender)
+            .await?;
     }
     let event_id = services
         .rooms
@@ -364,7 +365,8 @@ pub async fn join_by_id_or_alias(
     let (room_id, via) = match <&RoomId>::try_from(&*request.room_id_or_alias) {
         Ok(room_id) => (room_id.to_owned(), request.via),
         Err(alias) => {
-            let (room_id, servers) = super::aliases::resolve(&services, alias).await?;
+            let (room_id, servers) =
+                super::aliases::resolve(&services, alias, user.as_str()).await?;
             let mut via = request.via;
             for server in servers {
                 if !via.contains(&server) {

@@ -19,6 +19,7 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
+use super::MaybeSession;
 use crate::{
     http::{error::ApiError, ruma_request::Ruma, ruma_response::RumaResponse},
     service::Services,
@@ -43,28 +44,33 @@ fn known_local_user(services: &Services, user_id: &UserId) -> Result<(), ApiErro
 
 pub async fn profile(
     State(services): State<Services>,
+    caller: MaybeSession,
     request: Ruma<get_profile::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(Value::Object(any_profile(&services, &request.body.user_id).await?)))
+    Ok(Json(Value::Object(any_profile(&services, &caller, &request.body.user_id).await?)))
 }
 
 pub async fn display_name(
     State(services): State<Services>,
+    caller: MaybeSession,
     request: Ruma<get_display_name::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
-    let profile = any_profile(&services, &request.body.user_id).await?;
+    let profile = any_profile(&services, &caller, &request.body.user_id).await?;
     Ok(Json(json!({ "displayname": profile.get("displayname") })))
 }
 
-/// A local user's profile from storage, a remote one by asking their server.
+/// A local user's profile from storage, a remote one by asking their server (for an
+/// authenticated caller only).
 async fn any_profile(
     services: &Services,
+    caller: &MaybeSession,
     user_id: &UserId,
 ) -> Result<serde_json::Map<String, Value>, ApiError> {
     if user_id.server_name() == services.config.server_name.as_str() {
         known_local_user(services, user_id)?;
         return Ok(services.user_data.profile(user_id)?);
     }
+    let requester = caller.requester()?;
     let federation = services
         .federation
         .as_ref()
@@ -72,7 +78,7 @@ async fn any_profile(
     let request =
         ruma::api::federation::query::get_profile_information::v1::Request::new(user_id.to_owned());
     let answer = federation.client.send(user_id.server_name(), request).await.map_err(|err| {
-        tracing::info!(server = %user_id.server_name(), %err, "remote profile lookup failed");
+        tracing::info!(server = %user_id.server_name(), %requester, %err, "remote profile lookup failed");
         ApiError::not_found("no profile found for that user")
     })?;
     Ok(answer.into_iter().collect())
@@ -90,9 +96,10 @@ pub async fn set_display_name(
 
 pub async fn avatar_url(
     State(services): State<Services>,
+    caller: MaybeSession,
     request: Ruma<get_avatar_url::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
-    let profile = any_profile(&services, &request.body.user_id).await?;
+    let profile = any_profile(&services, &caller, &request.body.user_id).await?;
     Ok(Json(json!({ "avatar_url": profile.get("avatar_url") })))
 }
 

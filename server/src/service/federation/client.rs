@@ -14,9 +14,28 @@ use ruma::{
 
 use super::{
     FederationError, Policy,
-    resolve::{DnsHook, Resolver},
+    resolve::{AddressLookup, DnsHook, Resolver},
 };
 use crate::config::Federation as FederationConfig;
+
+/// The HTTP client for federation requests: names resolved by discovery, no redirects (a
+/// peer must not steer this server's signed requests elsewhere), bounded in time. Idle
+/// connections are dropped before a peer's own idle timeout would close them under a
+/// request.
+fn federation_http(
+    roots: Vec<reqwest::Certificate>,
+    resolver: Arc<Resolver>,
+) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .tls_certs_merge(roots)
+        .dns_resolver(Arc::new(DnsHook(resolver)))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(20))
+        .build()
+        .map_err(|err| format!("federation HTTP client: {err}"))
+}
 
 /// The longest a request to another server may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,20 +65,11 @@ impl FederationClient {
                     .map_err(|err| format!("{}: {err}", ca.display()))?,
             );
         }
-        let plain = reqwest::Client::builder()
-            .tls_certs_merge(extra_roots.clone())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|err| format!("HTTP client: {err}"))?;
-        let resolver = Arc::new(Resolver::new(config.resolve.clone(), plain));
-        let http = reqwest::Client::builder()
-            .tls_certs_merge(extra_roots)
-            .dns_resolver(Arc::new(DnsHook(resolver.clone())))
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|err| format!("federation HTTP client: {err}"))?;
+        let lookup =
+            Arc::new(AddressLookup::new(config.resolve.clone(), config.allow_internal_addresses));
+        let well_known = lookup.well_known_client(extra_roots.clone())?;
+        let resolver = Arc::new(Resolver::new(lookup, well_known));
+        let http = federation_http(extra_roots, resolver.clone())?;
         Ok(Self { http, resolver, origin, key_pair, policy: Policy::new(&config.allow) })
     }
 
@@ -182,5 +192,30 @@ impl FederationClient {
             server: destination.to_owned(),
             why: err.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::service::federation::test_http::{canned_server, ok_json};
+
+    #[tokio::test]
+    async fn federation_requests_do_not_follow_redirects() {
+        let (target, target_hits) = canned_server(ok_json(b"{}"), false).await;
+        let redirect = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target}/\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let (redirecting, _) = canned_server(redirect.into_bytes(), false).await;
+        let lookup = Arc::new(AddressLookup::new(Default::default(), false));
+        let resolver = Arc::new(Resolver::new(lookup, reqwest::Client::new()));
+        let http = federation_http(vec![], resolver).unwrap();
+        let url = format!("http://{redirecting}/_matrix/key/v2/server");
+        let response = http.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 307);
+        assert_eq!(target_hits.load(Ordering::SeqCst), 0, "the redirect was followed");
     }
 }

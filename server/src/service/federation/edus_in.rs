@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use crate::{
     locks::LockExt,
     service::{
-        e2ee::{E2ee, MAX_PENDING_TO_DEVICE},
+        e2ee::E2ee,
         receipts::Receipts,
         rooms::{RoomError, Rooms},
         typing::Typing,
@@ -241,6 +241,7 @@ impl InboundEdus {
                     continue;
                 };
                 let message = json!({ "sender": content.sender, "type": kind, "content": body });
+                let size = message.to_string().len();
                 let devices: Vec<String> = match target {
                     DeviceIdOrAllDevices::DeviceId(device) => vec![device.to_string()],
                     DeviceIdOrAllDevices::AllDevices => {
@@ -248,8 +249,7 @@ impl InboundEdus {
                     }
                 };
                 for device in devices {
-                    if self.e2ee.pending_to_device(user.as_str(), &device)? >= MAX_PENDING_TO_DEVICE
-                    {
+                    if !self.e2ee.to_device_fits(user.as_str(), &device, size)? {
                         tracing::warn!(%origin, "a local device's to-device queue is full; dropped");
                         continue;
                     }

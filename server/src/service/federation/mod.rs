@@ -10,10 +10,13 @@ pub mod client;
 pub mod destinations;
 pub mod edus_in;
 pub mod edus_out;
+pub mod public_address;
 pub mod remote_keys;
 pub mod resolve;
 pub mod rooms;
 pub mod sender;
+#[cfg(test)]
+mod test_http;
 
 use std::collections::BTreeSet;
 
@@ -36,8 +39,30 @@ pub enum FederationError {
     BadResponse { server: OwnedServerName, why: String },
     #[error("cannot verify {server}: {why}")]
     BadKeys { server: OwnedServerName, why: String },
+    #[error("{0}'s keys were fetched too often lately")]
+    KeysFetchedTooOften(OwnedServerName),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+}
+
+impl FederationError {
+    /// What may be told to whoever caused the request: the kind of failure, never its
+    /// detail (addresses, ports, TLS errors, the peer's answer), which belongs in the log; a
+    /// caller who picked the server name would otherwise probe the network through us.
+    pub fn summary(&self) -> &'static str {
+        match self {
+            FederationError::NotAllowed(_) => "not a server this one federates with",
+            FederationError::Disabled => "federation is off on this server",
+            FederationError::Unresolvable { .. } => "the server could not be found",
+            FederationError::Unreachable { .. } => "the server could not be reached",
+            FederationError::Refused { .. } => "the server refused the request",
+            FederationError::BadResponse { .. } => "the server sent an unusable answer",
+            FederationError::BadKeys { .. } | FederationError::KeysFetchedTooOften(_) => {
+                "the server's signing keys could not be verified"
+            }
+            FederationError::Storage(_) => "internal server error",
+        }
+    }
 }
 
 /// Which servers this one federates with: any, or only those listed.

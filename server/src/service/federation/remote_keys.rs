@@ -2,6 +2,10 @@
 //! checked ([`medrix_protocol::server_keys::check_key_document`]), kept in RocksDB and in a
 //! bounded memory cache until their `valid_until_ts`, and fetched again when a request names
 //! a key not seen yet (the server rotated).
+//!
+//! Any request, signed or not, can name any origin, so fetches are rate limited per server
+//! before they are made: a stranger cannot make this server hammer a host with key requests
+//! (nor keep it busy waiting on one that does not answer).
 
 use std::{
     collections::HashMap,
@@ -18,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{FederationError, client::FederationClient};
 use crate::{
     locks::LockExt,
+    service::rate_limit::RateLimiter,
     storage::{Storage, catalogue as cf, to_json_bytes},
 };
 
@@ -57,11 +62,13 @@ pub struct RemoteKeys {
     storage: Storage,
     client: Arc<FederationClient>,
     memory: Mutex<HashMap<OwnedServerName, StoredKeys>>,
+    /// Fetches allowed per server name.
+    fetches: RateLimiter,
 }
 
 impl RemoteKeys {
-    pub fn new(storage: Storage, client: Arc<FederationClient>) -> Self {
-        Self { storage, client, memory: Mutex::new(HashMap::new()) }
+    pub fn new(storage: Storage, client: Arc<FederationClient>, fetches: RateLimiter) -> Self {
+        Self { storage, client, memory: Mutex::new(HashMap::new()), fetches }
     }
 
     /// Keys to verify what `server` signed with `key_id` now (`now_ms`): current keys only.
@@ -159,6 +166,9 @@ impl RemoteKeys {
     }
 
     async fn fetch(&self, server: &ServerName) -> Result<StoredKeys, FederationError> {
+        if self.fetches.check(server.as_str()).is_err() {
+            return Err(FederationError::KeysFetchedTooOften(server.to_owned()));
+        }
         let body = self.client.get_unsigned(server, "/_matrix/key/v2/server").await?;
         let RemoteServerKeys { verify_keys, old_verify_keys, valid_until_ts } =
             check_key_document(&body, server).map_err(|err| FederationError::BadKeys {
@@ -208,7 +218,8 @@ mod tests {
         };
         let origin = ServerName::parse("origin.test").unwrap();
         let client = FederationClient::new(&config, origin, key.to_ruma_key_pair().unwrap());
-        (RemoteKeys::new(storage, Arc::new(client.unwrap())), dir)
+        let fetches = RateLimiter::per_interval(100, std::time::Duration::from_millis(1));
+        (RemoteKeys::new(storage, Arc::new(client.unwrap()), fetches), dir)
     }
 
     async fn store(keys: &RemoteKeys, row: serde_json::Value) {

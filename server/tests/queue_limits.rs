@@ -1,0 +1,64 @@
+//! Per-device storage bounds over real HTTP: a device's to-device queue is bounded in bytes
+//! as well as in messages.
+
+mod support;
+
+use serde_json::json;
+use support::{REGISTRATION_TOKEN, TestServer};
+
+async fn start_with_limits(limits: &str) -> TestServer {
+    let dir = medrix_tests::unique_temp_dir("medrix-queues");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("medrix.toml");
+    std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    support::start_with(&[
+        "--config",
+        &config,
+        "--registration-token",
+        REGISTRATION_TOKEN,
+        "--no-rate-limits",
+    ])
+    .await
+}
+
+async fn whoami(server: &TestServer, token: &str) -> (String, String) {
+    let (_, me) = server.call("GET", "/_matrix/client/v3/account/whoami", Some(token), None).await;
+    (me["user_id"].as_str().unwrap().to_owned(), me["device_id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_devices_to_device_queue_is_bounded_in_bytes() {
+    let server = start_with_limits("max_pending_to_device_bytes = 4096").await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let (bob_id, bob_device) = whoami(&server, &bob).await;
+    let (status, initial) = server.call("GET", "/_matrix/client/v3/sync", Some(&bob), None).await;
+    assert_eq!(status, 200);
+    let since = initial["next_batch"].as_str().unwrap().to_owned();
+
+    let send = |txn: &'static str| {
+        let body = json!({"messages": {&bob_id: {&bob_device: {"pad": "x".repeat(1500)}}}});
+        let path = format!("/_matrix/client/v3/sendToDevice/m.medrix.test/{txn}");
+        let (server, alice) = (&server, alice.clone());
+        async move { server.call("PUT", &path, Some(&alice), Some(body)).await }
+    };
+    for txn in ["t1", "t2"] {
+        let (status, body) = send(txn).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Two messages of 1.5 KB wait; a third would pass 4 KiB (20 small ones would not pass
+    // the count).
+    let (status, body) = send("t3").await;
+    assert_eq!((status, body["errcode"].as_str()), (429, Some("M_LIMIT_EXCEEDED")), "{body}");
+
+    // Once the device has synced them away, there is room again.
+    let path = format!("/_matrix/client/v3/sync?since={since}&timeout=0");
+    let (_, synced) = server.call("GET", &path, Some(&bob), None).await;
+    assert_eq!(synced["to_device"]["events"].as_array().map(Vec::len), Some(2), "{synced}");
+    let next = synced["next_batch"].as_str().unwrap();
+    let path = format!("/_matrix/client/v3/sync?since={next}&timeout=0");
+    server.call("GET", &path, Some(&bob), None).await;
+    let (status, body) = send("t4").await;
+    assert_eq!(status, 200, "{body}");
+}
