@@ -118,6 +118,7 @@ impl Services {
                 e2ee = e2ee.with_listener(edus_out.clone());
                 let edus_in = Arc::new(federation::edus_in::InboundEdus::new(
                     server_name.clone(),
+                    storage.clone(),
                     rooms.clone(),
                     e2ee.clone(),
                     typing.clone(),
