@@ -140,7 +140,11 @@ impl Services {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
             e2ee,
             key_backup: key_backup::KeyBackup::new(storage.clone()),
-            media: media::Media::open(storage.clone(), &config.data_dir.join("media"))?,
+            media: media::Media::open(
+                storage.clone(),
+                &config.data_dir.join("media"),
+                config.limits.max_media_bytes_per_user,
+            )?,
             receipts,
             typing,
             server_keys: server_keys::ServerKeys::new(key, old_keys),
