@@ -84,6 +84,8 @@ pub struct Limits {
     pub max_json_body_bytes: usize,
     /// The largest media upload (encrypted attachments count at their encrypted size).
     pub max_upload_bytes: usize,
+    /// Bytes of media one user may upload in all.
+    pub max_media_bytes_per_user: u64,
     /// Open connections a listener accepts at once; past it, new ones are closed.
     pub max_connections: usize,
     /// Open connections from one IP address (raise it behind a reverse proxy).
@@ -142,6 +144,7 @@ impl Default for Limits {
         Self {
             max_json_body_bytes: 1 << 20,
             max_upload_bytes: 50 << 20,
+            max_media_bytes_per_user: 1 << 30,
             max_connections: 4096,
             max_connections_per_ip: 256,
             header_read_timeout_secs: 30,

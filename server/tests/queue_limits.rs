@@ -1,9 +1,9 @@
-//! Per-device storage bounds over real HTTP: a device's to-device queue is bounded in bytes
-//! as well as in messages.
+//! Per-user and per-device storage bounds over real HTTP: a device's to-device queue is
+//! bounded in bytes as well as in messages, and each user's media uploads in bytes.
 
 mod support;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{REGISTRATION_TOKEN, TestServer};
 
 async fn start_with_limits(limits: &str) -> TestServer {
@@ -61,4 +61,35 @@ async fn a_devices_to_device_queue_is_bounded_in_bytes() {
     server.call("GET", &path, Some(&bob), None).await;
     let (status, body) = send("t4").await;
     assert_eq!(status, 200, "{body}");
+}
+
+async fn upload(server: &TestServer, token: &str, bytes: usize) -> (u16, Value) {
+    let response = server
+        .http
+        .post(server.url("/_matrix/media/v3/upload"))
+        .bearer_auth(token)
+        .header("content-type", "application/octet-stream")
+        .body(vec![7u8; bytes])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn each_users_uploads_are_bounded_by_a_quota_that_survives_a_restart() {
+    let mut server = start_with_limits("max_media_bytes_per_user = 3000").await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    assert_eq!(upload(&server, &alice, 2000).await.0, 200);
+    let (status, body) = upload(&server, &alice, 1500).await;
+    assert_eq!((status, body["errcode"].as_str()), (413, Some("M_TOO_LARGE")), "{body}");
+    // What is left still fits, and the quota is each user's own.
+    assert_eq!(upload(&server, &alice, 1000).await.0, 200);
+    assert_eq!(upload(&server, &bob, 2500).await.0, 200);
+    // The use is stored, not only counted in memory.
+    server.crash_and_restart().await;
+    let (status, body) = upload(&server, &alice, 1).await;
+    assert_eq!((status, body["errcode"].as_str()), (413, Some("M_TOO_LARGE")), "{body}");
 }

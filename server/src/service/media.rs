@@ -2,16 +2,25 @@
 //! read) kept as files in the data directory, with their metadata in RocksDB. A file is
 //! durable (written, fsynced, renamed, directory fsynced) before its metadata is committed,
 //! so an acknowledged upload survives `kill -9` and metadata never names a missing file.
+//!
+//! Each user's uploads count against a quota of bytes, so no account can fill the disk.
+//! The use is stored with the upload's metadata; uploads in progress are reserved in
+//! memory, so concurrent ones cannot pass the quota together.
 
 use std::{
+    collections::HashMap,
     io::Write,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{Storage, StorageError, catalogue as cf, to_json_bytes};
+use crate::{
+    locks::LockExt,
+    storage::{Storage, StorageError, catalogue as cf, to_json_bytes},
+};
 
 /// What the server knows about an uploaded file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,14 +37,54 @@ pub struct MediaInfo {
 pub struct Media {
     storage: Storage,
     dir: PathBuf,
+    /// Bytes each user may upload in all.
+    quota: u64,
+    /// Bytes of uploads in progress, per user.
+    reserved: Arc<Mutex<HashMap<OwnedUserId, u64>>>,
+    /// Held while a user's use is read and written back, so no update is lost.
+    usage_writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Why an upload was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("this upload would take you past your media quota of {quota} bytes")]
+    OverQuota { quota: u64 },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// An upload's bytes held against its uploader's quota until it is stored or fails.
+struct Reservation {
+    reserved: Arc<Mutex<HashMap<OwnedUserId, u64>>>,
+    user: OwnedUserId,
+    size: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut reserved = self.reserved.locked();
+        if let Some(bytes) = reserved.get_mut(&self.user) {
+            *bytes -= self.size;
+            if *bytes == 0 {
+                reserved.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Media {
-    /// Media files live in `dir` (created if missing).
-    pub fn open(storage: Storage, dir: &Path) -> Result<Self, StorageError> {
+    /// Media files live in `dir` (created if missing); each user may upload `quota` bytes.
+    pub fn open(storage: Storage, dir: &Path, quota: u64) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)
             .map_err(|err| StorageError::Corrupt(format!("media directory: {err}")))?;
-        Ok(Self { storage, dir: dir.to_owned() })
+        Ok(Self {
+            storage,
+            dir: dir.to_owned(),
+            quota,
+            reserved: Arc::default(),
+            usage_writes: Arc::default(),
+        })
     }
 
     /// Stores a file durably and returns its media ID.
@@ -46,20 +95,44 @@ impl Media {
         filename: Option<String>,
         bytes: axum::body::Bytes,
         position: u64,
-    ) -> Result<String, StorageError> {
+    ) -> Result<String, MediaError> {
+        let size = bytes.len() as u64;
+        // Released only after the use is committed: in between it counts twice, never not
+        // at all.
+        let _reservation = self.reserve(uploader, size)?;
         let media_id = random_media_id();
         let (dir, id) = (self.dir.clone(), media_id.clone());
-        let size = bytes.len() as u64;
         tokio::task::spawn_blocking(move || write_durably(&dir, &id, &bytes))
             .await
             .map_err(|err| StorageError::Corrupt(format!("media writer: {err}")))?
             .map_err(|err| StorageError::Corrupt(format!("writing media: {err}")))?;
         let info =
             MediaInfo { uploader: uploader.to_owned(), content_type, filename, size, position };
+        let _writing = self.usage_writes.lock().await;
+        let used = self.used(uploader)?;
         let mut batch = self.storage.batch();
         batch.put(cf::MEDIAID_METADATA, media_id.as_bytes(), &to_json_bytes(&info));
+        batch.put(cf::USERID_MEDIABYTES, uploader.as_bytes(), &(used + size).to_be_bytes());
         self.storage.commit(batch).await?;
         Ok(media_id)
+    }
+
+    /// Bytes the user's stored uploads take.
+    pub fn used(&self, user: &UserId) -> Result<u64, StorageError> {
+        let stored = self.storage.get(cf::USERID_MEDIABYTES, user.as_bytes())?;
+        Ok(stored.and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_be_bytes))
+    }
+
+    /// Holds `size` bytes against the user's quota, if stored and reserved uploads leave
+    /// room for them.
+    fn reserve(&self, user: &UserId, size: u64) -> Result<Reservation, MediaError> {
+        let mut reserved = self.reserved.locked();
+        let in_progress = reserved.get(user).copied().unwrap_or(0);
+        if self.used(user)? + in_progress + size > self.quota {
+            return Err(MediaError::OverQuota { quota: self.quota });
+        }
+        *reserved.entry(user.to_owned()).or_default() += size;
+        Ok(Reservation { reserved: self.reserved.clone(), user: user.to_owned(), size })
     }
 
     /// The metadata of a local file.

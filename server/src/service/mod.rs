@@ -124,6 +124,7 @@ impl Services {
                 e2ee = e2ee.with_listener(edus_out.clone());
                 let edus_in = Arc::new(federation::edus_in::InboundEdus::new(
                     server_name.clone(),
+                    storage.clone(),
                     rooms.clone(),
                     e2ee.clone(),
                     typing.clone(),
@@ -145,7 +146,11 @@ impl Services {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
             e2ee,
             key_backup: key_backup::KeyBackup::new(storage.clone()),
-            media: media::Media::open(storage.clone(), &config.data_dir.join("media"))?,
+            media: media::Media::open(
+                storage.clone(),
+                &config.data_dir.join("media"),
+                config.limits.max_media_bytes_per_user,
+            )?,
             receipts,
             typing,
             server_keys: server_keys::ServerKeys::new(key, old_keys),

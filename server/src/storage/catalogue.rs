@@ -49,6 +49,7 @@ pub const USERID_DEVICELISTSTREAMID: &str = "userid_deviceliststreamid";
 pub const USERDEVICE_UNANNOUNCEDKEYS: &str = "userdevice_unannouncedkeys";
 pub const ALIAS_ROOMID: &str = "alias_roomid";
 pub const ROOMALIAS_CREATOR: &str = "roomalias_creator";
+pub const USERID_MEDIABYTES: &str = "userid_mediabytes";
 
 /// The catalogue, in creation order.
 pub const ALL: &[ColumnFamily] = &[
@@ -204,6 +205,10 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: ROOMALIAS_CREATOR,
         holds: "room ID 0xFF room alias → user ID who created the alias (a room's local aliases, and who may delete each)",
+    },
+    ColumnFamily {
+        name: USERID_MEDIABYTES,
+        holds: "user ID → big-endian u64 bytes of media the user uploaded (their quota's use)",
     },
 ];
 

@@ -23,7 +23,7 @@ use crate::{
     },
     service::{
         Services,
-        media::{MediaInfo, is_valid_media_id},
+        media::{MediaError, MediaInfo, is_valid_media_id},
     },
 };
 
@@ -51,8 +51,14 @@ pub async fn upload(
         .map_err(|_| ApiError::invalid_param("unreadable query string"))?;
     let filename = query.get("filename").cloned();
     let position = services.rooms.stream.visible();
-    let media_id =
-        services.media.store(&session.user_id, content_type, filename, bytes, position).await?;
+    let media_id = services
+        .media
+        .store(&session.user_id, content_type, filename, bytes, position)
+        .await
+        .map_err(|err| match err {
+            MediaError::OverQuota { .. } => ApiError::too_large(err.to_string()),
+            MediaError::Storage(err) => err.into(),
+        })?;
     let server_name = &services.config.server_name;
     Ok(Json(json!({ "content_uri": format!("mxc://{server_name}/{media_id}") })))
 }

@@ -14,6 +14,31 @@ pub fn servers_in_room(
     room: &RoomId,
     own: &ServerName,
 ) -> Result<BTreeSet<OwnedServerName>, StorageError> {
+    let mut servers = joined_servers(storage, room)?;
+    servers.remove(own);
+    Ok(servers)
+}
+
+/// Whether `user` is joined to a room where one of `own`'s users is joined too: only then
+/// is news of their devices or keys anything this server's users need.
+pub fn shares_a_room_with(
+    storage: &Storage,
+    user: &UserId,
+    own: &ServerName,
+) -> Result<bool, StorageError> {
+    for room in joined_rooms(storage, user)? {
+        if joined_servers(storage, &room)?.contains(own) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Servers with at least one member currently joined to `room`.
+fn joined_servers(
+    storage: &Storage,
+    room: &RoomId,
+) -> Result<BTreeSet<OwnedServerName>, StorageError> {
     let prefix = compound_key(&[room.as_bytes(), b""]);
     let mut servers = BTreeSet::new();
     // Rows are `room 0xFF user 0xFF position`, so each user's rows are adjacent and the
@@ -27,7 +52,6 @@ pub fn servers_in_room(
         }
         if &**membership == b"join"
             && let Some(server) = server_of(user)
-            && server != own
         {
             servers.insert(server);
         }
@@ -42,18 +66,26 @@ pub fn servers_sharing_rooms_with(
     user: &UserId,
     own: &ServerName,
 ) -> Result<BTreeSet<OwnedServerName>, StorageError> {
-    let prefix = compound_key(&[user.as_bytes(), b""]);
     let mut servers = BTreeSet::new();
+    for room in joined_rooms(storage, user)? {
+        servers.extend(servers_in_room(storage, &room, own)?);
+    }
+    Ok(servers)
+}
+
+/// The rooms `user` is joined to now.
+fn joined_rooms(storage: &Storage, user: &UserId) -> Result<Vec<ruma::OwnedRoomId>, StorageError> {
+    let prefix = compound_key(&[user.as_bytes(), b""]);
+    let mut rooms = Vec::new();
     for (key, membership) in storage.scan_prefix(cf::USERROOMID_MEMBERSHIP, &prefix)? {
         if &*membership != b"join" {
             continue;
         }
-        let Ok(room) = RoomId::parse(String::from_utf8_lossy(&key[prefix.len()..]).as_ref()) else {
-            continue;
-        };
-        servers.extend(servers_in_room(storage, &room, own)?);
+        if let Ok(room) = RoomId::parse(String::from_utf8_lossy(&key[prefix.len()..]).as_ref()) {
+            rooms.push(room);
+        }
     }
-    Ok(servers)
+    Ok(rooms)
 }
 
 /// The user ID part of `user 0xFF position`.
@@ -112,6 +144,16 @@ mod tests {
         );
         let carol = UserId::parse("@carol:gone.test").unwrap();
         assert!(servers_sharing_rooms_with(&storage, &carol, &here).unwrap().is_empty());
+
+        // Who shares a room with this server's users: joined members of a room one of ours
+        // is joined to, not those who left or were only invited, nor strangers.
+        let shares =
+            |user: &str| shares_a_room_with(&storage, &UserId::parse(user).unwrap(), &here);
+        assert!(shares("@bob:there.test").unwrap());
+        assert!(shares("@erin:back.test").unwrap());
+        for outsider in ["@carol:gone.test", "@dan:invited.test", "@zed:stranger.test"] {
+            assert!(!shares(outsider).unwrap(), "{outsider}");
+        }
         storage.close_for_test((), &dir);
     }
 }

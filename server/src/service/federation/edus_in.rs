@@ -1,7 +1,8 @@
 //! EDUs other servers send in `/send` transactions: to-device messages for local devices,
 //! device-list and cross-signing key changes of their users, typing and read receipts in
 //! shared rooms. Every EDU must speak only for users of the server that sent it; one that
-//! does not, or that cannot be read, is skipped without failing the transaction.
+//! does not, or that cannot be read, is skipped without failing the transaction. Key changes
+//! of users who share no room with this server's users are ignored.
 //!
 //! Repeats are dropped: whole transactions by origin and transaction ID (a repeat is answered
 //! once its first copy's processing ends, as it ended), to-device messages by sender and
@@ -32,8 +33,10 @@ use crate::{
         rooms::{RoomError, Rooms},
         typing::Typing,
     },
-    storage::StorageError,
+    storage::{Storage, StorageError},
 };
+
+use super::destinations::shares_a_room_with;
 
 /// Transactions remembered per server for repeats, across all origins.
 const REMEMBERED_TRANSACTIONS: usize = 10_000;
@@ -97,6 +100,7 @@ impl SeenTransactions {
 
 pub struct InboundEdus {
     own: OwnedServerName,
+    storage: Storage,
     rooms: Rooms,
     e2ee: E2ee,
     typing: Typing,
@@ -109,6 +113,7 @@ pub struct InboundEdus {
 impl InboundEdus {
     pub fn new(
         own: OwnedServerName,
+        storage: Storage,
         rooms: Rooms,
         e2ee: E2ee,
         typing: Typing,
@@ -116,6 +121,7 @@ impl InboundEdus {
     ) -> Self {
         Self {
             own,
+            storage,
             rooms,
             e2ee,
             typing,
@@ -177,6 +183,12 @@ impl InboundEdus {
             }
         }
         for user in keys_changed {
+            // News of a user none of ours shares a room with is nobody's business here, and
+            // recording it would let any server grow the key-change stream at will.
+            if !shares_a_room_with(&self.storage, &user, &self.own)? {
+                tracing::debug!(%origin, "key change of a user sharing no room with ours ignored");
+                continue;
+            }
             self.e2ee.mark_keys_changed(&user).await?;
         }
         Ok(())
