@@ -30,6 +30,15 @@ async fn create_room(server: &FederatingServer, token: &str, extra: Value) -> St
     created["room_id"].as_str().unwrap().to_owned()
 }
 
+/// A room of `token`'s user whose history members see from their join on.
+async fn joined_history_room(server: &FederatingServer, token: &str) -> String {
+    let visibility = json!({
+        "type": "m.room.history_visibility", "state_key": "",
+        "content": { "history_visibility": "joined" },
+    });
+    create_room(server, token, json!({ "initial_state": [visibility] })).await
+}
+
 async fn send(server: &FederatingServer, token: &str, room: &str, txn: &str, body: &str) -> String {
     let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
     let (status, answer) = server
@@ -120,15 +129,7 @@ async fn a_server_reads_only_the_room_it_names_and_only_what_its_users_may_see()
     // A private room the hospital has no member in, and a shared one it has.
     let private = create_room(&clinic, &patient, json!({ "name": "Private diary" })).await;
     let private_secret = send(&clinic, &patient, &private, "p1", "private diary entry").await;
-    let shared = create_room(
-        &clinic,
-        &patient,
-        json!({ "initial_state": [{
-            "type": "m.room.history_visibility", "state_key": "",
-            "content": { "history_visibility": "joined" },
-        }] }),
-    )
-    .await;
+    let shared = joined_history_room(&clinic, &patient).await;
     let before_join =
         send(&clinic, &patient, &shared, "s1", "written before the doctor came").await;
     doctor_joins(&clinic, &patient, &hospital, &doctor, &shared).await;
@@ -316,15 +317,7 @@ async fn an_event_is_judged_where_it_sits_in_the_dag_not_when_it_arrived() {
     let patient = clinic.server.register("patient", "pw").await;
     let nurse = clinic.server.register("nurse", "pw").await;
     let doctor = hospital.server.register("doctor", "pw").await;
-    let room = create_room(
-        &clinic,
-        &patient,
-        json!({ "initial_state": [{
-            "type": "m.room.history_visibility", "state_key": "",
-            "content": { "history_visibility": "joined" },
-        }] }),
-    )
-    .await;
+    let room = joined_history_room(&clinic, &patient).await;
     doctor_joins(&clinic, &patient, &hospital, &doctor, &room).await;
     let doctor_id: OwnedUserId = hospital.user_id("doctor").try_into().unwrap();
     let before_nurse: OwnedEventId =

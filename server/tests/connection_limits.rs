@@ -7,28 +7,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{REGISTRATION_TOKEN, TestServer};
+use support::{TestServer, start_with_limits};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-
-/// A server with these `[limits]` (TOML lines).
-async fn start_with_limits(limits: &str) -> TestServer {
-    let dir = medrix_tests::unique_temp_dir("medrix-limits");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("medrix.toml");
-    std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
-    let config = config.to_str().unwrap().to_owned();
-    support::start_with(&[
-        "--config",
-        &config,
-        "--registration-token",
-        REGISTRATION_TOKEN,
-        "--no-rate-limits",
-    ])
-    .await
-}
 
 async fn connect(server: &TestServer) -> TcpStream {
     TcpStream::connect(server.base.strip_prefix("http://").unwrap()).await.unwrap()

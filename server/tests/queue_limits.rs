@@ -4,23 +4,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{REGISTRATION_TOKEN, TestServer};
-
-async fn start_with_limits(limits: &str) -> TestServer {
-    let dir = medrix_tests::unique_temp_dir("medrix-queues");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("medrix.toml");
-    std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
-    let config = config.to_str().unwrap().to_owned();
-    support::start_with(&[
-        "--config",
-        &config,
-        "--registration-token",
-        REGISTRATION_TOKEN,
-        "--no-rate-limits",
-    ])
-    .await
-}
+use support::{TestServer, start_with_limits};
 
 async fn whoami(server: &TestServer, token: &str) -> (String, String) {
     let (_, me) = server.call("GET", "/_matrix/client/v3/account/whoami", Some(token), None).await;

@@ -13,3 +13,21 @@ pub async fn start() -> TestServer {
 pub async fn start_with(args: &[&str]) -> TestServer {
     TestServer::start_with(env!("CARGO_BIN_EXE_medrix"), args).await
 }
+
+/// A server with these `[limits]` lines in its config file (and registration open by token,
+/// no rate limits).
+pub async fn start_with_limits(limits: &str) -> TestServer {
+    let dir = medrix_tests::unique_temp_dir("medrix-limits");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("medrix.toml");
+    std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    start_with(&[
+        "--config",
+        &config,
+        "--registration-token",
+        REGISTRATION_TOKEN,
+        "--no-rate-limits",
+    ])
+    .await
+}
