@@ -484,6 +484,11 @@ impl E2ee {
     /// Queues to-device messages; each is `(user, device, message JSON)`.
     /// `txn` (a local sender's idempotency key) is recorded in the same write, so a retry
     /// after a crash finds either both or neither. Messages from other servers have none.
+    /// Whether a to-device send with this transaction key was already taken (a retry).
+    pub fn to_device_txn_seen(&self, txn: &[u8]) -> Result<bool, StorageError> {
+        Ok(self.storage.get(cf::TXNID_EVENTID, txn)?.is_some())
+    }
+
     pub async fn queue_to_device(
         &self,
         messages: Vec<(String, String, Value)>,

@@ -20,7 +20,6 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::auth::Federated;
-use crate::service::federation::destinations::servers_in_room;
 use crate::{
     http::error::{ApiError, ErrorCode},
     service::{FederationServices, Services, rooms::remote::StateBefore},
@@ -101,7 +100,9 @@ pub async fn send_join(
     let joined =
         services.access.join_state_for_server(&request.origin, &body.room_id, &event_id)?;
     let own = services.rooms.server_name();
-    let servers: Vec<String> = servers_in_room(&services.storage, &body.room_id, own)?
+    let servers: Vec<String> = services
+        .access
+        .servers_in_room(&body.room_id, own)?
         .iter()
         .map(|s| s.to_string())
         .chain([own.to_string()])
@@ -156,7 +157,7 @@ async fn receive_membership(
     check_membership_shape(&object, room_id, membership, |user| user.server_name() == origin)?;
     let checked = federation.rooms.check_objects(version, vec![object.clone()]).await.remove(0);
     let checked = checked.map_err(|refused| ApiError::forbidden(refused.why))?;
-    let mut others = servers_in_room(&services.storage, room_id, services.rooms.server_name())?;
+    let mut others = services.access.servers_in_room(room_id, services.rooms.server_name())?;
     others.remove(origin);
     let verdict = services
         .rooms

@@ -6,7 +6,7 @@ use ruma::api::federation::query::{get_profile_information, get_room_information
 use super::auth::Federated;
 use crate::{
     http::{error::ApiError, ruma_response::RumaResponse},
-    service::{Services, federation::destinations::servers_sharing_rooms_with},
+    service::Services,
 };
 
 /// A local user's profile, for another server's users (display names in shared rooms).
@@ -22,7 +22,7 @@ pub async fn profile(
     let own = services.rooms.server_name();
     if user.server_name() != own
         || !services.accounts.exists(user)?
-        || !servers_sharing_rooms_with(&services.storage, user, own)?.contains(&request.origin)
+        || !services.access.servers_sharing_rooms_with(user, own)?.contains(&request.origin)
     {
         return Err(ApiError::not_found("no such user here"));
     }

@@ -320,7 +320,7 @@ pub async fn send_to_device(
         b"to-device",
         body.txn_id.as_bytes(),
     ]);
-    if services.storage.get(crate::storage::catalogue::TXNID_EVENTID, &txn_key)?.is_some() {
+    if services.e2ee.to_device_txn_seen(&txn_key)? {
         return Ok(Json(json!({})));
     }
     let kind = body.event_type.to_string();

@@ -13,10 +13,15 @@ mod client_reads;
 mod server_reads;
 mod view;
 
-use ruma::{OwnedRoomId, RoomId, UserId};
+use std::collections::BTreeSet;
+
+use ruma::{OwnedRoomId, OwnedServerName, RoomId, ServerName, UserId};
 
 use crate::{
-    service::rooms::{RoomError, Rooms},
+    service::{
+        federation::destinations,
+        rooms::{RoomError, Rooms},
+    },
     storage::{Storage, StorageError, catalogue as cf, compound_key},
 };
 
@@ -114,5 +119,25 @@ impl Access {
     /// The rooms `user` has a membership in, with it (their own data: their room list).
     pub fn memberships(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, String)>, AccessError> {
         Ok(self.rooms.memberships(user)?)
+    }
+
+    /// The other servers with a member joined to the room now (`own` left out): whom a
+    /// room's events go to, and what `send_join` tells a joining server.
+    pub fn servers_in_room(
+        &self,
+        room_id: &RoomId,
+        own: &ServerName,
+    ) -> Result<BTreeSet<OwnedServerName>, AccessError> {
+        Ok(destinations::servers_in_room(&self.storage, room_id, own)?)
+    }
+
+    /// The other servers sharing a joined room with `user`: the servers that may read the
+    /// user's profile.
+    pub fn servers_sharing_rooms_with(
+        &self,
+        user: &UserId,
+        own: &ServerName,
+    ) -> Result<BTreeSet<OwnedServerName>, AccessError> {
+        Ok(destinations::servers_sharing_rooms_with(&self.storage, user, own)?)
     }
 }
