@@ -77,6 +77,20 @@ impl Access {
         room_id: &RoomId,
         event_id: &EventId,
     ) -> Result<Option<VisibleEvent>, AccessError> {
+        let mut view = match self.view(room_id, Reader::User(user)) {
+            Ok(view) => view,
+            Err(AccessError::NotFound(_)) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        self.timeline_event(&mut view, event_id)
+    }
+
+    /// A timeline event (one with a stream position) the view lets through.
+    fn timeline_event(
+        &self,
+        view: &mut RoomView<'_>,
+        event_id: &EventId,
+    ) -> Result<Option<VisibleEvent>, AccessError> {
         let Some(position) = self
             .storage
             .get(cf::EVENTID_POSITION, event_id.as_bytes())?
@@ -84,11 +98,6 @@ impl Access {
             .map(|bytes| position_from(&bytes))
         else {
             return Ok(None);
-        };
-        let mut view = match self.view(room_id, Reader::User(user)) {
-            Ok(view) => view,
-            Err(AccessError::NotFound(_)) => return Ok(None),
-            Err(err) => return Err(err),
         };
         Ok(view.visible_event(event_id)?.map(|event| VisibleEvent {
             position,
@@ -163,8 +172,13 @@ impl Access {
         event_id: &EventId,
         limit: usize,
     ) -> Result<Option<Context>, AccessError> {
-        let Some(event) = self.event_for_user(user, room_id, event_id)? else { return Ok(None) };
-        let mut view = self.view(room_id, Reader::User(user))?;
+        // One view for the event and its surroundings: their decisions share its memory.
+        let mut view = match self.view(room_id, Reader::User(user)) {
+            Ok(view) => view,
+            Err(AccessError::NotFound(_)) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let Some(event) = self.timeline_event(&mut view, event_id)? else { return Ok(None) };
         let position = event.position;
         let limit = limit.min(MAX_CONTEXT);
         let (before_limit, after_limit) = (limit / 2, limit - limit / 2);
