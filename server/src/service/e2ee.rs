@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::{
     service::{
         key_signatures::{self, Refusal, SignedKind, SignerKeys, cross_signing_public_key},
-        rooms::{position_from, stream::StreamPositions},
+        rooms::stream::StreamPositions,
     },
     storage::{Batch, Storage, StorageError, catalogue as cf, compound_key, to_json_bytes},
 };
@@ -31,6 +31,49 @@ impl From<&crate::config::Limits> for ToDeviceLimits {
             max_bytes: limits.max_pending_to_device_bytes,
         }
     }
+}
+
+/// The most to-device messages one sync delivers to a device (Synapse's figure too).
+const TO_DEVICE_PAGE_MESSAGES: usize = 100;
+/// The most bytes of to-device messages one sync delivers, past the page's first message.
+const TO_DEVICE_PAGE_BYTES: usize = 1 << 20;
+
+/// A place in a device's to-device queue: the stream position of the request that queued a
+/// message and the message's index within it. Marks order like the queue's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ToDeviceMark {
+    pub position: u64,
+    pub index: u32,
+}
+
+impl ToDeviceMark {
+    /// Every message queued at or before stream position `position`.
+    pub fn through_position(position: u64) -> Self {
+        Self { position, index: u32::MAX }
+    }
+
+    fn key_suffix(self) -> [u8; 12] {
+        let mut suffix = [0; 12];
+        suffix[..8].copy_from_slice(&self.position.to_be_bytes());
+        suffix[8..].copy_from_slice(&self.index.to_be_bytes());
+        suffix
+    }
+
+    fn from_key_suffix(suffix: &[u8]) -> Option<Self> {
+        let position = u64::from_be_bytes(suffix.get(..8)?.try_into().ok()?);
+        let index = u32::from_be_bytes(suffix.get(8..12)?.try_into().ok()?);
+        Some(Self { position, index })
+    }
+}
+
+/// One sync's share of a device's to-device queue.
+#[derive(Debug, Default)]
+pub struct ToDevicePage {
+    pub messages: Vec<Value>,
+    /// The last message in `messages`.
+    pub last: Option<ToDeviceMark>,
+    /// Set when messages remain up to the sync's position: the page ended after this mark.
+    pub more_after: Option<ToDeviceMark>,
 }
 
 #[derive(Clone)]
@@ -502,8 +545,7 @@ impl E2ee {
         }
         for (index, (user, device, message)) in messages.iter().enumerate() {
             // One position per request; the index keeps messages of one request apart.
-            let mut suffix = position.to_be_bytes().to_vec();
-            suffix.extend_from_slice(&(index as u32).to_be_bytes());
+            let suffix = ToDeviceMark { position, index: index as u32 }.key_suffix();
             batch.put(
                 cf::USERDEVICEPOSITION_TODEVICE,
                 &compound_key(&[user.as_bytes(), device.as_bytes(), &suffix]),
@@ -513,35 +555,50 @@ impl E2ee {
         reservation.commit(&self.storage, batch).await
     }
 
-    /// The device's pending to-device messages up to `upto`, after dropping those the client
-    /// acknowledged by syncing with `since`.
+    /// The device's next page of pending to-device messages up to stream position `upto`,
+    /// after dropping those the client acknowledged (everything at or before `acknowledged`).
+    /// A page holds at most `TO_DEVICE_PAGE_MESSAGES` messages and, past its first message,
+    /// `TO_DEVICE_PAGE_BYTES`: a device that was offline while thousands queued up gets them
+    /// over several syncs instead of one response of unbounded size.
     pub async fn take_to_device(
         &self,
         user: &UserId,
         device: &DeviceId,
-        since: Option<u64>,
+        acknowledged: Option<ToDeviceMark>,
         upto: u64,
-    ) -> Result<Vec<Value>, StorageError> {
+    ) -> Result<ToDevicePage, StorageError> {
         let prefix = compound_key(&[user.as_bytes(), device.as_bytes(), b""]);
         let rows = self.storage.scan_prefix(cf::USERDEVICEPOSITION_TODEVICE, &prefix)?;
-        let mut acknowledged = self.storage.batch();
-        let mut any_acknowledged = false;
-        let mut pending = Vec::new();
+        let mut dropped = self.storage.batch();
+        let mut any_dropped = false;
+        let mut page = ToDevicePage::default();
+        let mut page_bytes = 0;
         for (key, value) in rows {
-            let position = position_from(&key[..key.len() - 4]);
-            if since.is_some_and(|since| position <= since) {
-                acknowledged.delete(cf::USERDEVICEPOSITION_TODEVICE, &key);
-                any_acknowledged = true;
-            } else if position <= upto {
-                pending.push(
-                    serde_json::from_slice(&value).map_err(|e| corrupt("to-device message", e))?,
-                );
+            let mark = ToDeviceMark::from_key_suffix(&key[prefix.len()..])
+                .ok_or_else(|| corrupt("to-device key", "too short"))?;
+            if acknowledged.is_some_and(|acknowledged| mark <= acknowledged) {
+                dropped.delete(cf::USERDEVICEPOSITION_TODEVICE, &key);
+                any_dropped = true;
+                continue;
             }
+            if mark.position > upto {
+                continue;
+            }
+            let full = page.messages.len() >= TO_DEVICE_PAGE_MESSAGES
+                || (!page.messages.is_empty() && page_bytes + value.len() > TO_DEVICE_PAGE_BYTES);
+            if full {
+                page.more_after = page.last;
+                break;
+            }
+            page_bytes += value.len();
+            page.messages
+                .push(serde_json::from_slice(&value).map_err(|e| corrupt("to-device message", e))?);
+            page.last = Some(mark);
         }
-        if any_acknowledged {
-            self.storage.commit(acknowledged).await?;
+        if any_dropped {
+            self.storage.commit(dropped).await?;
         }
-        Ok(pending)
+        Ok(page)
     }
 
     /// Whether one more message of `bytes` (its JSON) fits in the device's queue.

@@ -25,11 +25,12 @@ use serde_json::{Map, Value, json};
 use crate::{
     http::{
         error::ApiError,
+        handlers::sync::SyncToken,
         ruma_request::{Ruma, raw_json},
     },
     service::{
         Services,
-        e2ee::SignatureOutcome,
+        e2ee::{SignatureOutcome, ToDeviceMark},
         federation::{FederationError, sender::QueueError},
         key_signatures::Refusal,
     },
@@ -376,29 +377,33 @@ pub async fn send_to_device(
     Ok(Json(json!({})))
 }
 
-/// The E2EE sections of a sync response for one device.
+/// The E2EE sections of a sync response for one device, whether they carry anything, and
+/// where the device's to-device page ended when more messages wait (the next sync token
+/// must say so: those messages are not acknowledged yet).
 pub async fn sync_sections(
     services: &Services,
     user: &UserId,
     device: &DeviceId,
-    since: Option<u64>,
+    since: Option<&SyncToken>,
     upto: u64,
-) -> Result<(Value, bool), ApiError> {
-    let to_device = services.e2ee.take_to_device(user, device, since, upto).await?;
+) -> Result<(Value, bool, Option<ToDeviceMark>), ApiError> {
+    let acknowledged = since.map(SyncToken::to_device_acknowledged);
+    let to_device = services.e2ee.take_to_device(user, device, acknowledged, upto).await?;
     let counts: BTreeMap<String, u64> = services.e2ee.one_time_key_counts(user, device)?;
     let fallback = services.e2ee.unused_fallback_key_types(user, device)?;
     let changed: Vec<String> = match since {
-        Some(since) => visible_key_changes(services, user, since, upto)?,
+        Some(since) => visible_key_changes(services, user, since.position, upto)?,
         None => vec![],
     };
-    let anything = !to_device.is_empty() || !changed.is_empty();
+    let anything = !to_device.messages.is_empty() || !changed.is_empty();
     Ok((
         json!({
-            "to_device": { "events": to_device },
+            "to_device": { "events": to_device.messages },
             "device_one_time_keys_count": counts,
             "device_unused_fallback_key_types": fallback,
             "device_lists": { "changed": changed, "left": [] },
         }),
         anything,
+        to_device.more_after,
     ))
 }

@@ -38,7 +38,9 @@ pub async fn receipt(
     let user = request.session().user_id.clone();
     let body = request.body;
     super::require_joined(&services, &body.room_id, &user)?;
-    let thread = body.thread.as_str().map(ToOwned::to_owned);
+    let thread = crate::service::receipts::thread_id(&body.thread).ok_or_else(|| {
+        ApiError::invalid_param("thread_id must be \"main\" or a thread root's event ID")
+    })?;
     match body.receipt_type {
         ReceiptType::FullyRead => {
             set_fully_read(&services, &body.room_id, &user, &body.event_id).await?;

@@ -290,7 +290,10 @@ impl InboundEdus {
                 if !of_origin(origin, &user, "m.receipt") || !self.joined(&room, &user)? {
                     continue;
                 }
-                let thread = data.data.thread.as_str().map(ToOwned::to_owned);
+                // A thread value the specification does not define is not stored.
+                let Some(thread) = crate::service::receipts::thread_id(&data.data.thread) else {
+                    continue;
+                };
                 if let Some(event_id) = data.event_ids.last() {
                     self.receipts.set(&room, &user, "m.read", event_id, thread).await?;
                 }

@@ -1,7 +1,7 @@
 //! `/sync`: long-polls until something the user may see arrives, then answers with what
-//! changed since the token. Tokens are `s<stream position>`: one global order covers room
-//! events, account data, key changes, to-device messages, receipts and typing. Every event
-//! passes the visibility service first.
+//! changed since the token. Tokens are `s<stream position>` (see `SyncToken`): one global
+//! order covers room events, account data, key changes, to-device messages, receipts and
+//! typing. Every event passes the access service first.
 //!
 //! The response is assembled as JSON rather than ruma's `sync_events::v3::Response`: the
 //! E2EE sections must always be present, and the JSON form is what is measured fast.
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::keys;
 use crate::{
     http::{error::ApiError, ruma_request::Ruma},
-    service::Services,
+    service::{Services, e2ee::ToDeviceMark},
 };
 
 pub use rooms::client_event;
@@ -46,24 +46,33 @@ pub async fn sync(
     let user = request.session().user_id.clone();
     let device = request.session().device_id.clone();
     let request = request.body;
-    let since = request.since.as_deref().map(parse_token).transpose()?;
+    let since = request.since.as_deref().map(SyncToken::parse).transpose()?;
     let timeout = request.timeout.unwrap_or_default().min(MAX_TIMEOUT);
     let timeline_limit = timeline_limit(&services, &user, request.filter.as_ref())?;
 
     // Answer as soon as something for this user arrives: wake on every new position and
-    // re-check, until the timeout. An initial sync answers at once.
+    // re-check, until the timeout. An initial sync answers at once, and so does one whose
+    // token says to-device messages were left waiting by the last page.
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut checked_upto = since.unwrap_or(0);
+    let mut checked_upto = since.as_ref().map_or(0, |since| since.position);
+    let mut look_now = since.as_ref().is_none_or(|since| since.to_device.is_some());
     loop {
         let upto = services.rooms.stream.visible();
         let timed_out = tokio::time::Instant::now() >= deadline;
-        if since.is_none() || upto > checked_upto || timed_out {
-            let window = Window { services: &services, user: &user, since, upto, timeline_limit };
-            let (body, anything) = respond(&window, &device).await?;
+        if look_now || upto > checked_upto || timed_out {
+            let window = Window {
+                services: &services,
+                user: &user,
+                since: since.as_ref().map(|since| since.position),
+                upto,
+                timeline_limit,
+            };
+            let (body, anything) = respond(&window, since.as_ref(), &device).await?;
             if since.is_none() || anything || timed_out {
                 return Ok(Json(body));
             }
             checked_upto = upto;
+            look_now = false;
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         services.rooms.stream.wait_past(checked_upto, remaining).await;
@@ -71,11 +80,17 @@ pub async fn sync(
 }
 
 /// The whole response for a window, and whether it carries anything for the user.
-async fn respond(window: &Window<'_>, device: &ruma::DeviceId) -> Result<(Value, bool), ApiError> {
+async fn respond(
+    window: &Window<'_>,
+    since: Option<&SyncToken>,
+    device: &ruma::DeviceId,
+) -> Result<(Value, bool), ApiError> {
     let (mut body, rooms_changed) = rooms::room_sections(window)?;
     let next_batch = parse_token(body["next_batch"].as_str().unwrap_or_default())?;
-    let (e2ee, e2ee_changed) =
-        keys::sync_sections(window.services, window.user, device, window.since, next_batch).await?;
+    let (e2ee, e2ee_changed, to_device_left) =
+        keys::sync_sections(window.services, window.user, device, since, next_batch).await?;
+    let token = SyncToken { position: next_batch, to_device: to_device_left };
+    body["next_batch"] = json!(token.to_string());
     if let (Some(body), Value::Object(sections)) = (body.as_object_mut(), e2ee) {
         body.extend(sections);
     }
@@ -128,12 +143,52 @@ fn device_list_membership_changes(window: &Window<'_>, body: &mut Value) -> Resu
     Ok(())
 }
 
-/// Parses a `s<position>` token (sync, key changes, pagination).
+/// A sync token: `s<position>`, everything up to that stream position delivered, or
+/// `s<position>_<request position>_<index>` when a device's to-device messages did not all
+/// fit in the last response: those after that place in its queue are still to come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncToken {
+    pub position: u64,
+    pub to_device: Option<ToDeviceMark>,
+}
+
+impl SyncToken {
+    pub fn parse(token: &str) -> Result<Self, ApiError> {
+        let unknown = || ApiError::invalid_param("unknown token");
+        let mut parts = token.strip_prefix('s').ok_or_else(unknown)?.split('_');
+        let mut number = || parts.next().map(str::parse::<u64>);
+        let position = number().ok_or_else(unknown)?.map_err(|_| unknown())?;
+        let to_device = match (number(), number(), number()) {
+            (None, None, None) => None,
+            (Some(Ok(request)), Some(Ok(index)), None) if request <= position => {
+                let index = u32::try_from(index).map_err(|_| unknown())?;
+                Some(ToDeviceMark { position: request, index })
+            }
+            _ => return Err(unknown()),
+        };
+        Ok(Self { position, to_device })
+    }
+
+    /// The to-device messages this token acknowledges: all up to its position unless the
+    /// last page stopped short of that.
+    pub fn to_device_acknowledged(&self) -> ToDeviceMark {
+        self.to_device.unwrap_or(ToDeviceMark::through_position(self.position))
+    }
+}
+
+impl std::fmt::Display for SyncToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.to_device {
+            None => write!(f, "s{}", self.position),
+            Some(mark) => write!(f, "s{}_{}_{}", self.position, mark.position, mark.index),
+        }
+    }
+}
+
+/// The stream position of a token (sync, key changes, pagination): a sync token's
+/// to-device part says nothing about rooms, so it is ignored here.
 pub fn parse_token(token: &str) -> Result<u64, ApiError> {
-    token
-        .strip_prefix('s')
-        .and_then(|p| p.parse::<u64>().ok())
-        .ok_or_else(|| ApiError::invalid_param("unknown token"))
+    SyncToken::parse(token).map(|token| token.position)
 }
 
 /// The timeline limit the sync's filter asks for (inline JSON or a stored filter's ID).
