@@ -56,6 +56,11 @@ const MAX_EVENTS_FETCHED: usize = 500;
 const MISSING_EVENTS_LIMIT: u32 = 20;
 /// The most events one gap in a room's DAG is filled with (see `fill_gap`).
 const MAX_GAP_EVENTS: usize = 500;
+/// The most `get_missing_events` requests one gap costs: a server answering each round with
+/// a single new event would otherwise hold the filling for `MAX_GAP_EVENTS` round trips.
+/// Honest answers bring up to `MISSING_EVENTS_LIMIT` events, so this still reaches
+/// `MAX_GAP_EVENTS` when every round is full.
+const MAX_GAP_REQUESTS: usize = MAX_GAP_EVENTS / MISSING_EVENTS_LIMIT as usize + 5;
 
 /// What a membership event made from another server's template says of whom.
 #[derive(Clone, Copy)]
@@ -213,7 +218,8 @@ impl FederatedRooms {
     /// events (Synapse sends no more either), the newest first, so a longer gap (a long
     /// outage, after which Synapse sends only each room's newest event) is walked back in
     /// rounds: each asks for what precedes the oldest events received so far, until they
-    /// reach the DAG, an answer brings nothing new, or `MAX_GAP_EVENTS` are held. What is
+    /// reach the DAG, an answer brings nothing new, `MAX_GAP_EVENTS` are held or
+    /// `MAX_GAP_REQUESTS` were made. What is
     /// still missing then is left to the caller's fallback (the state at the event).
     async fn fill_gap(
         &self,
@@ -227,7 +233,13 @@ impl FederatedRooms {
         let min_depth = UInt::try_from(depth.saturating_sub(1000)).unwrap_or_default();
         let mut received: BTreeMap<OwnedEventId, CheckedPdu> = BTreeMap::new();
         let mut ask_before = vec![latest.to_owned()];
+        let mut requests = 0;
         while !ask_before.is_empty() && received.len() < MAX_GAP_EVENTS {
+            if requests == MAX_GAP_REQUESTS {
+                tracing::info!(%origin, room = %room_id, "a gap took too many requests to fill");
+                break;
+            }
+            requests += 1;
             let mut request = get_missing_events::v1::Request::new(
                 room_id.to_owned(),
                 earliest.clone(),

@@ -76,6 +76,31 @@ struct RoomHead {
 /// The most `prev_events` a local event cites; older extremities stay until merged later.
 const MAX_PREV_EVENTS: usize = 10;
 
+/// The most forward extremities a room keeps. Each is a fork the current state is resolved
+/// over on every received event, so a server sending many forks (each citing an old event)
+/// would otherwise make each later event cost more without bound. Past it, the extremities
+/// held longest leave the set: they stay in the DAG, and their state counts again as soon
+/// as a later event cites them.
+const MAX_FORWARD_EXTREMITIES: usize = 2 * MAX_PREV_EVENTS;
+
+impl RoomHead {
+    /// The forward extremities once `event` (citing `prev_events`) is accepted: those it
+    /// does not cite, in the order they became extremities, then itself; the newest
+    /// `MAX_FORWARD_EXTREMITIES` of them.
+    fn extremities_after(&self, prev_events: &[OwnedEventId], event: &EventId) -> Vec<OwnedEventId> {
+        let mut extremities: Vec<OwnedEventId> = self
+            .extremities
+            .iter()
+            .filter(|id| !prev_events.contains(id) && **id != *event)
+            .cloned()
+            .chain([event.to_owned()])
+            .collect();
+        let excess = extremities.len().saturating_sub(MAX_FORWARD_EXTREMITIES);
+        extremities.drain(..excess);
+        extremities
+    }
+}
+
 /// A room loaded for appending: head, current state and the state events themselves.
 #[derive(Clone)]
 struct LoadedRoom {
@@ -526,9 +551,14 @@ impl Rooms {
             state_group = self.state_store.put_group(&mut batch, &state);
             new_state = Some((state, vec![signed.pdu.clone()]));
         }
+        let extremities = if is_create {
+            vec![signed.event_id.clone()]
+        } else {
+            room.head.extremities_after(signed.pdu.prev_events(), &signed.event_id)
+        };
         let head = RoomHead {
             version: room.version.as_str().to_owned(),
-            extremities: vec![signed.event_id.clone()],
+            extremities,
             depth: signed.pdu.depth(),
             state_group,
         };
@@ -905,4 +935,39 @@ pub fn position_from(key: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&key[key.len() - 8..]);
     u64::from_be_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: usize) -> OwnedEventId {
+        format!("$e{n}").try_into().unwrap()
+    }
+
+    fn head(extremities: Vec<OwnedEventId>) -> RoomHead {
+        RoomHead { version: "12".to_owned(), extremities, depth: 1, state_group: 0 }
+    }
+
+    #[test]
+    fn an_event_replaces_the_extremities_it_cites() {
+        let head = head(vec![id(1), id(2), id(3)]);
+        assert_eq!(head.extremities_after(&[id(1), id(3)], &id(4)), vec![id(2), id(4)]);
+    }
+
+    #[test]
+    fn a_flood_of_forks_leaves_at_most_the_bound_the_newest_kept() {
+        let mut room = head(vec![id(0)]);
+        // Each fork cites an event far back in the DAG, none of the extremities.
+        for n in 1..=100 {
+            room.extremities = room.extremities_after(&[id(0)], &id(n));
+            assert!(room.extremities.len() <= MAX_FORWARD_EXTREMITIES);
+        }
+        let newest: Vec<OwnedEventId> = (81..=100).map(id).collect();
+        assert_eq!(room.extremities, newest);
+        // A local event citing the newest `MAX_PREV_EVENTS` merges them into one.
+        let cited = room.extremities[MAX_PREV_EVENTS..].to_vec();
+        let merged = room.extremities_after(&cited, &id(101));
+        assert_eq!(merged.len(), MAX_FORWARD_EXTREMITIES - MAX_PREV_EVENTS + 1);
+    }
 }

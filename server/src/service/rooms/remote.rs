@@ -418,13 +418,7 @@ impl Rooms {
                 let extremities: Vec<OwnedEventId> = if starts_line {
                     vec![event_id.clone()]
                 } else {
-                    room.head
-                        .extremities
-                        .iter()
-                        .filter(|id| !pdu.prev_events().contains(id))
-                        .cloned()
-                        .chain([event_id.clone()])
-                        .collect()
+                    room.head.extremities_after(pdu.prev_events(), &event_id)
                 };
                 events.insert(pdu.clone());
                 let current = self.current_state_over(
