@@ -34,8 +34,8 @@ macro_rules! string_id {
 }
 
 string_id!(
-    /// A Matrix user ID (`@alice:example.org`), historical localparts included as ruma accepts
-    /// them, but never an empty localpart.
+    /// A Matrix user ID (`@alice:example.org`), historical localparts (printable ASCII)
+    /// included, never an empty one.
     UserId
 );
 string_id!(
@@ -61,7 +61,10 @@ impl UserId {
     pub fn parse(text: &str) -> Option<UserId> {
         ruma_ids::user_id::validate(text).ok()?;
         let colon = text.find(':')?;
-        (colon > 1).then(|| UserId(text.to_owned()))
+        // ruma's `validate` accepts any localpart without `:` or NUL; the specification's
+        // historical grammar (printable ASCII) is what other servers hold us to.
+        ruma_ids::user_id::localpart_is_fully_conforming(&text[1..colon]).ok()?;
+        Some(UserId(text.to_owned()))
     }
 
     /// The server this user belongs to.

@@ -16,6 +16,14 @@ use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 /// The ms since the epoch a FHIR `date`, `dateTime` or `instant` maps to, or `None` when
 /// `text` is not one.
 pub fn parse_date_time(text: &str) -> Option<i64> {
+    parse_interval(text).map(|(start, _)| start)
+}
+
+/// The interval a FHIR `date`, `dateTime` or `instant` denotes, `[first ms, first ms after)`:
+/// `2024` is the whole year, `2024-03-05T10:00:00Z` one second, `…:00.5Z` 100 ms, three or
+/// more fraction digits one millisecond. This is how an inclusive FHIR `Period.end` becomes
+/// an exclusive bound: every moment its value matches is inside.
+pub fn parse_interval(text: &str) -> Option<(i64, i64)> {
     let mut cursor = Cursor { bytes: text.as_bytes(), at: 0 };
     let year = cursor.digits(4)?;
     if year == 0 {
@@ -24,12 +32,17 @@ pub fn parse_date_time(text: &str) -> Option<i64> {
     let (mut month, mut day) = (1, 1);
     let mut time = Time::MIDNIGHT;
     let mut offset = UtcOffset::UTC;
+    let mut precision = Precision::Year;
     if cursor.eat(b'-') {
         month = cursor.digits(2)?;
+        precision = Precision::Month;
         if cursor.eat(b'-') {
             day = cursor.digits(2)?;
+            precision = Precision::Day;
             if cursor.eat(b'T') {
-                (time, offset) = cursor.time_and_zone()?;
+                let step_ms;
+                (time, offset, step_ms) = cursor.time_and_zone()?;
+                precision = Precision::Milliseconds(step_ms);
             }
         }
     }
@@ -38,8 +51,32 @@ pub fn parse_date_time(text: &str) -> Option<i64> {
     }
     let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
     let date = Date::from_calendar_date(year as i32, month, u8::try_from(day).ok()?).ok()?;
-    let nanos = PrimitiveDateTime::new(date, time).assume_offset(offset).unix_timestamp_nanos();
-    i64::try_from(nanos / 1_000_000).ok()
+    let start = PrimitiveDateTime::new(date, time).assume_offset(offset);
+    let to_ms = |moment: OffsetDateTime| (moment.unix_timestamp_nanos() / 1_000_000) as i64;
+    let step = match precision {
+        Precision::Year => start.replace_year(start.year() + 1).ok(),
+        Precision::Month if month == Month::December => {
+            start.replace_year(start.year() + 1).and_then(|m| m.replace_month(Month::January)).ok()
+        }
+        Precision::Month => start.replace_month(month.next()).ok(),
+        Precision::Day => start.checked_add(time::Duration::DAY),
+        Precision::Milliseconds(step) => start.checked_add(time::Duration::milliseconds(step)),
+    };
+    // Past 9999-12-31 the calendar stops; the interval then ends where year 10000 would begin.
+    let end = step.map_or(AFTER_YEAR_9999_MS, to_ms);
+    Some((to_ms(start), end))
+}
+
+/// The first millisecond of year 10000, where the last FHIR interval ends.
+const AFTER_YEAR_9999_MS: i64 = 253_402_300_800_000;
+
+/// How much of a date and time is given.
+enum Precision {
+    Year,
+    Month,
+    Day,
+    /// A time, to the second or a fraction of it: the step in ms.
+    Milliseconds(i64),
 }
 
 /// Whether `text` is a FHIR `instant`: a full date and time with a zone.
@@ -96,14 +133,16 @@ impl Cursor<'_> {
         Some(slice.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
     }
 
-    /// `hh:mm:ss[.fraction](Z|±hh:mm)`, after the `T`.
-    fn time_and_zone(&mut self) -> Option<(Time, UtcOffset)> {
+    /// `hh:mm:ss[.fraction](Z|±hh:mm)`, after the `T`, with the step its precision gives
+    /// in ms (1000 for whole seconds, 100 for one fraction digit, ... at least 1).
+    fn time_and_zone(&mut self) -> Option<(Time, UtcOffset, i64)> {
         let hour = self.digits(2)?;
         self.eat(b':').then_some(())?;
         let minute = self.digits(2)?;
         self.eat(b':').then_some(())?;
         let mut second = self.digits(2)?;
         let mut millis = 0;
+        let mut step_ms = 1000;
         if self.eat(b'.') {
             let start = self.at;
             while self.bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
@@ -115,9 +154,10 @@ impl Cursor<'_> {
             }
             millis =
                 (0..3).fold(0, |n, i| n * 10 + fraction.get(i).map_or(0, |d| u32::from(d - b'0')));
+            step_ms = [100, 10, 1][fraction.len().min(3) - 1];
         }
         if second == 60 {
-            (second, millis) = (59, 999);
+            (second, millis, step_ms) = (59, 999, 1);
         }
         let offset = if self.eat(b'Z') {
             UtcOffset::UTC
@@ -142,7 +182,7 @@ impl Cursor<'_> {
         }
         let time =
             Time::from_hms_milli(hour as u8, minute as u8, second as u8, millis as u16).ok()?;
-        Some((time, offset))
+        Some((time, offset, step_ms))
     }
 }
 
@@ -199,6 +239,18 @@ mod tests {
         ] {
             assert_eq!(parse_date_time(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn intervals_end_where_their_precision_ends() {
+        assert_eq!(parse_interval("1970"), Some((0, 365 * DAY)));
+        assert_eq!(parse_interval("1970-12"), Some((334 * DAY, 365 * DAY)));
+        assert_eq!(parse_interval("1970-01-01"), Some((0, DAY)));
+        assert_eq!(parse_interval("1970-01-01T00:00:00Z"), Some((0, 1000)));
+        assert_eq!(parse_interval("1970-01-01T00:00:00.1Z"), Some((100, 200)));
+        assert_eq!(parse_interval("1970-01-01T00:00:00.1234Z"), Some((123, 124)));
+        assert_eq!(parse_interval("9999-12-31"), Some((AFTER_YEAR_9999_MS - DAY, AFTER_YEAR_9999_MS)));
+        assert_eq!(parse_interval("9999").map(|i| i.1), Some(AFTER_YEAR_9999_MS));
     }
 
     #[test]
