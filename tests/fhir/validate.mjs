@@ -5,6 +5,9 @@
 // Medplum leaves terminology to a server; this script adds the check of required bindings
 // against the value sets the R4 package itself ships, so a status or a code outside its
 // value set is an error here too.
+// Known limit: Medplum does not resolve slices discriminated through a nested slice, so the
+// R4 blood-pressure profile (bp) reports its component slices missing on correct data; our
+// samples claim the profiles it checks correctly (heartrate and the like) and not bp.
 //
 // Exit 0 and "valid" on stdout when nothing is wrong; exit 1 with one line per problem
 // ("path: message") on stderr otherwise; exit 2 on input that is not JSON.
