@@ -94,8 +94,12 @@ fn check_parsing(case: &Value, report: &mut VectorReport) -> Result<(), String> 
     };
     let got = match result {
         Ok(()) => Value::from("ok"),
-        Err(crate::Error::Shape { field, .. }) => serde_json::json!({"error": "shape", "field": field}),
-        Err(crate::Error::Value { field, .. }) => serde_json::json!({"error": "value", "field": field}),
+        Err(crate::Error::Shape { field, .. }) => {
+            serde_json::json!({"error": "shape", "field": field})
+        }
+        Err(crate::Error::Value { field, .. }) => {
+            serde_json::json!({"error": "value", "field": field})
+        }
         Err(other) => serde_json::json!({"error": other.kind()}),
     };
     report.expect_eq(name, got, case["expect"].clone());
@@ -110,7 +114,9 @@ fn read_action(action: &Value) -> Result<Action, String> {
     match action["kind"].as_str() {
         Some("hold") => Ok(Action::Hold { class }),
         Some("contribute") => Ok(Action::Contribute { class }),
-        Some("read") => Ok(Action::Read { class, clinical_time_ms: action["clinical_time"].as_i64() }),
+        Some("read") => {
+            Ok(Action::Read { class, clinical_time_ms: action["clinical_time"].as_i64() })
+        }
         _ => Err("action `kind` must be hold, read or contribute".to_owned()),
     }
 }
@@ -137,7 +143,11 @@ fn check_evaluation(grants: &Value, case: &Value, report: &mut VectorReport) -> 
 }
 
 /// `clinician`, `at` → `expect`: `{"until": ms}` or `{"denied": reason}`.
-fn check_break_glass(standing: &Grant, case: &Value, report: &mut VectorReport) -> Result<(), String> {
+fn check_break_glass(
+    standing: &Grant,
+    case: &Value,
+    report: &mut VectorReport,
+) -> Result<(), String> {
     let name = case["name"].as_str().unwrap_or_default();
     let clinician = case["clinician"].as_str().and_then(UserId::parse).ok_or("bad `clinician`")?;
     let at = case["at"].as_u64().ok_or("no `at`")?;

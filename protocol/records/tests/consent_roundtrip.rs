@@ -44,14 +44,23 @@ fn the_consent_says_who_what_why_and_when() {
     let provision = &consent["provision"];
     assert_eq!(provision["type"], "permit");
     // Exclusive ends become inclusive ones, 1 ms earlier.
-    assert_eq!(provision["period"], json!({"start": "2024-01-01T00:00:00.000Z", "end": "2024-12-31T23:59:59.999Z"}));
-    assert_eq!(provision["dataPeriod"], json!({"start": "2023-01-01T00:00:00.000Z", "end": "2023-12-31T23:59:59.999Z"}));
+    assert_eq!(
+        provision["period"],
+        json!({"start": "2024-01-01T00:00:00.000Z", "end": "2024-12-31T23:59:59.999Z"})
+    );
+    assert_eq!(
+        provision["dataPeriod"],
+        json!({"start": "2023-01-01T00:00:00.000Z", "end": "2023-12-31T23:59:59.999Z"})
+    );
     assert_eq!(provision["actor"][0]["role"]["coding"][0]["code"], "IRCP");
     assert_eq!(provision["actor"][0]["reference"]["identifier"]["value"], "@dr.lee:clinic.example");
     assert_eq!(provision["action"][0]["coding"][0]["code"], "access");
     assert_eq!(provision["action"].as_array().unwrap().len(), 1);
-    assert_eq!(provision["purpose"][0], json!({
-        "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT", "display": "treatment"}));
+    assert_eq!(
+        provision["purpose"][0],
+        json!({
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT", "display": "treatment"})
+    );
     assert_eq!(provision["class"][0]["system"], RECORD_CLASS_SYSTEM);
     assert_eq!(provision["class"][0]["code"], "vital-signs");
     assert_eq!(provision["class"][1]["code"], "laboratory");
@@ -101,7 +110,8 @@ fn a_consent_from_elsewhere_imports_by_its_fhir_meaning() {
     assert_eq!(imported.recorded_at_ms, None);
 
     let mut unknown_class = consent.clone();
-    unknown_class["provision"]["class"] = json!([{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}]);
+    unknown_class["provision"]["class"] =
+        json!([{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}]);
     let err = from_consent(&unknown_class).unwrap_err();
     assert!(err.to_string().starts_with("Consent.provision.class"), "{err}");
 

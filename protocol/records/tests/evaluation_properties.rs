@@ -26,7 +26,8 @@ fn narrowed(grant: &Grant, how: u8, pick: u64) -> Grant {
         0 => {
             // Drop a class (keeping at least one).
             if narrower.classes.len() > 1 {
-                let drop = *narrower.classes.iter().nth(pick as usize % grant.classes.len()).unwrap();
+                let drop =
+                    *narrower.classes.iter().nth(pick as usize % grant.classes.len()).unwrap();
                 narrower.classes.remove(&drop);
             }
         }
@@ -34,7 +35,7 @@ fn narrowed(grant: &Grant, how: u8, pick: u64) -> Grant {
             // Shorten the validity from either end.
             let (start, end) = (grant.valid.start(), grant.valid.end());
             let cut = start + pick % (end - start);
-            narrower.valid = if pick % 2 == 0 {
+            narrower.valid = if pick.is_multiple_of(2) {
                 Validity::new(cut, end).unwrap()
             } else {
                 Validity::new(start, cut.max(start + 1)).unwrap()
@@ -44,11 +45,13 @@ fn narrowed(grant: &Grant, how: u8, pick: u64) -> Grant {
             // Bound the data period further.
             let bound = pick as i64 % 2_000 - 500;
             let start = grant.data_period.start().map_or(bound, |s| s.max(bound));
-            narrower.data_period = DataPeriod::new(Some(start), grant.data_period.end())
-                .unwrap_or(grant.data_period);
+            narrower.data_period =
+                DataPeriod::new(Some(start), grant.data_period.end()).unwrap_or(grant.data_period);
         }
         3 => narrower.mode = Mode::Read,
-        _ => narrower.status = if pick % 2 == 0 { Status::Revoked } else { Status::Expired },
+        _ => {
+            narrower.status = if pick.is_multiple_of(2) { Status::Revoked } else { Status::Expired }
+        }
     }
     narrower
 }

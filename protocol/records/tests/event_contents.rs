@@ -6,13 +6,15 @@ mod common;
 
 use common::{id, user};
 use medrix_records::{
-    AccessRequest, Action, BreakGlassError, DataClass, Denial, Entry, Error, Grant, Mode,
-    Purpose, RecordRoom, RecordSpace, SourceKind, Status, break_glass_grant, break_glass_window,
-    evaluate,
+    AccessRequest, Action, BreakGlassError, DataClass, Denial, Entry, Error, Grant, Mode, Purpose,
+    RecordRoom, RecordSpace, SourceKind, Status, break_glass_grant, break_glass_window, evaluate,
 };
 use serde_json::{Value, json};
 
 const DR: &str = "@dr.lee:clinic.example";
+
+/// A change to a valid grant content, and the message its error must have.
+type Case = (fn(&mut Value), &'static str);
 
 fn grant_content() -> Value {
     json!({
@@ -54,14 +56,19 @@ fn a_well_formed_grant_parses_and_ignores_unknown_fields() {
 
 #[test]
 fn shape_errors_name_the_field_and_answer_bad_json() {
-    let cases: [(fn(&mut Value), &str); 9] = [
+    let cases: [Case; 9] = [
         (|c| c.as_object_mut().unwrap().clear(), "`contract_id` is missing"),
         (|c| c["valid"].as_object_mut().unwrap().clear(), "`valid.start` is missing"),
         (|c| c["valid"]["end"] = json!("2025"), "`valid.end` must be an integer"),
         (|c| c["valid"]["end"] = json!(1.5), "`valid.end` must be an integer"),
         (|c| c["classes"] = json!("laboratory"), "`classes` must be an array"),
         (|c| c["classes"] = json!([1]), "`classes` must be an array of strings"),
-        (|c| { c["data_period"].as_object_mut().unwrap().remove("end"); }, "`data_period.end` is missing"),
+        (
+            |c| {
+                c["data_period"].as_object_mut().unwrap().remove("end");
+            },
+            "`data_period.end` is missing",
+        ),
         (|c| c["status"] = json!(null), "`status` must be a string"),
         (|c| c["data_period"] = json!([]), "`data_period` must be a JSON object"),
     ];
@@ -87,21 +94,48 @@ fn a_shape_error_wins_over_a_value_error() {
 
 #[test]
 fn value_errors_name_the_field_and_answer_invalid_param() {
-    let cases: [(fn(&mut Value), &str); 14] = [
-        (|c| c["valid"]["end"] = c["valid"]["start"].clone(), "`valid.end` must be later than `valid.start`"),
+    let cases: [Case; 14] = [
+        (
+            |c| c["valid"]["end"] = c["valid"]["start"].clone(),
+            "`valid.end` must be later than `valid.start`",
+        ),
         (|c| c["valid"]["start"] = json!(-1), "`valid.start` must not be negative"),
-        (|c| c["data_period"] = json!({"start": 10, "end": 5}), "`data_period.end` must be later than `data_period.start`"),
-        (|c| c["classes"] = json!(["vitals"]), "`classes` names `vitals`, which is not a record class"),
+        (
+            |c| c["data_period"] = json!({"start": 10, "end": 5}),
+            "`data_period.end` must be later than `data_period.start`",
+        ),
+        (
+            |c| c["classes"] = json!(["vitals"]),
+            "`classes` names `vitals`, which is not a record class",
+        ),
         (|c| c["classes"] = json!([]), "`classes` must name at least one class"),
         (|c| c["classes"] = json!(["notes", "notes"]), "`classes` names `notes` twice"),
-        (|c| c["purpose"] = json!("SHOPPING"), "`purpose` names `SHOPPING`, which is not an HL7 v3 PurposeOfUse code"),
-        (|c| c["grantee"] = json!("@someone.else:clinic.example"), "`grantee` must equal the event's state key"),
-        (|c| c["grantee"] = json!("dr.lee"), "`grantee` must be a Matrix user ID (the state key is a user ID)"),
+        (
+            |c| c["purpose"] = json!("SHOPPING"),
+            "`purpose` names `SHOPPING`, which is not an HL7 v3 PurposeOfUse code",
+        ),
+        (
+            |c| c["grantee"] = json!("@someone.else:clinic.example"),
+            "`grantee` must equal the event's state key",
+        ),
+        (
+            |c| c["grantee"] = json!("dr.lee"),
+            "`grantee` must be a Matrix user ID (the state key is a user ID)",
+        ),
         (|c| c["mode"] = json!("write"), "`mode` must be \"read\" or \"contribute\""),
-        (|c| c["status"] = json!("paused"), "`status` must be \"active\", \"revoked\" or \"expired\""),
-        (|c| c["contract_id"] = json!("has space"), "`contract_id` must be 1 to 64 characters from A-Z a-z 0-9 - ."),
+        (
+            |c| c["status"] = json!("paused"),
+            "`status` must be \"active\", \"revoked\" or \"expired\"",
+        ),
+        (
+            |c| c["contract_id"] = json!("has space"),
+            "`contract_id` must be 1 to 64 characters from A-Z a-z 0-9 - .",
+        ),
         (|c| c["text"] = json!("  "), "`text` must state the terms (it is empty)"),
-        (|c| c["emergency_access_ms"] = json!(60000), "`emergency_access_ms` is only for a standing emergency contract, whose grantee is a server"),
+        (
+            |c| c["emergency_access_ms"] = json!(60000),
+            "`emergency_access_ms` is only for a standing emergency contract, whose grantee is a server",
+        ),
     ];
     for (change, message) in cases {
         let err = parse_with(change).unwrap_err();
@@ -142,7 +176,10 @@ fn a_standing_emergency_contract_is_keyed_by_server_name() {
     let mut treat = standing_content();
     treat["purpose"] = json!("TREAT");
     let err = Grant::from_event("hospital.example", &treat).unwrap_err();
-    assert_eq!(err.to_string(), "`purpose` must be ETREAT (or ERTREAT) for a standing emergency contract");
+    assert_eq!(
+        err.to_string(),
+        "`purpose` must be ETREAT (or ERTREAT) for a standing emergency contract"
+    );
     let mut too_long = standing_content();
     too_long["emergency_access_ms"] = json!(86_400_001);
     assert!(Grant::from_event("hospital.example", &too_long).is_err());
@@ -158,11 +195,17 @@ fn break_glass_admits_a_clinician_of_that_server_for_the_fixed_time() {
     assert_eq!((window.from_ms, window.until_ms), (at, at + 3_600_000));
     // Near the end of the standing contract, the access stops with it.
     let late = standing.valid.end() - 10;
-    assert_eq!(break_glass_window(&standing, &clinician, late).unwrap().until_ms, standing.valid.end());
+    assert_eq!(
+        break_glass_window(&standing, &clinician, late).unwrap().until_ms,
+        standing.valid.end()
+    );
 
     let outsider = user("@doc:elsewhere.example");
     assert_eq!(break_glass_window(&standing, &outsider, at), Err(Denial::NotGrantee));
-    assert_eq!(break_glass_window(&standing, &clinician, standing.valid.end()), Err(Denial::Expired));
+    assert_eq!(
+        break_glass_window(&standing, &clinician, standing.valid.end()),
+        Err(Denial::Expired)
+    );
     let revoked = Grant { status: Status::Revoked, ..standing.clone() };
     assert_eq!(break_glass_window(&revoked, &clinician, at), Err(Denial::NotActive));
     assert_eq!(
@@ -171,7 +214,8 @@ fn break_glass_admits_a_clinician_of_that_server_for_the_fixed_time() {
         "a personal contract is not a standing one"
     );
 
-    let grant = break_glass_grant(&standing, &clinician, at, id("btg-1"), "Unconscious in the ER").unwrap();
+    let grant =
+        break_glass_grant(&standing, &clinician, at, id("btg-1"), "Unconscious in the ER").unwrap();
     assert_eq!(grant.purpose, Purpose::BreakTheGlass);
     assert_eq!(grant.break_glass.as_ref().unwrap().standing_contract, standing.contract_id);
     let read = Action::Read { class: DataClass::Allergies, clinical_time_ms: None };
@@ -206,7 +250,8 @@ fn an_approved_request_becomes_a_contract_with_the_requested_terms() {
     let request = AccessRequest::from_knock(&knock).unwrap().unwrap();
     assert_eq!(request.mode, Mode::Read);
     assert_eq!(AccessRequest::from_content(&request.to_content()).unwrap(), request);
-    let grant = request.approve(&user(DR), id("c-approved"), "Dr Lee reads my labs in January.").unwrap();
+    let grant =
+        request.approve(&user(DR), id("c-approved"), "Dr Lee reads my labs in January.").unwrap();
     assert_eq!(grant.grantee, medrix_records::Grantee::User(user(DR)));
     assert_eq!(grant.classes, request.classes);
     assert_eq!(grant.valid, request.valid);
@@ -230,18 +275,26 @@ fn record_state_names_patient_class_and_rooms() {
     let parsed = RecordRoom::from_content(&room).unwrap();
     assert_eq!(parsed.class, DataClass::Laboratory);
     assert_eq!(parsed.to_content(), room);
-    let bad = json!({"patient": "@p:home.example", "class": "labs", "space": "!space:home.example"});
+    let bad =
+        json!({"patient": "@p:home.example", "class": "labs", "space": "!space:home.example"});
     assert_eq!(RecordRoom::from_content(&bad).unwrap_err().kind(), "value");
 
     let space = json!({"patient": "@p:home.example", "classes": {
         "laboratory": ["!lab:home.example"], "vital-signs": ["!vit:home.example", "!watch:home.example"]}});
     let parsed = RecordSpace::from_content(&space).unwrap();
-    assert_eq!(parsed.class_of(&medrix_records::RoomId::parse("!watch:home.example").unwrap()), Some(DataClass::VitalSigns));
+    assert_eq!(
+        parsed.class_of(&medrix_records::RoomId::parse("!watch:home.example").unwrap()),
+        Some(DataClass::VitalSigns)
+    );
     assert_eq!(parsed.to_content(), space);
     let unknown = json!({"patient": "@p:home.example", "classes": {"labs": []}});
     assert_eq!(RecordSpace::from_content(&unknown).unwrap_err().kind(), "value");
-    let not_list = json!({"patient": "@p:home.example", "classes": {"laboratory": "!lab:home.example"}});
-    assert_eq!(RecordSpace::from_content(&not_list).unwrap_err().to_string(), "`classes.laboratory` must be an array");
+    let not_list =
+        json!({"patient": "@p:home.example", "classes": {"laboratory": "!lab:home.example"}});
+    assert_eq!(
+        RecordSpace::from_content(&not_list).unwrap_err().to_string(),
+        "`classes.laboratory` must be an array"
+    );
 }
 
 #[test]
@@ -256,7 +309,8 @@ fn entries_and_their_corrections() {
     assert_eq!(parsed.resource_type(), "Observation");
     assert_eq!(parsed.to_content(), entry);
 
-    let correction = Entry { replaces: Some(medrix_records::EventId::parse("$original").unwrap()), ..parsed };
+    let correction =
+        Entry { replaces: Some(medrix_records::EventId::parse("$original").unwrap()), ..parsed };
     let content = correction.to_content();
     assert_eq!(content["m.relates_to"], json!({"rel_type": "m.replace", "event_id": "$original"}));
     assert_eq!(content["m.new_content"]["class"], "vital-signs");
@@ -264,7 +318,10 @@ fn entries_and_their_corrections() {
 
     let mut no_type = entry.clone();
     no_type["resource"] = json!({"status": "final"});
-    assert_eq!(Entry::from_content(&no_type).unwrap_err().to_string(), "`resource.resourceType` is missing");
+    assert_eq!(
+        Entry::from_content(&no_type).unwrap_err().to_string(),
+        "`resource.resourceType` is missing"
+    );
     let mut bad_kind = entry;
     bad_kind["source"]["kind"] = json!("robot");
     assert_eq!(Entry::from_content(&bad_kind).unwrap_err().kind(), "value");

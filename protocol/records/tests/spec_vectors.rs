@@ -16,7 +16,8 @@ fn records_vectors() -> PathBuf {
 
 fn check(file: &str) -> usize {
     let path = records_vectors().join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
     let report = check_vector_text(&text).unwrap_or_else(|err| panic!("{file}: {err}"));
     assert!(report.failures.is_empty(), "{file}:\n{}", report.failures.join("\n"));
     report.passed
@@ -84,6 +85,13 @@ fn every_records_vector_file_is_checked() {
     files.sort();
     assert_eq!(
         files,
-        ["break-glass.json", "consent.json", "evaluation.json", "fhir-datetime.json", "grant-parsing.json", "routing.json"]
+        [
+            "break-glass.json",
+            "consent.json",
+            "evaluation.json",
+            "fhir-datetime.json",
+            "grant-parsing.json",
+            "routing.json"
+        ]
     );
 }

@@ -41,7 +41,12 @@ pub fn split(value: Value, location: &str) -> Result<Vec<Value>, Error> {
     Ok(resources)
 }
 
-fn split_into(value: Value, location: &str, depth: usize, out: &mut Vec<Value>) -> Result<(), Error> {
+fn split_into(
+    value: Value,
+    location: &str,
+    depth: usize,
+    out: &mut Vec<Value>,
+) -> Result<(), Error> {
     let resource_type = value.get("resourceType").and_then(Value::as_str);
     match resource_type {
         None => Err(Error::fhir(location, "is not a FHIR resource (no resourceType)")),

@@ -38,7 +38,8 @@ pub const BREAK_GLASS_EXTENSION: &str = "https://medrix.org/fhir/StructureDefini
 
 const CONSENT_SCOPE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/consentscope";
 const CONSENT_ACTION_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/consentaction";
-const PARTICIPATION_TYPE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
+const PARTICIPATION_TYPE_SYSTEM: &str =
+    "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
 const ACT_CODE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 const LOINC: &str = "http://loinc.org";
 const UCUM: &str = "http://unitsofmeasure.org";
@@ -63,7 +64,9 @@ pub fn to_consent(grant: &Grant, patient: &UserId, recorded_at_ms: u64) -> Value
         "identifier": {"system": MATRIX_USER_ID_SYSTEM, "value": patient},
     });
     let actor_reference = match &grant.grantee {
-        Grantee::User(user) => json!({"identifier": {"system": MATRIX_USER_ID_SYSTEM, "value": user}}),
+        Grantee::User(user) => {
+            json!({"identifier": {"system": MATRIX_USER_ID_SYSTEM, "value": user}})
+        }
         Grantee::Server(server) => json!({
             "type": "Organization",
             "identifier": {"system": MATRIX_SERVER_NAME_SYSTEM, "value": server},
@@ -137,9 +140,8 @@ pub fn from_consent(consent: &Value) -> Result<ImportedConsent, Error> {
     if consent.get("resourceType").and_then(Value::as_str) != Some("Consent") {
         return Err(Error::fhir("resourceType", "must be Consent"));
     }
-    let provision = consent
-        .get("provision")
-        .ok_or_else(|| Error::fhir("Consent.provision", "is missing"))?;
+    let provision =
+        consent.get("provision").ok_or_else(|| Error::fhir("Consent.provision", "is missing"))?;
     if provision.get("type").and_then(Value::as_str) != Some("permit") {
         return Err(Error::fhir("Consent.provision.type", "must be permit"));
     }
@@ -199,7 +201,8 @@ pub fn from_consent(consent: &Value) -> Result<ImportedConsent, Error> {
         },
         valid: {
             let location = "Consent.provision.period";
-            let period = provision.get("period").ok_or_else(|| Error::fhir(location, "is missing"))?;
+            let period =
+                provision.get("period").ok_or_else(|| Error::fhir(location, "is missing"))?;
             let (Some(start), Some(end)) = read_period(period, location)? else {
                 return Err(Error::fhir(location, "must have a start and an end"));
             };
@@ -207,7 +210,8 @@ pub fn from_consent(consent: &Value) -> Result<ImportedConsent, Error> {
             let (Ok(start), Ok(end)) = (start, end) else {
                 return Err(Error::fhir(location, "must not start before 1970"));
             };
-            Validity::new(start, end).ok_or_else(|| Error::fhir(location, "must end after it starts"))?
+            Validity::new(start, end)
+                .ok_or_else(|| Error::fhir(location, "must end after it starts"))?
         },
         mode: read_mode(provision)?,
         text: read_text(consent)?,
@@ -247,16 +251,15 @@ fn period(start: Option<i64>, end: Option<i64>) -> Value {
 
 /// Exclusive bounds of a FHIR Period: its start's first moment, its end's first moment after.
 fn read_period(period: &Value, location: &str) -> Result<(Option<i64>, Option<i64>), Error> {
-    let bound = |key: &str| -> Result<Option<(i64, i64)>, Error> {
-        match period.get(key) {
-            None => Ok(None),
-            Some(value) => value
-                .as_str()
-                .and_then(parse_interval)
-                .map(Some)
-                .ok_or_else(|| Error::fhir(format!("{location}.{key}"), "is not a FHIR dateTime")),
-        }
-    };
+    let bound =
+        |key: &str| -> Result<Option<(i64, i64)>, Error> {
+            match period.get(key) {
+                None => Ok(None),
+                Some(value) => value.as_str().and_then(parse_interval).map(Some).ok_or_else(|| {
+                    Error::fhir(format!("{location}.{key}"), "is not a FHIR dateTime")
+                }),
+            }
+        };
     Ok((bound("start")?.map(|(first, _)| first), bound("end")?.map(|(_, after)| after)))
 }
 
@@ -322,14 +325,18 @@ fn read_purpose(provision: &Value) -> Result<Purpose, Error> {
 
 fn read_classes(provision: &Value) -> Result<BTreeSet<DataClass>, Error> {
     let location = "Consent.provision.class";
-    let codings = provision.get("class").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    let codings =
+        provision.get("class").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
     let mut classes = BTreeSet::new();
     for coding in codings {
         let class = (coding["system"] == RECORD_CLASS_SYSTEM)
             .then(|| coding["code"].as_str().and_then(DataClass::parse))
             .flatten()
             .ok_or_else(|| {
-                Error::fhir(location, "must list Medrix record classes only (whole classes are granted)")
+                Error::fhir(
+                    location,
+                    "must list Medrix record classes only (whole classes are granted)",
+                )
             })?;
         classes.insert(class);
     }

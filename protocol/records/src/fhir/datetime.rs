@@ -249,7 +249,10 @@ mod tests {
         assert_eq!(parse_interval("1970-01-01T00:00:00Z"), Some((0, 1000)));
         assert_eq!(parse_interval("1970-01-01T00:00:00.1Z"), Some((100, 200)));
         assert_eq!(parse_interval("1970-01-01T00:00:00.1234Z"), Some((123, 124)));
-        assert_eq!(parse_interval("9999-12-31"), Some((AFTER_YEAR_9999_MS - DAY, AFTER_YEAR_9999_MS)));
+        assert_eq!(
+            parse_interval("9999-12-31"),
+            Some((AFTER_YEAR_9999_MS - DAY, AFTER_YEAR_9999_MS))
+        );
         assert_eq!(parse_interval("9999").map(|i| i.1), Some(AFTER_YEAR_9999_MS));
     }
 

@@ -46,7 +46,9 @@ pub fn route(resource: &Value) -> Result<DataClass, Error> {
             if note { DataClass::Notes } else { DataClass::Documents }
         }
         "Condition" => DataClass::Conditions,
-        "MedicationStatement" | "MedicationRequest" | "MedicationAdministration"
+        "MedicationStatement"
+        | "MedicationRequest"
+        | "MedicationAdministration"
         | "MedicationDispense" => DataClass::Medications,
         "AllergyIntolerance" => DataClass::Allergies,
         "Immunization" => DataClass::Immunizations,

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use medrix_records::period::{EARLIEST_MS, LATEST_MS};
 use medrix_records::{
-    BreakGlassOrigin, ContractId, DataClass, DataPeriod, Grant, Grantee, Mode, Purpose,
-    ServerName, Status, UserId, Validity,
+    BreakGlassOrigin, ContractId, DataClass, DataPeriod, Grant, Grantee, Mode, Purpose, ServerName,
+    Status, UserId, Validity,
 };
 use proptest::prelude::*;
 
@@ -117,9 +117,8 @@ pub fn arb_clinical_time() -> impl Strategy<Value = Option<i64>> {
 }
 
 pub fn arb_validity() -> impl Strategy<Value = Validity> {
-    (arb_moment(), arb_moment()).prop_filter_map("start < end", |(a, b)| {
-        Validity::new(a.min(b), a.max(b))
-    })
+    (arb_moment(), arb_moment())
+        .prop_filter_map("start < end", |(a, b)| Validity::new(a.min(b), a.max(b)))
 }
 
 pub fn arb_data_period() -> impl Strategy<Value = DataPeriod> {
@@ -147,19 +146,21 @@ pub fn arb_user_grant() -> impl Strategy<Value = Grant> {
         arb_text(),
         arb_status(),
     )
-        .prop_map(|(contract, who, purpose, classes, data_period, valid, mode, text, status)| Grant {
-            contract_id: id(&format!("c-{contract}")),
-            grantee: Grantee::User(user(&format!("@{who}:provider.example"))),
-            purpose,
-            classes,
-            data_period,
-            valid,
-            mode,
-            text,
-            status,
-            emergency_access_ms: None,
-            break_glass: None,
-        })
+        .prop_map(
+            |(contract, who, purpose, classes, data_period, valid, mode, text, status)| Grant {
+                contract_id: id(&format!("c-{contract}")),
+                grantee: Grantee::User(user(&format!("@{who}:provider.example"))),
+                purpose,
+                classes,
+                data_period,
+                valid,
+                mode,
+                text,
+                status,
+                emergency_access_ms: None,
+                break_glass: None,
+            },
+        )
 }
 
 /// Any contract Medrix holds: personal, standing emergency, or made by break-glass.
@@ -167,7 +168,11 @@ pub fn arb_grant() -> impl Strategy<Value = Grant> {
     let standing = (arb_user_grant(), 1..=24u64 * 3_600_000, any::<bool>()).prop_map(
         |(grant, duration, room)| Grant {
             grantee: Grantee::Server(ServerName::parse("hospital.example:8448").unwrap()),
-            purpose: if room { Purpose::EmergencyRoomTreatment } else { Purpose::EmergencyTreatment },
+            purpose: if room {
+                Purpose::EmergencyRoomTreatment
+            } else {
+                Purpose::EmergencyTreatment
+            },
             emergency_access_ms: Some(duration),
             ..grant
         },
