@@ -147,6 +147,9 @@ async fn serve(config: Config) -> Result<crate::storage::WriterThread, String> {
     let services = Services::new(config, storage, keys.current, keys.old)
         .map_err(|err| format!("loading rooms: {err}"))?;
     services.typing.start_sweeper();
+    services.contracts.ensure_account(&services.accounts).await?;
+    // Contracts that ended while the server was down are acted on now.
+    services.contracts.start();
     if let Some(federation) = &services.federation {
         federation.sender.start();
         // Key changes committed before a crash but never queued for other servers.

@@ -95,7 +95,12 @@ async fn a_long_to_device_queue_arrives_in_pages_none_lost_none_twice() {
     // wanted: as the start of a `/messages` page (spec: a sync token is one).
     let paged_token = format!("{}_1_0", since.trim_start_matches('s').split('_').next().unwrap());
     let (status, body) = server
-        .call("GET", &format!("/_matrix/client/v3/keys/changes?from=s{paged_token}&to={since}"), Some(&bob), None)
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/keys/changes?from=s{paged_token}&to={since}"),
+            Some(&bob),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{body}");
 }

@@ -135,6 +135,9 @@ pub struct Grant {
     pub break_glass: Option<BreakGlassOrigin>,
 }
 
+/// What precedes the grantee's user ID in a personal contract's state key.
+pub const USER_STATE_KEY_PREFIX: &str = "user:";
+
 impl Grant {
     /// Parses an `org.medrix.grant` event's content, given its state key.
     pub fn from_event(state_key: &str, content: &Value) -> Result<Grant, Error> {
@@ -142,9 +145,20 @@ impl Grant {
         raw.validate(state_key)
     }
 
-    /// The state key the event must have: the grantee.
-    pub fn state_key(&self) -> &str {
-        self.grantee.as_str()
+    /// The state key the event must have: `user:` and the grantee's user ID for a personal
+    /// contract, the server name for a standing one. A user ID alone cannot be the key:
+    /// Matrix's authorization rules (every room version) let only that user send a state
+    /// event whose key starts with `@`, and contracts are the patient's to send.
+    pub fn state_key(&self) -> String {
+        Grant::state_key_of(&self.grantee)
+    }
+
+    /// The state key of the contract whose grantee is `grantee`.
+    pub fn state_key_of(grantee: &Grantee) -> String {
+        match grantee {
+            Grantee::User(user) => format!("{USER_STATE_KEY_PREFIX}{user}"),
+            Grantee::Server(server) => server.to_string(),
+        }
     }
 
     /// Whether this is a standing emergency contract (its grantee is a server).
@@ -270,17 +284,17 @@ impl<'a> RawGrant<'a> {
         let contract_id = ContractId::parse(self.contract_id).ok_or_else(|| {
             Error::value("contract_id", "must be 1 to 64 characters from A-Z a-z 0-9 - .")
         })?;
-        let grantee = if state_key.starts_with('@') {
+        let grantee = if state_key.starts_with(USER_STATE_KEY_PREFIX) {
             UserId::parse(self.grantee).map(Grantee::User).ok_or_else(|| {
-                Error::value("grantee", "must be a Matrix user ID (the state key is a user ID)")
+                Error::value("grantee", "must be a Matrix user ID (the state key names a user)")
             })?
         } else {
             ServerName::parse(self.grantee).map(Grantee::Server).ok_or_else(|| {
                 Error::value("grantee", "must be a server name (the state key is not a user ID)")
             })?
         };
-        if grantee.as_str() != state_key {
-            return Err(Error::value("grantee", "must equal the event's state key"));
+        if Grant::state_key_of(&grantee) != state_key {
+            return Err(Error::value("grantee", "must be the one the event's state key names"));
         }
         let Terms { purpose, classes, data_period, valid } = self.terms.validate()?;
         let mode = Mode::parse(self.mode)

@@ -29,7 +29,9 @@ pub use class::DataClass;
 pub use entry::{ENTRY_EVENT_TYPE, Entry, Source, SourceKind};
 pub use error::Error;
 pub use evaluate::{Action, Decision, Denial, covering, evaluate, expiry_at};
-pub use grant::{BreakGlassOrigin, GRANT_EVENT_TYPE, Grant, Grantee, Mode, Status};
+pub use grant::{
+    BreakGlassOrigin, GRANT_EVENT_TYPE, Grant, Grantee, Mode, Status, USER_STATE_KEY_PREFIX,
+};
 pub use ids::{ContractId, EventId, RoomId, ServerName, UserId};
 pub use json::MAX_SAFE_INTEGER;
 pub use period::{DataPeriod, Validity};

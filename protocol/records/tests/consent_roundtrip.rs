@@ -27,7 +27,7 @@ proptest! {
     #[test]
     fn a_contract_round_trips_through_its_event_content(grant in arb_grant()) {
         let content = grant.to_content();
-        prop_assert_eq!(Grant::from_event(grant.state_key(), &content).unwrap(), grant);
+        prop_assert_eq!(Grant::from_event(&grant.state_key(), &content).unwrap(), grant);
     }
 }
 

@@ -12,6 +12,8 @@ use medrix_records::{
 use serde_json::{Value, json};
 
 const DR: &str = "@dr.lee:clinic.example";
+/// The state key of a contract for `DR`.
+const DR_KEY: &str = "user:@dr.lee:clinic.example";
 
 /// A change to a valid grant content, and the message its error must have.
 type Case = (fn(&mut Value), &'static str);
@@ -33,7 +35,7 @@ fn grant_content() -> Value {
 fn parse_with(change: impl FnOnce(&mut Value)) -> Result<Grant, Error> {
     let mut content = grant_content();
     change(&mut content);
-    Grant::from_event(DR, &content)
+    Grant::from_event(DR_KEY, &content)
 }
 
 fn expect_error(result: Result<Grant, Error>, kind: &str, message: &str) {
@@ -51,7 +53,7 @@ fn a_well_formed_grant_parses_and_ignores_unknown_fields() {
     assert_eq!(grant.data_period.end(), None);
     assert_eq!(grant.mode, Mode::Read);
     assert_eq!(grant.status, Status::Active);
-    assert_eq!(grant.state_key(), DR);
+    assert_eq!(grant.state_key(), DR_KEY);
 }
 
 #[test]
@@ -77,7 +79,7 @@ fn shape_errors_name_the_field_and_answer_bad_json() {
         assert_eq!(err.to_string(), message);
         assert_eq!(err.matrix_errcode(), "M_BAD_JSON", "{message}");
     }
-    assert_eq!(Grant::from_event(DR, &json!([])).unwrap_err().matrix_errcode(), "M_BAD_JSON");
+    assert_eq!(Grant::from_event(DR_KEY, &json!([])).unwrap_err().matrix_errcode(), "M_BAD_JSON");
 }
 
 #[test]
@@ -227,7 +229,7 @@ fn break_glass_admits_a_clinician_of_that_server_for_the_fixed_time() {
         Some(Denial::ClassNotGranted)
     );
     // It is an ordinary contract event, stored under the clinician's user ID.
-    assert_eq!(Grant::from_event(grant.state_key(), &grant.to_content()).unwrap(), grant);
+    assert_eq!(Grant::from_event(&grant.state_key(), &grant.to_content()).unwrap(), grant);
 
     assert!(matches!(
         break_glass_grant(&standing, &clinician, at, id("btg-2"), " "),

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod accounts;
 pub mod aliases;
+pub mod contracts;
 pub mod e2ee;
 pub mod federation;
 pub mod key_backup;
@@ -43,6 +44,8 @@ pub struct Services {
     pub media: media::Media,
     pub receipts: receipts::Receipts,
     pub typing: typing::Typing,
+    /// Carries out the patient's consent contracts (expiry, revocation, uncovered members).
+    pub contracts: contracts::ContractExecutor,
 }
 
 /// The federation side: the outbound client, the remote key cache, the outbound queues and
@@ -157,6 +160,7 @@ impl Services {
             federation,
             aliases: aliases::Aliases::new(storage.clone(), rooms.clone()),
             access: access::Access::new(rooms.clone(), storage.clone()),
+            contracts: contracts::ContractExecutor::new(storage.clone(), rooms.clone()),
             rooms,
             accounts: accounts::Accounts::new(storage.clone(), server_name),
             uia: Arc::new(uia::UiaSessions::default()),

@@ -38,6 +38,7 @@ pub const POSITION_RECEIPT: &str = "position_receipt";
 pub const MEDIAID_METADATA: &str = "mediaid_metadata";
 pub const SERVERNAME_VERIFYKEYS: &str = "servername_verifykeys";
 pub const USERVERSION_BACKUP: &str = "userversion_backup";
+pub const DUEROOMUSER_CONTRACTCHECK: &str = "dueroomuser_contractcheck";
 pub const USERVERSIONROOMSESSION_ROOMKEY: &str = "userversionroomsession_roomkey";
 pub const EVENTID_STATEGROUP: &str = "eventid_stategroup";
 pub const STATEGROUP_STATE: &str = "stategroup_state";
@@ -205,6 +206,10 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: ROOMALIAS_CREATOR,
         holds: "room ID 0xFF room alias → user ID who created the alias (a room's local aliases, and who may delete each)",
+    },
+    ColumnFamily {
+        name: DUEROOMUSER_CONTRACTCHECK,
+        holds: "big-endian u64 ms 0xFF room ID 0xFF user ID → empty: the contract executor re-checks that user's place in that room (a record room or space) at or after that moment; written in the same batch as the event that calls for it",
     },
     ColumnFamily {
         name: USERID_MEDIABYTES,

@@ -155,6 +155,10 @@ async fn receive_membership(
         return Err(ApiError::bad_json("the event ID does not match the event"));
     }
     check_membership_shape(&object, room_id, membership, |user| user.server_name() == origin)?;
+    if let Some(Ok(user)) = text(&object, "state_key").map(UserId::parse) {
+        let now = crate::clock::now_ms();
+        services.rooms.check_received_membership(room_id, &user, membership, now).await?;
+    }
     let checked = federation.rooms.check_objects(version, vec![object.clone()]).await.remove(0);
     let checked = checked.map_err(|refused| ApiError::forbidden(refused.why))?;
     let mut others = services.access.servers_in_room(room_id, services.rooms.server_name())?;

@@ -38,6 +38,7 @@ impl From<RoomError> for ApiError {
             RoomError::UnknownRoom => ApiError::not_found("unknown room"),
             RoomError::Forbidden(why) => ApiError::forbidden(why),
             RoomError::Invalid(why) => ApiError::bad_json(why),
+            RoomError::InvalidValue(why) => ApiError::invalid_param(why),
             RoomError::MissingEvents(_) => ApiError::not_found("events this needs are missing"),
             RoomError::Remote(why) => ApiError::new(
                 http::StatusCode::BAD_GATEWAY,

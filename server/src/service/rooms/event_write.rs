@@ -51,6 +51,8 @@ pub(super) fn write_accepted(batch: &mut Batch<'_>, event: AcceptedEvent<'_>) {
     for state_event in entered {
         index_state_slot(batch, room_id, state_event, position);
     }
+    // What the contract executor must look at because of these events, in the same write.
+    crate::service::contracts::schedule::note_entered(batch, room_id, entered);
     for (kind, key) in left {
         let kind = kind.to_string();
         batch.delete(

@@ -4,6 +4,8 @@
 
 mod event_write;
 mod in_flight;
+mod medrix_contents;
+pub mod record_gate;
 mod redaction;
 pub mod remote;
 pub mod state_store;
@@ -52,6 +54,9 @@ pub enum RoomError {
     Forbidden(String),
     #[error("invalid: {0}")]
     Invalid(String),
+    /// Well-formed, but a value breaks a rule (a contract ending before it starts).
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
     /// Events the operation needs that this server does not have (yet).
     #[error("missing events: {0:?}")]
     MissingEvents(Vec<OwnedEventId>),
@@ -87,7 +92,11 @@ impl RoomHead {
     /// The forward extremities once `event` (citing `prev_events`) is accepted: those it
     /// does not cite, in the order they became extremities, then itself; the newest
     /// `MAX_FORWARD_EXTREMITIES` of them.
-    fn extremities_after(&self, prev_events: &[OwnedEventId], event: &EventId) -> Vec<OwnedEventId> {
+    fn extremities_after(
+        &self,
+        prev_events: &[OwnedEventId],
+        event: &EventId,
+    ) -> Vec<OwnedEventId> {
         let mut extremities: Vec<OwnedEventId> = self
             .extremities
             .iter()
@@ -446,6 +455,22 @@ impl Rooms {
         state_key: Option<&str>,
         content: Value,
     ) -> Result<SignedEvent, RoomError> {
+        medrix_contents::check_local(kind, state_key, &content)?;
+        if kind == "m.room.member"
+            && let (Some(target), Some(membership)) = (state_key, content["membership"].as_str())
+        {
+            let target =
+                UserId::parse(target).map_err(|err| RoomError::Invalid(err.to_string()))?;
+            let now = crate::clock::now_ms();
+            self.check_record_membership(
+                room_id,
+                &room.state,
+                &room.events,
+                &target,
+                membership,
+                now,
+            )?;
+        }
         let draft = self.draft(room_id, room, sender, kind, state_key, content)?;
         let signed = sign_new_event(&draft, room.version, &self.key)
             .map_err(|err| RoomError::Invalid(err.to_string()))?;
@@ -493,6 +518,45 @@ impl Rooms {
         })
     }
 
+    /// Refuses another server's join of `user_id` into a record room it holds no contract
+    /// for (`send_join`: a server may skip `make_join`).
+    pub async fn check_received_membership(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        membership: &str,
+        now_ms: u64,
+    ) -> Result<(), RoomError> {
+        let slot = self.slot(room_id);
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.load(room_id)?.ok_or(RoomError::UnknownRoom)?);
+        }
+        let Some(room) = guard.as_ref() else { return Err(RoomError::UnknownRoom) };
+        self.check_record_membership(
+            room_id,
+            &room.state,
+            &room.events,
+            user_id,
+            membership,
+            now_ms,
+        )
+    }
+
+    /// The room's place in a patient's record, if it is one (see `record_gate`).
+    pub async fn record_place_of(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<Option<record_gate::RecordPlace>, RoomError> {
+        let slot = self.slot(room_id);
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            let Some(room) = self.load(room_id)? else { return Ok(None) };
+            *guard = Some(room);
+        }
+        Ok(guard.as_ref().and_then(|room| record_gate::record_place(&room.state, &room.events)))
+    }
+
     /// A join (or leave) template for a user of another server (`make_join`/`make_leave`):
     /// the event unsigned, checked against the current state as if it were sent now.
     pub async fn membership_template(
@@ -507,6 +571,8 @@ impl Rooms {
             *guard = Some(self.load(room_id)?.ok_or(RoomError::UnknownRoom)?);
         }
         let Some(room) = guard.as_ref() else { return Err(RoomError::UnknownRoom) };
+        let now = crate::clock::now_ms();
+        self.check_record_membership(room_id, &room.state, &room.events, user_id, membership, now)?;
         let content = json!({ "membership": membership });
         let draft =
             self.draft(room_id, room, user_id, "m.room.member", Some(user_id.as_str()), content)?;

@@ -1,0 +1,196 @@
+//! The contract executor: the service user `@medrix-contracts:<server>` that carries out the
+//! patient's consent contracts by itself. When a contract ends it marks the contract
+//! `expired` and removes the grantee from the record's rooms; when the patient revokes one it
+//! removes the grantee at once; a member the patient's contracts do not cover (a join that
+//! came through another server) is removed too; and it joins the record rooms the patient
+//! invites it to. Everything it does is an event it signs as itself, so the DAG shows who
+//! acted and why, never disguised as the patient.
+//!
+//! It follows a durable schedule (`schedule`) that the rooms' write path fills, and acts
+//! through the rooms service like any local user; rooms never call it.
+
+pub mod schedule;
+
+use std::time::Duration;
+
+use medrix_records::{GRANT_EVENT_TYPE, Status};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::json;
+
+use crate::{
+    service::{
+        accounts::Accounts,
+        rooms::{
+            RoomError, Rooms,
+            record_gate::{RecordPlace, executor_of},
+        },
+    },
+    storage::Storage,
+};
+
+/// Checks taken per round; the rest wait for the next round, which follows at once.
+const CHECKS_PER_ROUND: usize = 256;
+/// The longest the executor sleeps: a due moment is acted on at most this late (plus the
+/// time the acts take), however the schedule changed meanwhile.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub struct ContractExecutor {
+    storage: Storage,
+    rooms: Rooms,
+    user: OwnedUserId,
+}
+
+impl ContractExecutor {
+    pub fn new(storage: Storage, rooms: Rooms) -> Self {
+        let user = executor_of(rooms.server_name());
+        Self { storage, rooms, user }
+    }
+
+    /// Creates the executor's account if missing: it has no password and no device, so
+    /// nobody can log in as it.
+    pub async fn ensure_account(&self, accounts: &Accounts) -> Result<(), String> {
+        if accounts.exists(&self.user).map_err(|err| err.to_string())? {
+            return Ok(());
+        }
+        match accounts.register(&self.user, None, None, None, true).await {
+            Ok(_) | Err(crate::service::accounts::AccountError::UserInUse) => Ok(()),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
+    /// Runs the schedule until the process ends.
+    pub fn start(&self) {
+        let this = self.clone();
+        tokio::spawn(async move { this.run().await });
+    }
+
+    async fn run(&self) {
+        loop {
+            let now = crate::clock::now_ms();
+            let (checks, next) = match schedule::due(&self.storage, now, CHECKS_PER_ROUND) {
+                Ok(due) => due,
+                Err(err) => {
+                    tracing::error!(%err, "contract executor: reading the schedule failed");
+                    tokio::time::sleep(MAX_SLEEP).await;
+                    continue;
+                }
+            };
+            let full_round = checks.len() == CHECKS_PER_ROUND;
+            for check in checks {
+                if let Err(err) = self.act(&check.room, &check.user, now).await {
+                    // Logged and dropped: a check that cannot be acted on now (a room this
+                    // server no longer follows) must not block the ones behind it.
+                    tracing::warn!(room = %check.room, %err, "contract executor: a check failed");
+                }
+                if let Err(err) = schedule::done(&self.storage, &check).await {
+                    tracing::error!(%err, "contract executor: clearing a check failed");
+                }
+            }
+            if full_round {
+                continue;
+            }
+            let until_next = next.map_or(MAX_SLEEP, |next| {
+                Duration::from_millis(next.saturating_sub(crate::clock::now_ms()))
+            });
+            // New events may bring a revocation to act on at once: wake on any.
+            let position = self.rooms.stream.visible();
+            self.rooms.stream.wait_past(position, until_next.min(MAX_SLEEP)).await;
+        }
+    }
+
+    /// Acts on one user's place in one room at `now_ms`.
+    async fn act(&self, room: &RoomId, user: &UserId, now_ms: u64) -> Result<(), RoomError> {
+        let Some(place) = self.rooms.record_place_of(room).await? else { return Ok(()) };
+        let patient_is_ours = UserId::parse(place.patient())
+            .is_ok_and(|patient| patient.server_name() == self.rooms.server_name());
+        if !patient_is_ours {
+            return Ok(());
+        }
+        if user == self.user || user.as_str() == place.patient() {
+            return self.accept_invite(room).await;
+        }
+        // Whatever room the check is about, the contract is the space's: end it if due,
+        // then look at the user's place in every room of the record.
+        let space_id = match &place {
+            RecordPlace::Space(_) => room.to_owned(),
+            RecordPlace::ClassRoom(class_room) => RoomId::parse(class_room.space.as_str())
+                .map_err(|err| RoomError::Invalid(err.to_string()))?,
+        };
+        let Some(RecordPlace::Space(space)) = self.rooms.record_place_of(&space_id).await? else {
+            let reason = "no active contract covers this room";
+            return self.remove_if_uncovered(room, user, now_ms, reason).await;
+        };
+        let reason = self.end_contract_if_due(&space_id, user, now_ms).await?;
+        let class_rooms = space.classes.values().flatten();
+        let mut rooms: Vec<OwnedRoomId> =
+            class_rooms.filter_map(|id| RoomId::parse(id.as_str()).ok()).collect();
+        rooms.extend([room.to_owned(), space_id]);
+        rooms.dedup();
+        for record_room in rooms {
+            self.remove_if_uncovered(&record_room, user, now_ms, &reason).await?;
+        }
+        Ok(())
+    }
+
+    async fn accept_invite(&self, room: &RoomId) -> Result<(), RoomError> {
+        if self.rooms.membership(room, &self.user)?.as_deref() == Some("invite") {
+            let content = json!({ "membership": "join" });
+            self.rooms
+                .append(room, &self.user, "m.room.member", Some(self.user.as_str()), content, None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Marks the user's contract `expired` when its end has passed; answers the reason to
+    /// give for a removal, naming the contract.
+    async fn end_contract_if_due(
+        &self,
+        space: &RoomId,
+        user: &UserId,
+        now_ms: u64,
+    ) -> Result<String, RoomError> {
+        let Some(mut grant) = self.rooms.contract_of(space.as_str(), user)? else {
+            return Ok("no contract covers this room".to_owned());
+        };
+        if grant.status == Status::Active && now_ms >= grant.valid.end() {
+            grant.status = Status::Expired;
+            let (content, state_key) = (grant.to_content(), grant.state_key());
+            self.rooms
+                .append(space, &self.user, GRANT_EVENT_TYPE, Some(&state_key), content, None)
+                .await?;
+        }
+        Ok(match grant.status {
+            Status::Active => format!("contract {} does not cover this room", grant.contract_id),
+            Status::Revoked => format!("contract {} was revoked", grant.contract_id),
+            Status::Expired => format!("contract {} expired", grant.contract_id),
+        })
+    }
+
+    /// Removes the user from the room if they are in it or invited and no contract covers
+    /// them there now.
+    async fn remove_if_uncovered(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        now_ms: u64,
+        reason: &str,
+    ) -> Result<(), RoomError> {
+        let membership = self.rooms.membership(room, user)?;
+        if !matches!(membership.as_deref(), Some("join" | "invite")) {
+            return Ok(());
+        }
+        match self.rooms.check_received_membership(room, user, "join", now_ms).await {
+            Ok(()) => Ok(()),
+            Err(RoomError::Forbidden(_)) => {
+                let content = json!({ "membership": "leave", "reason": reason });
+                self.rooms
+                    .append(room, &self.user, "m.room.member", Some(user.as_str()), content, None)
+                    .await
+                    .map(drop)
+            }
+            Err(err) => Err(err),
+        }
+    }
+}

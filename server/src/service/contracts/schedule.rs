@@ -1,0 +1,86 @@
+//! The contract executor's durable schedule: which user's place in which room to re-check,
+//! and from when. Rows are written by the rooms' one write path in the same batch as the
+//! event that calls for them, so a crash loses no due check, and a contract that ended while
+//! the server was down is acted on at its next start. Rows live in RocksDB, ordered by due
+//! time, so memory does not grow with the number of active contracts.
+
+use medrix_protocol::Pdu;
+use medrix_records::{
+    GRANT_EVENT_TYPE, Grant, RECORD_EVENT_TYPE, USER_STATE_KEY_PREFIX, expiry_at,
+};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId};
+
+use crate::storage::{Batch, Entry, Storage, StorageError, catalogue as cf, compound_key};
+
+/// One due check: at or after `due_ms`, look at `user`'s place in `room`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueCheck {
+    pub due_ms: u64,
+    pub room: OwnedRoomId,
+    pub user: OwnedUserId,
+    key: Vec<u8>,
+}
+
+fn key(due_ms: u64, room: &RoomId, user: &str) -> Vec<u8> {
+    compound_key(&[&due_ms.to_be_bytes(), room.as_bytes(), user.as_bytes()])
+}
+
+/// Notes in `batch` the checks the state events entering `room` call for: a contract is
+/// due at its end (at once when revoked or expired); a join or invite is checked at once
+/// (it may have come through another server, which does not know the patient's contracts);
+/// a room becoming part of a record is looked at once through its patient (the executor
+/// may be waiting there with an invitation).
+pub fn note_entered(batch: &mut Batch<'_>, room: &RoomId, entered: &[Pdu]) {
+    for event in entered {
+        let Some(state_key) = event.state_key() else { continue };
+        let (due_ms, user) = match event.kind().to_string().as_str() {
+            GRANT_EVENT_TYPE => {
+                let Some(user) = state_key.strip_prefix(USER_STATE_KEY_PREFIX) else { continue };
+                let due = serde_json::from_str(event.content().get())
+                    .ok()
+                    .and_then(|content| Grant::from_event(state_key, &content).ok())
+                    .and_then(|grant| expiry_at(&grant))
+                    .unwrap_or(0);
+                (due, user)
+            }
+            "m.room.member" => match crate::service::rooms::membership_of(event).as_deref() {
+                Some("join" | "invite") => (0, state_key),
+                _ => continue,
+            },
+            RECORD_EVENT_TYPE => (0, event.sender().as_str()),
+            _ => continue,
+        };
+        batch.put(cf::DUEROOMUSER_CONTRACTCHECK, &key(due_ms, room, user), b"");
+    }
+}
+
+/// Checks due at or before `now_ms`, earliest first, at most `limit`; and when the next one
+/// after them is due, if any.
+pub fn due(
+    storage: &Storage,
+    now_ms: u64,
+    limit: usize,
+) -> Result<(Vec<DueCheck>, Option<u64>), StorageError> {
+    let rows = storage.scan_range(cf::DUEROOMUSER_CONTRACTCHECK, &[], &[0xFF; 9], limit + 1)?;
+    let mut checks: Vec<DueCheck> = rows.into_iter().filter_map(parse).collect();
+    let later = checks.iter().position(|check| check.due_ms > now_ms).unwrap_or(checks.len());
+    let next = checks.get(later).map(|check| check.due_ms);
+    checks.truncate(later.min(limit));
+    Ok((checks, next))
+}
+
+/// Removes a check once acted on.
+pub async fn done(storage: &Storage, check: &DueCheck) -> Result<(), StorageError> {
+    let mut batch = storage.batch();
+    batch.delete(cf::DUEROOMUSER_CONTRACTCHECK, &check.key);
+    storage.commit(batch).await
+}
+
+fn parse((key, _): Entry) -> Option<DueCheck> {
+    let due_ms = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let rest = key.get(9..)?;
+    let split = rest.iter().position(|&byte| byte == 0xFF)?;
+    let room = std::str::from_utf8(&rest[..split]).ok()?.try_into().ok()?;
+    let user = std::str::from_utf8(&rest[split + 1..]).ok()?.try_into().ok()?;
+    Some(DueCheck { due_ms, room, user, key: key.to_vec() })
+}

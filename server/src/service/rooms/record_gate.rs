@@ -1,0 +1,137 @@
+//! Who may hold a place in a patient's record. In a record's space or class room whose patient
+//! is a user of this server, a join or an invite must be covered by an active consent
+//! contract (`org.medrix.grant` in the record's space) for that room's class, at the moment
+//! of the membership; the patient and the contract executor need none. This server is the
+//! patient's, so it is the one that enforces: for its own users' memberships, and for other
+//! servers' joins through it (`make_join`, `send_join`). Knocks (access requests), leaves and
+//! bans pass: they give nobody access.
+//!
+//! The decision itself is `medrix_records::covering`, the function the clients and the audit
+//! verifier also call; this module only finds its inputs in the rooms' state.
+
+use std::collections::HashMap;
+
+use medrix_protocol::{Pdu, StateMap};
+use medrix_records::{
+    Action, DataClass, Decision, GRANT_EVENT_TYPE, Grant, RECORD_EVENT_TYPE, RECORD_STATE_KEY,
+    RecordRoom, RecordSpace,
+};
+use ruma::{OwnedEventId, OwnedUserId, RoomId, ServerName, UserId, events::StateEventType};
+use serde_json::Value;
+
+use super::{RoomError, Rooms};
+
+/// The localpart of the contract executor, the service user that acts for contracts.
+pub const EXECUTOR_LOCALPART: &str = "medrix-contracts";
+
+/// The contract executor of the server `server`.
+pub fn executor_of(server: &ServerName) -> OwnedUserId {
+    UserId::parse(format!("@{EXECUTOR_LOCALPART}:{server}"))
+        .unwrap_or_else(|_| unreachable!("a server name and a fixed localpart make a user ID"))
+}
+
+/// What a room is in a patient's record.
+#[derive(Debug, Clone)]
+pub enum RecordPlace {
+    /// The room of one class of data.
+    ClassRoom(RecordRoom),
+    /// The record's space, where the contracts are.
+    Space(RecordSpace),
+}
+
+impl RecordPlace {
+    pub fn patient(&self) -> &str {
+        match self {
+            RecordPlace::ClassRoom(room) => room.patient.as_str(),
+            RecordPlace::Space(space) => space.patient.as_str(),
+        }
+    }
+
+    /// The space holding the record's contracts.
+    fn space<'a>(&'a self, room_id: &'a RoomId) -> &'a str {
+        match self {
+            RecordPlace::ClassRoom(room) => room.space.as_str(),
+            RecordPlace::Space(_) => room_id.as_str(),
+        }
+    }
+}
+
+/// The room's place in a record, read from its current state: its `org.medrix.record` event,
+/// whose patient must be the room's creator (anyone can write the event into a room of their
+/// own; only a room the patient created is the patient's record).
+pub fn record_place(state: &StateMap, events: &HashMap<OwnedEventId, Pdu>) -> Option<RecordPlace> {
+    let event = |kind: &str| {
+        state
+            .get(&(StateEventType::from(kind), RECORD_STATE_KEY.to_owned()))
+            .and_then(|id| events.get(id))
+    };
+    let record = event(RECORD_EVENT_TYPE)?;
+    let creator = event("m.room.create")?.sender();
+    let content: Value = serde_json::from_str(record.content().get()).ok()?;
+    let place = match RecordRoom::from_content(&content) {
+        Ok(room) => RecordPlace::ClassRoom(room),
+        Err(_) => RecordPlace::Space(RecordSpace::from_content(&content).ok()?),
+    };
+    (place.patient() == creator.as_str()).then_some(place)
+}
+
+impl Rooms {
+    /// Refuses a join or invite of `target` into a record room of a patient of this server
+    /// unless a contract covers it at `now_ms` (see the module's comment).
+    pub(super) fn check_record_membership(
+        &self,
+        room_id: &RoomId,
+        state: &StateMap,
+        events: &HashMap<OwnedEventId, Pdu>,
+        target: &UserId,
+        membership: &str,
+        now_ms: u64,
+    ) -> Result<(), RoomError> {
+        if !matches!(membership, "join" | "invite") {
+            return Ok(());
+        }
+        let Some(place) = record_place(state, events) else { return Ok(()) };
+        let patient_is_ours = UserId::parse(place.patient())
+            .is_ok_and(|patient| patient.server_name() == self.server_name());
+        if !patient_is_ours
+            || target.as_str() == place.patient()
+            || *target == executor_of(self.server_name())
+        {
+            return Ok(());
+        }
+        let grant = self.contract_of(place.space(room_id), target)?;
+        let Some(user) = medrix_records::UserId::parse(target.as_str()) else {
+            return Err(RoomError::Forbidden("not a user ID".to_owned()));
+        };
+        let classes: Vec<DataClass> = match &place {
+            RecordPlace::ClassRoom(room) => vec![room.class],
+            // The space shows which rooms the record has: a contract for any class opens it.
+            RecordPlace::Space(_) => DataClass::ALL.to_vec(),
+        };
+        let mut denial = None;
+        for class in classes {
+            match medrix_records::covering(grant.iter(), &user, &Action::Hold { class }, now_ms) {
+                Decision::Allowed { .. } => return Ok(()),
+                Decision::Denied(why) => denial = Some(why),
+            }
+        }
+        let why = denial.map_or("no_contract", |why| why.as_str());
+        Err(RoomError::Forbidden(format!(
+            "{target} holds no active contract of the patient's covering this room ({why})"
+        )))
+    }
+
+    /// The contract the record's space holds for `grantee`, if a well-formed one.
+    pub fn contract_of(&self, space: &str, grantee: &UserId) -> Result<Option<Grant>, RoomError> {
+        let Ok(space) = RoomId::parse(space) else { return Ok(None) };
+        let Some(user) = medrix_records::UserId::parse(grantee.as_str()) else { return Ok(None) };
+        let state_key = Grant::state_key_of(&medrix_records::Grantee::User(user));
+        let kind = StateEventType::from(GRANT_EVENT_TYPE);
+        let Some(event_id) = self.state_event(&space, &kind, &state_key)? else {
+            return Ok(None);
+        };
+        let Some(json) = self.event_json(&event_id)? else { return Ok(None) };
+        let content = json.get("content").cloned().unwrap_or(Value::Null);
+        Ok(Grant::from_event(&state_key, &content).ok())
+    }
+}
