@@ -30,6 +30,17 @@ fn key_of(user: &str) -> String {
     format!("user:{user}")
 }
 
+/// Puts the patient's contract for `grantee` into the record's space.
+async fn put_contract(
+    server: &TestServer,
+    patient: &str,
+    space: &str,
+    grantee: &str,
+    content: Value,
+) -> (u16, Value) {
+    put_state(server, patient, space, "org.medrix.grant", &key_of(grantee), content).await
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
@@ -180,38 +191,16 @@ async fn contracts_decide_who_joins_and_their_end_or_revocation_removes_the_gran
     // Malformed contracts are refused with the field at fault, and change nothing.
     let mut missing = grant("c-1", &doctor_id, &["laboratory"], now_ms() + 60_000, "active");
     missing.as_object_mut().unwrap().remove("valid");
-    let (status, body) = put_state(
-        &server,
-        &patient,
-        &record.space,
-        "org.medrix.grant",
-        &key_of(&doctor_id),
-        missing,
-    )
-    .await;
+    let (status, body) = put_contract(&server, &patient, &record.space, &doctor_id, missing).await;
     assert_eq!((status, body["errcode"].as_str()), (400, Some("M_BAD_JSON")), "{body}");
     let mut backwards = grant("c-1", &doctor_id, &["laboratory"], now_ms() + 60_000, "active");
     backwards["valid"] = json!({"start": 2_000_000_000_000u64, "end": 1_000_000_000_000u64});
-    let (status, body) = put_state(
-        &server,
-        &patient,
-        &record.space,
-        "org.medrix.grant",
-        &key_of(&doctor_id),
-        backwards,
-    )
-    .await;
+    let (status, body) =
+        put_contract(&server, &patient, &record.space, &doctor_id, backwards).await;
     assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{body}");
     let unknown_class = grant("c-1", &doctor_id, &["astrology"], now_ms() + 60_000, "active");
-    let (status, body) = put_state(
-        &server,
-        &patient,
-        &record.space,
-        "org.medrix.grant",
-        &key_of(&doctor_id),
-        unknown_class,
-    )
-    .await;
+    let (status, body) =
+        put_contract(&server, &patient, &record.space, &doctor_id, unknown_class).await;
     assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{body}");
     let (status, _) =
         get_state(&server, &patient, &record.space, "org.medrix.grant", &key_of(&doctor_id)).await;
@@ -225,15 +214,7 @@ async fn contracts_decide_who_joins_and_their_end_or_revocation_removes_the_gran
     // laboratory room, not into the conditions room.
     let end = now_ms() + 4_000;
     let contract = grant("c-lab", &doctor_id, &["laboratory"], end, "active");
-    let (status, body) = put_state(
-        &server,
-        &patient,
-        &record.space,
-        "org.medrix.grant",
-        &key_of(&doctor_id),
-        contract,
-    )
-    .await;
+    let (status, body) = put_contract(&server, &patient, &record.space, &doctor_id, contract).await;
     assert_eq!(status, 200, "{body}");
     for room in [&record.space, &record.laboratory] {
         let (status, body) = invite(&server, &patient, room, &doctor_id).await;
@@ -276,15 +257,7 @@ async fn contracts_decide_who_joins_and_their_end_or_revocation_removes_the_gran
     // A long contract for the nurse, then revoked: the nurse is removed at once.
     let contract =
         grant("c-ward", &nurse_id, &["laboratory", "conditions"], now_ms() + 3_600_000, "active");
-    let (status, body) = put_state(
-        &server,
-        &patient,
-        &record.space,
-        "org.medrix.grant",
-        &key_of(&nurse_id),
-        contract,
-    )
-    .await;
+    let (status, body) = put_contract(&server, &patient, &record.space, &nurse_id, contract).await;
     assert_eq!(status, 200, "{body}");
     for room in [&record.space, &record.conditions] {
         assert_eq!(invite(&server, &patient, room, &nurse_id).await.0, 200);
@@ -292,15 +265,7 @@ async fn contracts_decide_who_joins_and_their_end_or_revocation_removes_the_gran
     }
     let revoked =
         grant("c-ward", &nurse_id, &["laboratory", "conditions"], now_ms() + 3_600_000, "revoked");
-    let (status, body) = put_state(
-        &server,
-        &patient,
-        &record.space,
-        "org.medrix.grant",
-        &key_of(&nurse_id),
-        revoked,
-    )
-    .await;
+    let (status, body) = put_contract(&server, &patient, &record.space, &nurse_id, revoked).await;
     assert_eq!(status, 200, "{body}");
     let removed = wait_for_membership(
         &server,
@@ -354,15 +319,7 @@ async fn a_contract_that_ended_while_the_server_was_down_takes_effect_at_its_nex
 
     let end = now_ms() + 2_000;
     let contract = grant("c-short", &doctor_id, &["laboratory"], end, "active");
-    let (status, body) = put_state(
-        &server,
-        &patient,
-        &record.space,
-        "org.medrix.grant",
-        &key_of(&doctor_id),
-        contract,
-    )
-    .await;
+    let (status, body) = put_contract(&server, &patient, &record.space, &doctor_id, contract).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(invite(&server, &patient, &record.laboratory, &doctor_id).await.0, 200);
     assert_eq!(join(&server, &doctor, &record.laboratory).await.0, 200);

@@ -118,11 +118,11 @@ fn value_errors_name_the_field_and_answer_invalid_param() {
         ),
         (
             |c| c["grantee"] = json!("@someone.else:clinic.example"),
-            "`grantee` must equal the event's state key",
+            "`grantee` must be the one the event's state key names",
         ),
         (
             |c| c["grantee"] = json!("dr.lee"),
-            "`grantee` must be a Matrix user ID (the state key is a user ID)",
+            "`grantee` must be a Matrix user ID (the state key names a user)",
         ),
         (|c| c["mode"] = json!("write"), "`mode` must be \"read\" or \"contribute\""),
         (
