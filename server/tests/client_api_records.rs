@@ -7,150 +7,14 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use medrix_tests::records::{
+    contract as grant, contract_key as key_of, create_record, executor_of, get_state, now_ms,
+    put_contract, wait_for_membership, whoami,
+};
 use serde_json::{Value, json};
 use support::{TestServer, start};
-
-struct Record {
-    space: String,
-    laboratory: String,
-    conditions: String,
-}
-
-/// The full user ID of `localpart` on the server of the logged-in `token`'s user.
-async fn user(server: &TestServer, token: &str, localpart: &str) -> String {
-    let me = whoami(server, token).await;
-    let (_, server_name) = me.split_once(':').unwrap();
-    format!("@{localpart}:{server_name}")
-}
-
-/// The state key of a personal contract for `user` (spec/records.md §4).
-fn key_of(user: &str) -> String {
-    format!("user:{user}")
-}
-
-/// Puts the patient's contract for `grantee` into the record's space.
-async fn put_contract(
-    server: &TestServer,
-    patient: &str,
-    space: &str,
-    grantee: &str,
-    content: Value,
-) -> (u16, Value) {
-    put_state(server, patient, space, "org.medrix.grant", &key_of(grantee), content).await
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-async fn put_state(
-    server: &TestServer,
-    token: &str,
-    room: &str,
-    kind: &str,
-    key: &str,
-    content: Value,
-) -> (u16, Value) {
-    let path = format!("/_matrix/client/v3/rooms/{room}/state/{kind}/{key}");
-    server.call("PUT", &path, Some(token), Some(content)).await
-}
-
-async fn get_state(
-    server: &TestServer,
-    token: &str,
-    room: &str,
-    kind: &str,
-    key: &str,
-) -> (u16, Value) {
-    let path = format!("/_matrix/client/v3/rooms/{room}/state/{kind}/{key}");
-    server.call("GET", &path, Some(token), None).await
-}
-
-async fn create_record(server: &TestServer, patient: &str) -> Record {
-    let executor = user(server, patient, "medrix-contracts").await;
-    let me = whoami(server, patient).await;
-    let (status, space) = server
-        .call(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(patient),
-            Some(json!({
-                "preset": "private_chat",
-                "creation_content": {"type": "m.space"},
-                "power_level_content_override": {"users": {&executor: 100}},
-                "invite": [&executor],
-            })),
-        )
-        .await;
-    assert_eq!(status, 200, "{space}");
-    let space = space["room_id"].as_str().unwrap().to_owned();
-    let mut rooms = Vec::new();
-    for class in ["laboratory", "conditions"] {
-        let (status, room) = server
-            .call(
-                "POST",
-                "/_matrix/client/v3/createRoom",
-                Some(patient),
-                Some(json!({
-                    "preset": "private_chat",
-                    "power_level_content_override": {"users": {&executor: 100}},
-                    "invite": [&executor],
-                    "initial_state": [{
-                        "type": "org.medrix.record", "state_key": "",
-                        "content": {"patient": &me, "class": class, "space": &space},
-                    }],
-                })),
-            )
-            .await;
-        assert_eq!(status, 200, "{room}");
-        rooms.push(room["room_id"].as_str().unwrap().to_owned());
-    }
-    let content =
-        json!({"patient": &me, "classes": {"laboratory": [&rooms[0]], "conditions": [&rooms[1]]}});
-    let (status, body) = put_state(server, patient, &space, "org.medrix.record", "", content).await;
-    assert_eq!(status, 200, "{body}");
-    Record { space, laboratory: rooms[0].clone(), conditions: rooms[1].clone() }
-}
-
-async fn whoami(server: &TestServer, token: &str) -> String {
-    let (_, me) = server.call("GET", "/_matrix/client/v3/account/whoami", Some(token), None).await;
-    me["user_id"].as_str().unwrap().to_owned()
-}
-
-fn grant(contract_id: &str, grantee: &str, classes: &[&str], end: u64, status: &str) -> Value {
-    json!({
-        "contract_id": contract_id, "grantee": grantee, "purpose": "TREAT",
-        "classes": classes, "data_period": {"start": null, "end": null},
-        "valid": {"start": 0, "end": end}, "mode": "read",
-        "text": "Dr. Who may read my lab results for my treatment.", "status": status,
-    })
-}
-
-/// The member's membership event in the room, as the patient sees it.
-async fn member_event(server: &TestServer, patient: &str, room: &str, member: &str) -> Value {
-    get_state(server, patient, room, "m.room.member", member).await.1
-}
-
-async fn wait_for_membership(
-    server: &TestServer,
-    patient: &str,
-    room: &str,
-    member: &str,
-    membership: &str,
-    within: Duration,
-) -> Value {
-    let started = Instant::now();
-    loop {
-        let event = member_event(server, patient, room, member).await;
-        if event["membership"] == membership {
-            return event;
-        }
-        assert!(started.elapsed() < within, "{member} not {membership} in {room}: {event}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn invite(server: &TestServer, token: &str, room: &str, who: &str) -> (u16, Value) {
     let path = format!("/_matrix/client/v3/rooms/{room}/invite");
@@ -169,11 +33,11 @@ async fn contracts_decide_who_joins_and_their_end_or_revocation_removes_the_gran
     let doctor = server.register("doctor", "pw").await;
     let nurse = server.register("nurse", "pw").await;
     let (doctor_id, nurse_id) = (whoami(&server, &doctor).await, whoami(&server, &nurse).await);
-    let executor = user(&server, &patient, "medrix-contracts").await;
-    let record = create_record(&server, &patient).await;
+    let executor = executor_of(&server, &patient).await;
+    let record = create_record(&server, &patient, &["laboratory", "conditions"]).await;
 
     // The executor accepts the patient's invitations by itself.
-    for room in [&record.space, &record.laboratory, &record.conditions] {
+    for room in [&record.space, record.room("laboratory"), record.room("conditions")] {
         wait_for_membership(&server, &patient, room, &executor, "join", Duration::from_secs(5))
             .await;
     }
@@ -207,7 +71,7 @@ async fn contracts_decide_who_joins_and_their_end_or_revocation_removes_the_gran
     assert_eq!(status, 404, "no contract was stored");
 
     // Without a contract, no invitation into the record.
-    let (status, body) = invite(&server, &patient, &record.laboratory, &doctor_id).await;
+    let (status, body) = invite(&server, &patient, record.room("laboratory"), &doctor_id).await;
     assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
 
     // A contract for the laboratory, ending in 4 s: the doctor is let into the space and the
@@ -216,20 +80,20 @@ async fn contracts_decide_who_joins_and_their_end_or_revocation_removes_the_gran
     let contract = grant("c-lab", &doctor_id, &["laboratory"], end, "active");
     let (status, body) = put_contract(&server, &patient, &record.space, &doctor_id, contract).await;
     assert_eq!(status, 200, "{body}");
-    for room in [&record.space, &record.laboratory] {
+    for room in [&record.space, record.room("laboratory")] {
         let (status, body) = invite(&server, &patient, room, &doctor_id).await;
         assert_eq!(status, 200, "{body}");
         let (status, body) = join(&server, &doctor, room).await;
         assert_eq!(status, 200, "{body}");
     }
-    let (status, body) = invite(&server, &patient, &record.conditions, &doctor_id).await;
+    let (status, body) = invite(&server, &patient, record.room("conditions"), &doctor_id).await;
     assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
 
     // At its end the executor removes the doctor (at most 5 s late) and marks it expired.
     let removed = wait_for_membership(
         &server,
         &patient,
-        &record.laboratory,
+        record.room("laboratory"),
         &doctor_id,
         "leave",
         Duration::from_millis(end.saturating_sub(now_ms()) + 5_000),
@@ -251,7 +115,7 @@ async fn contracts_decide_who_joins_and_their_end_or_revocation_removes_the_gran
         get_state(&server, &patient, &record.space, "org.medrix.grant", &key_of(&doctor_id)).await;
     assert_eq!(stored["status"], "expired", "{stored}");
     // Nor can the doctor come back.
-    let (status, body) = invite(&server, &patient, &record.laboratory, &doctor_id).await;
+    let (status, body) = invite(&server, &patient, record.room("laboratory"), &doctor_id).await;
     assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
 
     // A long contract for the nurse, then revoked: the nurse is removed at once.
@@ -259,7 +123,7 @@ async fn contracts_decide_who_joins_and_their_end_or_revocation_removes_the_gran
         grant("c-ward", &nurse_id, &["laboratory", "conditions"], now_ms() + 3_600_000, "active");
     let (status, body) = put_contract(&server, &patient, &record.space, &nurse_id, contract).await;
     assert_eq!(status, 200, "{body}");
-    for room in [&record.space, &record.conditions] {
+    for room in [&record.space, record.room("conditions")] {
         assert_eq!(invite(&server, &patient, room, &nurse_id).await.0, 200);
         assert_eq!(join(&server, &nurse, room).await.0, 200);
     }
@@ -270,7 +134,7 @@ async fn contracts_decide_who_joins_and_their_end_or_revocation_removes_the_gran
     let removed = wait_for_membership(
         &server,
         &patient,
-        &record.conditions,
+        record.room("conditions"),
         &nurse_id,
         "leave",
         Duration::from_secs(3),
@@ -280,7 +144,7 @@ async fn contracts_decide_who_joins_and_their_end_or_revocation_removes_the_gran
     let sender = server
         .call(
             "GET",
-            &format!("/_matrix/client/v3/rooms/{}/state", record.conditions),
+            &format!("/_matrix/client/v3/rooms/{}/state", record.room("conditions")),
             Some(&patient),
             None,
         )
@@ -305,12 +169,12 @@ async fn a_contract_that_ended_while_the_server_was_down_takes_effect_at_its_nex
     let patient = server.register("patient", "pw").await;
     let doctor = server.register("doctor", "pw").await;
     let doctor_id = whoami(&server, &doctor).await;
-    let executor = user(&server, &patient, "medrix-contracts").await;
-    let record = create_record(&server, &patient).await;
+    let executor = executor_of(&server, &patient).await;
+    let record = create_record(&server, &patient, &["laboratory", "conditions"]).await;
     wait_for_membership(
         &server,
         &patient,
-        &record.laboratory,
+        record.room("laboratory"),
         &executor,
         "join",
         Duration::from_secs(5),
@@ -321,8 +185,8 @@ async fn a_contract_that_ended_while_the_server_was_down_takes_effect_at_its_nex
     let contract = grant("c-short", &doctor_id, &["laboratory"], end, "active");
     let (status, body) = put_contract(&server, &patient, &record.space, &doctor_id, contract).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(invite(&server, &patient, &record.laboratory, &doctor_id).await.0, 200);
-    assert_eq!(join(&server, &doctor, &record.laboratory).await.0, 200);
+    assert_eq!(invite(&server, &patient, record.room("laboratory"), &doctor_id).await.0, 200);
+    assert_eq!(join(&server, &doctor, record.room("laboratory")).await.0, 200);
 
     // Down (kill -9) before the end, up again after it.
     server.kill();
@@ -332,7 +196,7 @@ async fn a_contract_that_ended_while_the_server_was_down_takes_effect_at_its_nex
     let removed = wait_for_membership(
         &server,
         &patient,
-        &record.laboratory,
+        record.room("laboratory"),
         &doctor_id,
         "leave",
         Duration::from_secs(5),

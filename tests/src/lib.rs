@@ -12,6 +12,7 @@ use std::{
 use serde_json::{Value, json};
 
 pub mod clients;
+pub mod records;
 
 pub const REGISTRATION_TOKEN: &str = "test-registration-token-0123456789";
 

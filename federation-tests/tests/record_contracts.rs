@@ -1,0 +1,128 @@
+//! A patient's contracts across servers: the patient's server (clinic) refuses to bring a
+//! provider of another server (hospital) into the record without a contract; with one, the
+//! provider joins through the hospital (`make_join`/`send_join` pass the clinic's check) and
+//! reads what the patient sends; at the contract's end the clinic's executor removes the
+//! provider, and the hospital learns it, reason and all.
+
+use std::time::Duration;
+
+use medrix_federation_tests::TestNet;
+use medrix_tests::TestServer;
+use medrix_tests::records::{
+    contract, create_record, executor_of, now_ms, put_contract, wait_for_membership, whoami,
+};
+use serde_json::{Value, json};
+
+/// The event removing `token`'s user from `room`, as their own server's `/sync` delivers it
+/// (a removed member can no longer read the room's current state).
+async fn removal_seen_in_sync(server: &TestServer, token: &str, since: &str, room: &str) -> Value {
+    let mut since = since.to_owned();
+    for _ in 0..20 {
+        let path = format!("/_matrix/client/v3/sync?since={since}&timeout=1000");
+        let (status, body) = server.call("GET", &path, Some(token), None).await;
+        assert_eq!(status, 200, "{body}");
+        let events = body["rooms"]["leave"][room]["timeline"]["events"].as_array();
+        if let Some(leave) =
+            events.into_iter().flatten().find(|e| e["content"]["membership"] == "leave")
+        {
+            return leave.clone();
+        }
+        since = body["next_batch"].as_str().unwrap().to_owned();
+    }
+    panic!("the removal never reached the member's server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_of_another_server_is_let_in_by_a_contract_and_removed_at_its_end() {
+    let net = TestNet::new();
+    let clinic = net.start("clinic", &[], &["hospital"]).await;
+    let hospital = net.start("hospital", &[], &["clinic"]).await;
+    let patient = clinic.server.register("patient", "pw").await;
+    let doctor = hospital.server.register("doctor", "pw").await;
+    let doctor_id = whoami(&hospital.server, &doctor).await;
+    let executor = executor_of(&clinic.server, &patient).await;
+    let record = create_record(&clinic.server, &patient, &["laboratory"]).await;
+    let lab = record.room("laboratory").to_owned();
+    wait_for_membership(&clinic.server, &patient, &lab, &executor, "join", Duration::from_secs(5))
+        .await;
+
+    // No contract, no invitation, for a user of another server as for a local one.
+    let invite = |room: String| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/invite");
+        let (clinic, patient, doctor_id) = (&clinic, patient.clone(), doctor_id.clone());
+        async move {
+            clinic
+                .server
+                .call("POST", &path, Some(&patient), Some(json!({"user_id": doctor_id})))
+                .await
+        }
+    };
+    let (status, body) = invite(lab.clone()).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+
+    // A contract for the laboratory, ending in 8 s: invited, the doctor joins through the
+    // hospital and reads what the patient sends.
+    let end = now_ms() + 8_000;
+    let terms = contract("c-lab-remote", &doctor_id, &["laboratory"], end, "active");
+    let (status, body) =
+        put_contract(&clinic.server, &patient, &record.space, &doctor_id, terms).await;
+    assert_eq!(status, 200, "{body}");
+    for room in [record.space.clone(), lab.clone()] {
+        let (status, body) = invite(room.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        let join = format!("/_matrix/client/v3/join/{room}?via={}", clinic.server_name);
+        let (status, body) =
+            hospital.server.call("POST", &join, Some(&doctor), Some(json!({}))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    wait_for_membership(
+        &clinic.server,
+        &patient,
+        &lab,
+        &doctor_id,
+        "join",
+        Duration::from_secs(10),
+    )
+    .await;
+    let (status, body) = clinic
+        .server
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{lab}/send/m.room.message/t1"),
+            Some(&patient),
+            Some(json!({"msgtype": "m.text", "body": "HbA1c 6.1 %"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let messages = format!("/_matrix/client/v3/rooms/{lab}/messages?dir=b&limit=20");
+    let mut read = false;
+    for _ in 0..50 {
+        let (_, page) = hospital.server.call("GET", &messages, Some(&doctor), None).await;
+        let bodies = page["chunk"].as_array().into_iter().flatten();
+        if bodies.filter_map(|e| e["content"]["body"].as_str()).any(|b| b == "HbA1c 6.1 %") {
+            read = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(read, "the doctor read the patient's message through the hospital");
+    let (_, synced) =
+        hospital.server.call("GET", "/_matrix/client/v3/sync", Some(&doctor), None).await;
+    let since = synced["next_batch"].as_str().unwrap().to_owned();
+
+    // At the end the clinic's executor removes the doctor; the hospital learns it.
+    let within = Duration::from_millis(end.saturating_sub(now_ms()) + 5_000);
+    let removed =
+        wait_for_membership(&clinic.server, &patient, &lab, &doctor_id, "leave", within).await;
+    assert!(now_ms().saturating_sub(end) <= 5_000, "removed more than 5 s after the end");
+    assert!(removed["reason"].as_str().unwrap_or_default().contains("c-lab-remote"), "{removed}");
+    let seen_by_hospital = removal_seen_in_sync(&hospital.server, &doctor, &since, &lab).await;
+    assert_eq!(seen_by_hospital["content"]["reason"], removed["reason"]);
+    assert_eq!(seen_by_hospital["sender"], executor.as_str(), "{seen_by_hospital}");
+
+    // And the doctor cannot come back on their own.
+    let rejoin = format!("/_matrix/client/v3/join/{lab}?via={}", clinic.server_name);
+    let (status, body) =
+        hospital.server.call("POST", &rejoin, Some(&doctor), Some(json!({}))).await;
+    assert_ne!(status, 200, "rejoined without a contract: {body}");
+}
