@@ -126,3 +126,99 @@ async fn a_provider_of_another_server_is_let_in_by_a_contract_and_removed_at_its
         hospital.server.call("POST", &rejoin, Some(&doctor), Some(json!({}))).await;
     assert_ne!(status, 200, "rejoined without a contract: {body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_ask_by_knocking_and_the_patient_approves_one_and_declines_another() {
+    let net = TestNet::new();
+    let clinic = net.start("clinic", &[], &["hospital"]).await;
+    let hospital = net.start("hospital", &[], &["clinic"]).await;
+    let patient = clinic.server.register("patient", "pw").await;
+    let doctor = hospital.server.register("doctor", "pw").await;
+    let intern = hospital.server.register("intern", "pw").await;
+    let doctor_id = whoami(&hospital.server, &doctor).await;
+    let intern_id = whoami(&hospital.server, &intern).await;
+    let record = create_record(&clinic.server, &patient, &["laboratory"]).await;
+    let (space, lab) = (record.space.clone(), record.room("laboratory").to_owned());
+    let knock = |token: String, body: Value| {
+        let path = format!("/_matrix/client/v3/knock/{space}?via={}", clinic.server_name);
+        let hospital = &hospital;
+        async move { hospital.server.call("POST", &path, Some(&token), Some(body)).await }
+    };
+    let asked = json!({
+        "purpose": "TREAT", "classes": ["laboratory"],
+        "data_period": {"start": null, "end": null},
+        "valid": {"start": now_ms(), "end": now_ms() + 3_600_000}, "mode": "read",
+    });
+
+    // Terms that break the rules are refused on the knocker's own server, and nothing is
+    // sent.
+    let mut wrong = asked.clone();
+    wrong["classes"] = json!(["astrology"]);
+    let (status, body) =
+        knock(intern.clone(), json!({"reason": "ward round", "org.medrix.request": wrong})).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{body}");
+
+    // Two knocks through the hospital; the patient's server holds each, terms and all.
+    for token in [&doctor, &intern] {
+        let request = json!({"reason": "follow-up of your HbA1c", "org.medrix.request": asked});
+        let (status, body) = knock(token.clone(), request).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let knocked = wait_for_membership(
+        &clinic.server,
+        &patient,
+        &space,
+        &doctor_id,
+        "knock",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(knocked["org.medrix.request"], asked, "{knocked}");
+    assert_eq!(knocked["reason"], "follow-up of your HbA1c");
+    wait_for_membership(
+        &clinic.server,
+        &patient,
+        &space,
+        &intern_id,
+        "knock",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Approved: the contract the doctor asked for, then the invitations; the doctor joins.
+    let mut terms =
+        contract("c-asked", &doctor_id, &["laboratory"], now_ms() + 3_600_000, "active");
+    terms["valid"] = asked["valid"].clone();
+    let (status, body) = put_contract(&clinic.server, &patient, &space, &doctor_id, terms).await;
+    assert_eq!(status, 200, "{body}");
+    for room in [space.clone(), lab.clone()] {
+        let path = format!("/_matrix/client/v3/rooms/{room}/invite");
+        let invite = json!({"user_id": doctor_id});
+        let (status, body) = clinic.server.call("POST", &path, Some(&patient), Some(invite)).await;
+        assert_eq!(status, 200, "{body}");
+        let join = format!("/_matrix/client/v3/join/{room}?via={}", clinic.server_name);
+        let (status, body) =
+            hospital.server.call("POST", &join, Some(&doctor), Some(json!({}))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // Declined: the intern's knock is turned away, and no contract lets them in.
+    let path = format!("/_matrix/client/v3/rooms/{space}/kick");
+    let decline = json!({"user_id": intern_id, "reason": "declined: not my care team"});
+    let (status, body) = clinic.server.call("POST", &path, Some(&patient), Some(decline)).await;
+    assert_eq!(status, 200, "{body}");
+    let declined = wait_for_membership(
+        &clinic.server,
+        &patient,
+        &space,
+        &intern_id,
+        "leave",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(declined["reason"], "declined: not my care team");
+    let path = format!("/_matrix/client/v3/rooms/{lab}/invite");
+    let invite = json!({"user_id": intern_id});
+    let (status, body) = clinic.server.call("POST", &path, Some(&patient), Some(invite)).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+}

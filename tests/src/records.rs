@@ -52,7 +52,11 @@ pub async fn create_record(server: &TestServer, patient: &str, classes: &[&str])
         body
     };
     let path = "/_matrix/client/v3/createRoom";
-    let space_body = create(json!({"creation_content": {"type": "m.space"}}));
+    // Providers ask for access by knocking on the space (spec/records.md §7).
+    let space_body = create(json!({
+        "creation_content": {"type": "m.space"},
+        "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}],
+    }));
     let (status, space) = server.call("POST", path, Some(patient), Some(space_body)).await;
     assert_eq!(status, 200, "{space}");
     let space = space["room_id"].as_str().unwrap().to_owned();

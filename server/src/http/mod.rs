@@ -20,8 +20,8 @@ use axum::{
 use http::StatusCode;
 use ruma::api::client::{
     account, alias, authenticated_media, backup, config, context, device, discovery, filter, keys,
-    media, membership, message, profile, push, read_marker, receipt, redact, room, session, state,
-    sync::sync_events, tag, to_device, typing,
+    knock, media, membership, message, profile, push, read_marker, receipt, redact, room, session,
+    state, sync::sync_events, tag, to_device, typing,
 };
 use ruma::api::{Metadata, path_builder::PathBuilder};
 
@@ -115,6 +115,7 @@ pub fn router(services: Services) -> Router {
         router,
         handlers::rooms::join_by_id_or_alias,
     );
+    router = endpoint::<knock::knock_room::v3::Request, _, _>(router, handlers::knock::knock);
     router = endpoint::<alias::create_alias::v3::Request, _, _>(router, handlers::aliases::create);
     router = endpoint::<alias::get_alias::v3::Request, _, _>(router, handlers::aliases::get);
     router = endpoint::<alias::delete_alias::v3::Request, _, _>(router, handlers::aliases::delete);

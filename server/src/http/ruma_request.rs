@@ -23,6 +23,9 @@ use crate::{
 pub struct Ruma<T> {
     pub body: T,
     pub session: Option<Session>,
+    /// The JSON body as received, for the few endpoints whose body Medrix extends beyond the
+    /// ruma type (a knock's requested terms).
+    pub raw_body: Bytes,
 }
 
 impl<T> Ruma<T>
@@ -101,10 +104,11 @@ where
             http::Method::POST => without_empty_auth(&bytes).unwrap_or(bytes),
             _ => bytes,
         };
+        let raw_body = bytes.clone();
         let request = http::Request::from_parts(parts, bytes_or_empty_object::<T>(bytes));
         let body = T::try_from_http_request(request, &path_args)
             .map_err(|err| ApiError::bad_json(format!("invalid request: {err}")))?;
-        Ok(Ruma { body, session })
+        Ok(Ruma { body, session, raw_body })
     }
 }
 

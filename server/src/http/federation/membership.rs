@@ -13,8 +13,8 @@ use medrix_protocol::{
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, RoomId, ServerName, UserId,
     api::federation::membership::{
-        create_invite, create_join_event, create_leave_event, prepare_join_event,
-        prepare_leave_event,
+        create_invite, create_join_event, create_knock_event, create_leave_event,
+        prepare_join_event, prepare_knock_event, prepare_leave_event,
     },
 };
 use serde_json::{Value, json};
@@ -58,6 +58,46 @@ pub async fn make_join(
         .with_room_version(version.as_str()));
     }
     template(&services, &body.room_id, &body.user_id, "join").await
+}
+
+/// `GET /make_knock/{roomId}/{userId}`: a knock template (an access request, for a
+/// record's space) the user's server signs.
+pub async fn make_knock(
+    State(services): State<Services>,
+    request: Federated<prepare_knock_event::v1::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let body = &request.body;
+    require_origin_user(&body.user_id, &request.origin)?;
+    let version = room_version(&services, &body.room_id)?;
+    if !body.ver.iter().any(|v| v.as_str() == version.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::IncompatibleRoomVersion,
+            format!("the room is version {version}, which the knocking server does not support"),
+        )
+        .with_room_version(version.as_str()));
+    }
+    template(&services, &body.room_id, &body.user_id, "knock").await
+}
+
+/// `PUT /send_knock/{roomId}/{eventId}`: takes the knocking server's signed knock; answers
+/// the room's stripped state (what the knocker is shown of it).
+pub async fn send_knock(
+    State(services): State<Services>,
+    request: Federated<create_knock_event::v1::Request>,
+) -> Result<Json<Value>, ApiError> {
+    let body = &request.body;
+    receive_membership(
+        &services,
+        &request.origin,
+        &body.room_id,
+        &body.event_id,
+        body.pdu.get(),
+        "knock",
+    )
+    .await?;
+    let shown = services.access.stripped_state(&body.room_id, None)?;
+    Ok(Json(json!({ "knock_room_state": shown })))
 }
 
 /// `GET /make_leave/{roomId}/{userId}`.
@@ -219,8 +259,11 @@ pub async fn invite(
     // member joined now, not a copy of the room: once its last member left, this server
     // gets none of the room's events (Synapse sends a re-invite through `/invite` alone).
     if !services.rooms.has_joined_member(&body.room_id, &own)? {
-        let mut stripped: Vec<Value> =
-            body.invite_room_state.iter().filter_map(stripped_event).collect();
+        let mut stripped: Vec<Value> = body
+            .invite_room_state
+            .iter()
+            .filter_map(crate::service::federation::rooms::stripped_event)
+            .collect();
         // The invite itself belongs to what the invitee's client shows (who invited them).
         stripped.push(json!({
             "type": "m.room.member", "state_key": invitee, "sender": text(&object, "sender"),
@@ -251,25 +294,6 @@ impl WithRoomVersion for ApiError {
         self.extra = Some(("room_version", version.to_owned()));
         self
     }
-}
-
-/// A stripped state event (what a client shows of a room it is invited to), from either form
-/// a server may send: stripped already, or a full PDU (Matrix 1.16 and later).
-#[allow(deprecated)]
-fn stripped_event(raw: &ruma::api::federation::membership::RawStrippedState) -> Option<Value> {
-    let event: Value = match raw {
-        ruma::api::federation::membership::RawStrippedState::Stripped(raw) => {
-            serde_json::from_str(raw.json().get()).ok()?
-        }
-        ruma::api::federation::membership::RawStrippedState::Pdu(raw) => {
-            serde_json::from_str(raw.get()).ok()?
-        }
-        _ => return None,
-    };
-    Some(json!({
-        "type": event.get("type")?, "state_key": event.get("state_key")?,
-        "content": event.get("content")?, "sender": event.get("sender")?,
-    }))
 }
 
 fn text<'o>(object: &'o CanonicalJsonObject, field: &str) -> Option<&'o str> {

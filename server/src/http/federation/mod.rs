@@ -24,8 +24,8 @@ use ruma::api::federation::{
     event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
     keys::{claim_keys, get_keys},
     membership::{
-        create_invite, create_join_event, create_leave_event, prepare_join_event,
-        prepare_leave_event,
+        create_invite, create_join_event, create_knock_event, create_leave_event,
+        prepare_join_event, prepare_knock_event, prepare_leave_event,
     },
     query::{get_profile_information, get_room_information},
     transactions::send_transaction_message,
@@ -51,6 +51,8 @@ pub fn router(services: Services) -> Router {
         .route(path::<create_join_event::v2::Request>(), put(membership::send_join))
         .route(path::<prepare_leave_event::v1::Request>(), get(membership::make_leave))
         .route(path::<create_leave_event::v2::Request>(), put(membership::send_leave))
+        .route(path::<prepare_knock_event::v1::Request>(), get(membership::make_knock))
+        .route(path::<create_knock_event::v1::Request>(), put(membership::send_knock))
         .route(path::<create_invite::v2::Request>(), put(membership::invite))
         .route(path::<get_event::v1::Request>(), get(events::event))
         .route(path::<get_room_state_ids::v1::Request>(), get(events::state_ids))

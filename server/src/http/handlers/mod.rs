@@ -7,6 +7,7 @@ pub mod devices;
 pub mod discovery;
 pub mod key_backup;
 pub mod keys;
+pub mod knock;
 pub mod media;
 mod password_auth;
 pub mod room_ephemeral;

@@ -272,7 +272,7 @@ async fn set_membership(
 /// A membership's content with the target's `displayname` and `avatar_url` added, as
 /// Synapse adds them: to joins, invites and knocks of this server's users, where the
 /// content does not name them already. Clients show members by these.
-fn with_profile(
+pub(super) fn with_profile(
     services: &Services,
     target: &UserId,
     mut content: Value,
@@ -363,22 +363,33 @@ pub async fn join_by_id_or_alias(
 ) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>, ApiError> {
     let user = request.session().user_id.clone();
     let request = request.body;
-    let (room_id, via) = match <&RoomId>::try_from(&*request.room_id_or_alias) {
-        Ok(room_id) => (room_id.to_owned(), request.via),
+    let (room_id, via) =
+        room_and_servers(&services, &user, &request.room_id_or_alias, request.via).await?;
+    join(&services, &room_id, &user, request.reason, &via).await?;
+    Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(room_id)))
+}
+
+/// The room a room ID or alias names, and the servers to reach it through: those the client
+/// gave, then those an alias's answer names (resolved over federation for another server's).
+pub(super) async fn room_and_servers(
+    services: &Services,
+    user: &UserId,
+    room_id_or_alias: &ruma::RoomOrAliasId,
+    mut via: Vec<ruma::OwnedServerName>,
+) -> Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>), ApiError> {
+    match <&RoomId>::try_from(room_id_or_alias) {
+        Ok(room_id) => Ok((room_id.to_owned(), via)),
         Err(alias) => {
             let (room_id, servers) =
-                super::aliases::resolve(&services, alias, user.as_str()).await?;
-            let mut via = request.via;
+                super::aliases::resolve(services, alias, user.as_str()).await?;
             for server in servers {
                 if !via.contains(&server) {
                     via.push(server);
                 }
             }
-            (room_id, via)
+            Ok((room_id, via))
         }
-    };
-    join(&services, &room_id, &user, request.reason, &via).await?;
-    Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(room_id)))
+    }
 }
 
 /// Joins a room: locally when this server is in it, else through another server in it (those
@@ -419,7 +430,7 @@ async fn join(
 
 /// The servers to ask about a room this server is not in: those the client names, the one
 /// that sent the user's invite, and the room ID's own server (before v12); never this one.
-fn servers_to_ask(
+pub(super) fn servers_to_ask(
     services: &Services,
     room_id: &RoomId,
     user: &UserId,

@@ -31,8 +31,8 @@ use ruma::{
         authorization::get_event_authorization,
         event::{get_event, get_missing_events, get_room_state_ids},
         membership::{
-            create_invite, create_join_event, create_leave_event, prepare_join_event,
-            prepare_leave_event,
+            create_invite, create_join_event, create_knock_event, create_leave_event,
+            prepare_join_event, prepare_knock_event, prepare_leave_event,
         },
     },
 };
@@ -72,6 +72,8 @@ pub struct MembershipChange<'a> {
     pub reason: Option<&'a str>,
     /// The user's `displayname` and `avatar_url`, carried by a join as Synapse's do.
     pub profile: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// More content fields (a knock's `org.medrix.request`).
+    pub extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A membership event this server signed from another server's template.
@@ -418,7 +420,13 @@ impl FederatedRooms {
         profile: &serde_json::Map<String, serde_json::Value>,
         via: &[OwnedServerName],
     ) -> Result<OwnedEventId, RoomError> {
-        let change = MembershipChange { user, membership: "join", reason, profile: Some(profile) };
+        let change = MembershipChange {
+            user,
+            membership: "join",
+            reason,
+            profile: Some(profile),
+            extra: None,
+        };
         self.through_any(room_id, via, "join", |server| self.join_through(room_id, change, server))
             .await
     }
@@ -556,6 +564,58 @@ impl FederatedRooms {
         }))
     }
 
+    /// Knocks on a room this server is not in, through one of `via`: `make_knock`, sign,
+    /// `send_knock`; the knock is recorded here with the room's stripped state the answer
+    /// carried (what the knocker is shown of the room).
+    pub async fn knock(
+        &self,
+        room_id: &RoomId,
+        change: MembershipChange<'_>,
+        via: &[OwnedServerName],
+    ) -> Result<OwnedEventId, RoomError> {
+        self.through_any(room_id, via, "knock", |server| {
+            self.knock_through(room_id, change, server)
+        })
+        .await
+    }
+
+    async fn knock_through(
+        &self,
+        room_id: &RoomId,
+        change: MembershipChange<'_>,
+        server: &ServerName,
+    ) -> Result<OwnedEventId, RoomError> {
+        let user = change.user;
+        let mut request =
+            prepare_knock_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+        request.ver = RoomVersion::ALL.iter().map(|v| v.id()).collect();
+        let template = self.client.send(server, request).await.map_err(remote)?;
+        let Signed { event_id, event, pdu, .. } = self.sign_template(
+            server,
+            Some(template.room_version),
+            &template.event,
+            room_id,
+            change,
+        )?;
+        let request =
+            create_knock_event::v1::Request::new(room_id.to_owned(), event_id.clone(), pdu);
+        let answer = self.client.send(server, request).await.map_err(remote)?;
+        let shown: Vec<serde_json::Value> =
+            answer.knock_room_state.iter().filter_map(stripped_event).collect();
+        let room_state = serde_json::json!({ "events": shown });
+        self.rooms
+            .store_outside_membership(
+                room_id,
+                user,
+                &event_id,
+                &encode(&event),
+                "knock",
+                Some(&room_state),
+            )
+            .await?;
+        Ok(event_id)
+    }
+
     /// Rejects an invite to a room this server is not in, through one of `via` (the server
     /// that sent it): `make_leave`, sign, `send_leave` (v2); the leave is recorded here too.
     pub async fn reject_invite(
@@ -565,7 +625,8 @@ impl FederatedRooms {
         reason: Option<&str>,
         via: &[OwnedServerName],
     ) -> Result<OwnedEventId, RoomError> {
-        let change = MembershipChange { user, membership: "leave", reason, profile: None };
+        let change =
+            MembershipChange { user, membership: "leave", reason, profile: None, extra: None };
         self.through_any(room_id, via, "leave", |server| {
             self.reject_through(room_id, change, server)
         })
@@ -617,6 +678,11 @@ impl FederatedRooms {
                 if let Some(value) = change.profile.and_then(|p| p.get(field)?.as_str()) {
                     content.insert(field.into(), CanonicalJsonValue::String(value.to_owned()));
                 }
+            }
+            for (field, value) in change.extra.into_iter().flatten() {
+                let value = CanonicalJsonValue::try_from(value.clone())
+                    .map_err(|err| RoomError::Invalid(format!("{field}: {err}")))?;
+                content.insert(field.clone(), value);
             }
         }
         event.insert(
@@ -856,4 +922,25 @@ fn check_create_event(
     } else {
         Err(RoomError::Remote(format!("the create event names room version {named}")))
     }
+}
+
+/// A stripped state event (what a client shows of a room it is invited to), from either form
+/// a server may send: stripped already, or a full PDU (Matrix 1.16 and later).
+#[allow(deprecated)]
+pub fn stripped_event(
+    raw: &ruma::api::federation::membership::RawStrippedState,
+) -> Option<serde_json::Value> {
+    let event: serde_json::Value = match raw {
+        ruma::api::federation::membership::RawStrippedState::Stripped(raw) => {
+            serde_json::from_str(raw.json().get()).ok()?
+        }
+        ruma::api::federation::membership::RawStrippedState::Pdu(raw) => {
+            serde_json::from_str(raw.get()).ok()?
+        }
+        _ => return None,
+    };
+    Some(serde_json::json!({
+        "type": event.get("type")?, "state_key": event.get("state_key")?,
+        "content": event.get("content")?, "sender": event.get("sender")?,
+    }))
 }
