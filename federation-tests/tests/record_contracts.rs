@@ -222,3 +222,162 @@ async fn providers_ask_by_knocking_and_the_patient_approves_one_and_declines_ano
     let (status, body) = clinic.server.call("POST", &path, Some(&patient), Some(invite)).await;
     assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_admits_an_emergency_clinician_for_a_short_time_and_tells_the_patient() {
+    let net = TestNet::new();
+    let clinic = net.start("clinic", &[], &["hospital", "lab"]).await;
+    let hospital = net.start("hospital", &[], &["clinic"]).await;
+    let lab = net.start("lab", &[], &["clinic"]).await;
+    let patient = clinic.server.register("patient", "pw").await;
+    let medic = hospital.server.register("er-medic", "pw").await;
+    let stranger = lab.server.register("tech", "pw").await;
+    let (medic_id, stranger_id) =
+        (whoami(&hospital.server, &medic).await, whoami(&lab.server, &stranger).await);
+    let executor = executor_of(&clinic.server, &patient).await;
+    let record = create_record(&clinic.server, &patient, &["allergies", "laboratory"]).await;
+    let (space, allergies) = (record.space.clone(), record.room("allergies").to_owned());
+    wait_for_membership(
+        &clinic.server,
+        &patient,
+        &space,
+        &executor,
+        "join",
+        Duration::from_secs(5),
+    )
+    .await;
+
+    // The patient's standing emergency contract for the hospital: allergies, 6 s per access.
+    let standing = json!({
+        "contract_id": "c-er", "grantee": hospital.server_name, "purpose": "ETREAT",
+        "classes": ["allergies"], "data_period": {"start": null, "end": null},
+        "valid": {"start": 0, "end": now_ms() + 3_600_000}, "mode": "read",
+        "text": "In an emergency, the hospital's ER may see my allergies.", "status": "active",
+        "emergency_access_ms": 6_000,
+    });
+    let path =
+        format!("/_matrix/client/v3/rooms/{space}/state/org.medrix.grant/{}", hospital.server_name);
+    let (status, body) = clinic.server.call("PUT", &path, Some(&patient), Some(standing)).await;
+    assert_eq!(status, 200, "{body}");
+    let path = format!("/_matrix/client/v3/rooms/{allergies}/send/m.room.message/a1");
+    let entry = json!({"msgtype": "m.text", "body": "Allergy: penicillin"});
+    assert_eq!(clinic.server.call("PUT", &path, Some(&patient), Some(entry)).await.0, 200);
+
+    // The ER medic breaks the glass (the patient's devices play no part); a clinician of a
+    // server with no standing contract is turned away.
+    let break_glass = |server: &'static str, token: String| {
+        let path = format!("/_matrix/client/v3/knock/{space}?via={}", clinic.server_name);
+        let body = json!({"reason": "emergency", "org.medrix.break_glass": {"reason": "unconscious, allergy check"}});
+        let target = if server == "hospital" { &hospital } else { &lab };
+        async move { target.server.call("POST", &path, Some(&token), Some(body)).await }
+    };
+    let (status, body) = break_glass("hospital", medic.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = break_glass("lab", stranger.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let opened = std::time::Instant::now();
+    let refused = wait_for_membership(
+        &clinic.server,
+        &patient,
+        &space,
+        &stranger_id,
+        "leave",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        refused["reason"].as_str().unwrap_or_default().starts_with("break-glass refused"),
+        "{refused}"
+    );
+
+    // The executor invites the medic into the space and the allergies room, not laboratory.
+    for room in [&space, &allergies] {
+        wait_for_membership(
+            &clinic.server,
+            &patient,
+            room,
+            &medic_id,
+            "invite",
+            Duration::from_secs(10),
+        )
+        .await;
+        let join = format!("/_matrix/client/v3/join/{room}?via={}", clinic.server_name);
+        let (status, body) =
+            hospital.server.call("POST", &join, Some(&medic), Some(json!({}))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, lab_member) = clinic
+        .server
+        .call(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.member/{medic_id}",
+                record.room("laboratory")
+            ),
+            Some(&patient),
+            None,
+        )
+        .await;
+    assert_eq!(lab_member["errcode"], "M_NOT_FOUND", "{lab_member}");
+
+    // The patient is told at once, in the space: who, what, until when, why.
+    let (_, page) = clinic
+        .server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{space}/messages?dir=b&limit=50"),
+            Some(&patient),
+            None,
+        )
+        .await;
+    let notice = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["content"]["org.medrix.break_glass_notice"].is_object())
+        .unwrap_or_else(|| panic!("no break-glass notice: {page}"));
+    assert_eq!(notice["sender"], executor.as_str());
+    let told = &notice["content"]["org.medrix.break_glass_notice"];
+    assert_eq!(told["clinician"], medic_id.as_str());
+    assert_eq!(told["reason"], "unconscious, allergy check");
+    assert_eq!(told["classes"], json!(["allergies"]));
+    let (_, grant) = clinic
+        .server
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{space}/state/org.medrix.grant/user:{medic_id}"),
+            Some(&patient),
+            None,
+        )
+        .await;
+    assert_eq!(grant["purpose"], "BTG", "{grant}");
+    assert_eq!(grant["break_glass"]["standing_contract"], "c-er");
+
+    // The medic reads what the patient's record gets while the glass is broken (what came
+    // before needs backfill from the clinic, which servers do not request yet), then is
+    // removed when the 6 s are up.
+    let path = format!("/_matrix/client/v3/rooms/{allergies}/send/m.room.message/a2");
+    let entry = json!({"msgtype": "m.text", "body": "Allergy: latex"});
+    assert_eq!(clinic.server.call("PUT", &path, Some(&patient), Some(entry)).await.0, 200);
+    let messages = format!("/_matrix/client/v3/rooms/{allergies}/messages?dir=b&limit=20");
+    let mut read = false;
+    for _ in 0..30 {
+        let (_, page) = hospital.server.call("GET", &messages, Some(&medic), None).await;
+        if page.to_string().contains("Allergy: latex") {
+            read = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(read, "the medic read the allergies room");
+    let removed = wait_for_membership(
+        &clinic.server,
+        &patient,
+        &allergies,
+        &medic_id,
+        "leave",
+        Duration::from_secs(6 + 5).saturating_sub(opened.elapsed()),
+    )
+    .await;
+    assert!(removed["reason"].as_str().unwrap_or_default().contains("expired"), "{removed}");
+}

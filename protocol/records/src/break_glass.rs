@@ -12,6 +12,11 @@ use crate::ids::{ContractId, UserId};
 use crate::period::Validity;
 use crate::purpose::Purpose;
 
+/// The field of a knock's content that invokes break-glass: `{"reason": "..."}`. A clinician
+/// knocks on the record's space with it; the patient's server answers at once (see
+/// `spec/contracts-enforcement.md`).
+pub const BREAK_GLASS_KEY: &str = "org.medrix.break_glass";
+
 /// The access one break-glass gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BreakGlassWindow {

@@ -24,7 +24,9 @@ pub mod request;
 mod terms;
 pub mod vectors;
 
-pub use break_glass::{BreakGlassError, BreakGlassWindow, break_glass_grant, break_glass_window};
+pub use break_glass::{
+    BREAK_GLASS_KEY, BreakGlassError, BreakGlassWindow, break_glass_grant, break_glass_window,
+};
 pub use class::DataClass;
 pub use entry::{ENTRY_EVENT_TYPE, Entry, Source, SourceKind};
 pub use error::Error;

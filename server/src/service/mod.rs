@@ -145,6 +145,7 @@ impl Services {
             }
             None => None,
         };
+        let federated_rooms = federation.as_ref().map(|federation| federation.rooms.clone());
         Ok(Self {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
             e2ee,
@@ -160,7 +161,11 @@ impl Services {
             federation,
             aliases: aliases::Aliases::new(storage.clone(), rooms.clone()),
             access: access::Access::new(rooms.clone(), storage.clone()),
-            contracts: contracts::ContractExecutor::new(storage.clone(), rooms.clone()),
+            contracts: contracts::ContractExecutor::new(
+                storage.clone(),
+                rooms.clone(),
+                federated_rooms,
+            ),
             rooms,
             accounts: accounts::Accounts::new(storage.clone(), server_name),
             uia: Arc::new(uia::UiaSessions::default()),

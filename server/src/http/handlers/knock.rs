@@ -1,12 +1,13 @@
 //! `POST /knock/{roomIdOrAlias}`: asking to be let into a room whose join rule allows
 //! knocking. In Medrix this is how a provider asks a patient for access: beside `reason`, a
 //! Medrix client may send the terms it asks for (`org.medrix.request`, spec/records.md §7),
-//! which are checked here and carried in the knock's content, where the patient's client
-//! reads them. Standard clients send only a reason, and knock as anywhere else.
+//! or invoke break-glass (`org.medrix.break_glass`, §8), which are checked here and carried
+//! in the knock's content, where the patient's client and server read them. Standard clients
+//! send only a reason, and knock as anywhere else.
 
 use axum::extract::State;
 use bytes::Bytes;
-use medrix_records::{AccessRequest, Error as RecordsError, REQUEST_KEY};
+use medrix_records::{AccessRequest, BREAK_GLASS_KEY, Error as RecordsError, REQUEST_KEY};
 use ruma::api::client::knock::knock_room;
 use serde_json::{Map, Value, json};
 
@@ -21,7 +22,7 @@ pub async fn knock(
     request: Ruma<knock_room::v3::Request>,
 ) -> Result<RumaResponse<knock_room::v3::Response>, ApiError> {
     let user = request.session().user_id.clone();
-    let terms = requested_terms(&request.raw_body)?;
+    let extensions = medrix_fields(&request.raw_body)?;
     let body = request.body;
     let (room_id, via) =
         room_and_servers(&services, &user, &body.room_id_or_alias, body.via).await?;
@@ -33,8 +34,8 @@ pub async fn knock(
         if let Some(reason) = &body.reason {
             content["reason"] = json!(reason);
         }
-        if let Some(terms) = terms {
-            content[REQUEST_KEY] = terms;
+        for (field, value) in &extensions {
+            content[field] = value.clone();
         }
         let content = with_profile(&services, &user, content)?;
         services
@@ -46,28 +47,45 @@ pub async fn knock(
             services.federation.as_ref().ok_or_else(|| ApiError::not_found("unknown room"))?;
         let servers = servers_to_ask(&services, &room_id, &user, &via)?;
         let profile = services.user_data.profile(&user)?;
-        let extra: Option<Map<String, Value>> =
-            terms.map(|terms| [(REQUEST_KEY.to_owned(), terms)].into_iter().collect());
         let change = MembershipChange {
             user: &user,
             membership: "knock",
             reason: body.reason.as_deref(),
             profile: Some(&profile),
-            extra: extra.as_ref(),
+            extra: Some(&extensions),
         };
         federation.rooms.knock(&room_id, change, &servers).await?;
     }
     Ok(RumaResponse(knock_room::v3::Response::new(room_id)))
 }
 
-/// The `org.medrix.request` of a knock's body, checked: `M_BAD_JSON` for its shape,
-/// `M_INVALID_PARAM` for its values, as for a contract.
-fn requested_terms(raw_body: &Bytes) -> Result<Option<Value>, ApiError> {
+/// The Medrix fields of a knock's body, checked: `org.medrix.request` as a contract's terms
+/// are (`M_BAD_JSON` for its shape, `M_INVALID_PARAM` for its values); `org.medrix.break_glass`
+/// must give a reason.
+fn medrix_fields(raw_body: &Bytes) -> Result<Map<String, Value>, ApiError> {
     let body: Value = serde_json::from_slice(raw_body).unwrap_or(Value::Null);
-    let Some(terms) = body.get(REQUEST_KEY) else { return Ok(None) };
-    match AccessRequest::from_content(terms) {
-        Ok(_) => Ok(Some(terms.clone())),
-        Err(err @ RecordsError::Shape { .. }) => Err(ApiError::bad_json(err.to_string())),
-        Err(err) => Err(ApiError::invalid_param(err.to_string())),
+    let mut fields = Map::new();
+    if let Some(terms) = body.get(REQUEST_KEY) {
+        match AccessRequest::from_content(terms) {
+            Ok(_) => fields.insert(REQUEST_KEY.to_owned(), terms.clone()),
+            Err(err @ RecordsError::Shape { .. }) => {
+                return Err(ApiError::bad_json(err.to_string()));
+            }
+            Err(err) => return Err(ApiError::invalid_param(err.to_string())),
+        };
     }
+    if let Some(asked) = body.get(BREAK_GLASS_KEY) {
+        let reason = asked.get("reason").and_then(Value::as_str).map(str::trim);
+        match reason {
+            Some(reason) if !reason.is_empty() => {
+                fields.insert(BREAK_GLASS_KEY.to_owned(), json!({ "reason": reason }));
+            }
+            _ => {
+                return Err(ApiError::bad_json(format!(
+                    "`{BREAK_GLASS_KEY}.reason` must give the reason"
+                )));
+            }
+        }
+    }
+    Ok(fields)
 }

@@ -13,13 +13,20 @@ pub mod schedule;
 
 use std::time::Duration;
 
-use medrix_records::{GRANT_EVENT_TYPE, Status};
+use std::sync::Arc;
+
+use medrix_records::{
+    BREAK_GLASS_KEY, BreakGlassError, ContractId, GRANT_EVENT_TYPE, RecordSpace, Status,
+    break_glass_grant,
+};
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
+    random,
     service::{
         accounts::Accounts,
+        federation::rooms::FederatedRooms,
         rooms::{
             RoomError, Rooms,
             record_gate::{RecordPlace, executor_of},
@@ -38,13 +45,16 @@ const MAX_SLEEP: Duration = Duration::from_millis(500);
 pub struct ContractExecutor {
     storage: Storage,
     rooms: Rooms,
+    /// For invitations of users of other servers (their server co-signs); none without
+    /// federation.
+    federated: Option<Arc<FederatedRooms>>,
     user: OwnedUserId,
 }
 
 impl ContractExecutor {
-    pub fn new(storage: Storage, rooms: Rooms) -> Self {
+    pub fn new(storage: Storage, rooms: Rooms, federated: Option<Arc<FederatedRooms>>) -> Self {
         let user = executor_of(rooms.server_name());
-        Self { storage, rooms, user }
+        Self { storage, rooms, federated, user }
     }
 
     /// Creates the executor's account if missing: it has no password and no device, so
@@ -110,6 +120,11 @@ impl ContractExecutor {
         if user == self.user || user.as_str() == place.patient() {
             return self.accept_invite(room).await;
         }
+        if let RecordPlace::Space(space) = &place
+            && let Some(reason) = self.break_glass_asked(room, user)?
+        {
+            return self.break_glass(room, space, user, &reason, now_ms).await;
+        }
         // Whatever room the check is about, the contract is the space's: end it if due,
         // then look at the user's place in every room of the record.
         let space_id = match &place {
@@ -131,6 +146,122 @@ impl ContractExecutor {
             self.remove_if_uncovered(&record_room, user, now_ms, &reason).await?;
         }
         Ok(())
+    }
+
+    /// The reason of a pending knock of `user` on the space that invokes break-glass.
+    fn break_glass_asked(
+        &self,
+        space: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<String>, RoomError> {
+        if self.rooms.membership(space, user)?.as_deref() != Some("knock") {
+            return Ok(None);
+        }
+        let kind = ruma::events::StateEventType::RoomMember;
+        let Some(event_id) = self.rooms.state_event(space, &kind, user.as_str())? else {
+            return Ok(None);
+        };
+        let Some(event) = self.rooms.event_json(&event_id)? else { return Ok(None) };
+        let asked = &event.get("content").unwrap_or(&Value::Null)[BREAK_GLASS_KEY];
+        Ok(asked.is_object().then(|| asked["reason"].as_str().unwrap_or_default().to_owned()))
+    }
+
+    /// Answers a clinician's break-glass knock: under the standing emergency contract of
+    /// their server, a personal contract (purpose `BTG`) for a short window, a notice to the
+    /// patient in the space, and invitations to the space and the emergency classes' rooms;
+    /// the window's end is then an ordinary contract end. A knock no standing contract
+    /// admits is turned away with the reason.
+    async fn break_glass(
+        &self,
+        space_id: &RoomId,
+        space: &RecordSpace,
+        clinician: &UserId,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<(), RoomError> {
+        let standing =
+            self.rooms.standing_contract_of(space_id.as_str(), clinician.server_name())?;
+        let contract_id = ContractId::parse(&format!("btg-{}", random::string(random::HEX, 16)))
+            .ok_or_else(|| RoomError::Invalid("a break-glass contract ID".to_owned()))?;
+        let Some(user) = medrix_records::UserId::parse(clinician.as_str()) else { return Ok(()) };
+        let granted = match &standing {
+            Some(standing) => break_glass_grant(standing, &user, now_ms, contract_id, reason)
+                .map_err(|err| match err {
+                    BreakGlassError::Denied(why) => why.as_str().to_owned(),
+                    BreakGlassError::Invalid(err) => err.to_string(),
+                }),
+            None => Err("no standing emergency contract for this server".to_owned()),
+        };
+        let grant = match granted {
+            Ok(grant) => grant,
+            Err(why) => {
+                let content = json!({ "membership": "leave", "reason": format!("break-glass refused: {why}") });
+                self.rooms
+                    .append(
+                        space_id,
+                        &self.user,
+                        "m.room.member",
+                        Some(clinician.as_str()),
+                        content,
+                        None,
+                    )
+                    .await?;
+                return Ok(());
+            }
+        };
+        let (content, state_key) = (grant.to_content(), grant.state_key());
+        self.rooms
+            .append(space_id, &self.user, GRANT_EVENT_TYPE, Some(&state_key), content, None)
+            .await?;
+        let classes: Vec<&str> = grant.classes.iter().map(|class| class.as_str()).collect();
+        let notice = json!({
+            "msgtype": "m.notice",
+            "body": format!(
+                "Break-glass: {clinician} opened {} until {} under emergency contract {}. Reason: {reason}",
+                classes.join(", "),
+                grant.valid.end(),
+                grant.break_glass.as_ref().map_or("", |origin| origin.standing_contract.as_str()),
+            ),
+            "org.medrix.break_glass_notice": {
+                "contract_id": grant.contract_id, "clinician": clinician,
+                "classes": classes, "until": grant.valid.end(), "reason": reason,
+            },
+        });
+        self.rooms.append(space_id, &self.user, "m.room.message", None, notice, None).await?;
+        // Collected before the first await: the iterator's closures would make the task's
+        // future not `Send`.
+        let mut rooms: Vec<OwnedRoomId> = vec![space_id.to_owned()];
+        for class in &grant.classes {
+            for id in space.classes.get(class).into_iter().flatten() {
+                rooms.extend(RoomId::parse(id.as_str()).ok());
+            }
+        }
+        for room in rooms {
+            self.invite(&room, clinician).await?;
+        }
+        Ok(())
+    }
+
+    async fn invite(&self, room: &RoomId, user: &UserId) -> Result<(), RoomError> {
+        let content = json!({ "membership": "invite", "reason": "break-glass" });
+        let cosign = match &self.federated {
+            Some(federated) if user.server_name() != self.rooms.server_name() => {
+                Some(federated.invite_cosigner(room)?)
+            }
+            _ => None,
+        };
+        self.rooms
+            .append_cosigned(
+                room,
+                &self.user,
+                "m.room.member",
+                Some(user.as_str()),
+                content,
+                None,
+                cosign,
+            )
+            .await
+            .map(drop)
     }
 
     async fn accept_invite(&self, room: &RoomId) -> Result<(), RoomError> {

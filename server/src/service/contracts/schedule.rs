@@ -27,7 +27,8 @@ fn key(due_ms: u64, room: &RoomId, user: &str) -> Vec<u8> {
 
 /// Notes in `batch` the checks the state events entering `room` call for: a contract is
 /// due at its end (at once when revoked or expired); a join or invite is checked at once
-/// (it may have come through another server, which does not know the patient's contracts);
+/// (it may have come through another server, which does not know the patient's contracts),
+/// and so is a knock (it may invoke break-glass);
 /// a room becoming part of a record is looked at once through its patient (the executor
 /// may be waiting there with an invitation).
 pub fn note_entered(batch: &mut Batch<'_>, room: &RoomId, entered: &[Pdu]) {
@@ -44,7 +45,7 @@ pub fn note_entered(batch: &mut Batch<'_>, room: &RoomId, entered: &[Pdu]) {
                 (due, user)
             }
             "m.room.member" => match crate::service::rooms::membership_of(event).as_deref() {
-                Some("join" | "invite") => (0, state_key),
+                Some("join" | "invite" | "knock") => (0, state_key),
                 _ => continue,
             },
             RECORD_EVENT_TYPE => (0, event.sender().as_str()),

@@ -121,6 +121,23 @@ impl Rooms {
         )))
     }
 
+    /// The standing emergency contract the record's space holds for the server `server`, if
+    /// a well-formed one.
+    pub fn standing_contract_of(
+        &self,
+        space: &str,
+        server: &ServerName,
+    ) -> Result<Option<Grant>, RoomError> {
+        let Ok(space) = RoomId::parse(space) else { return Ok(None) };
+        let kind = StateEventType::from(GRANT_EVENT_TYPE);
+        let Some(event_id) = self.state_event(&space, &kind, server.as_str())? else {
+            return Ok(None);
+        };
+        let Some(json) = self.event_json(&event_id)? else { return Ok(None) };
+        let content = json.get("content").cloned().unwrap_or(Value::Null);
+        Ok(Grant::from_event(server.as_str(), &content).ok())
+    }
+
     /// The contract the record's space holds for `grantee`, if a well-formed one.
     pub fn contract_of(&self, space: &str, grantee: &UserId) -> Result<Option<Grant>, RoomError> {
         let Ok(space) = RoomId::parse(space) else { return Ok(None) };
