@@ -70,10 +70,12 @@ pub fn due(
     Ok((checks, next))
 }
 
-/// Removes a check once acted on.
-pub async fn done(storage: &Storage, check: &DueCheck) -> Result<(), StorageError> {
+/// Removes checks once acted on, in one write.
+pub async fn done(storage: &Storage, checks: &[DueCheck]) -> Result<(), StorageError> {
     let mut batch = storage.batch();
-    batch.delete(cf::DUEROOMUSER_CONTRACTCHECK, &check.key);
+    for check in checks {
+        batch.delete(cf::DUEROOMUSER_CONTRACTCHECK, &check.key);
+    }
     storage.commit(batch).await
 }
 
