@@ -4,8 +4,10 @@
 //! - `loadgen run` registers the users, runs the load and writes one server's result as JSON;
 //! - `loadgen compare` prints the side-by-side markdown table (medians over each server's runs);
 //! - `loadgen federation-certs`, `loadgen federation` and `loadgen federation-compare` do the
-//!   same for federation ingest (`bench/run-federation`).
+//!   same for federation ingest (`bench/run-federation`);
+//! - `loadgen contracts` measures the contract executor (`bench/run-contracts`).
 
+mod contracts;
 mod federation;
 mod http;
 mod load;
@@ -62,6 +64,8 @@ enum Command {
     },
     /// Plays a remote homeserver and measures one server's federation ingest; writes JSON.
     Federation(FederationArgs),
+    /// Measures the contract executor: many contracts ending at once or spread; writes JSON.
+    Contracts(ContractsArgs),
     /// Prints the markdown table of the federation runs (medians over runs).
     FederationCompare {
         #[arg(long, num_args = 1.., required = true)]
@@ -106,6 +110,30 @@ struct FederationArgs {
     max_secs: u64,
     #[arg(long, default_value_t = 300)]
     transaction_timeout_secs: u64,
+    #[arg(long)]
+    server_pid: Option<u32>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ContractsArgs {
+    /// The server's client API, e.g. http://127.0.0.1:8008 (loopback only).
+    #[arg(long)]
+    base_url: String,
+    #[arg(long)]
+    registration_token: Option<String>,
+    #[arg(long, default_value_t = 2000)]
+    patients: usize,
+    #[arg(long, default_value_t = 50)]
+    per_patient: usize,
+    #[arg(long, value_enum, default_value = "burst")]
+    ends: contracts::Ends,
+    /// The window the ends are spread over (`--ends spread`).
+    #[arg(long, default_value_t = 60)]
+    spread_secs: u64,
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
     #[arg(long)]
     server_pid: Option<u32>,
     #[arg(long)]
@@ -170,6 +198,7 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Compare { medrix, synapse } => compare(&medrix, &synapse),
         Command::FederationCerts { dir } => federation::certs::write(&dir),
+        Command::Contracts(args) => runtime.block_on(run_contracts(args)),
         Command::Federation(args) => runtime.block_on(run_federation(args)),
         Command::FederationCompare { medrix, synapse } => {
             read_results(&medrix).and_then(|medrix| {
@@ -247,6 +276,24 @@ async fn run(args: RunArgs) -> Result<(), String> {
         load,
     };
     let json = serde_json::to_string_pretty(&result).expect("results serialize");
+    std::fs::write(&args.out, json).map_err(|e| format!("{}: {e}", args.out.display()))
+}
+
+async fn run_contracts(args: ContractsArgs) -> Result<(), String> {
+    let ends = if args.ends == contracts::Ends::Spread { args.spread_secs } else { 0 };
+    let config = contracts::ContractsConfig {
+        addr: http::loopback_addr(&args.base_url).map_err(|e| e.to_string())?,
+        registration_token: args.registration_token,
+        patients: args.patients,
+        per_patient: args.per_patient,
+        ends: args.ends,
+        spread: Duration::from_secs(ends),
+        connections: args.connections,
+        server_pid: args.server_pid,
+    };
+    let result = contracts::run(&config).await?;
+    let json = serde_json::to_string_pretty(&result).expect("results serialize");
+    eprintln!("{json}");
     std::fs::write(&args.out, json).map_err(|e| format!("{}: {e}", args.out.display()))
 }
 

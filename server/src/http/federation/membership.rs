@@ -96,7 +96,7 @@ pub async fn send_knock(
         "knock",
     )
     .await?;
-    let shown = services.access.stripped_state(&body.room_id, None)?;
+    let shown = services.access.stripped_state(&body.room_id, &[])?;
     Ok(Json(json!({ "knock_room_state": shown })))
 }
 

@@ -165,7 +165,14 @@ pub async fn create_room(
         let content = with_profile(&services, invitee, invite_content())?;
         setup.push(("m.room.member".into(), Some(invitee.to_string()), content));
     }
-    let room_id = services.rooms.create(&creator, version, setup).await?;
+    let creation_content = match &request.creation_content {
+        Some(raw) => match serde_json::from_str::<Value>(raw.json().get()) {
+            Ok(Value::Object(fields)) => fields,
+            _ => return Err(ApiError::bad_json("creation_content must be an object")),
+        },
+        None => serde_json::Map::new(),
+    };
+    let room_id = services.rooms.create(&creator, version, creation_content, setup).await?;
     tracing::info!(room = %room_id, version = %version, "room created");
     if let Some(claim) = alias_claim {
         claim.bind(&room_id, &creator).await?;
@@ -305,7 +312,7 @@ async fn invite_user(
     let content = with_profile(services, target, content)?;
     let cosign = match &services.federation {
         Some(federation) if target.server_name() != services.rooms.server_name() => {
-            Some(federation.rooms.invite_cosigner(room_id)?)
+            Some(federation.rooms.invite_cosigner(room_id, sender)?)
         }
         _ => None,
     };

@@ -57,9 +57,10 @@ pub struct SinceBatch {
 const MAX_PAGE: usize = 1000;
 /// The most events `/context` returns around its event.
 const MAX_CONTEXT: usize = 100;
-/// The state events an invitee is shown of the room (the spec's stripped state), beside the
-/// invite itself: nothing about the other members.
-pub const INVITE_STATE_TYPES: [&str; 7] = [
+/// The state events an invitee is shown of the room (the spec's stripped state, and the
+/// room's place in a health record, so a client knows what it is invited to), beside the
+/// invite itself and the inviter's membership: nothing about the other members.
+pub const INVITE_STATE_TYPES: [&str; 8] = [
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",
@@ -67,6 +68,7 @@ pub const INVITE_STATE_TYPES: [&str; 7] = [
     "m.room.topic",
     "m.room.canonical_alias",
     "m.room.encryption",
+    medrix_records::RECORD_EVENT_TYPE,
 ];
 
 impl Access {
@@ -327,15 +329,31 @@ impl Access {
             let invite = self.rooms.remote_invite_state(room_id, user)?.unwrap_or_default();
             return Ok(invite["events"].as_array().cloned().unwrap_or_default());
         }
-        self.stripped_state(room_id, Some(user))
+        // The inviter's own membership too: matrix-sdk accepts the room keys an inviter
+        // shares on invite (MSC4268) only when it can tell who invited it.
+        let inviter = self
+            .member_event(room_id, user)?
+            .and_then(|invite| invite.get("sender")?.as_str().and_then(|s| UserId::parse(s).ok()));
+        let mut members = vec![user.to_owned()];
+        members.extend(inviter);
+        self.stripped_state(room_id, &members)
     }
 
-    /// The stripped state of a room (the kinds an invitee may see), plus the member event of
-    /// `member` if given: what an invite shows of the room, here or on the invitee's server.
+    /// The current membership event of `user` in the room, if any.
+    fn member_event(&self, room_id: &RoomId, user: &UserId) -> Result<Option<Value>, AccessError> {
+        let kind = ruma::events::StateEventType::RoomMember;
+        let Some(event_id) = self.rooms.state_event(room_id, &kind, user.as_str())? else {
+            return Ok(None);
+        };
+        Ok(self.rooms.event_json(&event_id)?.map(Value::Object))
+    }
+
+    /// The stripped state of a room (the kinds an invitee may see), plus the member events
+    /// of `members`: what an invite or a knock shows of the room.
     pub fn stripped_state(
         &self,
         room_id: &RoomId,
-        member: Option<&UserId>,
+        members: &[ruma::OwnedUserId],
     ) -> Result<Vec<Value>, AccessError> {
         let mut stripped = Vec::new();
         for (_, event) in self.state_events(room_id)? {
@@ -343,7 +361,7 @@ impl Access {
             let state_key = event.get("state_key").and_then(Value::as_str);
             let shown = INVITE_STATE_TYPES.contains(&kind)
                 || (kind == "m.room.member"
-                    && member.is_some_and(|member| state_key == Some(member.as_str())));
+                    && members.iter().any(|member| state_key == Some(member.as_str())));
             if shown {
                 stripped.push(json!({
                     "type": event.get("type"), "state_key": event.get("state_key"),

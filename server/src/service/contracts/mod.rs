@@ -102,7 +102,8 @@ impl ContractExecutor {
 
     /// Acts on a round's checks at once, one task per user and room (two checks of the same
     /// place in one round act once): the rooms' group commit then makes many removals
-    /// durable together instead of one fsync each. Then clears the round's rows in one write.
+    /// durable together instead of one fsync each. Then clears the round's rows in one write,
+    /// scheduling again those that failed.
     async fn act_on(&self, checks: Vec<schedule::DueCheck>, now_ms: u64) {
         if checks.is_empty() {
             return;
@@ -115,15 +116,26 @@ impl ContractExecutor {
         for (room, user) in places {
             let this = self.clone();
             acting.spawn(async move {
-                if let Err(err) = this.act(&room, &user, now_ms).await {
-                    // Logged and dropped: a check that cannot be acted on now (a room this
-                    // server no longer follows) must not block the ones behind it.
-                    tracing::warn!(%room, %err, "contract executor: a check failed");
+                match this.act(&room, &user, now_ms).await {
+                    Ok(()) => None,
+                    Err(err) => {
+                        tracing::info!(%room, %err, "contract executor: a check failed; tried again later");
+                        Some((room, user))
+                    }
                 }
             });
         }
-        while acting.join_next().await.is_some() {}
-        if let Err(err) = schedule::done(&self.storage, &checks).await {
+        let mut failed_places = Vec::new();
+        while let Some(outcome) = acting.join_next().await {
+            failed_places.extend(outcome.ok().flatten());
+        }
+        let failed: Vec<&schedule::DueCheck> = checks
+            .iter()
+            .filter(|check| {
+                failed_places.iter().any(|(room, user)| *room == check.room && *user == check.user)
+            })
+            .collect();
+        if let Err(err) = schedule::done(&self.storage, &checks, &failed, now_ms).await {
             tracing::error!(%err, "contract executor: clearing checks failed");
         }
     }
@@ -265,7 +277,7 @@ impl ContractExecutor {
         let content = json!({ "membership": "invite", "reason": "break-glass" });
         let cosign = match &self.federated {
             Some(federated) if user.server_name() != self.rooms.server_name() => {
-                Some(federated.invite_cosigner(room)?)
+                Some(federated.invite_cosigner(room, &self.user)?)
             }
             _ => None,
         };

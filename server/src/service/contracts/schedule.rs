@@ -18,8 +18,16 @@ pub struct DueCheck {
     pub due_ms: u64,
     pub room: OwnedRoomId,
     pub user: OwnedUserId,
+    /// How many times acting on it failed before (the row's value).
+    attempts: u8,
     key: Vec<u8>,
 }
+
+/// How often a failed check is tried again: 10 s, doubling, 8 times (about 40 minutes in
+/// all). A check fails when the executor cannot act yet (its invitation not yet accepted,
+/// the room being joined); past the last try it is dropped and logged.
+const MAX_ATTEMPTS: u8 = 8;
+const FIRST_RETRY_MS: u64 = 10_000;
 
 fn key(due_ms: u64, room: &RoomId, user: &str) -> Vec<u8> {
     compound_key(&[&due_ms.to_be_bytes(), room.as_bytes(), user.as_bytes()])
@@ -70,20 +78,36 @@ pub fn due(
     Ok((checks, next))
 }
 
-/// Removes checks once acted on, in one write.
-pub async fn done(storage: &Storage, checks: &[DueCheck]) -> Result<(), StorageError> {
+/// Removes checks once acted on, in one write; those in `failed` come back later (see
+/// `MAX_ATTEMPTS`).
+pub async fn done(
+    storage: &Storage,
+    checks: &[DueCheck],
+    failed: &[&DueCheck],
+    now_ms: u64,
+) -> Result<(), StorageError> {
     let mut batch = storage.batch();
     for check in checks {
         batch.delete(cf::DUEROOMUSER_CONTRACTCHECK, &check.key);
     }
+    for check in failed {
+        if check.attempts + 1 >= MAX_ATTEMPTS {
+            tracing::warn!(room = %check.room, "contract executor: a check failed too often; dropped");
+            continue;
+        }
+        let retry_ms = now_ms + (FIRST_RETRY_MS << check.attempts);
+        let key = key(retry_ms, &check.room, check.user.as_str());
+        batch.put(cf::DUEROOMUSER_CONTRACTCHECK, &key, &[check.attempts + 1]);
+    }
     storage.commit(batch).await
 }
 
-fn parse((key, _): Entry) -> Option<DueCheck> {
+fn parse((key, value): Entry) -> Option<DueCheck> {
+    let attempts = value.first().copied().unwrap_or(0);
     let due_ms = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
     let rest = key.get(9..)?;
     let split = rest.iter().position(|&byte| byte == 0xFF)?;
     let room = std::str::from_utf8(&rest[..split]).ok()?.try_into().ok()?;
     let user = std::str::from_utf8(&rest[split + 1..]).ok()?.try_into().ok()?;
-    Some(DueCheck { due_ms, room, user, key: key.to_vec() })
+    Some(DueCheck { due_ms, room, user, attempts, key: key.to_vec() })
 }

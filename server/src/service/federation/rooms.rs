@@ -513,13 +513,21 @@ impl FederatedRooms {
     /// The co-signing step of inviting a user of another server: their server checks and
     /// signs the invite (`/invite` v2, with the room's public state for the invitee to see)
     /// before it is stored here.
-    pub fn invite_cosigner(self: &Arc<Self>, room_id: &RoomId) -> Result<Cosigner, RoomError> {
+    pub fn invite_cosigner(
+        self: &Arc<Self>,
+        room_id: &RoomId,
+        inviter: &UserId,
+    ) -> Result<Cosigner, RoomError> {
         let version = self.rooms.version(room_id)?.ok_or(RoomError::UnknownRoom)?;
         let mut invite_room_state = Vec::new();
         for (id, pdu) in self.rooms.current_state_events(room_id, version)? {
-            // What an invitee is shown of the room: never its other members.
+            // What an invitee is shown of the room: never its other members, but the
+            // inviter's membership (matrix-sdk accepts the room keys an inviter shares on
+            // invite only when it can tell who invited it).
             let shown = crate::service::access::INVITE_STATE_TYPES
-                .contains(&pdu.kind().to_string().as_str());
+                .contains(&pdu.kind().to_string().as_str())
+                || (*pdu.kind() == ruma::events::TimelineEventType::RoomMember
+                    && pdu.state_key() == Some(inviter.as_str()));
             if shown && let Some(json) = self.rooms.event_json(&id)? {
                 let raw = serde_json::value::to_raw_value(&json)
                     .map_err(|err| RoomError::Invalid(err.to_string()))?;

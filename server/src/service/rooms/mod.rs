@@ -259,14 +259,21 @@ impl Rooms {
         &self.key
     }
 
-    /// Creates a room: the create event, then each of `setup` in order, as `creator`.
+    /// Creates a room: the create event (with the fields of `creation_content`, such as a
+    /// space's `type`; the room version and creator are this server's to set), then each of
+    /// `setup` in order, as `creator`.
     pub async fn create(
         &self,
         creator: &UserId,
         version: RoomVersion,
+        creation_content: serde_json::Map<String, Value>,
         setup: Vec<(String, Option<String>, Value)>,
     ) -> Result<OwnedRoomId, RoomError> {
-        let mut content = json!({ "room_version": version.as_str() });
+        let mut content = Value::Object(creation_content);
+        content["room_version"] = json!(version.as_str());
+        if let Some(content) = content.as_object_mut() {
+            content.remove("creator");
+        }
         if version == RoomVersion::V10 {
             content["creator"] = json!(creator);
         }
