@@ -8,6 +8,7 @@ mod progress;
 mod render;
 mod time;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -215,11 +216,14 @@ fn main() -> ExitCode {
     let json = cli.json;
     match runtime.block_on(commands::run(cli)) {
         Ok(output) => {
-            if json {
-                println!("{}", output.json);
-            } else if !output.text.is_empty() {
-                println!("{}", output.text.trim_end());
-            }
+            let printed = if json {
+                output.json.to_string()
+            } else {
+                output.text.trim_end().to_owned()
+            };
+            // A reader that stopped reading (`| head`) is not an error of this command.
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{printed}").and_then(|()| stdout.flush());
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -245,10 +249,12 @@ fn usage_error(err: clap::Error) -> ExitCode {
             0
         });
     }
+    // clap's message is its first paragraph (a list of missing arguments runs on indented
+    // lines); usage and tips follow a blank line.
     let text = err.to_string();
-    let first = text.lines().find(|line| !line.trim().is_empty()).unwrap_or("bad arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("medrix-cli: {} (see --help)", one_line(first));
+    let message = text.trim_start().split("\n\n").next().unwrap_or("bad arguments");
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    eprintln!("medrix-cli: {} (see --help)", one_line(message));
     ExitCode::from(2)
 }
 

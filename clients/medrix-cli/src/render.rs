@@ -1,7 +1,7 @@
 //! How results read: JSON with the spec's field names, and text lines for a person.
 
 use medrix_client::{Access, AddedEntry, ListedEntry, UnreadableEntry};
-use medrix_records::Grant;
+use medrix_records::{Denial, Grant};
 use medrix_records::fhir::datetime::format_instant;
 use serde_json::{Map, Value, json};
 
@@ -81,6 +81,7 @@ pub fn access_line(access: &Access) -> String {
     let grant = &access.contract.grant;
     let state = match (access.time_left_ms, access.decision.denial()) {
         (Some(left), _) => format!("{} left", describe_duration(left)),
+        (None, Some(Denial::NotActive)) => grant.status.as_str().to_owned(),
         (None, Some(denial)) => denial.as_str().replace('_', " "),
         (None, None) => String::new(),
     };

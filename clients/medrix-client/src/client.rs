@@ -67,6 +67,13 @@ impl MedrixClient {
                 Ok(_) => return Self::logged_in(client, profile, homeserver, password).await,
                 Err(err) => {
                     let Some(info) = err.as_uiaa_response() else { return Err(err.into()) };
+                    // A stage the server did not accept (a wrong token) comes back with why.
+                    if let Some(refusal) = &info.auth_error {
+                        return Err(ClientError::Refused {
+                            errcode: refusal.kind.errcode().to_string(),
+                            message: refusal.message.trim_end_matches('.').to_owned(),
+                        });
+                    }
                     request.auth = Some(next_stage(info, registration_token)?);
                 }
             }
@@ -163,6 +170,8 @@ impl MedrixClient {
         medrix.client.encryption().wait_for_e2ee_initialization_tasks().await;
         medrix.sync().await?;
         medrix.set_up_cross_signing(&session, password).await?;
+        // The device's signature by the new identity comes back with the next key query.
+        medrix.sync().await?;
         Ok(medrix)
     }
 

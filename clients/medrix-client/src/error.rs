@@ -49,6 +49,9 @@ pub enum ClientError {
     /// No record of that patient is shared with the caller.
     #[error("{0} has not shared a record with you (no invitation or membership found)")]
     NotShared(String),
+    /// The caller was removed from the patient's record (revoked or expired).
+    #[error("your access to {0}'s record has ended (the contract was revoked or expired)")]
+    AccessEnded(String),
     /// The user holds no contract in the record.
     #[error("{0} holds no contract in this record")]
     NoContract(String),

@@ -110,10 +110,8 @@ impl MedrixClient {
             break_glass: None,
         };
         grant.check()?;
-        record
-            .space
-            .send_state_event_raw(GRANT_EVENT_TYPE, terms.grantee.as_str(), grant.to_content())
-            .await?;
+        let state_key = grant_state_key(&terms.grantee);
+        record.space.send_state_event_raw(GRANT_EVENT_TYPE, &state_key, grant.to_content()).await?;
         let grantee = sdk_user(&terms.grantee)?;
         let mut invited = Vec::new();
         let mut removed = Vec::new();
@@ -148,10 +146,8 @@ impl MedrixClient {
         let mut grant = contract.grant;
         if grant.status == Status::Active {
             grant.status = Status::Revoked;
-            record
-                .space
-                .send_state_event_raw(GRANT_EVENT_TYPE, grantee.as_str(), grant.to_content())
-                .await?;
+            let state_key = grant_state_key(grantee);
+            record.space.send_state_event_raw(GRANT_EVENT_TYPE, &state_key, grant.to_content()).await?;
         }
         let reason = format!("Contract {} revoked by the patient", grant.contract_id);
         let target = sdk_user(grantee)?;
@@ -177,7 +173,7 @@ impl MedrixClient {
         let mut contracts = Vec::new();
         for event in state_events(&record.space, GRANT_EVENT_TYPE).await? {
             let state_key = event["state_key"].as_str().unwrap_or_default();
-            match Grant::from_event(state_key, &event["content"]) {
+            match Grant::from_event(grantee_of_state_key(state_key), &event["content"]) {
                 Ok(grant) => contracts.push(Contract {
                     grant,
                     agreed_at_ms: event["origin_server_ts"].as_u64().unwrap_or_default(),
@@ -262,6 +258,21 @@ pub fn terms_text(patient: &UserId, terms: &GrantTerms, contract_id: &ContractId
         start = when(terms.valid.start()),
         end = when(terms.valid.end()),
     )
+}
+
+/// The state key of a personal contract: the grantee's user ID behind `_`. The Matrix auth
+/// rules (every room version) refuse a state event whose state key starts with `@` from
+/// anyone but that user, so the patient cannot set one keyed by the grantee's bare user ID;
+/// `_@user:server` is the idiom MatrixRTC uses for the same reason. A server name (a standing
+/// contract) is its own state key.
+pub fn grant_state_key(grantee: &UserId) -> String {
+    format!("_{grantee}")
+}
+
+/// The grantee a contract's state key names (`_@user:server` or a server name), as
+/// `medrix_records::Grant::from_event` expects it.
+pub fn grantee_of_state_key(state_key: &str) -> &str {
+    state_key.strip_prefix('_').filter(|key| key.starts_with('@')).unwrap_or(state_key)
 }
 
 /// Whether `user` is in the room or invited to it.

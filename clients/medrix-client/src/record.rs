@@ -143,6 +143,9 @@ impl MedrixClient {
             }
             return Ok(record);
         }
+        if self.was_removed_from_record_of(patient).await {
+            return Err(ClientError::AccessEnded(patient.to_string()));
+        }
         Err(ClientError::NotShared(patient.to_string()))
     }
 
@@ -185,6 +188,19 @@ impl MedrixClient {
             self.sync().await?;
         }
         Ok(())
+    }
+
+    /// Whether the caller left (or was removed from) a record space of `patient`.
+    async fn was_removed_from_record_of(&self, patient: &UserId) -> bool {
+        for space in self.client.left_rooms() {
+            if let Some(content) = state_content(&space, RECORD_EVENT_TYPE, RECORD_STATE_KEY).await
+                && content.get("classes").is_some()
+                && content["patient"].as_str() == Some(patient.as_str())
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// The record space of `patient` among the joined rooms.
