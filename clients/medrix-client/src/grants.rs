@@ -173,7 +173,7 @@ impl MedrixClient {
         let mut contracts = Vec::new();
         for event in state_events(&record.space, GRANT_EVENT_TYPE).await? {
             let state_key = event["state_key"].as_str().unwrap_or_default();
-            match Grant::from_event(grantee_of_state_key(state_key), &event["content"]) {
+            match read_grant(state_key, &event["content"]) {
                 Ok(grant) => contracts.push(Contract {
                     grant,
                     agreed_at_ms: event["origin_server_ts"].as_u64().unwrap_or_default(),
@@ -260,19 +260,26 @@ pub fn terms_text(patient: &UserId, terms: &GrantTerms, contract_id: &ContractId
     )
 }
 
-/// The state key of a personal contract: the grantee's user ID behind `_`. The Matrix auth
-/// rules (every room version) refuse a state event whose state key starts with `@` from
-/// anyone but that user, so the patient cannot set one keyed by the grantee's bare user ID;
-/// `_@user:server` is the idiom MatrixRTC uses for the same reason. A server name (a standing
-/// contract) is its own state key.
+/// What precedes the grantee's user ID in a personal contract's state key. The Matrix auth
+/// rules (every room version) refuse a state event whose key starts with `@` from anyone but
+/// that user, and contracts are the patient's to set; a server name (a standing contract) is
+/// its own key.
+const USER_STATE_KEY_PREFIX: &str = "user:";
+
+/// The state key of a personal contract: `user:@name:server`.
 pub fn grant_state_key(grantee: &UserId) -> String {
-    format!("_{grantee}")
+    format!("{USER_STATE_KEY_PREFIX}{grantee}")
 }
 
-/// The grantee a contract's state key names (`_@user:server` or a server name), as
-/// `medrix_records::Grant::from_event` expects it.
-pub fn grantee_of_state_key(state_key: &str) -> &str {
-    state_key.strip_prefix('_').filter(|key| key.starts_with('@')).unwrap_or(state_key)
+/// A contract read from its state event. Whichever way `medrix_records` takes the key (the
+/// key as sent, or the grantee it names), both are tried.
+fn read_grant(state_key: &str, content: &Value) -> Result<Grant, medrix_records::Error> {
+    Grant::from_event(state_key, content).or_else(|err| {
+        match state_key.strip_prefix(USER_STATE_KEY_PREFIX) {
+            Some(user) => Grant::from_event(user, content),
+            None => Err(err),
+        }
+    })
 }
 
 /// Whether `user` is in the room or invited to it.

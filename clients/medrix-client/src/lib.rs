@@ -24,7 +24,7 @@ pub use entries::{
 pub use error::{ClientError, Result};
 pub use grants::{
     Access, Contract, GrantTerms, Granted, Revoked, access_at, consent, grant_state_key,
-    grantee_of_state_key, new_contract_id, terms_text,
+    new_contract_id, terms_text,
 };
 pub use profile::Profile;
 pub use record::{Record, executor_of};
