@@ -201,11 +201,8 @@ async fn record(profile: Profile, command: RecordCommand) -> Result<Output> {
                 .entries(&record, class, &mut |done, total| progress.update(done, total))
                 .await?;
             drop(progress);
-            let mut text = format!(
-                "{} entries in the record of {}",
-                list.entries.len(),
-                record.patient()
-            );
+            let mut text =
+                format!("{} entries in the record of {}", list.entries.len(), record.patient());
             for entry in &list.entries {
                 text.push('\n');
                 text.push_str(&render::entry_line(entry));
@@ -287,15 +284,16 @@ async fn grant(profile: Profile, args: GrantArgs) -> Result<Output> {
     let end = time(&args.until, Bound::End, "until")?;
     let start = u64::try_from(start)
         .map_err(|_| CliError::Input("--from cannot be before 1970".to_owned()))?;
-    let valid = u64::try_from(end).ok().and_then(|end| Validity::new(start, end)).ok_or_else(|| {
-        CliError::Input("--until must be later than --from (or now), before the year 10000".into())
-    })?;
+    let valid =
+        u64::try_from(end).ok().and_then(|end| Validity::new(start, end)).ok_or_else(|| {
+            CliError::Input(
+                "--until must be later than --from (or now), before the year 10000".into(),
+            )
+        })?;
     let data_start = args.data_from.as_deref().map(|t| time(t, Bound::Start, "data-from"));
     let data_end = args.data_until.as_deref().map(|t| time(t, Bound::End, "data-until"));
     let data_period = DataPeriod::new(data_start.transpose()?, data_end.transpose()?)
-        .ok_or_else(|| {
-            CliError::Input("--data-until must be later than --data-from".to_owned())
-        })?;
+        .ok_or_else(|| CliError::Input("--data-until must be later than --data-from".to_owned()))?;
     let classes: BTreeSet<_> = args.classes.iter().copied().collect();
     let mode = match args.mode {
         ModeArg::Read => Mode::Read,
@@ -366,16 +364,19 @@ async fn session_output(client: &MedrixClient, verb: &str) -> Result<Output> {
 
 /// A user ID, or a user name on the caller's server.
 fn resolve_user(text: &str, me: &UserId) -> Result<UserId> {
-    let full =
-        if text.starts_with('@') { text.to_owned() } else { format!("@{text}:{}", me.server_name()) };
+    let full = if text.starts_with('@') {
+        text.to_owned()
+    } else {
+        format!("@{text}:{}", me.server_name())
+    };
     UserId::parse(&full)
         .ok_or_else(|| CliError::Input(format!("`{text}` is not a user name or a user ID")))
 }
 
 /// The resources of a FHIR file, each routed to a class.
 fn read_fhir(path: &Path) -> Result<Vec<NewEntry>> {
-    let bytes = std::fs::read(path)
-        .map_err(|error| CliError::Read { path: path.to_owned(), error })?;
+    let bytes =
+        std::fs::read(path).map_err(|error| CliError::Read { path: path.to_owned(), error })?;
     let text = String::from_utf8(bytes).map_err(|_| CliError::Fhir {
         path: path.to_owned(),
         error: ClientError::Terms("it is not UTF-8 text".to_owned()),

@@ -216,11 +216,8 @@ fn main() -> ExitCode {
     let json = cli.json;
     match runtime.block_on(commands::run(cli)) {
         Ok(output) => {
-            let printed = if json {
-                output.json.to_string()
-            } else {
-                output.text.trim_end().to_owned()
-            };
+            let printed =
+                if json { output.json.to_string() } else { output.text.trim_end().to_owned() };
             // A reader that stopped reading (`| head`) is not an error of this command.
             let mut stdout = std::io::stdout().lock();
             let _ = writeln!(stdout, "{printed}").and_then(|()| stdout.flush());
@@ -243,11 +240,9 @@ fn usage_error(err: clap::Error) -> ExitCode {
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
         let _ = err.print();
-        return ExitCode::from(if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-            2
-        } else {
-            0
-        });
+        return ExitCode::from(
+            if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 },
+        );
     }
     // clap's message is its first paragraph (a list of missing arguments runs on indented
     // lines); usage and tips follow a blank line.

@@ -1,8 +1,8 @@
 //! How results read: JSON with the spec's field names, and text lines for a person.
 
 use medrix_client::{Access, AddedEntry, ListedEntry, UnreadableEntry};
-use medrix_records::{Denial, Grant};
 use medrix_records::fhir::datetime::format_instant;
+use medrix_records::{Denial, Grant};
 use serde_json::{Map, Value, json};
 
 use crate::time::describe_duration;

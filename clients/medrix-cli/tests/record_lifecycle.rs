@@ -35,14 +35,18 @@ async fn a_patient_adds_lists_corrects_and_exports_a_record_that_round_trips() {
     assert_eq!(created["patient"], "@patient:localhost");
     assert_eq!(created["classes"].as_object().unwrap().len(), 10, "a room per class: {created}");
     let again = patient.json(&["record", "create"]);
-    assert_eq!((again["created"].clone(), again["space"].clone()), (false.into(), created["space"].clone()));
+    assert_eq!(
+        (again["created"].clone(), again["space"].clone()),
+        (false.into(), created["space"].clone())
+    );
 
     // Two data periods: 2021 from a Bundle, 2024 from NDJSON.
     let added = patient.json(&["record", "add", &fixture("period-2021.bundle.json")]);
     assert_eq!(added["added"].as_array().unwrap().len(), 4);
     let added = patient.json(&["record", "add", &fixture("period-2024.ndjson")]);
     assert_eq!(added["added"].as_array().unwrap().len(), 4);
-    let hba1c = added["added"].as_array().unwrap().iter().find(|a| a["id"] == "hba1c-2024").unwrap();
+    let hba1c =
+        added["added"].as_array().unwrap().iter().find(|a| a["id"] == "hba1c-2024").unwrap();
     assert_eq!(hba1c["class"], "laboratory");
     assert_eq!(hba1c["clinical_time"], 1_706_776_200_000_i64, "2024-02-01T08:30:00Z");
     let hba1c_event = hba1c["event_id"].as_str().unwrap().to_owned();
@@ -74,7 +78,12 @@ async fn a_patient_adds_lists_corrects_and_exports_a_record_that_round_trips() {
         patient.json(&["record", "correct", &hba1c_event, &fixture("hba1c-2024-corrected.json")]);
     assert_eq!(corrected["replaces"], hba1c_event.as_str());
     let lab = patient.json(&["record", "list", "--class", "laboratory"]);
-    let entry = lab["entries"].as_array().unwrap().iter().find(|e| e["event_id"] == hba1c_event.as_str()).unwrap();
+    let entry = lab["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_id"] == hba1c_event.as_str())
+        .unwrap();
     assert_eq!(entry["resource"]["valueQuantity"]["value"], 6.3);
     assert_eq!(entry["corrected_by"], corrected["event_id"]);
     let wrong_class = patient.fails(&["record", "correct", &hba1c_event, &fixture("patient.json")]);
@@ -105,7 +114,9 @@ async fn a_patient_adds_lists_corrects_and_exports_a_record_that_round_trips() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|entry| (entry["resource"]["id"].as_str().unwrap().to_owned(), entry["resource"].clone()))
+            .map(|entry| {
+                (entry["resource"]["id"].as_str().unwrap().to_owned(), entry["resource"].clone())
+            })
             .collect()
     };
     assert_eq!(by_id(&bundle_again), by_id(&bundle), "resources changed on the way");
@@ -115,7 +126,8 @@ async fn a_patient_adds_lists_corrects_and_exports_a_record_that_round_trips() {
         .chain(fixture_resources("period-2024.ndjson"))
         .map(|resource| (resource["id"].as_str().unwrap().to_owned(), resource))
         .collect();
-    originals.insert("hba1c-2024".to_owned(), fixture_resources("hba1c-2024-corrected.json").remove(0));
+    originals
+        .insert("hba1c-2024".to_owned(), fixture_resources("hba1c-2024-corrected.json").remove(0));
     assert_eq!(by_id(&bundle), originals);
     let _ = std::fs::remove_file(export);
     let _ = std::fs::remove_file(export_again);
@@ -126,22 +138,32 @@ async fn bad_input_is_one_line_and_a_non_zero_exit() {
     let server = TestServer::start(&medrix_binary()).await;
     let nobody = Person::new(&server, "nobody");
     assert!(nobody.fails(&["record", "list"]).contains("not logged in"));
-    assert!(nobody.fails(&["register", "nobody", "--password", "pw"]).contains("registration token"));
+    assert!(
+        nobody.fails(&["register", "nobody", "--password", "pw"]).contains("registration token")
+    );
 
     let patient = Person::registered(&server, "patient");
     assert!(patient.fails(&["record", "list"]).contains("no record"));
-    assert!(patient.fails(&["record", "add", &fixture("period-2024.ndjson")]).contains("no record"));
+    assert!(
+        patient.fails(&["record", "add", &fixture("period-2024.ndjson")]).contains("no record")
+    );
     patient.json(&["record", "create"]);
 
     let missing = patient.fails(&["record", "add", "/nonexistent/labs.json"]);
     assert!(missing.contains("cannot read /nonexistent/labs.json"), "{missing}");
     let not_fhir = patient.fails(&["record", "add", &fixture("not-fhir.txt")]);
-    assert!(not_fhir.contains("not-fhir.txt is not FHIR R4") && not_fhir.contains("line 1"), "{not_fhir}");
+    assert!(
+        not_fhir.contains("not-fhir.txt is not FHIR R4") && not_fhir.contains("line 1"),
+        "{not_fhir}"
+    );
     let unroutable = patient.fails(&["record", "add", &fixture("patient.json")]);
     assert!(unroutable.contains("Patient cannot be filed"), "{unroutable}");
     let bad_date = patient.fails(&["record", "add", &fixture("bad-date.json")]);
     assert!(bad_date.contains("effectiveDateTime"), "{bad_date}");
-    assert!(patient.json(&["record", "list"])["entries"].as_array().unwrap().is_empty(), "nothing was added");
+    assert!(
+        patient.json(&["record", "list"])["entries"].as_array().unwrap().is_empty(),
+        "nothing was added"
+    );
 
     let grant = |classes: &str, purpose: &str, extra: &[&str]| {
         let mut args = vec!["grant", "doctor", "--classes", classes, "--purpose", purpose];
@@ -152,12 +174,28 @@ async fn bad_input_is_one_line_and_a_non_zero_exit() {
     assert!(lab(&["--until", "next week"]).contains("`next week` is not a time"));
     assert!(lab(&["--until", "2026-02-30"]).contains("is not a time"));
     assert!(lab(&["--until", "2020-01-01"]).contains("--until must be later"));
-    assert!(lab(&["--until", "+1d", "--data-from", "2024", "--data-until", "2023"]).contains("--data-until"));
+    assert!(
+        lab(&["--until", "+1d", "--data-from", "2024", "--data-until", "2023"])
+            .contains("--data-until")
+    );
     assert!(lab(&[]).contains("--until"));
     assert!(grant("laboratory", "SHOPPING", &["--until", "+1d"]).contains("PurposeOfUse"));
     assert!(grant("laboratory", "BTG", &["--until", "+1d"]).contains("break-glass"));
     assert!(grant("labs", "TREAT", &["--until", "+1d"]).contains("`labs` is not a record class"));
-    assert!(patient.fails(&["grant", "patient", "--classes", "notes", "--purpose", "TREAT", "--until", "+1d"]).contains("yourself"));
+    assert!(
+        patient
+            .fails(&[
+                "grant",
+                "patient",
+                "--classes",
+                "notes",
+                "--purpose",
+                "TREAT",
+                "--until",
+                "+1d"
+            ])
+            .contains("yourself")
+    );
     assert!(patient.fails(&["record", "list", "--class", "x-rays"]).contains("not a record class"));
     assert!(patient.fails(&["revoke", "doctor"]).contains("holds no contract"));
     assert!(patient.fails(&["consent", "export", "doctor"]).contains("holds no contract"));
@@ -166,7 +204,9 @@ async fn bad_input_is_one_line_and_a_non_zero_exit() {
     let wrong = Person::new(&server, "patient");
     assert!(wrong.fails(&["login", "patient", "--password", "wrong"]).contains("M_FORBIDDEN"));
     let nowhere = Person::at("http://127.0.0.1:1", "x");
-    assert!(nowhere.fails(&["login", "x", "--password", "pw"]).contains("cannot reach the homeserver"));
+    assert!(
+        nowhere.fails(&["login", "x", "--password", "pw"]).contains("cannot reach the homeserver")
+    );
     let no_url = Person::at("localhost:8008", "y");
     assert!(no_url.fails(&["login", "y", "--password", "pw"]).contains("is not a homeserver URL"));
 }

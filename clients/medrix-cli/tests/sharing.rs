@@ -34,8 +34,18 @@ async fn a_provider_reads_exactly_the_granted_classes_until_revoked() {
 
     // The contract: two classes, entries from 2024 on, a day, read and contribute.
     let granted = patient.json(&[
-        "grant", "doctor", "--classes", "laboratory,vital-signs", "--purpose", "TREAT",
-        "--until", "+1d", "--data-from", "2024-01-01", "--mode", "contribute",
+        "grant",
+        "doctor",
+        "--classes",
+        "laboratory,vital-signs",
+        "--purpose",
+        "TREAT",
+        "--until",
+        "+1d",
+        "--data-from",
+        "2024-01-01",
+        "--mode",
+        "contribute",
     ]);
     let contract_id = granted["contract_id"].as_str().unwrap().to_owned();
     assert!(contract_id.starts_with("c-") && contract_id.len() == 22, "{contract_id}");
@@ -59,7 +69,10 @@ async fn a_provider_reads_exactly_the_granted_classes_until_revoked() {
     assert_eq!(written["contract_id"], contract_id.as_str());
     let consent: Value =
         serde_json::from_str(&std::fs::read_to_string(&consent_file).unwrap()).unwrap();
-    assert_eq!((consent["resourceType"].clone(), consent["id"].clone()), (json!("Consent"), json!(contract_id)));
+    assert_eq!(
+        (consent["resourceType"].clone(), consent["id"].clone()),
+        (json!("Consent"), json!(contract_id))
+    );
     if let Err(messages) = validate_fhir(&consent) {
         panic!("the exported contract is not valid FHIR R4 Consent:\n{messages}");
     }
@@ -78,10 +91,18 @@ async fn a_provider_reads_exactly_the_granted_classes_until_revoked() {
     let seen = doctor.json(&["record", "list", "--patient", "@patient:localhost"]);
     assert_eq!(listed_ids(&seen), ["glucose-2021", "hba1c-2024", "hr-2021", "weight-2024"]);
     assert!(seen["unreadable"].as_array().unwrap().is_empty(), "{seen}");
-    let conditions = doctor.json(&["record", "list", "--patient", "patient", "--class", "conditions"]);
+    let conditions =
+        doctor.json(&["record", "list", "--patient", "patient", "--class", "conditions"]);
     assert!(conditions["entries"].as_array().unwrap().is_empty());
     let export = doctor.file("export.json");
-    let exported = doctor.json(&["record", "export", "--patient", "patient", "--out", export.to_str().unwrap()]);
+    let exported = doctor.json(&[
+        "record",
+        "export",
+        "--patient",
+        "patient",
+        "--out",
+        export.to_str().unwrap(),
+    ]);
     assert_eq!(exported["entries"], 4);
     let _ = std::fs::remove_file(export);
 
@@ -95,9 +116,20 @@ async fn a_provider_reads_exactly_the_granted_classes_until_revoked() {
     }).to_string()).unwrap();
     doctor.json(&["record", "add", "--patient", "patient", result.to_str().unwrap()]);
     let lab = patient.json(&["record", "list", "--class", "laboratory"]);
-    let ldl = lab["entries"].as_array().unwrap().iter().find(|e| e["resource"]["id"] == "ldl-doctor").unwrap();
+    let ldl = lab["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["id"] == "ldl-doctor")
+        .unwrap();
     assert_eq!(ldl["source"], json!({"kind": "provider", "id": "@doctor:localhost"}));
-    let refused = doctor.fails(&["record", "add", "--patient", "patient", &fixture("period-2021.bundle.json")]);
+    let refused = doctor.fails(&[
+        "record",
+        "add",
+        "--patient",
+        "patient",
+        &fixture("period-2021.bundle.json"),
+    ]);
     assert!(refused.contains("no access to the conditions entries"), "{refused}");
     let _ = std::fs::remove_file(result);
 
@@ -133,8 +165,14 @@ async fn a_provider_reads_what_was_recorded_before_the_grant() {
     patient.json(&["record", "add", &fixture("period-2021.bundle.json")]);
     patient.json(&["record", "add", &fixture("period-2024.ndjson")]);
     patient.json(&[
-        "grant", "doctor", "--classes", "laboratory,vital-signs", "--purpose", "TREAT",
-        "--until", "+1d",
+        "grant",
+        "doctor",
+        "--classes",
+        "laboratory,vital-signs",
+        "--purpose",
+        "TREAT",
+        "--until",
+        "+1d",
     ]);
     let seen = doctor.json(&["record", "list", "--patient", "patient"]);
     assert!(seen["unreadable"].as_array().unwrap().is_empty(), "{seen}");

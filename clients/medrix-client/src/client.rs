@@ -103,7 +103,8 @@ impl MedrixClient {
 
     /// Opens the session saved in `profile`.
     pub async fn open(profile: Profile) -> Result<MedrixClient> {
-        let saved = profile.load()?.ok_or_else(|| ClientError::NotLoggedIn(profile.dir().into()))?;
+        let saved =
+            profile.load()?.ok_or_else(|| ClientError::NotLoggedIn(profile.dir().into()))?;
         let client = build(&profile, &saved.homeserver).await?;
         let user = parse_user(saved.session.meta.user_id.as_str())?;
         client.matrix_auth().restore_session(saved.session, RoomLoadSettings::default()).await?;
@@ -165,7 +166,8 @@ impl MedrixClient {
             ClientError::Sdk("the server answered the login without a session".to_owned())
         })?;
         let user = parse_user(session.meta.user_id.as_str())?;
-        profile.save(&SavedSession { homeserver: homeserver.to_owned(), session: session.clone() })?;
+        profile
+            .save(&SavedSession { homeserver: homeserver.to_owned(), session: session.clone() })?;
         let medrix = MedrixClient { client, user, profile };
         medrix.client.encryption().wait_for_e2ee_initialization_tasks().await;
         medrix.sync().await?;
@@ -202,10 +204,8 @@ fn next_stage(info: &UiaaInfo, token: Option<&str>) -> Result<AuthData> {
     };
     let flow = info.flows.iter().find(|flow| flow.stages.iter().all(doable));
     let Some(flow) = flow else {
-        let wants_token = info
-            .flows
-            .iter()
-            .any(|flow| flow.stages.contains(&AuthType::RegistrationToken));
+        let wants_token =
+            info.flows.iter().any(|flow| flow.stages.contains(&AuthType::RegistrationToken));
         return Err(ClientError::Registration(if wants_token && token.is_none() {
             "this server needs a registration token to register (--registration-token)".to_owned()
         } else {

@@ -2,7 +2,7 @@
 //! as encrypted `org.medrix.entry` events, one per resource; the record's entries read back,
 //! decrypted, corrections applied; the record as a `collection` Bundle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, hash_map};
 
 use matrix_sdk::{
     Room,
@@ -117,14 +117,8 @@ impl MedrixClient {
             if record.patient() == &self.user { SourceKind::Patient } else { SourceKind::Provider };
         let mut rooms: HashMap<DataClass, Room> = HashMap::new();
         for entry in entries {
-            if !rooms.contains_key(&entry.class) {
-                let room = record.joined_rooms(self, entry.class).into_iter().next().ok_or(
-                    ClientError::NoClassAccess {
-                        class: entry.class,
-                        patient: record.patient().to_string(),
-                    },
-                )?;
-                rooms.insert(entry.class, room);
+            if let hash_map::Entry::Vacant(slot) = rooms.entry(entry.class) {
+                slot.insert(self.class_room(record, entry.class)?);
             }
         }
         let mut added = Vec::with_capacity(entries.len());
@@ -138,10 +132,7 @@ impl MedrixClient {
             };
             let content = entry.to_content();
             let txn = transaction_id(room, &content);
-            let sent = room
-                .send_raw(ENTRY_EVENT_TYPE, content)
-                .with_transaction_id(&txn)
-                .await?;
+            let sent = room.send_raw(ENTRY_EVENT_TYPE, content).with_transaction_id(&txn).await?;
             added.push(AddedEntry {
                 event_id: sent.response.event_id.to_string(),
                 entry: new.clone(),
@@ -174,12 +165,7 @@ impl MedrixClient {
                 to: replacement.class,
             });
         }
-        let room = record.joined_rooms(self, replacement.class).into_iter().next().ok_or(
-            ClientError::NoClassAccess {
-                class: replacement.class,
-                patient: record.patient().to_string(),
-            },
-        )?;
+        let room = self.class_room(record, replacement.class)?;
         let entry = Entry {
             class: replacement.class,
             resource: replacement.resource.clone(),
@@ -190,6 +176,15 @@ impl MedrixClient {
         let txn = transaction_id(&room, &content);
         let sent = room.send_raw(ENTRY_EVENT_TYPE, content).with_transaction_id(&txn).await?;
         Ok(AddedEntry { event_id: sent.response.event_id.to_string(), entry: replacement.clone() })
+    }
+
+    /// The room entries of `class` go to: the first of the class the caller has joined.
+    fn class_room(&self, record: &Record, class: DataClass) -> Result<Room> {
+        record
+            .joined_rooms(self, class)
+            .into_iter()
+            .next()
+            .ok_or(ClientError::NoClassAccess { class, patient: record.patient().to_string() })
     }
 
     /// The entries of the record the caller can read (of one class, or all), decrypted, each
@@ -229,8 +224,11 @@ impl MedrixClient {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(Value, EntryList)> {
         let list = self.entries(record, None, progress).await?;
-        let resources: Vec<Value> =
-            list.entries.iter().map(|listed| Value::Object(listed.entry.resource.clone())).collect();
+        let resources: Vec<Value> = list
+            .entries
+            .iter()
+            .map(|listed| Value::Object(listed.entry.resource.clone()))
+            .collect();
         Ok((bundle::collection_bundle(&resources, exported_at_ms), list))
     }
 }
@@ -302,7 +300,10 @@ impl Reader {
         };
         let sender = json["sender"].as_str().unwrap_or_default();
         if entry.source.id.as_str() != sender {
-            return unreadable(format!("it names {} as its source but {sender} sent it", entry.source.id));
+            return unreadable(format!(
+                "it names {} as its source but {sender} sent it",
+                entry.source.id
+            ));
         }
         if entry.class != class {
             return unreadable(format!("it is a {} entry in the {class} room", entry.class));

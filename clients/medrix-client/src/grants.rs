@@ -147,7 +147,10 @@ impl MedrixClient {
         if grant.status == Status::Active {
             grant.status = Status::Revoked;
             let state_key = grant_state_key(grantee);
-            record.space.send_state_event_raw(GRANT_EVENT_TYPE, &state_key, grant.to_content()).await?;
+            record
+                .space
+                .send_state_event_raw(GRANT_EVENT_TYPE, &state_key, grant.to_content())
+                .await?;
         }
         let reason = format!("Contract {} revoked by the patient", grant.contract_id);
         let target = sdk_user(grantee)?;

@@ -74,7 +74,8 @@ impl Profile {
         let partial = self.dir.join(format!("{SESSION_FILE}.partial"));
         let json = serde_json::to_vec_pretty(saved)
             .map_err(|err| ClientError::Sdk(format!("cannot encode the session: {err}")))?;
-        let mut file = fs::File::create(&partial).map_err(|err| ClientError::file(&partial, err))?;
+        let mut file =
+            fs::File::create(&partial).map_err(|err| ClientError::file(&partial, err))?;
         restrict(&partial, 0o600)?;
         file.write_all(&json)
             .and_then(|()| file.sync_all())

@@ -176,7 +176,11 @@ impl MedrixClient {
         for _ in 0..10 {
             let mut pending = 0;
             for room in self.client.joined_rooms() {
-                if self.client.get_pending_key_bundle_details_for_room(room.room_id()).await?.is_some()
+                if self
+                    .client
+                    .get_pending_key_bundle_details_for_room(room.room_id())
+                    .await?
+                    .is_some()
                 {
                     pending += 1;
                 }

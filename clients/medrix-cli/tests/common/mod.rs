@@ -177,9 +177,8 @@ pub fn validate_fhir(resource: &Value) -> Result<(), String> {
         String::from_utf8_lossy(&setup.stderr)
     );
     let stdout = String::from_utf8_lossy(&setup.stdout).into_owned();
-    let field = |name: &str| {
-        stdout.lines().find_map(|line| line.strip_prefix(name)).unwrap().to_owned()
-    };
+    let field =
+        |name: &str| stdout.lines().find_map(|line| line.strip_prefix(name)).unwrap().to_owned();
     let mut child = Command::new(field("node="))
         .arg(field("validate="))
         .stdin(Stdio::piped())
