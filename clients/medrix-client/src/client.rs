@@ -266,3 +266,40 @@ async fn build(profile: &Profile, homeserver: &str) -> Result<Client> {
 pub(crate) fn parse_user(text: &str) -> Result<UserId> {
     UserId::parse(text).ok_or_else(|| ClientError::BadUser(text.to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    use matrix_sdk::ruma::api::client::uiaa::AuthFlow;
+
+    use super::*;
+
+    fn info(flows: Vec<Vec<AuthType>>, completed: Vec<AuthType>) -> UiaaInfo {
+        let mut info = UiaaInfo::new(flows.into_iter().map(AuthFlow::new).collect());
+        info.completed = completed;
+        info.session = Some("s".to_owned());
+        info
+    }
+
+    #[test]
+    fn registration_walks_the_token_then_the_dummy_stage() {
+        let flows = vec![vec![AuthType::RegistrationToken, AuthType::Dummy]];
+        let first = next_stage(&info(flows.clone(), vec![]), Some("t")).unwrap();
+        assert!(matches!(first, AuthData::RegistrationToken(ref t) if t.token == "t"));
+        let second =
+            next_stage(&info(flows, vec![AuthType::RegistrationToken]), Some("t")).unwrap();
+        assert!(matches!(second, AuthData::Dummy(ref d) if d.session.as_deref() == Some("s")));
+    }
+
+    #[test]
+    fn registration_says_what_it_cannot_do() {
+        let flows = vec![vec![AuthType::RegistrationToken, AuthType::Dummy]];
+        let err = next_stage(&info(flows, vec![]), None).unwrap_err().to_string();
+        assert!(err.contains("--registration-token"), "{err}");
+        let email = vec![vec![AuthType::EmailIdentity]];
+        let err = next_stage(&info(email, vec![]), Some("t")).unwrap_err().to_string();
+        assert!(err.contains("m.login.email.identity"), "{err}");
+        // A flow without the token is taken when no token was given.
+        let open = vec![vec![AuthType::RegistrationToken], vec![AuthType::Dummy]];
+        assert!(matches!(next_stage(&info(open, vec![]), None), Ok(AuthData::Dummy(_))));
+    }
+}

@@ -278,7 +278,13 @@ impl Reader {
             }
             TimelineEventKind::PlainText { event } => (event.json().get(), false),
         };
-        let Ok(json) = serde_json::from_str::<Value>(raw) else { return };
+        if let Ok(json) = serde_json::from_str::<Value>(raw) {
+            self.take_event(class, &json, encrypted, sent_at_ms);
+        }
+    }
+
+    /// An event read (decrypted, or sent in the clear): an entry, a correction, or neither.
+    fn take_event(&mut self, class: DataClass, json: &Value, encrypted: bool, sent_at_ms: u64) {
         if json["type"] != ENTRY_EVENT_TYPE || json.get("state_key").is_some() {
             return;
         }
@@ -371,5 +377,106 @@ pub fn describe(resource: &Value) -> String {
     match resource.get("id").and_then(Value::as_str) {
         Some(id) => format!("{kind} {id}"),
         None => kind.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn entry_event(id: &str, sender: &str, content: Value, sent_at: u64) -> (Value, u64) {
+        let event = json!({"type": ENTRY_EVENT_TYPE, "event_id": id, "sender": sender,
+            "content": content, "origin_server_ts": sent_at});
+        (event, sent_at)
+    }
+
+    fn observation(id: &str, value: f64, when: &str) -> Value {
+        json!({"resourceType": "Observation", "id": id, "effectiveDateTime": when,
+            "valueQuantity": {"value": value}, "category": [{"coding": [{"system":
+            "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}]})
+    }
+
+    fn content(resource: Value, author: &str) -> Value {
+        json!({"class": "laboratory", "resource": resource,
+            "source": {"kind": "patient", "id": author}})
+    }
+
+    fn correction(of: &str, resource: Value, author: &str) -> Value {
+        let mut body = content(resource, author);
+        body["m.new_content"] = body.clone();
+        body["m.relates_to"] = json!({"rel_type": "m.replace", "event_id": of});
+        body
+    }
+
+    fn read(events: &[(Value, u64)]) -> EntryList {
+        let mut reader = Reader::default();
+        for (event, sent_at) in events {
+            reader.take_event(DataClass::Laboratory, event, true, *sent_at);
+        }
+        reader.finish(UserId::parse("@p:x").unwrap())
+    }
+
+    #[test]
+    fn the_latest_correction_by_the_author_is_the_entry() {
+        let list = read(&[
+            entry_event("$a", "@p:x", content(observation("a", 1.0, "2024"), "@p:x"), 1),
+            entry_event("$c2", "@p:x", correction("$a", observation("a", 3.0, "2024"), "@p:x"), 3),
+            entry_event("$c1", "@p:x", correction("$a", observation("a", 2.0, "2024"), "@p:x"), 2),
+            entry_event("$x", "@q:x", correction("$a", observation("a", 9.0, "2024"), "@q:x"), 4),
+        ]);
+        assert_eq!(list.entries.len(), 1);
+        let entry = &list.entries[0];
+        assert_eq!((entry.event_id.as_str(), entry.corrected_by.as_deref()), ("$a", Some("$c2")));
+        assert_eq!(entry.entry.resource["valueQuantity"]["value"], 3.0);
+        assert_eq!(entry.entry.replaces, None);
+    }
+
+    #[test]
+    fn entries_sort_by_clinical_time_with_unknown_times_last() {
+        let undated = json!({"resourceType": "Observation", "id": "u"});
+        let list = read(&[
+            entry_event("$u", "@p:x", content(undated, "@p:x"), 1),
+            entry_event("$late", "@p:x", content(observation("l", 1.0, "2024"), "@p:x"), 2),
+            entry_event("$early", "@p:x", content(observation("e", 1.0, "1999"), "@p:x"), 3),
+        ]);
+        let order: Vec<&str> = list.entries.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(order, ["$early", "$late", "$u"]);
+    }
+
+    #[test]
+    fn an_entry_claiming_another_author_or_class_or_unencrypted_is_not_read() {
+        let mut other_class = content(observation("c", 1.0, "2024"), "@p:x");
+        other_class["class"] = json!("notes");
+        let list = read(&[
+            entry_event("$forged", "@mallory:x", content(observation("f", 1.0, "2024"), "@p:x"), 1),
+            entry_event("$moved", "@p:x", other_class, 2),
+            entry_event("$broken", "@p:x", json!({"class": "laboratory"}), 3),
+        ]);
+        assert!(list.entries.is_empty());
+        let reasons: Vec<&str> = list.unreadable.iter().map(|u| u.reason.as_str()).collect();
+        assert!(reasons[0].contains("@mallory:x sent it"), "{reasons:?}");
+        assert!(reasons[1].contains("notes entry in the laboratory room"), "{reasons:?}");
+        assert!(reasons[2].contains("resource"), "{reasons:?}");
+        let mut reader = Reader::default();
+        let (clear, _) =
+            entry_event("$c", "@p:x", content(observation("c", 1.0, "2024"), "@p:x"), 1);
+        reader.take_event(DataClass::Laboratory, &clear, false, 1);
+        assert_eq!(reader.unreadable[0].reason, "it was sent unencrypted");
+    }
+
+    #[test]
+    fn a_file_is_refused_whole_naming_the_resource_at_fault() {
+        let ndjson = [
+            observation("ok", 1.0, "2024").to_string(),
+            json!({"resourceType": "Patient", "id": "p1"}).to_string(),
+        ]
+        .join("\n");
+        let err = read_resources(&ndjson).unwrap_err().to_string();
+        assert!(err.starts_with("resource 2 (Patient p1): "), "{err}");
+        let bad_date = observation("d", 1.0, "2024-13-01");
+        let err = read_resources(&bad_date.to_string()).unwrap_err().to_string();
+        assert!(err.contains("effectiveDateTime"), "{err}");
     }
 }

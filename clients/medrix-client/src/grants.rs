@@ -299,3 +299,83 @@ async fn is_member(room: &Room, user: &OwnedUserId) -> Result<bool> {
 fn sdk_user(user: &UserId) -> Result<OwnedUserId> {
     OwnedUserId::try_from(user.as_str()).map_err(|_| ClientError::BadUser(user.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms() -> GrantTerms {
+        GrantTerms {
+            grantee: UserId::parse("@dr:hospital.example").unwrap(),
+            purpose: Purpose::Treatment,
+            classes: [DataClass::Laboratory, DataClass::Medications].into(),
+            data_period: DataPeriod::new(Some(1_704_067_200_000), None).unwrap(),
+            valid: Validity::new(1_767_225_600_000, 1_769_904_000_000).unwrap(),
+            mode: Mode::Read,
+            text: None,
+        }
+    }
+
+    fn grant(status: Status) -> Grant {
+        let terms = terms();
+        Grant {
+            contract_id: ContractId::parse("c-1").unwrap(),
+            grantee: Grantee::User(terms.grantee),
+            purpose: terms.purpose,
+            classes: terms.classes,
+            data_period: terms.data_period,
+            valid: terms.valid,
+            mode: terms.mode,
+            text: "terms".to_owned(),
+            status,
+            emergency_access_ms: None,
+            break_glass: None,
+        }
+    }
+
+    #[test]
+    fn a_contract_is_keyed_by_the_grantee_behind_user() {
+        let grantee = UserId::parse("@dr:hospital.example").unwrap();
+        assert_eq!(grant_state_key(&grantee), "user:@dr:hospital.example");
+        let content = grant(Status::Active).to_content();
+        assert_eq!(read_grant("user:@dr:hospital.example", &content), Ok(grant(Status::Active)));
+        assert!(read_grant("user:@someone:else.example", &content).is_err());
+    }
+
+    #[test]
+    fn access_is_what_evaluate_says_now() {
+        let contract =
+            |status| Contract { grant: grant(status), agreed_at_ms: 0, event_id: "$e".into() };
+        let in_force = access_at(contract(Status::Active), 1_767_225_600_000 + 1_000);
+        assert!(in_force.decision.is_allowed());
+        assert_eq!(in_force.time_left_ms, Some(1_769_904_000_000 - 1_767_225_601_000));
+        let ended = access_at(contract(Status::Active), 1_769_904_000_000);
+        assert_eq!(ended.decision, Decision::Denied(medrix_records::Denial::Expired));
+        assert_eq!(ended.time_left_ms, None);
+        let revoked = access_at(contract(Status::Revoked), 1_767_225_600_000);
+        assert_eq!(revoked.decision, Decision::Denied(medrix_records::Denial::NotActive));
+    }
+
+    #[test]
+    fn the_written_terms_say_who_what_why_and_until_when() {
+        let text = terms_text(
+            &UserId::parse("@pat:home.example").unwrap(),
+            &terms(),
+            &ContractId::parse("c-1").unwrap(),
+        );
+        assert_eq!(
+            text,
+            "@pat:home.example allows @dr:hospital.example to read their laboratory, \
+             medications records, dated from 2024-01-01T00:00:00.000Z, for treatment (TREAT), \
+             from 2026-01-01T00:00:00.000Z until 2026-02-01T00:00:00.000Z (contract c-1)."
+        );
+    }
+
+    #[test]
+    fn contract_ids_are_fresh_and_in_the_fhir_id_alphabet() {
+        let (a, b) = (new_contract_id(), new_contract_id());
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 22);
+        assert!(ContractId::parse(a.as_str()).is_some());
+    }
+}
