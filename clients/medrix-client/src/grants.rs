@@ -245,7 +245,7 @@ pub fn terms_text(patient: &UserId, terms: &GrantTerms, contract_id: &ContractId
     };
     let bound = |ms: Option<i64>| ms.and_then(format_instant);
     let data = match (bound(terms.data_period.start()), bound(terms.data_period.end())) {
-        (None, None) => "whatever its date".to_owned(),
+        (None, None) => "whatever their date".to_owned(),
         (Some(start), None) => format!("dated from {start}"),
         (None, Some(end)) => format!("dated before {end}"),
         (Some(start), Some(end)) => format!("dated from {start} and before {end}"),
