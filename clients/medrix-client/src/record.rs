@@ -134,13 +134,11 @@ impl MedrixClient {
             return self.own_record().await;
         }
         self.sync().await?;
-        let accepted = self.accept_invitations_from(patient).await?;
+        let mut joined = self.accept_invitations_from(patient).await?;
         if let Some(record) = self.find_record(patient).await? {
             // The space was joined before: its class rooms may have come since.
-            let more = self.accept_invitations_from(patient).await?;
-            if accepted + more > 0 {
-                self.await_key_bundles().await?;
-            }
+            joined.extend(self.accept_invitations_from(patient).await?);
+            self.await_key_bundles(&joined).await?;
             return Ok(record);
         }
         if self.was_removed_from_record_of(patient).await {
@@ -150,10 +148,10 @@ impl MedrixClient {
     }
 
     /// Joins every room `patient` invited the caller to (a grant's space and class rooms);
-    /// returns how many. The rooms' record state is only readable once joined, so a
-    /// grantee accepts a patient's invitations, not a kind of room.
-    pub async fn accept_invitations_from(&self, patient: &UserId) -> Result<usize> {
-        let mut joined = 0;
+    /// returns them. The rooms' record state is only readable once joined, so a grantee
+    /// accepts a patient's invitations, not a kind of room.
+    pub async fn accept_invitations_from(&self, patient: &UserId) -> Result<Vec<RoomId>> {
+        let mut joined = Vec::new();
         for room in self.client.invited_rooms() {
             let Ok(invite) = room.invite_details().await else { continue };
             if invite.inviter_id.as_str() != patient.as_str() {
@@ -162,30 +160,26 @@ impl MedrixClient {
             // Joining after the invitation imports the key bundle the patient sent with it
             // (MSC4268), when it has arrived.
             self.client.join_room_by_id(room.room_id()).await?;
-            joined += 1;
+            joined.push(room_id(room.room_id()));
         }
-        if joined > 0 {
+        if !joined.is_empty() {
             self.sync().await?;
         }
         Ok(joined)
     }
 
     /// Waits a little (syncing) for the key bundles of rooms just joined: they travel as
-    /// to-device messages the patient sent before inviting, so they are usually here.
-    async fn await_key_bundles(&self) -> Result<()> {
+    /// to-device messages the patient sent before inviting, so they are usually here. A room
+    /// with nothing recorded yet gets no bundle, so the wait is short.
+    async fn await_key_bundles(&self, joined: &[RoomId]) -> Result<()> {
         for _ in 0..10 {
-            let mut pending = 0;
-            for room in self.client.joined_rooms() {
-                if self
-                    .client
-                    .get_pending_key_bundle_details_for_room(room.room_id())
-                    .await?
-                    .is_some()
-                {
-                    pending += 1;
-                }
+            let mut pending = false;
+            for id in joined {
+                let id = sdk_room_id(id)?;
+                pending |=
+                    self.client.get_pending_key_bundle_details_for_room(&id).await?.is_some();
             }
-            if pending == 0 {
+            if !pending {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
