@@ -33,20 +33,10 @@ async fn a_provider_reads_exactly_the_granted_classes_until_revoked() {
     let created = patient.json(&["record", "create"]);
 
     // The contract: two classes, entries from 2024 on, a day, read and contribute.
-    let granted = patient.json(&[
-        "grant",
-        "doctor",
-        "--classes",
-        "laboratory,vital-signs",
-        "--purpose",
-        "TREAT",
-        "--until",
-        "+1d",
-        "--data-from",
-        "2024-01-01",
-        "--mode",
-        "contribute",
-    ]);
+    let granted = patient.json_line(
+        "grant doctor --classes laboratory,vital-signs --purpose TREAT --until +1d \
+         --data-from 2024-01-01 --mode contribute",
+    );
     let contract_id = granted["contract_id"].as_str().unwrap().to_owned();
     assert!(contract_id.starts_with("c-") && contract_id.len() == 22, "{contract_id}");
     assert_eq!(granted["grantee"], "@doctor:localhost");
@@ -138,16 +128,8 @@ async fn a_provider_reads_exactly_the_granted_classes_until_revoked() {
     assert_eq!(held["contracts"][0]["contract_id"], contract_id.as_str());
 
     // A narrower contract replaces it: the doctor leaves the vital-signs room.
-    let narrowed = patient.json(&[
-        "grant",
-        "doctor",
-        "--classes",
-        "laboratory",
-        "--purpose",
-        "TREAT",
-        "--until",
-        "+1d",
-    ]);
+    let narrowed =
+        patient.json_line("grant doctor --classes laboratory --purpose TREAT --until +1d");
     assert_eq!(narrowed["removed_from"], json!([class_room(&created, "vital-signs")]));
     assert!(narrowed["invited_to"].as_array().unwrap().is_empty());
     let contract_id = narrowed["contract_id"].as_str().unwrap().to_owned();
@@ -185,16 +167,7 @@ async fn a_provider_reads_what_was_recorded_before_the_grant() {
     patient.json(&["record", "create"]);
     patient.json(&["record", "add", &fixture("period-2021.bundle.json")]);
     patient.json(&["record", "add", &fixture("period-2024.ndjson")]);
-    patient.json(&[
-        "grant",
-        "doctor",
-        "--classes",
-        "laboratory,vital-signs",
-        "--purpose",
-        "TREAT",
-        "--until",
-        "+1d",
-    ]);
+    patient.json_line("grant doctor --classes laboratory,vital-signs --purpose TREAT --until +1d");
     let seen = doctor.json(&["record", "list", "--patient", "patient"]);
     assert!(seen["unreadable"].as_array().unwrap().is_empty(), "{seen}");
     assert_eq!(listed_ids(&seen), ["glucose-2021", "hba1c-2024", "hr-2021", "weight-2024"]);

@@ -91,6 +91,11 @@ impl Person {
             .unwrap_or_else(|err| panic!("medrix-cli {args:?} printed no JSON ({err}): {run:?}"))
     }
 
+    /// `json` with a command line written as one string (arguments without spaces).
+    pub fn json_line(&self, line: &str) -> Value {
+        self.json(&line.split_whitespace().collect::<Vec<_>>())
+    }
+
     /// Runs a command that must fail: its one line of error.
     pub fn fails(&self, args: &[&str]) -> String {
         let run = self.run(args);
