@@ -35,6 +35,8 @@ pub enum CliError {
     Write { path: PathBuf, error: std::io::Error },
     #[error("{} is not FHIR R4 Medrix can file: {error}", path.display())]
     Fhir { path: PathBuf, error: ClientError },
+    #[error("{} is not FHIR R4 Medrix can file: it is not UTF-8 text", .0.display())]
+    NotText(PathBuf),
     #[error("no homeserver: give --homeserver URL or set MEDRIX_HOMESERVER")]
     NoHomeserver,
     #[error("no profile directory: give --profile DIR or set MEDRIX_PROFILE")]
@@ -377,10 +379,7 @@ fn resolve_user(text: &str, me: &UserId) -> Result<UserId> {
 fn read_fhir(path: &Path) -> Result<Vec<NewEntry>> {
     let bytes =
         std::fs::read(path).map_err(|error| CliError::Read { path: path.to_owned(), error })?;
-    let text = String::from_utf8(bytes).map_err(|_| CliError::Fhir {
-        path: path.to_owned(),
-        error: ClientError::Terms("it is not UTF-8 text".to_owned()),
-    })?;
+    let text = String::from_utf8(bytes).map_err(|_| CliError::NotText(path.to_owned()))?;
     read_resources(&text).map_err(|error| CliError::Fhir { path: path.to_owned(), error })
 }
 

@@ -131,6 +131,16 @@ async fn a_patient_adds_lists_corrects_and_exports_a_record_that_round_trips() {
     assert_eq!(by_id(&bundle), originals);
     let _ = std::fs::remove_file(export);
     let _ = std::fs::remove_file(export_again);
+
+    // Another device of the patient: a login by full user ID, then a logout that deletes it.
+    let laptop = Person::new(&server, "patient");
+    let session = laptop.json(&["login", "@patient:localhost", "--password", "patient-password"]);
+    assert_eq!(session["user_id"], "@patient:localhost");
+    assert_eq!(laptop.json(&["whoami"])["device_id"], session["device_id"]);
+    assert_eq!(laptop.json(&["record", "create"])["space"], created["space"], "the same record");
+    assert_eq!(laptop.json(&["logout"])["logged_out"], true);
+    assert!(!laptop.profile.join("session.json").exists());
+    assert!(laptop.fails(&["whoami"]).contains("not logged in"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
