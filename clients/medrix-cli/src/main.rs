@@ -15,12 +15,15 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use medrix_records::{DataClass, Purpose};
 
+/// What a TIME argument is.
+const TIME_HELP: &str = "TIME is an RFC 3339 date-time (2026-03-01T09:00:00Z), a FHIR date \
+    (2026, 2026-03, 2026-03-01), `now`, or a duration from now (+30d, -1y, +12h). An end \
+    includes all it names: --until 2026-12-31 ends when that day does.";
+
 /// A patient's and a provider's health records on Medrix.
 #[derive(Debug, Parser)]
 #[command(name = "medrix-cli", version, about, long_about = None)]
-#[command(after_help = "TIME is an RFC 3339 date-time (2026-03-01T09:00:00Z), a FHIR date \
-    (2026, 2026-03, 2026-03-01), `now`, or a duration from now (+30d, -1y, +12h). An end \
-    includes all it names: --until 2026-12-31 ends when that day does.")]
+#[command(after_help = TIME_HELP)]
 struct Cli {
     /// The homeserver's URL (for register and login; later commands use the profile's).
     #[arg(long, global = true, env = "MEDRIX_HOMESERVER", value_name = "URL")]
@@ -127,6 +130,7 @@ enum RecordCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = TIME_HELP)]
 struct GrantArgs {
     /// The grantee (user name on your server, or @name:server).
     user: String,
