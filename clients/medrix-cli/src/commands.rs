@@ -1,0 +1,408 @@
+//! Each command: its input checked first (files read and routed, times and terms parsed)
+//! so a mistake costs no network round, then the library call, then what to print.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use medrix_client::{
+    ClientError, GrantTerms, MedrixClient, NewEntry, Profile, Record, consent, read_resources,
+};
+use medrix_records::{DataPeriod, EventId, Mode, UserId, Validity};
+use serde_json::{Map, Value, json};
+
+use crate::progress::Progress;
+use crate::render;
+use crate::time::{Bound, parse_time};
+use crate::{Cli, Command, ConsentCommand, GrantArgs, ModeArg, RecordCommand};
+
+/// What a command prints: JSON with `--json`, else text.
+pub struct Output {
+    pub json: Value,
+    pub text: String,
+}
+
+/// What can go wrong in a command, beyond the library's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Input(String),
+    #[error("cannot read {}: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("cannot write {}: {error}", path.display())]
+    Write { path: PathBuf, error: std::io::Error },
+    #[error("{} is not FHIR R4 Medrix can file: {error}", path.display())]
+    Fhir { path: PathBuf, error: ClientError },
+    #[error("{} is not FHIR R4 Medrix can file: it is not UTF-8 text", .0.display())]
+    NotText(PathBuf),
+    #[error("no homeserver: give --homeserver URL or set MEDRIX_HOMESERVER")]
+    NoHomeserver,
+    #[error("no profile directory: give --profile DIR or set MEDRIX_PROFILE")]
+    NoProfile,
+}
+
+type Result<T> = std::result::Result<T, CliError>;
+
+pub async fn run(cli: Cli) -> Result<Output> {
+    let profile = Profile::new(profile_dir(cli.profile)?);
+    let homeserver = cli.homeserver;
+    match cli.command {
+        Command::Register { username, password, registration_token } => {
+            let homeserver = homeserver.ok_or(CliError::NoHomeserver)?;
+            let client = MedrixClient::register(
+                profile,
+                &homeserver,
+                &username,
+                &password,
+                registration_token.as_deref(),
+            )
+            .await?;
+            session_output(&client, "Registered").await
+        }
+        Command::Login { user, password } => {
+            let homeserver = homeserver.ok_or(CliError::NoHomeserver)?;
+            let client = MedrixClient::login(profile, &homeserver, &user, &password).await?;
+            session_output(&client, "Logged in as").await
+        }
+        Command::Logout => {
+            let client = MedrixClient::open(profile).await?;
+            let user = client.user_id().clone();
+            client.logout().await?;
+            Ok(Output {
+                json: json!({"user_id": user, "logged_out": true}),
+                text: format!("Logged out {user}; this profile's session and keys are deleted."),
+            })
+        }
+        Command::Whoami => {
+            let client = MedrixClient::open(profile).await?;
+            session_output(&client, "Logged in as").await
+        }
+        Command::Record(command) => record(profile, command).await,
+        Command::Grant(args) => grant(profile, args).await,
+        Command::Revoke { user } => {
+            let client = MedrixClient::open(profile).await?;
+            let grantee = resolve_user(&user, client.user_id())?;
+            let record = client.own_record().await?;
+            let revoked = client.revoke(&record, &grantee).await?;
+            let mut extra = Map::new();
+            extra.insert("removed_from".to_owned(), json!(revoked.removed));
+            Ok(Output {
+                text: format!(
+                    "Revoked contract {} of {grantee}; removed from {} room(s).",
+                    revoked.grant.contract_id,
+                    revoked.removed.len()
+                ),
+                json: render::grant_json(&revoked.grant, extra),
+            })
+        }
+        Command::Access { all, patient } => {
+            let client = MedrixClient::open(profile).await?;
+            let record = record_for(&client, patient.as_deref()).await?;
+            let now = now_ms();
+            let mut access = client.access(&record, now).await?;
+            if !all {
+                access.retain(|access| access.decision.is_allowed());
+            }
+            let mut text = format!(
+                "{} contract(s){} in the record of {}",
+                access.len(),
+                if all { "" } else { " in force" },
+                record.patient()
+            );
+            for line in &access {
+                text.push('\n');
+                text.push_str(&render::access_line(line));
+            }
+            Ok(Output {
+                json: json!({
+                    "patient": record.patient(),
+                    "contracts": access.iter().map(render::access_json).collect::<Vec<_>>(),
+                }),
+                text,
+            })
+        }
+        Command::Consent(ConsentCommand::Export { user, out }) => {
+            let client = MedrixClient::open(profile).await?;
+            let grantee = resolve_user(&user, client.user_id())?;
+            let record = client.own_record().await?;
+            let contract = client.contract_of(&record, &grantee).await?;
+            let consent = consent(&record, &contract);
+            match out {
+                None => Ok(Output { text: pretty(&consent), json: consent }),
+                Some(path) => {
+                    write(&path, &consent)?;
+                    Ok(Output {
+                        json: json!({"out": path, "contract_id": contract.grant.contract_id}),
+                        text: format!(
+                            "Wrote contract {} of {grantee} as FHIR R4 Consent to {}.",
+                            contract.grant.contract_id,
+                            path.display()
+                        ),
+                    })
+                }
+            }
+        }
+    }
+}
+
+async fn record(profile: Profile, command: RecordCommand) -> Result<Output> {
+    match command {
+        RecordCommand::Create => {
+            let client = MedrixClient::open(profile).await?;
+            let (record, created) = client.create_record().await?;
+            let mut json = record.state.to_content();
+            json["space"] = json!(record.space_id());
+            let text = if created {
+                format!(
+                    "Created the record of {}: space {} with {} class rooms.",
+                    record.patient(),
+                    record.space_id(),
+                    record.state.classes.len()
+                )
+            } else {
+                format!("Your record already exists: space {}.", record.space_id())
+            };
+            json["created"] = json!(created);
+            Ok(Output { json, text })
+        }
+        RecordCommand::Add { file, patient } => {
+            let entries = read_fhir(&file)?;
+            let client = MedrixClient::open(profile).await?;
+            let record = record_for(&client, patient.as_deref()).await?;
+            let mut progress = Progress::new("Adding entries");
+            let added = client
+                .add_entries(&record, &entries, &mut |done, total| progress.update(done, total))
+                .await?;
+            drop(progress);
+            let mut by_class: std::collections::BTreeMap<&str, usize> = Default::default();
+            for entry in &added {
+                *by_class.entry(entry.entry.class.as_str()).or_default() += 1;
+            }
+            let summary: Vec<String> =
+                by_class.iter().map(|(class, count)| format!("{count} {class}")).collect();
+            Ok(Output {
+                json: json!({
+                    "patient": record.patient(),
+                    "added": added.iter().map(render::added_json).collect::<Vec<_>>(),
+                }),
+                text: format!(
+                    "Added {} entries to the record of {} ({}).",
+                    added.len(),
+                    record.patient(),
+                    summary.join(", ")
+                ),
+            })
+        }
+        RecordCommand::List { class, patient } => {
+            let client = MedrixClient::open(profile).await?;
+            let record = record_for(&client, patient.as_deref()).await?;
+            let mut progress = Progress::new("Reading class rooms");
+            let list = client
+                .entries(&record, class, &mut |done, total| progress.update(done, total))
+                .await?;
+            drop(progress);
+            let mut text =
+                format!("{} entries in the record of {}", list.entries.len(), record.patient());
+            for entry in &list.entries {
+                text.push('\n');
+                text.push_str(&render::entry_line(entry));
+            }
+            if !list.unreadable.is_empty() {
+                text.push_str(&format!(
+                    "\n{} more event(s) you cannot read (e.g. {}: {})",
+                    list.unreadable.len(),
+                    list.unreadable[0].event_id,
+                    list.unreadable[0].reason
+                ));
+            }
+            Ok(Output {
+                json: json!({
+                    "patient": list.patient,
+                    "entries": list.entries.iter().map(render::entry_json).collect::<Vec<_>>(),
+                    "unreadable":
+                        list.unreadable.iter().map(render::unreadable_json).collect::<Vec<_>>(),
+                }),
+                text,
+            })
+        }
+        RecordCommand::Export { patient, out } => {
+            let client = MedrixClient::open(profile).await?;
+            let record = record_for(&client, patient.as_deref()).await?;
+            let mut progress = Progress::new("Reading class rooms");
+            let (bundle, list) = client
+                .export_bundle(&record, now_ms(), &mut |done, total| progress.update(done, total))
+                .await?;
+            drop(progress);
+            write(&out, &bundle)?;
+            Ok(Output {
+                json: json!({
+                    "patient": record.patient(),
+                    "out": out,
+                    "entries": list.entries.len(),
+                    "unreadable": list.unreadable.len(),
+                }),
+                text: format!(
+                    "Exported {} entries of the record of {} to {} (FHIR R4 Bundle, collection).",
+                    list.entries.len(),
+                    record.patient(),
+                    out.display()
+                ),
+            })
+        }
+        RecordCommand::Correct { event_id, file, patient } => {
+            let original = EventId::parse(&event_id)
+                .ok_or_else(|| CliError::Input(format!("`{event_id}` is not an event ID")))?;
+            let mut entries = read_fhir(&file)?;
+            if entries.len() != 1 {
+                return Err(CliError::Input(format!(
+                    "{} holds {} resources; a correction is one resource",
+                    file.display(),
+                    entries.len()
+                )));
+            }
+            let replacement = entries.remove(0);
+            let client = MedrixClient::open(profile).await?;
+            let record = record_for(&client, patient.as_deref()).await?;
+            let added = client.correct_entry(&record, &original, &replacement).await?;
+            Ok(Output {
+                json: json!({"replaces": event_id, "event_id": added.event_id}),
+                text: format!("Corrected {event_id} with {}.", added.event_id),
+            })
+        }
+    }
+}
+
+async fn grant(profile: Profile, args: GrantArgs) -> Result<Output> {
+    let now = now_ms();
+    let time = |text: &str, bound, flag: &str| {
+        parse_time(text, bound, now).map_err(|err| CliError::Input(format!("--{flag}: {err}")))
+    };
+    let start = match &args.from {
+        Some(from) => time(from, Bound::Start, "from")?,
+        None => now as i64,
+    };
+    let end = time(&args.until, Bound::End, "until")?;
+    let start = u64::try_from(start)
+        .map_err(|_| CliError::Input("--from cannot be before 1970".to_owned()))?;
+    let valid =
+        u64::try_from(end).ok().and_then(|end| Validity::new(start, end)).ok_or_else(|| {
+            CliError::Input(
+                "--until must be later than --from (or now), before the year 10000".into(),
+            )
+        })?;
+    let data_start = args.data_from.as_deref().map(|t| time(t, Bound::Start, "data-from"));
+    let data_end = args.data_until.as_deref().map(|t| time(t, Bound::End, "data-until"));
+    let data_period = DataPeriod::new(data_start.transpose()?, data_end.transpose()?)
+        .ok_or_else(|| CliError::Input("--data-until must be later than --data-from".to_owned()))?;
+    let classes: BTreeSet<_> = args.classes.iter().copied().collect();
+    let mode = match args.mode {
+        ModeArg::Read => Mode::Read,
+        ModeArg::Contribute => Mode::Contribute,
+    };
+    let client = MedrixClient::open(profile).await?;
+    let grantee = resolve_user(&args.user, client.user_id())?;
+    let record = client.own_record().await?;
+    let terms = GrantTerms {
+        grantee: grantee.clone(),
+        purpose: args.purpose,
+        classes,
+        data_period,
+        valid,
+        mode,
+        text: args.text,
+    };
+    let granted = client.grant(&record, terms).await?;
+    let mut extra = Map::new();
+    extra.insert("invited_to".to_owned(), json!(granted.invited));
+    extra.insert("removed_from".to_owned(), json!(granted.removed));
+    Ok(Output {
+        text: format!(
+            "Granted {grantee} {} access to {} until {} (contract {}).\n{}",
+            granted.grant.mode.as_str(),
+            render::classes(&granted.grant),
+            render::moment(granted.grant.valid.end() as i64),
+            granted.grant.contract_id,
+            granted.grant.text
+        ),
+        json: render::grant_json(&granted.grant, extra),
+    })
+}
+
+/// The caller's record, or a patient's shared with them.
+async fn record_for(client: &MedrixClient, patient: Option<&str>) -> Result<Record> {
+    Ok(match patient {
+        None => client.own_record().await?,
+        Some(patient) => {
+            let patient = resolve_user(patient, client.user_id())?;
+            client.record_of(&patient).await?
+        }
+    })
+}
+
+async fn session_output(client: &MedrixClient, verb: &str) -> Result<Output> {
+    let session = client.session().await?;
+    let mut text = format!(
+        "{verb} {} (device {}) on {}.",
+        session.user_id, session.device_id, session.homeserver
+    );
+    if !session.cross_signed {
+        text.push_str(
+            "\nThis device is not cross-signed (the account's identity was set up on another \
+             device): records shared with you cannot hand their history to it.",
+        );
+    }
+    Ok(Output {
+        json: json!({
+            "user_id": session.user_id,
+            "device_id": session.device_id,
+            "homeserver": session.homeserver,
+            "cross_signed": session.cross_signed,
+        }),
+        text,
+    })
+}
+
+/// A user ID, or a user name on the caller's server.
+fn resolve_user(text: &str, me: &UserId) -> Result<UserId> {
+    let full = if text.starts_with('@') {
+        text.to_owned()
+    } else {
+        format!("@{text}:{}", me.server_name())
+    };
+    UserId::parse(&full)
+        .ok_or_else(|| CliError::Input(format!("`{text}` is not a user name or a user ID")))
+}
+
+/// The resources of a FHIR file, each routed to a class.
+fn read_fhir(path: &Path) -> Result<Vec<NewEntry>> {
+    let bytes =
+        std::fs::read(path).map_err(|error| CliError::Read { path: path.to_owned(), error })?;
+    let text = String::from_utf8(bytes).map_err(|_| CliError::NotText(path.to_owned()))?;
+    read_resources(&text).map_err(|error| CliError::Fhir { path: path.to_owned(), error })
+}
+
+fn write(path: &Path, value: &Value) -> Result<()> {
+    std::fs::write(path, pretty(value) + "\n")
+        .map_err(|error| CliError::Write { path: path.to_owned(), error })
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+fn profile_dir(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = given {
+        return Ok(dir);
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
+        .ok_or(CliError::NoProfile)?;
+    Ok(data.join("medrix-cli"))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
+}

@@ -1,0 +1,262 @@
+//! `medrix-cli`: a patient's and a provider's command line for Medrix health records, over
+//! the `medrix-client` library. Every command prints text, or JSON with `--json` (the keys
+//! are spec/records.md's field names); an error is one sentence on stderr and a non-zero
+//! exit.
+
+mod commands;
+mod progress;
+mod render;
+mod time;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use medrix_records::{DataClass, Purpose};
+
+/// What a TIME argument is.
+const TIME_HELP: &str = "TIME is an RFC 3339 date-time (2026-03-01T09:00:00Z), a FHIR date \
+    (2026, 2026-03, 2026-03-01), `now`, or a duration from now (+30d, -1y, +12h). An end \
+    includes all it names: --until 2026-12-31 ends when that day does.";
+
+/// A patient's and a provider's health records on Medrix.
+#[derive(Debug, Parser)]
+#[command(name = "medrix-cli", version, about, long_about = None)]
+#[command(after_help = TIME_HELP)]
+struct Cli {
+    /// The homeserver's URL (for register and login; later commands use the profile's).
+    #[arg(long, global = true, env = "MEDRIX_HOMESERVER", value_name = "URL")]
+    homeserver: Option<String>,
+    /// The profile directory: one device's session and keys.
+    #[arg(long, global = true, env = "MEDRIX_PROFILE", value_name = "DIR")]
+    profile: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create an account (and log this profile in as it).
+    Register {
+        /// The user name (localpart) to register.
+        username: String,
+        /// The password.
+        #[arg(long, env = "MEDRIX_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// The token the server asks for to register.
+        #[arg(long, env = "MEDRIX_REGISTRATION_TOKEN", hide_env_values = true)]
+        registration_token: Option<String>,
+    },
+    /// Log this profile in (a new device).
+    Login {
+        /// A user name or a full user ID (@name:server).
+        user: String,
+        /// The password.
+        #[arg(long, env = "MEDRIX_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Log this device out and delete the profile's session and keys.
+    Logout,
+    /// Who this profile is logged in as.
+    Whoami,
+    /// A record: create it, add entries, list them, export it.
+    #[command(subcommand)]
+    Record(RecordCommand),
+    /// Grant a user access to classes of your record (a consent contract).
+    Grant(GrantArgs),
+    /// Revoke a user's contract and remove them from your record.
+    Revoke {
+        /// The grantee (user name on your server, or @name:server).
+        user: String,
+    },
+    /// Who holds a contract in force now, and for how long.
+    Access {
+        /// Also contracts not in force (revoked, expired, not yet valid).
+        #[arg(long)]
+        all: bool,
+        /// Another patient's record shared with you (the contracts you can see in it).
+        #[arg(long, value_name = "USER")]
+        patient: Option<String>,
+    },
+    /// A contract as FHIR R4 Consent.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RecordCommand {
+    /// Create your record: a space and an encrypted room per class.
+    Create,
+    /// Add the FHIR resources of a file (a resource, a Bundle or NDJSON), one entry each.
+    Add {
+        /// The file.
+        file: PathBuf,
+        /// Add to another patient's record shared with you (a contribute contract).
+        #[arg(long, value_name = "USER")]
+        patient: Option<String>,
+    },
+    /// List the entries you can read, decrypted.
+    List {
+        /// Only this class.
+        #[arg(long, value_name = "CLASS", value_parser = parse_class)]
+        class: Option<DataClass>,
+        /// Another patient's record shared with you (accepts their pending invitations).
+        #[arg(long, value_name = "USER")]
+        patient: Option<String>,
+    },
+    /// Export the entries you can read as a FHIR R4 Bundle (collection).
+    Export {
+        /// Another patient's record shared with you (accepts their pending invitations).
+        #[arg(long, value_name = "USER")]
+        patient: Option<String>,
+        /// Where to write the Bundle.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Correct an entry you added: the file's one resource replaces it (the original stays).
+    Correct {
+        /// The entry's event ID (`record list` shows it).
+        event_id: String,
+        /// A file with the corrected resource.
+        file: PathBuf,
+        /// Another patient's record shared with you.
+        #[arg(long, value_name = "USER")]
+        patient: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = TIME_HELP)]
+struct GrantArgs {
+    /// The grantee (user name on your server, or @name:server).
+    user: String,
+    /// The classes of data, comma-separated (vital-signs, laboratory, conditions, ...).
+    #[arg(long, value_name = "C,...", value_delimiter = ',', required = true, value_parser = parse_class)]
+    classes: Vec<DataClass>,
+    /// Why: an HL7 v3 PurposeOfUse code (TREAT, ETREAT, CAREMGT, HRESCH, PATRQT, ...).
+    #[arg(long, value_name = "P", value_parser = parse_purpose)]
+    purpose: Purpose,
+    /// When the contract ends (TIME).
+    #[arg(long, value_name = "TIME")]
+    until: String,
+    /// When it starts (TIME; now if not given).
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// The earliest clinical time of the entries shared (TIME; open if not given).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    data_from: Option<String>,
+    /// The clinical time the entries shared precede (TIME; open if not given).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    data_until: Option<String>,
+    /// Read only, or read and add entries.
+    #[arg(long, value_enum, default_value_t = ModeArg::Read)]
+    mode: ModeArg,
+    /// The terms in your words (written from the terms if not given).
+    #[arg(long)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    Read,
+    Contribute,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsentCommand {
+    /// Export a grantee's contract as FHIR R4 Consent.
+    Export {
+        /// The grantee.
+        user: String,
+        /// Where to write it (stdout if not given).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+fn parse_class(text: &str) -> Result<DataClass, String> {
+    DataClass::parse(text).ok_or_else(|| {
+        let all: Vec<&str> = DataClass::ALL.iter().map(|class| class.as_str()).collect();
+        format!("`{text}` is not a record class (one of {})", all.join(", "))
+    })
+}
+
+fn parse_purpose(text: &str) -> Result<Purpose, String> {
+    match Purpose::parse(text) {
+        Some(Purpose::BreakTheGlass) => {
+            Err("BTG is given only by break-glass, not by a grant".to_owned())
+        }
+        Some(purpose) => Ok(purpose),
+        None => Err(format!(
+            "`{text}` is not an HL7 v3 PurposeOfUse code (e.g. TREAT, ETREAT, CAREMGT, \
+             HRESCH, PATRQT)"
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
+    // matrix-sdk logs through tracing; shown only when asked (MEDRIX_LOG=debug, ...).
+    if let Ok(filter) = std::env::var("MEDRIX_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("medrix-cli: cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = cli.json;
+    match runtime.block_on(commands::run(cli)) {
+        Ok(output) => {
+            let printed =
+                if json { output.json.to_string() } else { output.text.trim_end().to_owned() };
+            // A reader that stopped reading (`| head`) is not an error of this command.
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{printed}").and_then(|()| stdout.flush());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("medrix-cli: {}", one_line(&err.to_string()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version as clap prints them; any other parse error as one line.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = err.print();
+        return ExitCode::from(
+            if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 },
+        );
+    }
+    // clap's message is its first paragraph (a list of missing arguments runs on indented
+    // lines); usage and tips follow a blank line.
+    let text = err.to_string();
+    let message = text.trim_start().split("\n\n").next().unwrap_or("bad arguments");
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    eprintln!("medrix-cli: {} (see --help)", one_line(message));
+    ExitCode::from(2)
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

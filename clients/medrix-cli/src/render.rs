@@ -1,0 +1,154 @@
+//! How results read: JSON with the spec's field names, and text lines for a person.
+
+use medrix_client::{Access, AddedEntry, ListedEntry, UnreadableEntry};
+use medrix_records::fhir::datetime::format_instant;
+use medrix_records::{Denial, Grant};
+use serde_json::{Map, Value, json};
+
+use crate::time::describe_duration;
+
+/// A moment for a person: `2024-03-05 14:30` (UTC), or the ms if outside FHIR's years.
+pub fn moment(ms: i64) -> String {
+    match format_instant(ms) {
+        Some(instant) => format!("{} {}", &instant[..10], &instant[11..16]),
+        None => ms.to_string(),
+    }
+}
+
+/// An entry as JSON: the entry's content fields, its event, clinical time and when it was
+/// sent.
+pub fn entry_json(listed: &ListedEntry) -> Value {
+    json!({
+        "event_id": listed.event_id,
+        "class": listed.entry.class,
+        "resource": listed.entry.resource,
+        "source": {"kind": listed.entry.source.kind.as_str(), "id": listed.entry.source.id},
+        "clinical_time": listed.clinical_time_ms,
+        "sent_at": listed.sent_at_ms,
+        "corrected_by": listed.corrected_by,
+    })
+}
+
+/// An entry as one line: when, class, what, who added it, its event.
+pub fn entry_line(listed: &ListedEntry) -> String {
+    let when = listed.clinical_time_ms.map(moment).unwrap_or_else(|| "(no date)".to_owned());
+    let resource = Value::Object(listed.entry.resource.clone());
+    let corrected = if listed.corrected_by.is_some() { " (corrected)" } else { "" };
+    format!(
+        "{when:<16}  {class:<14} {what}{corrected}  [{kind} {id}]  {event}",
+        class = listed.entry.class.as_str(),
+        what = title(&resource),
+        kind = listed.entry.source.kind.as_str(),
+        id = listed.entry.source.id,
+        event = listed.event_id,
+    )
+}
+
+/// An event that could not be read, as JSON.
+pub fn unreadable_json(unreadable: &UnreadableEntry) -> Value {
+    json!({
+        "event_id": unreadable.event_id,
+        "class": unreadable.class,
+        "sent_at": unreadable.sent_at_ms,
+        "reason": unreadable.reason,
+    })
+}
+
+/// An entry sent, as JSON.
+pub fn added_json(added: &AddedEntry) -> Value {
+    json!({
+        "event_id": added.event_id,
+        "class": added.entry.class,
+        "resourceType": added.entry.resource.get("resourceType"),
+        "id": added.entry.resource.get("id"),
+        "clinical_time": added.entry.clinical_time_ms,
+    })
+}
+
+/// A contract with what `access` adds: when it was agreed, whether it is in force now,
+/// how long it has left, or why it gives no access.
+pub fn access_json(access: &Access) -> Value {
+    let mut content = access.contract.grant.to_content();
+    content["agreed_at"] = json!(access.contract.agreed_at_ms);
+    content["in_force"] = json!(access.decision.is_allowed());
+    content["time_left_ms"] = json!(access.time_left_ms);
+    content["denial"] = json!(access.decision.denial().map(|denial| denial.as_str()));
+    content
+}
+
+/// A contract as one line.
+pub fn access_line(access: &Access) -> String {
+    let grant = &access.contract.grant;
+    let state = match (access.time_left_ms, access.decision.denial()) {
+        (Some(left), _) => format!("{} left", describe_duration(left)),
+        (None, Some(Denial::NotActive)) => grant.status.as_str().to_owned(),
+        (None, Some(denial)) => denial.as_str().replace('_', " "),
+        (None, None) => String::new(),
+    };
+    format!(
+        "{grantee}  {id}  {purpose}  {classes}  {mode}  until {until}  ({state})",
+        grantee = grant.grantee.as_str(),
+        id = grant.contract_id,
+        purpose = grant.purpose.code(),
+        classes = classes(grant),
+        mode = grant.mode.as_str(),
+        until = moment(grant.valid.end() as i64),
+    )
+}
+
+/// A grant's classes, comma-separated.
+pub fn classes(grant: &Grant) -> String {
+    grant.classes.iter().map(|class| class.as_str()).collect::<Vec<_>>().join(",")
+}
+
+/// The grant's content with extra keys.
+pub fn grant_json(grant: &Grant, extra: Map<String, Value>) -> Value {
+    let mut content = grant.to_content();
+    if let Value::Object(object) = &mut content {
+        object.extend(extra);
+    }
+    content
+}
+
+/// What a resource is, for a person: its code's text or display, else its type and ID.
+pub fn title(resource: &Value) -> String {
+    let concept_text = |concept: &Value| -> Option<String> {
+        concept
+            .get("text")
+            .and_then(Value::as_str)
+            .or_else(|| concept.pointer("/coding/0/display").and_then(Value::as_str))
+            .map(str::to_owned)
+    };
+    let named = ["code", "vaccineCode", "medicationCodeableConcept", "type", "category"]
+        .iter()
+        .filter_map(|field| resource.get(*field))
+        .find_map(|concept| match concept {
+            Value::Array(list) => list.first().and_then(concept_text),
+            concept => concept_text(concept),
+        });
+    let kind = medrix_client::describe(resource);
+    match named {
+        Some(name) => format!("{kind}: {name}"),
+        None => kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resource_reads_by_its_code() {
+        let glucose = json!({"resourceType": "Observation", "id": "g1",
+            "code": {"coding": [{"display": "Glucose"}]}});
+        assert_eq!(title(&glucose), "Observation g1: Glucose");
+        let flu = json!({"resourceType": "Immunization", "vaccineCode": {"text": "Influenza"}});
+        assert_eq!(title(&flu), "Immunization: Influenza");
+        assert_eq!(title(&json!({"resourceType": "Encounter", "id": "v"})), "Encounter v");
+    }
+
+    #[test]
+    fn moments_read_in_utc_to_the_minute() {
+        assert_eq!(moment(1_709_649_000_000), "2024-03-05 14:30");
+    }
+}

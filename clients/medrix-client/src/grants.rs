@@ -1,0 +1,381 @@
+//! Consent contracts from the patient's side (spec/records.md §4): a grant is an
+//! `org.medrix.grant` state event in the space, then invitations to the space and the granted
+//! class rooms (which hand over their keys); a revocation is the same event with status
+//! `revoked`, then kicks. Also who holds a contract now, and a contract as FHIR `Consent`.
+
+use std::collections::BTreeSet;
+
+use matrix_sdk::{Room, ruma::OwnedUserId};
+use medrix_records::fhir::consent::to_consent;
+use medrix_records::fhir::datetime::format_instant;
+use medrix_records::{
+    Action, ContractId, DataClass, DataPeriod, Decision, GRANT_EVENT_TYPE, Grant, Grantee, Mode,
+    Purpose, RoomId, Status, UserId, Validity, evaluate,
+};
+use rand::Rng;
+use serde_json::Value;
+
+use crate::client::MedrixClient;
+use crate::error::{ClientError, Result};
+use crate::record::{Record, sdk_room_id, state_events};
+
+/// What the patient agrees to: a contract's terms before it has an ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantTerms {
+    /// Who is granted access.
+    pub grantee: UserId,
+    /// Why (an HL7 v3 PurposeOfUse code).
+    pub purpose: Purpose,
+    /// The classes of data.
+    pub classes: BTreeSet<DataClass>,
+    /// Which entries, by clinical time.
+    pub data_period: DataPeriod,
+    /// When the contract is in force, `[start, end)`.
+    pub valid: Validity,
+    /// Read, or read and contribute.
+    pub mode: Mode,
+    /// The terms as the patient reads them; written from the terms when not given.
+    pub text: Option<String>,
+}
+
+/// A contract as it stands in the record, with when it was agreed (its event's
+/// `origin_server_ts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contract {
+    /// The contract.
+    pub grant: Grant,
+    /// When its current state was set.
+    pub agreed_at_ms: u64,
+    /// The state event that set it.
+    pub event_id: String,
+}
+
+/// Whether a contract gives access now, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// The contract.
+    pub contract: Contract,
+    /// What `evaluate` says about holding the contract's rooms now.
+    pub decision: Decision,
+    /// How long it stays in force, when it is.
+    pub time_left_ms: Option<u64>,
+}
+
+/// What a grant did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    /// The contract as set.
+    pub grant: Grant,
+    /// The rooms the grantee was invited to.
+    pub invited: Vec<RoomId>,
+    /// The rooms of classes a former contract granted and this one does not, the grantee
+    /// removed from.
+    pub removed: Vec<RoomId>,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// The contract, now revoked.
+    pub grant: Grant,
+    /// The rooms the grantee was removed from.
+    pub removed: Vec<RoomId>,
+}
+
+impl MedrixClient {
+    /// Grants access on `terms`: a new contract (random ID, status active) in the space, then
+    /// the grantee invited to the space and each granted class room; rooms of classes a
+    /// former contract with them granted and this one does not are taken back.
+    pub async fn grant(&self, record: &Record, terms: GrantTerms) -> Result<Granted> {
+        self.require_patient(record)?;
+        if terms.grantee == self.user {
+            return Err(ClientError::Terms("you cannot grant access to yourself".to_owned()));
+        }
+        let contract_id = new_contract_id();
+        let text = match &terms.text {
+            Some(text) => text.clone(),
+            None => terms_text(record.patient(), &terms, &contract_id),
+        };
+        let grant = Grant {
+            contract_id,
+            grantee: Grantee::User(terms.grantee.clone()),
+            purpose: terms.purpose,
+            classes: terms.classes.clone(),
+            data_period: terms.data_period,
+            valid: terms.valid,
+            mode: terms.mode,
+            text,
+            status: Status::Active,
+            emergency_access_ms: None,
+            break_glass: None,
+        };
+        grant.check()?;
+        let state_key = grant_state_key(&terms.grantee);
+        record.space.send_state_event_raw(GRANT_EVENT_TYPE, &state_key, grant.to_content()).await?;
+        let grantee = sdk_user(&terms.grantee)?;
+        let mut invited = Vec::new();
+        let mut removed = Vec::new();
+        if !is_member(&record.space, &grantee).await? {
+            record.space.invite_user_by_id(&grantee).await?;
+            invited.push(record.space_id());
+        }
+        let reason = format!("Contract {} does not grant this class", grant.contract_id);
+        for (class, id) in record.rooms() {
+            let Some(room) = self.client.get_room(&sdk_room_id(id)?) else { continue };
+            let member = is_member(&room, &grantee).await?;
+            if grant.classes.contains(&class) && !member {
+                // Inviting shares the room's keys with the grantee's cross-signed devices
+                // (MSC4268): what was recorded before the grant becomes readable.
+                room.invite_user_by_id(&grantee).await?;
+                invited.push(id.clone());
+            } else if !grant.classes.contains(&class) && member {
+                room.kick_user(&grantee, Some(&reason)).await?;
+                removed.push(id.clone());
+            }
+        }
+        Ok(Granted { grant, invited, removed })
+    }
+
+    /// Revokes `grantee`'s contract: status `revoked` in the space, then the grantee removed
+    /// from the space and every class room (the reason names the contract). The server's
+    /// contract executor removes them too; whoever comes first, the rest is a no-op. A
+    /// contract no longer active is not set again, but its grantee is still removed.
+    pub async fn revoke(&self, record: &Record, grantee: &UserId) -> Result<Revoked> {
+        self.require_patient(record)?;
+        let contract = self.contract_of(record, grantee).await?;
+        let mut grant = contract.grant;
+        if grant.status == Status::Active {
+            grant.status = Status::Revoked;
+            let state_key = grant_state_key(grantee);
+            record
+                .space
+                .send_state_event_raw(GRANT_EVENT_TYPE, &state_key, grant.to_content())
+                .await?;
+        }
+        let reason = format!("Contract {} revoked by the patient", grant.contract_id);
+        let target = sdk_user(grantee)?;
+        let mut removed = Vec::new();
+        for (_, id) in record.rooms() {
+            let Some(room) = self.client.get_room(&sdk_room_id(id)?) else { continue };
+            if is_member(&room, &target).await? {
+                room.kick_user(&target, Some(&reason)).await?;
+                removed.push(id.clone());
+            }
+        }
+        // The space last: the class rooms are what holds the data.
+        if is_member(&record.space, &target).await? {
+            record.space.kick_user(&target, Some(&reason)).await?;
+            removed.push(record.space_id());
+        }
+        Ok(Revoked { grant, removed })
+    }
+
+    /// Every personal contract in the record (one per grantee), oldest agreed first.
+    /// Contents `medrix-records` refuses are skipped: the server refuses them too.
+    pub async fn contracts(&self, record: &Record) -> Result<Vec<Contract>> {
+        let mut contracts = Vec::new();
+        for event in state_events(&record.space, GRANT_EVENT_TYPE).await? {
+            let state_key = event["state_key"].as_str().unwrap_or_default();
+            match read_grant(state_key, &event["content"]) {
+                Ok(grant) => contracts.push(Contract {
+                    grant,
+                    agreed_at_ms: event["origin_server_ts"].as_u64().unwrap_or_default(),
+                    event_id: event["event_id"].as_str().unwrap_or_default().to_owned(),
+                }),
+                Err(err) => {
+                    tracing::warn!(state_key, error = %err, "a contract the client cannot read")
+                }
+            }
+        }
+        contracts.sort_by_key(|contract| contract.agreed_at_ms);
+        Ok(contracts)
+    }
+
+    /// The contract of one grantee.
+    pub async fn contract_of(&self, record: &Record, grantee: &UserId) -> Result<Contract> {
+        self.contracts(record)
+            .await?
+            .into_iter()
+            .find(|contract| contract.grant.grantee.as_str() == grantee.as_str())
+            .ok_or_else(|| ClientError::NoContract(grantee.to_string()))
+    }
+
+    /// Every contract with what `evaluate` says of it at `now_ms`: in force (and for how
+    /// long) or why not.
+    pub async fn access(&self, record: &Record, now_ms: u64) -> Result<Vec<Access>> {
+        Ok(self.contracts(record).await?.into_iter().map(|c| access_at(c, now_ms)).collect())
+    }
+
+    fn require_patient(&self, record: &Record) -> Result<()> {
+        if record.patient() != &self.user {
+            return Err(ClientError::NotPatient(record.patient().to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a contract gives access at `now_ms`: `evaluate` on holding a room of one of its
+/// classes (every check but the class is the same for all of them).
+pub fn access_at(contract: Contract, now_ms: u64) -> Access {
+    let class = contract.grant.classes.iter().next().copied().unwrap_or(DataClass::Notes);
+    let decision = evaluate(&contract.grant, &Action::Hold { class }, now_ms);
+    let time_left_ms =
+        decision.is_allowed().then(|| contract.grant.valid.end().saturating_sub(now_ms));
+    Access { contract, decision, time_left_ms }
+}
+
+/// A contract as FHIR R4 `Consent`.
+pub fn consent(record: &Record, contract: &Contract) -> Value {
+    to_consent(&contract.grant, record.patient(), contract.agreed_at_ms)
+}
+
+/// A fresh contract ID: `c-` and 20 random letters and digits (FHIR's `id` alphabet).
+pub fn new_contract_id() -> ContractId {
+    let random: String =
+        rand::rng().sample_iter(rand::distr::Alphanumeric).take(20).map(char::from).collect();
+    ContractId::parse(&format!("c-{random}")).expect("letters and digits form a contract ID")
+}
+
+/// The terms as one paragraph the patient and the grantee read.
+pub fn terms_text(patient: &UserId, terms: &GrantTerms, contract_id: &ContractId) -> String {
+    let classes: Vec<&str> = terms.classes.iter().map(|class| class.as_str()).collect();
+    let access = match terms.mode {
+        Mode::Read => "read",
+        Mode::Contribute => "read and add to",
+    };
+    let bound = |ms: Option<i64>| ms.and_then(format_instant);
+    let data = match (bound(terms.data_period.start()), bound(terms.data_period.end())) {
+        (None, None) => "whatever their date".to_owned(),
+        (Some(start), None) => format!("dated from {start}"),
+        (None, Some(end)) => format!("dated before {end}"),
+        (Some(start), Some(end)) => format!("dated from {start} and before {end}"),
+    };
+    let when = |ms: u64| format_instant(ms as i64).unwrap_or_else(|| ms.to_string());
+    format!(
+        "{patient} allows {grantee} to {access} their {classes} records, {data}, for {purpose} \
+         ({code}), from {start} until {end} (contract {contract_id}).",
+        grantee = terms.grantee,
+        classes = classes.join(", "),
+        purpose = terms.purpose.display(),
+        code = terms.purpose.code(),
+        start = when(terms.valid.start()),
+        end = when(terms.valid.end()),
+    )
+}
+
+/// What precedes the grantee's user ID in a personal contract's state key. The Matrix auth
+/// rules (every room version) refuse a state event whose key starts with `@` from anyone but
+/// that user, and contracts are the patient's to set; a server name (a standing contract) is
+/// its own key.
+const USER_STATE_KEY_PREFIX: &str = "user:";
+
+/// The state key of a personal contract: `user:@name:server`.
+pub fn grant_state_key(grantee: &UserId) -> String {
+    format!("{USER_STATE_KEY_PREFIX}{grantee}")
+}
+
+/// A contract read from its state event. Whichever way `medrix_records` takes the key (the
+/// key as sent, or the grantee it names), both are tried.
+fn read_grant(state_key: &str, content: &Value) -> Result<Grant, medrix_records::Error> {
+    Grant::from_event(state_key, content).or_else(|err| {
+        match state_key.strip_prefix(USER_STATE_KEY_PREFIX) {
+            Some(user) => Grant::from_event(user, content),
+            None => Err(err),
+        }
+    })
+}
+
+/// Whether `user` is in the room or invited to it.
+async fn is_member(room: &Room, user: &OwnedUserId) -> Result<bool> {
+    use matrix_sdk::ruma::events::room::member::MembershipState;
+    Ok(match room.get_member(user).await? {
+        Some(member) => {
+            matches!(member.membership(), MembershipState::Join | MembershipState::Invite)
+        }
+        None => false,
+    })
+}
+
+fn sdk_user(user: &UserId) -> Result<OwnedUserId> {
+    OwnedUserId::try_from(user.as_str()).map_err(|_| ClientError::BadUser(user.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms() -> GrantTerms {
+        GrantTerms {
+            grantee: UserId::parse("@dr:hospital.example").unwrap(),
+            purpose: Purpose::Treatment,
+            classes: [DataClass::Laboratory, DataClass::Medications].into(),
+            data_period: DataPeriod::new(Some(1_704_067_200_000), None).unwrap(),
+            valid: Validity::new(1_767_225_600_000, 1_769_904_000_000).unwrap(),
+            mode: Mode::Read,
+            text: None,
+        }
+    }
+
+    fn grant(status: Status) -> Grant {
+        let terms = terms();
+        Grant {
+            contract_id: ContractId::parse("c-1").unwrap(),
+            grantee: Grantee::User(terms.grantee),
+            purpose: terms.purpose,
+            classes: terms.classes,
+            data_period: terms.data_period,
+            valid: terms.valid,
+            mode: terms.mode,
+            text: "terms".to_owned(),
+            status,
+            emergency_access_ms: None,
+            break_glass: None,
+        }
+    }
+
+    #[test]
+    fn a_contract_is_keyed_by_the_grantee_behind_user() {
+        let grantee = UserId::parse("@dr:hospital.example").unwrap();
+        assert_eq!(grant_state_key(&grantee), "user:@dr:hospital.example");
+        let content = grant(Status::Active).to_content();
+        assert_eq!(read_grant("user:@dr:hospital.example", &content), Ok(grant(Status::Active)));
+        assert!(read_grant("user:@someone:else.example", &content).is_err());
+    }
+
+    #[test]
+    fn access_is_what_evaluate_says_now() {
+        let contract =
+            |status| Contract { grant: grant(status), agreed_at_ms: 0, event_id: "$e".into() };
+        let in_force = access_at(contract(Status::Active), 1_767_225_600_000 + 1_000);
+        assert!(in_force.decision.is_allowed());
+        assert_eq!(in_force.time_left_ms, Some(1_769_904_000_000 - 1_767_225_601_000));
+        let ended = access_at(contract(Status::Active), 1_769_904_000_000);
+        assert_eq!(ended.decision, Decision::Denied(medrix_records::Denial::Expired));
+        assert_eq!(ended.time_left_ms, None);
+        let revoked = access_at(contract(Status::Revoked), 1_767_225_600_000);
+        assert_eq!(revoked.decision, Decision::Denied(medrix_records::Denial::NotActive));
+    }
+
+    #[test]
+    fn the_written_terms_say_who_what_why_and_until_when() {
+        let text = terms_text(
+            &UserId::parse("@pat:home.example").unwrap(),
+            &terms(),
+            &ContractId::parse("c-1").unwrap(),
+        );
+        assert_eq!(
+            text,
+            "@pat:home.example allows @dr:hospital.example to read their laboratory, \
+             medications records, dated from 2024-01-01T00:00:00.000Z, for treatment (TREAT), \
+             from 2026-01-01T00:00:00.000Z until 2026-02-01T00:00:00.000Z (contract c-1)."
+        );
+    }
+
+    #[test]
+    fn contract_ids_are_fresh_and_in_the_fhir_id_alphabet() {
+        let (a, b) = (new_contract_id(), new_contract_id());
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 22);
+        assert!(ContractId::parse(a.as_str()).is_some());
+    }
+}
