@@ -263,26 +263,14 @@ pub fn terms_text(patient: &UserId, terms: &GrantTerms, contract_id: &ContractId
     )
 }
 
-/// What precedes the grantee's user ID in a personal contract's state key. The Matrix auth
-/// rules (every room version) refuse a state event whose key starts with `@` from anyone but
-/// that user, and contracts are the patient's to set; a server name (a standing contract) is
-/// its own key.
-const USER_STATE_KEY_PREFIX: &str = "user:";
-
-/// The state key of a personal contract: `user:@name:server`.
+/// The state key of a personal contract: `user:@name:server` (spec/records.md §4).
 pub fn grant_state_key(grantee: &UserId) -> String {
-    format!("{USER_STATE_KEY_PREFIX}{grantee}")
+    Grant::state_key_of(&medrix_records::Grantee::User(grantee.clone()))
 }
 
-/// A contract read from its state event. Whichever way `medrix_records` takes the key (the
-/// key as sent, or the grantee it names), both are tried.
+/// A contract read from its state event.
 fn read_grant(state_key: &str, content: &Value) -> Result<Grant, medrix_records::Error> {
-    Grant::from_event(state_key, content).or_else(|err| {
-        match state_key.strip_prefix(USER_STATE_KEY_PREFIX) {
-            Some(user) => Grant::from_event(user, content),
-            None => Err(err),
-        }
-    })
+    Grant::from_event(state_key, content)
 }
 
 /// Whether `user` is in the room or invited to it.

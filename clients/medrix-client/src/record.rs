@@ -223,11 +223,17 @@ impl MedrixClient {
         let mut request = self.record_room_request()?;
         request.name = Some("Health record".to_owned());
         request.creation_content = Some(raw(json!({"type": "m.space"})));
-        request.initial_state = vec![raw(json!({
-            "type": RECORD_EVENT_TYPE, "state_key": RECORD_STATE_KEY,
-            "content": RecordSpace { patient: self.user.clone(), classes: BTreeMap::new() }
-                .to_content(),
-        }))];
+        request.initial_state = vec![
+            raw(json!({
+                "type": RECORD_EVENT_TYPE, "state_key": RECORD_STATE_KEY,
+                "content": RecordSpace { patient: self.user.clone(), classes: BTreeMap::new() }
+                    .to_content(),
+            })),
+            // Providers ask for access by knocking on the space (spec/records.md §7).
+            raw(
+                json!({"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}),
+            ),
+        ];
         Ok(self.client.create_room(request).await?)
     }
 
