@@ -243,12 +243,18 @@ async fn an_invitee_is_shown_the_rooms_stripped_state_and_nothing_of_its_members
     for kind in ["m.room.create", "m.room.join_rules", "m.room.name", "m.room.topic"] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
-    // The only member event is the doctor's own invite: not the patient's, not the nurse's
-    // (nor the kick's reason).
+    // The member events are the doctor's own invite and the inviter's membership (clients
+    // need to know who invited them, as Synapse shows it): not the nurse's (nor the kick's
+    // reason).
     let members: Vec<&Value> = events.iter().filter(|e| e["type"] == "m.room.member").collect();
-    assert_eq!(members.len(), 1, "{members:?}");
-    assert_eq!(members[0]["state_key"], room.doctor_id.as_str());
-    assert_eq!(members[0]["content"]["membership"], "invite");
+    let invite = members.iter().find(|e| e["state_key"] == room.doctor_id.as_str());
+    assert_eq!(invite.map(|e| &e["content"]["membership"]), Some(&json!("invite")), "{members:?}");
+    let inviter = invite.and_then(|e| e["sender"].as_str()).unwrap();
+    let others: Vec<&&Value> =
+        members.iter().filter(|e| e["state_key"] != room.doctor_id.as_str()).collect();
+    assert_eq!(others.len(), 1, "{members:?}");
+    assert_eq!(others[0]["state_key"], inviter);
+    assert!(!members.iter().any(|e| e["state_key"] == "@nurse:localhost"), "{members:?}");
     assert!(!sync.to_string().contains("left the practice"));
     // Nor can the invitee read the room's messages or state before joining.
     let path = format!("/_matrix/client/v3/rooms/{}/state", room.id);

@@ -156,10 +156,9 @@ async fn a_provider_reads_exactly_the_granted_classes_until_revoked() {
 
 /// MSC4268: inviting the grantee hands over the keys of what was recorded before the grant.
 /// matrix-sdk imports the bundle on accepting only when it knows who invited it, from the
-/// inviter's `m.room.member` in the invitation's stripped state, which the server now sends;
-/// the entries are still "no key" (issue 15: the bundle's path is not yet traced).
+/// inviter's `m.room.member` in the invitation's stripped state, and it must be allowed to
+/// download the bundle file the inviter uploaded just before inviting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the grantee does not yet import the inviter's key bundle (issue 15, open)"]
 async fn a_provider_reads_what_was_recorded_before_the_grant() {
     let server = TestServer::start(&medrix_binary()).await;
     let patient = Person::registered(&server, "patient");

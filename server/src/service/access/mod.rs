@@ -80,9 +80,14 @@ impl Access {
     }
 
     /// Whether `user` may download a file `uploader` uploaded at stream position `position`:
-    /// their own, or one uploaded while both were joined to a room they share. So a removed
-    /// member gets no file uploaded after the removal (as with events), and a stranger gets
-    /// none. (Files are not in a room's DAG, so the stream order is what dates them.)
+    /// their own, or one uploaded while the uploader was joined to a room the user is joined
+    /// to now, unless the user had been removed from that room before the upload. So a
+    /// removed member gets no file uploaded after the removal (as with events), a stranger
+    /// gets none, and a member who joined later gets the files of the room's time before
+    /// them, as they get its `shared` history. That includes the key bundle an inviter
+    /// uploads just before inviting (MSC4268), which the invitee fetches once joined.
+    /// (Files are not in a room's DAG, so the stream order is what dates them; media in
+    /// record rooms is end-to-end encrypted, so what this widens is ciphertext.)
     pub fn may_download(
         &self,
         user: &UserId,
@@ -92,9 +97,14 @@ impl Access {
         if user == uploader {
             return Ok(true);
         }
-        for (room_id, _) in self.rooms.memberships(user)? {
-            if self.joined_at_position(&room_id, user, position)?
-                && self.joined_at_position(&room_id, uploader, position)?
+        for (room_id, membership) in self.rooms.memberships(user)? {
+            if membership == "join"
+                && self.membership_at_position(&room_id, uploader, position)?.as_deref()
+                    == Some("join")
+                && !matches!(
+                    self.membership_at_position(&room_id, user, position)?.as_deref(),
+                    Some("leave" | "ban")
+                )
             {
                 return Ok(true);
             }
@@ -102,18 +112,18 @@ impl Access {
         Ok(false)
     }
 
-    /// Whether the user was joined to the room as of stream position `position`.
-    fn joined_at_position(
+    /// The user's membership in the room as of stream position `position`, if they had one.
+    fn membership_at_position(
         &self,
         room_id: &RoomId,
         user: &UserId,
         position: u64,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         let prefix = compound_key(&[room_id.as_bytes(), user.as_bytes(), b""]);
         Ok(self
             .storage
             .last_in_prefix(cf::ROOMUSERPOSITION_MEMBERSHIP, &prefix, &position.to_be_bytes())?
-            .is_some_and(|(_, membership)| &*membership == b"join"))
+            .map(|(_, membership)| String::from_utf8_lossy(&membership).into_owned()))
     }
 
     /// The rooms `user` has a membership in, with it (their own data: their room list).
