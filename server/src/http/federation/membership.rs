@@ -47,17 +47,8 @@ pub async fn make_join(
     request: Federated<prepare_join_event::v1::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let body = &request.body;
-    require_origin_user(&body.user_id, &request.origin)?;
-    let version = room_version(&services, &body.room_id)?;
-    if !body.ver.iter().any(|v| v.as_str() == version.as_str()) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::IncompatibleRoomVersion,
-            format!("the room is version {version}, which the joining server does not support"),
-        )
-        .with_room_version(version.as_str()));
-    }
-    template(&services, &body.room_id, &body.user_id, "join").await
+    let wanted = Wanted { room_id: &body.room_id, user: &body.user_id, versions: &body.ver };
+    versioned_template(&services, &request.origin, wanted, "join").await
 }
 
 /// `GET /make_knock/{roomId}/{userId}`: a knock template (an access request, for a
@@ -67,17 +58,36 @@ pub async fn make_knock(
     request: Federated<prepare_knock_event::v1::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let body = &request.body;
-    require_origin_user(&body.user_id, &request.origin)?;
-    let version = room_version(&services, &body.room_id)?;
-    if !body.ver.iter().any(|v| v.as_str() == version.as_str()) {
+    let wanted = Wanted { room_id: &body.room_id, user: &body.user_id, versions: &body.ver };
+    versioned_template(&services, &request.origin, wanted, "knock").await
+}
+
+/// What a `make_join` or `make_knock` asks for: a template for this user in this room, in
+/// one of these room versions.
+struct Wanted<'a> {
+    room_id: &'a RoomId,
+    user: &'a UserId,
+    versions: &'a [ruma::RoomVersionId],
+}
+
+/// A membership template for a user of the asking server, in a room version it speaks.
+async fn versioned_template(
+    services: &Services,
+    origin: &ServerName,
+    wanted: Wanted<'_>,
+    membership: &str,
+) -> Result<Json<Value>, ApiError> {
+    require_origin_user(wanted.user, origin)?;
+    let version = room_version(services, wanted.room_id)?;
+    if !wanted.versions.iter().any(|v| v.as_str() == version.as_str()) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::IncompatibleRoomVersion,
-            format!("the room is version {version}, which the knocking server does not support"),
+            format!("the room is version {version}, which the asking server does not support"),
         )
         .with_room_version(version.as_str()));
     }
-    template(&services, &body.room_id, &body.user_id, "knock").await
+    template(services, wanted.room_id, wanted.user, membership).await
 }
 
 /// `PUT /send_knock/{roomId}/{eventId}`: takes the knocking server's signed knock; answers
