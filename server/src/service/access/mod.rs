@@ -80,14 +80,15 @@ impl Access {
     }
 
     /// Whether `user` may download a file `uploader` uploaded at stream position `position`:
-    /// their own, or one uploaded while the uploader was joined to a room the user is joined
-    /// to now, unless the user had been removed from that room before the upload. So a
-    /// removed member gets no file uploaded after the removal (as with events), a stranger
-    /// gets none, and a member who joined later gets the files of the room's time before
-    /// them, as they get its `shared` history. That includes the key bundle an inviter
-    /// uploads just before inviting (MSC4268), which the invitee fetches once joined.
-    /// (Files are not in a room's DAG, so the stream order is what dates them; media in
-    /// record rooms is end-to-end encrypted, so what this widens is ciphertext.)
+    /// their own; one uploaded while both were joined to a room they share (a removed
+    /// member keeps what was shared with them); or one uploaded while the uploader was
+    /// joined to a room the user is joined to now, unless the user had been removed from it
+    /// before the upload. So a removed member gets no file uploaded after the removal (as
+    /// with events), a stranger gets none, and a member who joined later gets the files of
+    /// the room's time before them, as they get its `shared` history. That includes the key
+    /// bundle an inviter uploads just before inviting (MSC4268), which the invitee fetches
+    /// once joined. (Files are not in a room's DAG, so the stream order is what dates them;
+    /// media in record rooms is end-to-end encrypted, so what this widens is ciphertext.)
     pub fn may_download(
         &self,
         user: &UserId,
@@ -97,15 +98,16 @@ impl Access {
         if user == uploader {
             return Ok(true);
         }
-        for (room_id, membership) in self.rooms.memberships(user)? {
-            if membership == "join"
-                && self.membership_at_position(&room_id, uploader, position)?.as_deref()
-                    == Some("join")
-                && !matches!(
-                    self.membership_at_position(&room_id, user, position)?.as_deref(),
-                    Some("leave" | "ban")
-                )
-            {
+        for (room_id, membership_now) in self.rooms.memberships(user)? {
+            let uploader_then = self.membership_at_position(&room_id, uploader, position)?;
+            if uploader_then.as_deref() != Some("join") {
+                continue;
+            }
+            let user_then = self.membership_at_position(&room_id, user, position)?;
+            let shared_then = user_then.as_deref() == Some("join");
+            let joined_since = membership_now == "join"
+                && !matches!(user_then.as_deref(), Some("leave" | "ban"));
+            if shared_then || joined_since {
                 return Ok(true);
             }
         }
