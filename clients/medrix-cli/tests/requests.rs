@@ -92,6 +92,17 @@ async fn a_patient_approves_one_request_as_asked_and_declines_another() {
     assert!(of("@doctor:localhost")["knocked_at"].as_u64().unwrap() > 0);
     assert_eq!(of("@intern:localhost")["request"]["mode"], "contribute");
     assert_eq!(of("@visitor:localhost")["request"], Value::Null);
+    let text = patient.run(&["requests"]);
+    assert!(text.stdout.starts_with("3 pending request(s) on your record"), "{text:?}");
+    assert!(text.stdout.contains("@visitor:localhost  knocked without terms (use grant)"));
+
+    // Terms that cannot be asked for are refused before any knock.
+    let ask = |space: &str, purpose: &str| {
+        let args = ["request", "patient", "--space", space, "--classes", "laboratory"];
+        doctor.fails(&[&args[..], &["--purpose", purpose, "--until", "+1d"]].concat())
+    };
+    assert!(ask("not-a-room", "TREAT").contains("--space"));
+    assert!(ask(&space, "BTG").contains("break-glass"));
 
     // Approved as asked: a contract with exactly those terms, then the grant's invitations.
     let approved = patient.json(&["approve", "doctor"]);
