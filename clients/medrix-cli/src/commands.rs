@@ -6,15 +6,20 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use medrix_client::{
-    ClientError, GrantTerms, MedrixClient, NewEntry, Profile, Record, consent, read_resources,
+    ClientError, GrantTerms, Granted, MedrixClient, NewEntry, Profile, Record, consent,
+    read_resources,
 };
-use medrix_records::{DataPeriod, EventId, Mode, UserId, Validity};
+use medrix_records::{
+    AccessRequest, DataClass, DataPeriod, EventId, Mode, Purpose, RoomId, UserId, Validity,
+};
 use serde_json::{Map, Value, json};
 
 use crate::progress::Progress;
 use crate::render;
 use crate::time::{Bound, parse_time};
-use crate::{Cli, Command, ConsentCommand, GrantArgs, ModeArg, RecordCommand};
+use crate::{
+    Cli, Command, ConsentCommand, GrantArgs, ModeArg, RecordCommand, RequestArgs, TermsArgs,
+};
 
 /// What a command prints: JSON with `--json`, else text.
 pub struct Output {
@@ -122,6 +127,28 @@ pub async fn run(cli: Cli) -> Result<Output> {
                 }),
                 text,
             })
+        }
+        Command::Request(args) => request(profile, args).await,
+        Command::Requests => requests(profile).await,
+        Command::Approve { user, text } => {
+            let client = MedrixClient::open(profile).await?;
+            let requester = resolve_user(&user, client.user_id())?;
+            let record = client.own_record().await?;
+            let granted = client.approve(&record, &requester, text).await?;
+            Ok(granted_output(&granted))
+        }
+        Command::Decline { user, reason } => {
+            let client = MedrixClient::open(profile).await?;
+            let requester = resolve_user(&user, client.user_id())?;
+            let record = client.own_record().await?;
+            client.decline(&record, &requester, reason.as_deref()).await?;
+            Ok(Output {
+                json: json!({"user": requester, "declined": true, "reason": reason}),
+                text: format!("Declined the request of {requester}."),
+            })
+        }
+        Command::BreakGlass { patient, space, reason } => {
+            break_glass(profile, &patient, &space, &reason).await
         }
         Command::Consent(ConsentCommand::Export { user, out }) => {
             let client = MedrixClient::open(profile).await?;
@@ -274,7 +301,16 @@ async fn record(profile: Profile, command: RecordCommand) -> Result<Output> {
     }
 }
 
-async fn grant(profile: Profile, args: GrantArgs) -> Result<Output> {
+/// The terms of a grant or a request, checked.
+struct Terms {
+    purpose: Purpose,
+    classes: BTreeSet<DataClass>,
+    data_period: DataPeriod,
+    valid: Validity,
+    mode: Mode,
+}
+
+fn terms(args: &TermsArgs) -> Result<Terms> {
     let now = now_ms();
     let time = |text: &str, bound, flag: &str| {
         parse_time(text, bound, now).map_err(|err| CliError::Input(format!("--{flag}: {err}")))
@@ -296,30 +332,38 @@ async fn grant(profile: Profile, args: GrantArgs) -> Result<Output> {
     let data_end = args.data_until.as_deref().map(|t| time(t, Bound::End, "data-until"));
     let data_period = DataPeriod::new(data_start.transpose()?, data_end.transpose()?)
         .ok_or_else(|| CliError::Input("--data-until must be later than --data-from".to_owned()))?;
-    let classes: BTreeSet<_> = args.classes.iter().copied().collect();
     let mode = match args.mode {
         ModeArg::Read => Mode::Read,
         ModeArg::Contribute => Mode::Contribute,
     };
-    let client = MedrixClient::open(profile).await?;
-    let grantee = resolve_user(&args.user, client.user_id())?;
-    let record = client.own_record().await?;
-    let terms = GrantTerms {
-        grantee: grantee.clone(),
+    Ok(Terms {
         purpose: args.purpose,
-        classes,
+        classes: args.classes.iter().copied().collect(),
         data_period,
         valid,
         mode,
-        text: args.text,
-    };
+    })
+}
+
+async fn grant(profile: Profile, args: GrantArgs) -> Result<Output> {
+    let Terms { purpose, classes, data_period, valid, mode } = terms(&args.terms)?;
+    let client = MedrixClient::open(profile).await?;
+    let grantee = resolve_user(&args.user, client.user_id())?;
+    let record = client.own_record().await?;
+    let terms = GrantTerms { grantee, purpose, classes, data_period, valid, mode, text: args.text };
     let granted = client.grant(&record, terms).await?;
+    Ok(granted_output(&granted))
+}
+
+/// What a grant or an approval prints.
+fn granted_output(granted: &Granted) -> Output {
     let mut extra = Map::new();
     extra.insert("invited_to".to_owned(), json!(granted.invited));
     extra.insert("removed_from".to_owned(), json!(granted.removed));
-    Ok(Output {
+    Output {
         text: format!(
-            "Granted {grantee} {} access to {} until {} (contract {}).\n{}",
+            "Granted {} {} access to {} until {} (contract {}).\n{}",
+            granted.grant.grantee.as_str(),
             granted.grant.mode.as_str(),
             render::classes(&granted.grant),
             render::moment(granted.grant.valid.end() as i64),
@@ -327,7 +371,70 @@ async fn grant(profile: Profile, args: GrantArgs) -> Result<Output> {
             granted.grant.text
         ),
         json: render::grant_json(&granted.grant, extra),
+    }
+}
+
+async fn request(profile: Profile, args: RequestArgs) -> Result<Output> {
+    let Terms { purpose, classes, data_period, valid, mode } = terms(&args.terms)?;
+    let space = parse_room(&args.space, "--space")?;
+    let request = AccessRequest { purpose, classes, data_period, valid, mode };
+    let client = MedrixClient::open(profile).await?;
+    let patient = resolve_user(&args.patient, client.user_id())?;
+    client.request_access(&patient, &space, &request, args.reason).await?;
+    Ok(Output {
+        json: json!({"patient": patient, "space": space, "request": request.to_content()}),
+        text: format!(
+            "Asked {patient} for {} access to {} until {}; `record list --patient {patient}` \
+             once they approve.",
+            request.mode.as_str(),
+            request.classes.iter().map(|class| class.as_str()).collect::<Vec<_>>().join(","),
+            render::moment(request.valid.end() as i64),
+        ),
     })
+}
+
+async fn requests(profile: Profile) -> Result<Output> {
+    let client = MedrixClient::open(profile).await?;
+    let record = client.own_record().await?;
+    let pending = client.pending_requests(&record).await?;
+    let mut text = format!("{} pending request(s) on your record", pending.len());
+    for request in &pending {
+        text.push('\n');
+        text.push_str(&render::request_line(request));
+    }
+    Ok(Output {
+        json: json!({"requests": pending.iter().map(render::request_json).collect::<Vec<_>>()}),
+        text,
+    })
+}
+
+async fn break_glass(profile: Profile, patient: &str, space: &str, reason: &str) -> Result<Output> {
+    let space = parse_room(space, "--space")?;
+    if reason.trim().is_empty() {
+        return Err(CliError::Input("--reason must say why (it cannot be blank)".to_owned()));
+    }
+    let client = MedrixClient::open(profile).await?;
+    let patient = resolve_user(patient, client.user_id())?;
+    let broken = client.break_glass(&patient, &space, reason).await?;
+    let mut extra = Map::new();
+    extra.insert("joined".to_owned(), json!(broken.joined));
+    Ok(Output {
+        text: format!(
+            "Break-glass: {} access to {}'s {} until {} (contract {}); {patient} is told.\n\
+             `record list --patient {patient}` reads it.",
+            broken.grant.mode.as_str(),
+            patient,
+            render::classes(&broken.grant),
+            render::moment(broken.grant.valid.end() as i64),
+            broken.grant.contract_id,
+        ),
+        json: render::grant_json(&broken.grant, extra),
+    })
+}
+
+fn parse_room(text: &str, flag: &str) -> Result<RoomId> {
+    RoomId::parse(text)
+        .ok_or_else(|| CliError::Input(format!("{flag}: `{text}` is not a room ID (!id:server)")))
 }
 
 /// The caller's record, or a patient's shared with them.

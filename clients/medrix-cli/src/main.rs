@@ -85,6 +85,38 @@ enum Command {
     /// A contract as FHIR R4 Consent.
     #[command(subcommand)]
     Consent(ConsentCommand),
+    /// Ask a patient for access to classes of their record (a knock on their record space).
+    Request(RequestArgs),
+    /// The requests pending on your record.
+    Requests,
+    /// Approve a user's pending request as asked: a contract with exactly its terms.
+    Approve {
+        /// Who asked (user name on your server, or @name:server).
+        user: String,
+        /// The terms in your words (written from the terms if not given).
+        #[arg(long)]
+        text: Option<String>,
+    },
+    /// Decline a user's pending request (their knock is removed).
+    Decline {
+        /// Who asked (user name on your server, or @name:server).
+        user: String,
+        /// Why, for them to read.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Emergency access to a patient's record under their standing emergency contract with
+    /// your organisation: the patient's server admits you at once, or refuses.
+    BreakGlass {
+        /// The patient (@name:server).
+        patient: String,
+        /// The patient's record space (its room ID).
+        #[arg(long, value_name = "ROOM_ID")]
+        space: String,
+        /// Why, recorded in the contract and shown to the patient.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +166,31 @@ enum RecordCommand {
 struct GrantArgs {
     /// The grantee (user name on your server, or @name:server).
     user: String,
+    #[command(flatten)]
+    terms: TermsArgs,
+    /// The terms in your words (written from the terms if not given).
+    #[arg(long)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = TIME_HELP)]
+struct RequestArgs {
+    /// The patient (user name on your server, or @name:server).
+    patient: String,
+    /// The patient's record space (its room ID, which the patient gives you).
+    #[arg(long, value_name = "ROOM_ID")]
+    space: String,
+    #[command(flatten)]
+    terms: TermsArgs,
+    /// Why, for the patient to read.
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+/// A contract's terms, as a grant sets them and a request asks for them.
+#[derive(Debug, Args)]
+struct TermsArgs {
     /// The classes of data, comma-separated (vital-signs, laboratory, conditions, ...).
     #[arg(long, value_name = "C,...", value_delimiter = ',', required = true, value_parser = parse_class)]
     classes: Vec<DataClass>,
@@ -155,9 +212,6 @@ struct GrantArgs {
     /// Read only, or read and add entries.
     #[arg(long, value_enum, default_value_t = ModeArg::Read)]
     mode: ModeArg,
-    /// The terms in your words (written from the terms if not given).
-    #[arg(long)]
-    text: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -188,7 +242,7 @@ fn parse_class(text: &str) -> Result<DataClass, String> {
 fn parse_purpose(text: &str) -> Result<Purpose, String> {
     match Purpose::parse(text) {
         Some(Purpose::BreakTheGlass) => {
-            Err("BTG is given only by break-glass, not by a grant".to_owned())
+            Err("BTG is given only by break-glass, not by a grant or a request".to_owned())
         }
         Some(purpose) => Ok(purpose),
         None => Err(format!(

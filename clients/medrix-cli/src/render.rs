@@ -1,6 +1,6 @@
 //! How results read: JSON with the spec's field names, and text lines for a person.
 
-use medrix_client::{Access, AddedEntry, ListedEntry, UnreadableEntry};
+use medrix_client::{Access, AddedEntry, ListedEntry, PendingRequest, UnreadableEntry};
 use medrix_records::fhir::datetime::format_instant;
 use medrix_records::{Denial, Grant};
 use serde_json::{Map, Value, json};
@@ -131,6 +131,39 @@ pub fn title(resource: &Value) -> String {
         Some(name) => format!("{kind}: {name}"),
         None => kind,
     }
+}
+
+/// A pending request, as JSON: who, why, the terms asked for (`null` for a plain knock).
+pub fn request_json(pending: &PendingRequest) -> Value {
+    let mut json = json!({
+        "user": pending.user,
+        "reason": pending.reason,
+        "request": null,
+        "knocked_at": pending.knocked_at_ms,
+    });
+    match &pending.request {
+        Some(Ok(request)) => json["request"] = request.to_content(),
+        Some(Err(err)) => json["request_error"] = json!(err.to_string()),
+        None => {}
+    }
+    json
+}
+
+/// A pending request, on one line.
+pub fn request_line(pending: &PendingRequest) -> String {
+    let asked = match &pending.request {
+        Some(Ok(request)) => format!(
+            "asks {} access to {} for {} until {}",
+            request.mode.as_str(),
+            request.classes.iter().map(|class| class.as_str()).collect::<Vec<_>>().join(","),
+            request.purpose.code(),
+            moment(request.valid.end() as i64)
+        ),
+        Some(Err(err)) => format!("asks for terms that are not valid ({err})"),
+        None => "knocked without terms (use grant)".to_owned(),
+    };
+    let reason = pending.reason.as_deref().map(|r| format!(": \"{r}\"")).unwrap_or_default();
+    format!("{}  {}  {asked}{reason}", moment(pending.knocked_at_ms as i64), pending.user)
 }
 
 #[cfg(test)]

@@ -55,6 +55,18 @@ pub enum ClientError {
     /// The user holds no contract in the record.
     #[error("{0} holds no contract in this record")]
     NoContract(String),
+    /// No knock of that user is pending on the record.
+    #[error("{0} has no pending request on your record")]
+    NoRequest(String),
+    /// A knock without Medrix terms: nothing to approve as asked.
+    #[error("{0} knocked without asking for terms (a plain knock): use `grant` to choose them")]
+    PlainKnock(String),
+    /// The patient's server refused a break-glass.
+    #[error("{0}")]
+    BreakGlassRefused(String),
+    /// The patient's server did not answer a break-glass in time.
+    #[error("{0}'s server did not answer the break-glass in time: try again")]
+    BreakGlassTimeout(String),
     /// Only the patient may do this to their record.
     #[error("only the patient, {0}, can do this")]
     NotPatient(String),

@@ -110,9 +110,22 @@ impl MedrixClient {
             break_glass: None,
         };
         grant.check()?;
-        let state_key = grant_state_key(&terms.grantee);
+        self.put_grant(record, grant).await
+    }
+
+    /// Sets a personal contract in the space, then invites its grantee to the space and each
+    /// granted class room and takes back the rooms of classes it does not grant.
+    pub(crate) async fn put_grant(&self, record: &Record, grant: Grant) -> Result<Granted> {
+        self.require_patient(record)?;
+        let Grantee::User(user) = &grant.grantee else {
+            return Err(ClientError::Terms("only a user can be granted access here".to_owned()));
+        };
+        if user == &self.user {
+            return Err(ClientError::Terms("you cannot grant access to yourself".to_owned()));
+        }
+        let state_key = grant_state_key(user);
         record.space.send_state_event_raw(GRANT_EVENT_TYPE, &state_key, grant.to_content()).await?;
-        let grantee = sdk_user(&terms.grantee)?;
+        let grantee = sdk_user(user)?;
         let mut invited = Vec::new();
         let mut removed = Vec::new();
         if !is_member(&record.space, &grantee).await? {
@@ -206,7 +219,7 @@ impl MedrixClient {
         Ok(self.contracts(record).await?.into_iter().map(|c| access_at(c, now_ms)).collect())
     }
 
-    fn require_patient(&self, record: &Record) -> Result<()> {
+    pub(crate) fn require_patient(&self, record: &Record) -> Result<()> {
         if record.patient() != &self.user {
             return Err(ClientError::NotPatient(record.patient().to_string()));
         }
@@ -284,7 +297,7 @@ async fn is_member(room: &Room, user: &OwnedUserId) -> Result<bool> {
     })
 }
 
-fn sdk_user(user: &UserId) -> Result<OwnedUserId> {
+pub(crate) fn sdk_user(user: &UserId) -> Result<OwnedUserId> {
     OwnedUserId::try_from(user.as_str()).map_err(|_| ClientError::BadUser(user.to_string()))
 }
 

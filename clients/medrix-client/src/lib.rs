@@ -16,6 +16,7 @@ mod error;
 mod grants;
 mod profile;
 mod record;
+mod requests;
 
 pub use client::{MedrixClient, Session};
 pub use entries::{
@@ -28,3 +29,4 @@ pub use grants::{
 };
 pub use profile::Profile;
 pub use record::{Record, executor_of};
+pub use requests::{BrokenGlass, PendingRequest};
