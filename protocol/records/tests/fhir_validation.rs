@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use medrix_records::fhir::bundle::{collection_bundle, parse_resources};
 use medrix_records::fhir::clinical_time::clinical_time_ms;
@@ -19,47 +17,12 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The validator's Node and script, as `tests/fhir/setup --check` reports them.
-fn validator() -> (String, String) {
-    let output = Command::new("bash")
-        .arg(repo_root().join("tests/fhir/setup"))
-        .arg("--check")
-        .output()
-        .expect("bash runs tests/fhir/setup");
-    assert!(
-        output.status.success(),
-        "the FHIR validator is not installed: run ./dev setup (or bash tests/fhir/setup)\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let field = |name: &str| {
-        stdout
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .unwrap_or_else(|| panic!("setup printed no {name}: {stdout}"))
-            .to_owned()
-    };
-    (field("node="), field("validate="))
-}
+#[path = "../../../tests/fhir/validate.rs"]
+mod fhir_validator;
 
 /// Runs the validator on `resource`: `Ok(())` when valid, else its messages.
 fn validate(resource: &Value) -> Result<(), String> {
-    let (node, script) = validator();
-    let mut child = Command::new(node)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node starts");
-    child.stdin.take().unwrap().write_all(resource.to_string().as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let messages = String::from_utf8_lossy(&output.stderr).into_owned();
-    match output.status.code() {
-        Some(0) => Ok(()),
-        Some(1) => Err(messages),
-        other => panic!("the validator failed to run ({other:?}): {messages}"),
-    }
+    fhir_validator::validate_fhir(&repo_root(), resource)
 }
 
 fn patient() -> UserId {

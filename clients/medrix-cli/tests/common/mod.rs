@@ -5,7 +5,6 @@
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -168,35 +167,11 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+#[path = "../../../../tests/fhir/validate.rs"]
+mod fhir_validator;
+
 /// Runs the pinned FHIR R4 validator (`tests/fhir`) on `resource`: `Ok(())` when valid,
 /// else its messages.
 pub fn validate_fhir(resource: &Value) -> Result<(), String> {
-    let setup = Command::new("bash")
-        .arg(repo_root().join("tests/fhir/setup"))
-        .arg("--check")
-        .output()
-        .expect("bash runs tests/fhir/setup");
-    assert!(
-        setup.status.success(),
-        "the FHIR validator is not installed: run ./dev setup (or bash tests/fhir/setup)\n{}",
-        String::from_utf8_lossy(&setup.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&setup.stdout).into_owned();
-    let field =
-        |name: &str| stdout.lines().find_map(|line| line.strip_prefix(name)).unwrap().to_owned();
-    let mut child = Command::new(field("node="))
-        .arg(field("validate="))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node starts");
-    child.stdin.take().unwrap().write_all(resource.to_string().as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let messages = String::from_utf8_lossy(&output.stderr).into_owned();
-    match output.status.code() {
-        Some(0) => Ok(()),
-        Some(1) => Err(messages),
-        other => panic!("the validator failed to run ({other:?}): {messages}"),
-    }
+    fhir_validator::validate_fhir(&repo_root(), resource)
 }

@@ -105,8 +105,8 @@ impl Access {
             }
             let user_then = self.membership_at_position(&room_id, user, position)?;
             let shared_then = user_then.as_deref() == Some("join");
-            let joined_since = membership_now == "join"
-                && !matches!(user_then.as_deref(), Some("leave" | "ban"));
+            let joined_since =
+                membership_now == "join" && !matches!(user_then.as_deref(), Some("leave" | "ban"));
             if shared_then || joined_since {
                 return Ok(true);
             }
