@@ -26,6 +26,7 @@ from nio import (
     RoomCreateResponse,
     RoomMessageText,
     RoomSendResponse,
+    UnknownEvent,
 )
 
 MAX_LIFETIME = 300
@@ -46,7 +47,9 @@ class Chat:
         self.client = AsyncClient(homeserver, user_id, store_path=store, config=config)
         self.client.add_event_callback(self.on_message, RoomMessageText)
         self.client.add_event_callback(self.on_undecryptable, MegolmEvent)
+        self.client.add_event_callback(self.on_other_event, UnknownEvent)
         self.messages = []  # (room_id, sender, body) of each decrypted text message
+        self.entries = []  # (room_id, sender, content) of each decrypted org.medrix.entry
         self.undecryptable = 0
         self.changed = asyncio.Event()
         self.sync_task = None
@@ -56,6 +59,12 @@ class Chat:
     async def on_message(self, room, event):
         if event.decrypted:
             self.messages.append((room.room_id, event.sender, event.body))
+
+    async def on_other_event(self, room, event):
+        # A Medrix record entry: nio decrypts it like any event and, not knowing the type,
+        # hands it over as an UnknownEvent with its decrypted source.
+        if event.decrypted and event.type == "org.medrix.entry":
+            self.entries.append((room.room_id, event.sender, event.source.get("content", {})))
 
     async def on_undecryptable(self, room, event):
         self.undecryptable += 1
@@ -145,11 +154,13 @@ class Chat:
         )
         return {}
 
-    async def join(self, room_id):
+    async def join(self, room_id, encrypted=True):
+        """Joins; for an encrypted room (the default), also waits until a sync shows it so."""
         response = await self.client.join(room_id)
         if not isinstance(response, JoinResponse):
             raise Failure(f"join: {response}")
-        await self.wait_encrypted(room_id)
+        if encrypted:
+            await self.wait_encrypted(room_id)
         return {}
 
     async def wait_joined(self, room_id, user_id, timeout=DEFAULT_WAIT):
@@ -182,6 +193,26 @@ class Chat:
                 f"{self.undecryptable} undecryptable"
             ) from None
         return {"decrypted": True}
+
+    async def wait_entry(self, room_id, resource_id, timeout=DEFAULT_WAIT):
+        """Waits until an org.medrix.entry holding the FHIR resource `resource_id` was
+        decrypted in the room; answers the resource."""
+
+        def found():
+            for room, _, content in self.entries:
+                resource = content.get("resource", {})
+                if room == room_id and resource.get("id") == resource_id:
+                    return resource
+            return None
+
+        try:
+            await self.wait_for(lambda: found() is not None, timeout, "the entry")
+        except Failure as err:
+            raise Failure(
+                f"{err}; decrypted {len(self.entries)} other entries, "
+                f"{self.undecryptable} undecryptable"
+            ) from None
+        return {"resource": found()}
 
     async def close(self):
         if self.sync_task is not None:
