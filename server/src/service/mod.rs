@@ -2,6 +2,7 @@
 //! depend on storage and on the protocol crate, never on each other in a cycle.
 
 pub mod access;
+pub mod account_changes;
 pub mod accounts;
 pub mod aliases;
 pub mod contracts;

@@ -24,7 +24,8 @@ use crate::{
     },
     service::{
         Services,
-        accounts::{AccountError, PasswordChange, hash_password, with_password_hashing},
+        account_changes::AccountChangeError,
+        accounts::{AccountError, hash_password, with_password_hashing},
     },
 };
 
@@ -33,6 +34,16 @@ const DUMMY_STAGE: &str = "m.login.dummy";
 /// The one registration flow: the token, then the dummy stage. Synapse offers the same, and
 /// clients that register with a token (matrix-nio, Element) expect the second stage.
 const FLOW: [&str; 2] = [TOKEN_STAGE, DUMMY_STAGE];
+
+impl From<AccountChangeError> for ApiError {
+    fn from(err: AccountChangeError) -> Self {
+        match err {
+            AccountChangeError::Account(err) => err.into(),
+            AccountChangeError::Room(err) => err.into(),
+            AccountChangeError::Storage(err) => err.into(),
+        }
+    }
+}
 
 impl From<AccountError> for ApiError {
     fn from(err: AccountError) -> Self {
@@ -181,16 +192,8 @@ pub async fn change_password(
     }
     let password = body.new_password;
     let hash = with_password_hashing(move || hash_password(&password)).await??;
-    let change = match body.logout_devices {
-        true => PasswordChange::LogOutAllBut(&session.device_id),
-        false => PasswordChange::KeepDevices,
-    };
-    // One write: a crash cannot leave the new password in place with the other devices
-    // (perhaps the reason for the change) still logged in.
-    let mut batch = services.storage.batch();
-    let logged_out =
-        services.accounts.change_password_in(&mut batch, &session.user_id, &hash, change)?;
-    services.e2ee.commit_with_removed_devices(batch, &session.user_id, &logged_out).await?;
+    let keep = body.logout_devices.then_some(&*session.device_id);
+    services.change_password(&session.user_id, &hash, keep).await?;
     tracing::info!(user = %session.user_id, "password changed");
     Ok(RumaResponse(change_password::v3::Response::new()).into_response())
 }
@@ -210,27 +213,7 @@ pub async fn deactivate(
         return Ok(challenge);
     }
     let user = &session.user_id;
-    for (room_id, membership) in services.rooms.memberships(user)? {
-        if matches!(membership.as_str(), "join" | "invite" | "knock") {
-            services
-                .rooms
-                .append(
-                    &room_id,
-                    user,
-                    "m.room.member",
-                    Some(user.as_str()),
-                    json!({ "membership": "leave" }),
-                    None,
-                )
-                .await?;
-        }
-    }
-    // The rooms are left first, each leave its own event; then the account closes in one
-    // write, so a crash leaves it either usable (to deactivate again) or closed whole.
-    let mut batch = services.storage.batch();
-    services.user_data.clear_profile_in(&mut batch, user);
-    let devices = services.accounts.deactivate_in(&mut batch, user)?;
-    services.e2ee.commit_with_removed_devices(batch, user, &devices).await?;
+    services.deactivate_account(user).await?;
     tracing::info!(user = %user, "deactivated");
     Ok(RumaResponse(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
         .into_response())
