@@ -8,7 +8,7 @@ use medrix_protocol::Pdu;
 use medrix_records::{
     GRANT_EVENT_TYPE, Grant, RECORD_EVENT_TYPE, USER_STATE_KEY_PREFIX, expiry_at,
 };
-use ruma::{OwnedRoomId, OwnedUserId, RoomId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, events::TimelineEventType};
 
 use crate::storage::{Batch, Entry, Storage, StorageError, catalogue as cf, compound_key};
 
@@ -42,7 +42,13 @@ fn key(due_ms: u64, room: &RoomId, user: &str) -> Vec<u8> {
 pub fn note_entered(batch: &mut Batch<'_>, room: &RoomId, entered: &[Pdu]) {
     for event in entered {
         let Some(state_key) = event.state_key() else { continue };
-        let (due_ms, user) = match event.kind().to_string().as_str() {
+        // Most entering state is membership: matched without building the type's string.
+        let kind = event.kind();
+        let custom = match kind {
+            TimelineEventType::RoomMember => None,
+            _ => Some(kind.to_string()),
+        };
+        let (due_ms, user) = match custom.as_deref().unwrap_or("m.room.member") {
             GRANT_EVENT_TYPE => {
                 let Some(user) = state_key.strip_prefix(USER_STATE_KEY_PREFIX) else { continue };
                 let due = serde_json::from_str(event.content().get())

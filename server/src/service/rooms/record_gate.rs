@@ -128,27 +128,24 @@ impl Rooms {
         space: &str,
         server: &ServerName,
     ) -> Result<Option<Grant>, RoomError> {
-        let Ok(space) = RoomId::parse(space) else { return Ok(None) };
-        let kind = StateEventType::from(GRANT_EVENT_TYPE);
-        let Some(event_id) = self.state_event(&space, &kind, server.as_str())? else {
-            return Ok(None);
-        };
-        let Some(json) = self.event_json(&event_id)? else { return Ok(None) };
-        let content = json.get("content").cloned().unwrap_or(Value::Null);
-        Ok(Grant::from_event(server.as_str(), &content).ok())
+        self.contract_keyed(space, server.as_str())
     }
 
     /// The contract the record's space holds for `grantee`, if a well-formed one.
     pub fn contract_of(&self, space: &str, grantee: &UserId) -> Result<Option<Grant>, RoomError> {
-        let Ok(space) = RoomId::parse(space) else { return Ok(None) };
         let Some(user) = medrix_records::UserId::parse(grantee.as_str()) else { return Ok(None) };
-        let state_key = Grant::state_key_of(&medrix_records::Grantee::User(user));
+        self.contract_keyed(space, &Grant::state_key_of(&medrix_records::Grantee::User(user)))
+    }
+
+    /// The space's current `org.medrix.grant` with this state key, if a well-formed one.
+    fn contract_keyed(&self, space: &str, state_key: &str) -> Result<Option<Grant>, RoomError> {
+        let Ok(space) = RoomId::parse(space) else { return Ok(None) };
         let kind = StateEventType::from(GRANT_EVENT_TYPE);
-        let Some(event_id) = self.state_event(&space, &kind, &state_key)? else {
+        let Some(event_id) = self.state_event(&space, &kind, state_key)? else {
             return Ok(None);
         };
         let Some(json) = self.event_json(&event_id)? else { return Ok(None) };
         let content = json.get("content").cloned().unwrap_or(Value::Null);
-        Ok(Grant::from_event(&state_key, &content).ok())
+        Ok(Grant::from_event(state_key, &content).ok())
     }
 }
