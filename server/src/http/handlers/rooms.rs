@@ -311,10 +311,8 @@ async fn invite_user(
 ) -> Result<OwnedEventId, ApiError> {
     let content = with_profile(services, target, content)?;
     let cosign = match &services.federation {
-        Some(federation) if target.server_name() != services.rooms.server_name() => {
-            Some(federation.rooms.invite_cosigner(room_id, sender)?)
-        }
-        _ => None,
+        Some(federation) => federation.rooms.cosigner_for(room_id, sender, target)?,
+        None => None,
     };
     Ok(services
         .rooms

@@ -277,10 +277,8 @@ impl ContractExecutor {
     async fn invite(&self, room: &RoomId, user: &UserId) -> Result<(), RoomError> {
         let content = json!({ "membership": "invite", "reason": "break-glass" });
         let cosign = match &self.federated {
-            Some(federated) if user.server_name() != self.rooms.server_name() => {
-                Some(federated.invite_cosigner(room, &self.user)?)
-            }
-            _ => None,
+            Some(federated) => federated.cosigner_for(room, &self.user, user)?,
+            None => None,
         };
         self.rooms
             .append_cosigned(

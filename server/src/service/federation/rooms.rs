@@ -513,7 +513,21 @@ impl FederatedRooms {
     /// The co-signing step of inviting a user of another server: their server checks and
     /// signs the invite (`/invite` v2, with the room's public state for the invitee to see)
     /// before it is stored here.
-    pub fn invite_cosigner(
+    /// The co-signing step an invite of `invitee` needs: their server's, when they are a
+    /// user of another server; none for this server's own users.
+    pub fn cosigner_for(
+        self: &Arc<Self>,
+        room_id: &RoomId,
+        inviter: &UserId,
+        invitee: &UserId,
+    ) -> Result<Option<Cosigner>, RoomError> {
+        if invitee.server_name() == self.rooms.server_name() {
+            return Ok(None);
+        }
+        self.invite_cosigner(room_id, inviter).map(Some)
+    }
+
+    fn invite_cosigner(
         self: &Arc<Self>,
         room_id: &RoomId,
         inviter: &UserId,
