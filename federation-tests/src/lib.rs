@@ -16,6 +16,7 @@ use rcgen::{
 use serde_json::{Value, json};
 
 pub mod mesh;
+pub mod room_calls;
 pub mod room_reads;
 pub mod synapse;
 

@@ -1,6 +1,8 @@
 //! What a test reads of a room through a user's client API on one of the net's servers: the
 //! IDs a test needs to build events of its own that cite the room's state and DAG.
 
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 
 use crate::FederatingServer;
@@ -29,6 +31,20 @@ pub async fn newest_event(server: &FederatingServer, token: &str, room: &str) ->
     let (status, page) = server.server.call("GET", &path, Some(token), None).await;
     assert_eq!(status, 200, "{page}");
     event_id_of(&page["chunk"][0])
+}
+
+/// Waits until `token`'s user on `server` can read `event` of `room`.
+pub async fn until_readable(server: &FederatingServer, token: &str, room: &str, event: &str) -> Value {
+    let path = format!("/_matrix/client/v3/rooms/{room}/event/{event}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = server.server.call("GET", &path, Some(token), None).await;
+        if status == 200 {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{event} never reached {}", server.server_name);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn event_id_of(event: &Value) -> String {

@@ -6,12 +6,12 @@
 //! removes the content here too. The hospital's requests and events are signed here with
 //! its own key, as its server would.
 
-use std::time::{Duration, Instant};
 
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
 use medrix_federation_tests::{
     FederatingServer, TestNet,
-    room_reads::{newest_event, state_id},
+    room_calls::{create_room, post, send},
+    room_reads::{newest_event, state_id, until_readable},
 };
 use medrix_protocol::{
     RoomVersion,
@@ -20,16 +20,6 @@ use medrix_protocol::{
 };
 use serde_json::{Value, json};
 
-/// Creates a room of `token`'s user on `server` with these extra createRoom fields.
-async fn create_room(server: &FederatingServer, token: &str, extra: Value) -> String {
-    let mut body = json!({ "preset": "private_chat" });
-    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    let (status, created) =
-        server.server.call("POST", "/_matrix/client/v3/createRoom", Some(token), Some(body)).await;
-    assert_eq!(status, 200, "{created}");
-    created["room_id"].as_str().unwrap().to_owned()
-}
-
 /// A room of `token`'s user whose history members see from their join on.
 async fn joined_history_room(server: &FederatingServer, token: &str) -> String {
     let visibility = json!({
@@ -37,22 +27,6 @@ async fn joined_history_room(server: &FederatingServer, token: &str) -> String {
         "content": { "history_visibility": "joined" },
     });
     create_room(server, token, json!({ "initial_state": [visibility] })).await
-}
-
-async fn send(server: &FederatingServer, token: &str, room: &str, txn: &str, body: &str) -> String {
-    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
-    let (status, answer) = server
-        .server
-        .call("PUT", &path, Some(token), Some(json!({"msgtype": "m.text", "body": body})))
-        .await;
-    assert_eq!(status, 200, "{answer}");
-    answer["event_id"].as_str().unwrap().to_owned()
-}
-
-async fn post(server: &FederatingServer, token: &str, path: &str, body: Value) -> Value {
-    let (status, answer) = server.server.call("POST", path, Some(token), Some(body)).await;
-    assert_eq!(status, 200, "{path}: {answer}");
-    answer
 }
 
 /// The doctor of `hospital` invited to `room` on `clinic` and joined.
@@ -97,20 +71,6 @@ async fn message_bodies(server: &FederatingServer, token: &str, room: &str) -> V
         .iter()
         .filter_map(|e| e["content"]["body"].as_str().map(ToOwned::to_owned))
         .collect()
-}
-
-/// Waits until `token`'s user on `server` can read `event` of `room`.
-async fn until_readable(server: &FederatingServer, token: &str, room: &str, event: &str) -> Value {
-    let path = format!("/_matrix/client/v3/rooms/{room}/event/{event}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = server.server.call("GET", &path, Some(token), None).await;
-        if status == 200 {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{event} never reached {}", server.server_name);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn refused(status: u16) -> bool {

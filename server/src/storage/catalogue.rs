@@ -21,6 +21,7 @@ pub const ROOMID_HEAD: &str = "roomid_head";
 pub const ROOMSTATEKEY_EVENTID: &str = "roomstatekey_eventid";
 pub const POSITION_ROOMEVENT: &str = "position_roomevent";
 pub const ROOMPOSITION_EVENTID: &str = "roomposition_eventid";
+pub const ROOMHISTORY_EVENTID: &str = "roomhistory_eventid";
 pub const USERROOMID_MEMBERSHIP: &str = "userroomid_membership";
 pub const ROOMUSERPOSITION_MEMBERSHIP: &str = "roomuserposition_membership";
 pub const TXNID_EVENTID: &str = "txnid_eventid";
@@ -94,6 +95,10 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: ROOMPOSITION_EVENTID,
         holds: "room ID 0xFF big-endian u64 position → event ID (a room's timeline, for /messages)",
+    },
+    ColumnFamily {
+        name: ROOMHISTORY_EVENTID,
+        holds: "room ID 0xFF big-endian u64 history slot → event ID (a room's events from before this server joined, backfilled; slots count down from u64::MAX, oldest lowest)",
     },
     ColumnFamily {
         name: USERROOMID_MEMBERSHIP,

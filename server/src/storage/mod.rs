@@ -156,6 +156,21 @@ impl Storage {
         Ok(out)
     }
 
+    /// The first `(key, value)` whose key starts with `prefix`.
+    pub fn scan_prefix_first(&self, cf: &str, prefix: &[u8]) -> Result<Option<Entry>, StorageError> {
+        let mut iter = self.db.iterator_cf(
+            &self.cf(cf),
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        match iter.next() {
+            Some(item) => {
+                let (key, value) = item?;
+                Ok(key.starts_with(prefix).then_some((key, value)))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The last `(key, value)` whose key starts with `prefix` and is at most `prefix + upper`.
     pub fn last_in_prefix(
         &self,

@@ -19,7 +19,10 @@ use serde_json::{Map, Value, json};
 use super::sync::parse_token;
 use crate::{
     http::{error::ApiError, handlers::sync::client_event, ruma_request::Ruma},
-    service::{Services, access::VisibleEvent},
+    service::{
+        Services,
+        access::{TimelinePoint, VisibleEvent},
+    },
 };
 
 /// An event as a client is shown it outside `/sync`, which names the room around it.
@@ -39,18 +42,36 @@ pub async fn messages(
 ) -> Result<Json<Value>, ApiError> {
     let user = request.session().user_id.clone();
     let request = request.body;
-    let from = request.from.as_deref().map(parse_token).transpose()?;
+    let from = request.from.as_deref().map(parse_page_token).transpose()?;
     let limit = usize::try_from(u64::from(request.limit)).unwrap_or(usize::MAX);
-    let page = services.access.messages(&user, &request.room_id, request.dir, from, limit)?;
+    let read = || services.access.messages(&user, &request.room_id, request.dir, from, limit);
+    let mut page = read()?;
+    // Read back to the start of what this server has: what came before its join is on the
+    // other servers of the room. Asked for once, then the page read again.
+    if page.reached_start
+        && let Some(federation) = &services.federation
+        && federation.rooms.backfill(&request.room_id).await
+    {
+        page = read()?;
+    }
     let mut body = json!({
         "chunk": room_client_events(&request.room_id, page.chunk),
-        "start": format!("s{}", page.start),
+        "start": page.start.token(),
         "state": [],
     });
     if let Some(end) = page.end {
-        body["end"] = json!(format!("s{end}"));
+        body["end"] = json!(end.token());
     }
     Ok(Json(body))
+}
+
+/// A `/messages` token: a history slot (`h<slot>`) or a sync token (a live position).
+fn parse_page_token(token: &str) -> Result<TimelinePoint, ApiError> {
+    match TimelinePoint::parse_history(token) {
+        Some(Some(point)) => Ok(point),
+        Some(None) => Err(ApiError::invalid_param("`from` is not a token this server gave")),
+        None => parse_token(token).map(TimelinePoint::Live),
+    }
 }
 
 pub async fn event(
@@ -90,7 +111,7 @@ pub async fn context(
         "events_before": room_client_events(room_id, context.before),
         "events_after": room_client_events(room_id, context.after),
         "state": state,
-        "start": format!("s{}", context.start),
+        "start": context.start.token(),
         "end": format!("s{}", context.end),
     })))
 }

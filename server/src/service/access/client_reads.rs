@@ -10,16 +10,20 @@ use ruma::{
 };
 use serde_json::{Map, Value, json};
 
-use super::{Access, AccessError, Reader, RoomView};
+use super::{
+    Access, AccessError, Reader, RoomView,
+    timeline::{Row, TimelinePoint},
+};
 use crate::{
     service::rooms::position_from,
-    storage::{Entry, catalogue as cf, compound_key},
+    storage::catalogue as cf,
 };
 
 /// A state event's ID and JSON.
 pub type StateEvent = (OwnedEventId, Map<String, Value>);
 
-/// A stored event a user may see, with its stream position.
+/// A stored event a user may see, with its stream position (0 for a backfilled event, which
+/// is not in the stream).
 pub struct VisibleEvent {
     pub position: u64,
     pub event_id: OwnedEventId,
@@ -27,11 +31,13 @@ pub struct VisibleEvent {
 }
 
 /// A page of `/messages`: the events, where it started, and where the next page starts (none
-/// when the page is not full: nothing more to read that way).
+/// when the page is not full: nothing more to read that way). `reached_start` says a backward
+/// walk read every row this server has: what precedes may be on other servers (backfill).
 pub struct MessagesPage {
     pub chunk: Vec<VisibleEvent>,
-    pub start: u64,
-    pub end: Option<u64>,
+    pub start: TimelinePoint,
+    pub end: Option<TimelinePoint>,
+    pub reached_start: bool,
 }
 
 /// An event with the visible events around it (`/context`); `state` is the current state
@@ -41,7 +47,7 @@ pub struct Context {
     pub event: VisibleEvent,
     pub before: Vec<VisibleEvent>,
     pub after: Vec<VisibleEvent>,
-    pub start: u64,
+    pub start: TimelinePoint,
     pub end: u64,
     pub state: Vec<StateEvent>,
 }
@@ -108,14 +114,15 @@ impl Access {
         }))
     }
 
-    /// A page of the room's timeline from `from` (a stream position; the newest visible
-    /// when walking back without one, the start when walking forward), at most `limit`.
+    /// A page of the room's timeline from `from` (the newest visible point when walking back
+    /// without one, the very start when walking forward), at most `limit`. Walking back goes
+    /// from the live timeline into the backfilled history.
     pub fn messages(
         &self,
         user: &UserId,
         room_id: &RoomId,
         dir: Direction,
-        from: Option<u64>,
+        from: Option<TimelinePoint>,
         limit: usize,
     ) -> Result<MessagesPage, AccessError> {
         if self.rooms.membership(room_id, user)?.is_none() {
@@ -128,40 +135,49 @@ impl Access {
         let mut last = None;
         match dir {
             Direction::Backward => {
-                let from = from.unwrap_or(visible_upto).min(visible_upto);
-                // Walk back a batch at a time, skipping what the user may not see.
-                let mut upper = from;
-                loop {
-                    let rows = self.timeline_back(room_id, upper, limit)?;
-                    last = self.fill(&mut view, &rows, &mut chunk, limit)?.or(last);
-                    match last {
-                        _ if chunk.len() == limit => break,
-                        Some(position) if rows.len() == limit && position > 0 => {
-                            upper = position - 1
-                        }
-                        _ => break,
+                let from = match from {
+                    None => TimelinePoint::Live(visible_upto),
+                    Some(TimelinePoint::Live(position)) => {
+                        TimelinePoint::Live(position.min(visible_upto))
                     }
+                    Some(history) => history,
+                };
+                // Walk back a batch at a time, skipping what the user may not see.
+                let mut at = Some(from);
+                let mut reached_start = false;
+                while let Some(point) = at {
+                    let rows = self.rows_back(room_id, point, limit)?;
+                    last = self.fill(&mut view, &rows, &mut chunk, limit)?.or(last);
+                    if chunk.len() == limit {
+                        break;
+                    }
+                    if rows.len() < limit {
+                        reached_start = true;
+                        break;
+                    }
+                    at = last.and_then(TimelinePoint::before);
                 }
-                let end = last.filter(|last| chunk.len() == limit && *last > 0).map(|l| l - 1);
-                Ok(MessagesPage { chunk, start: from, end })
+                let end = last.filter(|_| chunk.len() == limit).and_then(TimelinePoint::before);
+                Ok(MessagesPage { chunk, start: from, end, reached_start })
             }
             Direction::Forward => {
-                let from = from.unwrap_or(0);
+                // History slot 0 is never given to an event: it is before everything.
+                let from = from.unwrap_or(TimelinePoint::History(0));
                 // Read forward a page at a time; never more rows at once than a page holds.
-                let mut lower = from + 1;
-                while lower <= visible_upto {
-                    let rows = self.timeline_forward(room_id, lower, visible_upto, limit)?;
-                    let Some(position) = self.fill(&mut view, &rows, &mut chunk, limit)? else {
+                let mut after = from;
+                loop {
+                    let rows = self.rows_forward(room_id, after, visible_upto, limit)?;
+                    let Some(point) = self.fill(&mut view, &rows, &mut chunk, limit)? else {
                         break;
                     };
-                    last = Some(position);
+                    last = Some(point);
                     if chunk.len() == limit || rows.len() < limit {
                         break;
                     }
-                    lower = position + 1;
+                    after = point;
                 }
                 let end = last.filter(|_| chunk.len() == limit);
-                Ok(MessagesPage { chunk, start: from, end })
+                Ok(MessagesPage { chunk, start: from, end, reached_start: false })
             }
         }
     }
@@ -185,20 +201,27 @@ impl Access {
         let limit = limit.min(MAX_CONTEXT);
         let (before_limit, after_limit) = (limit / 2, limit - limit / 2);
         let mut before = Vec::new();
-        let mut start = position.saturating_sub(1);
+        let mut start = TimelinePoint::Live(position.saturating_sub(1));
         if before_limit > 0 && position > 0 {
-            let rows = self.timeline_back(room_id, position - 1, 4 * before_limit)?;
+            let rows =
+                self.rows_back(room_id, TimelinePoint::Live(position - 1), 4 * before_limit)?;
             if let Some(last) = self.fill(&mut view, &rows, &mut before, before_limit)? {
-                start = last.saturating_sub(1);
+                start = last.before().unwrap_or(TimelinePoint::History(0));
             }
         }
         let mut after = Vec::new();
         let mut end = position;
         let visible_upto = self.rooms.stream.visible();
         if after_limit > 0 && position < visible_upto {
-            let rows =
-                self.timeline_forward(room_id, position + 1, visible_upto, 4 * after_limit)?;
-            if let Some(last) = self.fill(&mut view, &rows, &mut after, after_limit)? {
+            let rows = self.rows_forward(
+                room_id,
+                TimelinePoint::Live(position),
+                visible_upto,
+                4 * after_limit,
+            )?;
+            if let Some(TimelinePoint::Live(last)) =
+                self.fill(&mut view, &rows, &mut after, after_limit)?
+            {
                 end = last;
             }
         }
@@ -217,7 +240,10 @@ impl Access {
     ) -> Result<(Vec<VisibleEvent>, bool), AccessError> {
         let mut view = self.view(room_id, Reader::User(user))?;
         // Read a bounded window back from `upto`; events hidden from the user only shorten it.
-        let rows = self.timeline_back(room_id, upto, 4 * limit + 1)?;
+        // Only the live timeline: a sync's timeline is what happened while this server was in
+        // the room, and its `prev_batch` a stream position (backfilled history is paged to).
+        let mut rows = self.rows_back(room_id, TimelinePoint::Live(upto), 4 * limit + 1)?;
+        rows.retain(|row| matches!(row.point, TimelinePoint::Live(_)));
         let mut events = Vec::new();
         self.fill(&mut view, &rows, &mut events, limit + 1)?;
         let limited = events.len() > limit;
@@ -419,54 +445,30 @@ impl Access {
         Ok(users)
     }
 
-    /// Up to `limit` timeline rows of the room at or before `upper`, newest first.
-    fn timeline_back(
-        &self,
-        room_id: &RoomId,
-        upper: u64,
-        limit: usize,
-    ) -> Result<Vec<Entry>, AccessError> {
-        let prefix = compound_key(&[room_id.as_bytes(), b""]);
-        Ok(self.storage.scan_back(
-            cf::ROOMPOSITION_EVENTID,
-            &prefix,
-            &upper.to_be_bytes(),
-            limit,
-        )?)
-    }
-
-    /// Up to `limit` timeline rows of the room from `lower` to `upper`, oldest first.
-    fn timeline_forward(
-        &self,
-        room_id: &RoomId,
-        lower: u64,
-        upper: u64,
-        limit: usize,
-    ) -> Result<Vec<Entry>, AccessError> {
-        let at = |position: u64| compound_key(&[room_id.as_bytes(), &position.to_be_bytes()]);
-        Ok(self.storage.scan_range(cf::ROOMPOSITION_EVENTID, &at(lower), &at(upper), limit)?)
-    }
-
     /// Appends the visible events of timeline `rows` to `out` until it holds `limit`;
-    /// answers the position of the last row looked at.
+    /// answers the point of the last row looked at.
     fn fill(
         &self,
         view: &mut RoomView<'_>,
-        rows: &[Entry],
+        rows: &[Row],
         out: &mut Vec<VisibleEvent>,
         limit: usize,
-    ) -> Result<Option<u64>, AccessError> {
+    ) -> Result<Option<TimelinePoint>, AccessError> {
         let mut last = None;
-        for (key, event_id) in rows {
+        for row in rows {
             if out.len() >= limit {
                 break;
             }
-            let position = position_from(key);
-            last = Some(position);
-            let Ok(event_id) = EventId::parse(String::from_utf8_lossy(event_id).as_ref()) else {
+            last = Some(row.point);
+            let Ok(event_id) = EventId::parse(String::from_utf8_lossy(&row.event_id).as_ref())
+            else {
                 continue;
             };
             if let Some(event) = view.visible_event(&event_id)? {
+                let position = match row.point {
+                    TimelinePoint::Live(position) => position,
+                    TimelinePoint::History(_) => 0,
+                };
                 out.push(VisibleEvent { position, event_id, event });
             }
         }

@@ -11,6 +11,7 @@
 
 mod client_reads;
 mod server_reads;
+mod timeline;
 mod view;
 
 use std::collections::BTreeSet;
@@ -27,6 +28,7 @@ use crate::{
 
 pub use client_reads::{INVITE_STATE_TYPES, VisibleEvent};
 pub use server_reads::HistoryWalk;
+pub use timeline::TimelinePoint;
 pub use view::{Reader, RoomView};
 
 /// Why a read was refused.

@@ -7,6 +7,8 @@
 //! signature drops it: nothing unverifiable is stored), then [`Rooms::receive`] authorizes
 //! it and stores it with its verdict.
 
+mod backfill;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     future::Future,
@@ -88,13 +90,14 @@ pub struct FederatedRooms {
     rooms: Rooms,
     client: Arc<FederationClient>,
     remote_keys: Arc<RemoteKeys>,
+    backfills: backfill::Backfills,
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl FederatedRooms {
     pub fn new(rooms: Rooms, client: Arc<FederationClient>, remote_keys: Arc<RemoteKeys>) -> Self {
-        Self { rooms, client, remote_keys }
+        Self { rooms, client, remote_keys, backfills: backfill::Backfills::default() }
     }
 
     /// Takes in the PDUs of a transaction from `origin`; one result per event ID, as `/send`

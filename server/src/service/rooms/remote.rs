@@ -4,6 +4,8 @@
 //! `prev_events` where the DAG forks) and the current state, and stored with its verdict.
 //! Rejected and soft-failed events are kept: the DAG is the audit trail.
 
+pub mod history;
+
 use std::{
     collections::{BTreeSet, HashMap},
     sync::Arc,
