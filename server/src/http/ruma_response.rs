@@ -13,10 +13,11 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
         match self.0.try_into_http_response::<Vec<u8>>() {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
-                parts.headers.insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/json"),
-                );
+                // JSON unless ruma chose otherwise (federated media answers `multipart/mixed`).
+                parts
+                    .headers
+                    .entry(http::header::CONTENT_TYPE)
+                    .or_insert(http::HeaderValue::from_static("application/json"));
                 Response::from_parts(parts, axum::body::Body::from(body))
             }
             Err(err) => {

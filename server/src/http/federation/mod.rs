@@ -4,6 +4,7 @@
 mod auth;
 mod events;
 mod keys;
+mod media;
 mod membership;
 mod notary;
 mod query;
@@ -17,6 +18,7 @@ use axum::{
 };
 use http::StatusCode;
 use ruma::api::federation::{
+    authenticated_media::{get_content, get_content_thumbnail},
     authorization::get_event_authorization,
     backfill::get_backfill,
     device::get_devices,
@@ -61,6 +63,8 @@ pub fn router(services: Services) -> Router {
         .route(path::<get_backfill::v1::Request>(), get(events::backfill))
         .route(path::<get_missing_events::v1::Request>(), post(events::missing_events))
         .route(path::<send_transaction_message::v1::Request>(), put(transactions::send))
+        .route(path::<get_content::v1::Request>(), get(media::download))
+        .route(path::<get_content_thumbnail::v1::Request>(), get(media::thumbnail))
         .fallback(|| async {
             ApiError::unrecognized(StatusCode::NOT_FOUND, "unknown federation endpoint")
         })

@@ -23,7 +23,7 @@ use crate::{
     },
     service::{
         Services,
-        media::{MediaError, MediaInfo, is_valid_media_id},
+        media::{MediaError, is_valid_media_id},
     },
 };
 
@@ -105,8 +105,11 @@ async fn serve(
     filename: Option<&str>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found("no such media");
-    if server_name != services.config.server_name || !is_valid_media_id(media_id) {
+    if !is_valid_media_id(media_id) {
         return Err(not_found());
+    }
+    if server_name != services.config.server_name {
+        return remote_file(services, server_name, media_id, filename).await;
     }
     let info = services.media.info(media_id)?.ok_or_else(not_found)?;
     if !services.access.may_download(user, &info.uploader, info.position)? {
@@ -114,12 +117,43 @@ async fn serve(
         return Err(not_found());
     }
     let bytes = services.media.read(media_id).await?;
-    Ok(file_response(&info, filename, bytes))
+    let name = filename.or(info.filename.as_deref());
+    Ok(file_response(info.content_type.as_deref(), name, bytes))
+}
+
+/// A file of another server's media repository, fetched over federation for a local user
+/// (the other server decides whether this server may have it). Not kept: each download asks
+/// again, so nothing here grows with what users fetch.
+async fn remote_file(
+    services: &Services,
+    server_name: &str,
+    media_id: &str,
+    filename: Option<&str>,
+) -> Result<Response, ApiError> {
+    use ruma::api::federation::authenticated_media::{FileOrLocation, get_content};
+    let not_found = || ApiError::not_found("no such media");
+    let (Some(federation), Ok(server)) =
+        (&services.federation, ruma::ServerName::parse(server_name))
+    else {
+        return Err(not_found());
+    };
+    let request = get_content::v1::Request::new(media_id.to_owned());
+    let response = federation.client.send(&server, request).await.map_err(|err| {
+        tracing::info!(%server, %err, "a remote file could not be fetched");
+        not_found()
+    })?;
+    // A redirect elsewhere is not followed: this server would be fetching from whatever
+    // address another server names.
+    let FileOrLocation::File(content) = response.content else { return Err(not_found()) };
+    let name = filename
+        .map(ToOwned::to_owned)
+        .or_else(|| content.content_disposition.as_ref().and_then(|d| d.filename.clone()));
+    Ok(file_response(content.content_type.as_deref(), name.as_deref(), content.file))
 }
 
 /// The file with headers that keep a browser from running it as part of any page.
-fn file_response(info: &MediaInfo, filename: Option<&str>, bytes: Vec<u8>) -> Response {
-    let content_type = info.content_type.as_deref().unwrap_or("application/octet-stream");
+fn file_response(content_type: Option<&str>, filename: Option<&str>, bytes: Vec<u8>) -> Response {
+    let content_type = content_type.unwrap_or("application/octet-stream");
     let mut response = (StatusCode::OK, Body::from(bytes)).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -127,7 +161,7 @@ fn file_response(info: &MediaInfo, filename: Option<&str>, bytes: Vec<u8>) -> Re
         HeaderValue::from_str(content_type)
             .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
-    let name = filename.or(info.filename.as_deref()).unwrap_or("file");
+    let name = filename.unwrap_or("file");
     let safe_name: String =
         name.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\').collect();
     if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{safe_name}\"")) {

@@ -101,19 +101,76 @@ impl Access {
             return Ok(true);
         }
         for (room_id, membership_now) in self.rooms.memberships(user)? {
-            let uploader_then = self.membership_at_position(&room_id, uploader, position)?;
-            if uploader_then.as_deref() != Some("join") {
-                continue;
-            }
-            let user_then = self.membership_at_position(&room_id, user, position)?;
-            let shared_then = user_then.as_deref() == Some("join");
-            let joined_since =
-                membership_now == "join" && !matches!(user_then.as_deref(), Some("leave" | "ban"));
-            if shared_then || joined_since {
+            if self.room_lets_download(&room_id, user, &membership_now, uploader, position)? {
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// Whether another server may have a file of this server's user `uploader`: when one of
+    /// its users could download it here (the rule of [`Access::may_download`], over the
+    /// uploader's rooms and that server's members of them).
+    pub fn server_may_download(
+        &self,
+        server: &ServerName,
+        uploader: &UserId,
+        position: u64,
+    ) -> Result<bool, AccessError> {
+        for (room_id, _) in self.rooms.memberships(uploader)? {
+            for (user, membership_now) in self.members_of_server(&room_id, server)? {
+                if self.room_lets_download(&room_id, &user, &membership_now, uploader, position)? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether the room makes a file of `uploader` (uploaded at `position`) `user`'s to
+    /// download: the uploader was joined then, and the user was joined then too, or joined
+    /// since without having been removed before.
+    fn room_lets_download(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        membership_now: &str,
+        uploader: &UserId,
+        position: u64,
+    ) -> Result<bool, AccessError> {
+        let uploader_then = self.membership_at_position(room_id, uploader, position)?;
+        if uploader_then.as_deref() != Some("join") {
+            return Ok(false);
+        }
+        let user_then = self.membership_at_position(room_id, user, position)?;
+        let shared_then = user_then.as_deref() == Some("join");
+        let joined_since =
+            membership_now == "join" && !matches!(user_then.as_deref(), Some("leave" | "ban"));
+        Ok(shared_then || joined_since)
+    }
+
+    /// The users of `server` with a membership in the room now, with it.
+    fn members_of_server(
+        &self,
+        room_id: &RoomId,
+        server: &ServerName,
+    ) -> Result<Vec<(ruma::OwnedUserId, String)>, AccessError> {
+        let Some(version) = self.rooms.version(room_id)? else { return Ok(vec![]) };
+        let mut members = Vec::new();
+        for (_, pdu) in self.rooms.current_state_events(room_id, version)? {
+            if *pdu.kind() != ruma::events::TimelineEventType::RoomMember {
+                continue;
+            }
+            let Some(user) = pdu.state_key().and_then(|key| UserId::parse(key).ok()) else {
+                continue;
+            };
+            if user.server_name() == server
+                && let Some(membership) = crate::service::rooms::membership_of(&pdu)
+            {
+                members.push((user, membership));
+            }
+        }
+        Ok(members)
     }
 
     /// The user's membership in the room as of stream position `position`, if they had one.
