@@ -27,7 +27,7 @@ const DEVICE_NAME: &str = "Medrix client";
 pub struct MedrixClient {
     pub(crate) client: Client,
     pub(crate) user: UserId,
-    profile: Profile,
+    pub(crate) profile: Profile,
 }
 
 /// Who is logged in, on which device, and whether that device is signed by the user's

@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::client::MedrixClient;
 use crate::error::{ClientError, Result};
+use crate::key_scope::KeyScope;
+use crate::keys::{OutgoingEntry, RoomRecipients, now_ms};
 use crate::record::Record;
 
 /// A resource ready to be sent: its class and clinical time are known, so a file is refused
@@ -115,15 +117,19 @@ impl MedrixClient {
     ) -> Result<Vec<AddedEntry>> {
         let kind =
             if record.patient() == &self.user { SourceKind::Patient } else { SourceKind::Provider };
-        let mut rooms: HashMap<DataClass, Room> = HashMap::new();
+        let grants = self.grants(record).await?;
+        let scope = KeyScope::new(record.patient(), &grants, now_ms());
+        let mut rooms: HashMap<DataClass, (Room, RoomRecipients)> = HashMap::new();
         for entry in entries {
             if let hash_map::Entry::Vacant(slot) = rooms.entry(entry.class) {
-                slot.insert(self.class_room(record, entry.class)?);
+                let room = self.class_room(record, entry.class)?;
+                let recipients = self.room_recipients(&room, record.patient()).await?;
+                slot.insert((room, recipients));
             }
         }
         let mut added = Vec::with_capacity(entries.len());
         for (done, new) in entries.iter().enumerate() {
-            let room = &rooms[&new.class];
+            let (room, recipients) = &rooms[&new.class];
             let entry = Entry {
                 class: new.class,
                 resource: new.resource.clone(),
@@ -132,11 +138,14 @@ impl MedrixClient {
             };
             let content = entry.to_content();
             let txn = transaction_id(room, &content);
-            let sent = room.send_raw(ENTRY_EVENT_TYPE, content).with_transaction_id(&txn).await?;
-            added.push(AddedEntry {
-                event_id: sent.response.event_id.to_string(),
-                entry: new.clone(),
-            });
+            let outgoing = OutgoingEntry {
+                class: new.class,
+                clinical_time_ms: new.clinical_time_ms,
+                content,
+                txn,
+            };
+            let event_id = self.send_entry(room, recipients, &scope, outgoing).await?;
+            added.push(AddedEntry { event_id: event_id.to_string(), entry: new.clone() });
             progress(done + 1, entries.len());
         }
         Ok(added)
@@ -174,8 +183,17 @@ impl MedrixClient {
         };
         let content = entry.to_content();
         let txn = transaction_id(&room, &content);
-        let sent = room.send_raw(ENTRY_EVENT_TYPE, content).with_transaction_id(&txn).await?;
-        Ok(AddedEntry { event_id: sent.response.event_id.to_string(), entry: replacement.clone() })
+        let grants = self.grants(record).await?;
+        let scope = KeyScope::new(record.patient(), &grants, now_ms());
+        let recipients = self.room_recipients(&room, record.patient()).await?;
+        let outgoing = OutgoingEntry {
+            class: replacement.class,
+            clinical_time_ms: replacement.clinical_time_ms,
+            content,
+            txn,
+        };
+        let event_id = self.send_entry(&room, &recipients, &scope, outgoing).await?;
+        Ok(AddedEntry { event_id: event_id.to_string(), entry: replacement.clone() })
     }
 
     /// The room entries of `class` go to: the first of the class the caller has joined.
@@ -234,7 +252,7 @@ impl MedrixClient {
 }
 
 /// A room's whole timeline the caller may see, oldest first, decrypted where it has keys.
-async fn room_history(room: &Room) -> Result<Vec<TimelineEvent>> {
+pub(crate) async fn room_history(room: &Room) -> Result<Vec<TimelineEvent>> {
     let mut options = MessagesOptions::backward();
     options.limit = UInt::from(100u32);
     let mut events = Vec::new();
@@ -266,13 +284,23 @@ impl Reader {
         let sent_at_ms = event.timestamp.map(|ts| u64::from(ts.0)).unwrap_or_default();
         let (raw, encrypted) = match &event.kind {
             TimelineEventKind::Decrypted(decrypted) => (decrypted.event.json().get(), true),
-            TimelineEventKind::UnableToDecrypt { event, .. } => {
+            TimelineEventKind::UnableToDecrypt { event, utd_info } => {
+                use matrix_sdk::deserialized_responses::UnableToDecryptReason;
                 let event_id = event_field(event.json().get(), "event_id");
+                let withheld = matches!(
+                    utd_info.reason,
+                    UnableToDecryptReason::MissingMegolmSession { withheld_code: Some(_) }
+                );
+                let reason = if withheld {
+                    "its key was withheld by the sender: your contract does not cover it"
+                } else {
+                    "no key to decrypt it"
+                };
                 self.unreadable.push(UnreadableEntry {
                     event_id,
                     class,
                     sent_at_ms,
-                    reason: "no key to decrypt it".to_owned(),
+                    reason: reason.to_owned(),
                 });
                 return;
             }
@@ -349,7 +377,7 @@ impl Reader {
     }
 }
 
-fn clinical_time(entry: &Entry) -> Option<i64> {
+pub(crate) fn clinical_time(entry: &Entry) -> Option<i64> {
     clinical_time_ms(&Value::Object(entry.resource.clone())).ok().flatten()
 }
 

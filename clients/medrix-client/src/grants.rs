@@ -17,7 +17,9 @@ use serde_json::Value;
 
 use crate::client::MedrixClient;
 use crate::error::{ClientError, Result};
-use crate::record::{Record, sdk_room_id, state_events};
+use crate::key_scope::KeyScope;
+use crate::keys::now_ms;
+use crate::record::{Record, room_id, sdk_room_id, state_events};
 
 /// What the patient agrees to: a contract's terms before it has an ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,22 +131,29 @@ impl MedrixClient {
         let mut invited = Vec::new();
         let mut removed = Vec::new();
         if !is_member(&record.space, &grantee).await? {
-            record.space.invite_user_by_id(&grantee).await?;
+            invite(&record.space, &grantee).await?;
             invited.push(record.space_id());
         }
         let reason = format!("Contract {} does not grant this class", grant.contract_id);
+        let mut to_invite = Vec::new();
         for (class, id) in record.rooms() {
             let Some(room) = self.client.get_room(&sdk_room_id(id)?) else { continue };
             let member = is_member(&room, &grantee).await?;
             if grant.classes.contains(&class) && !member {
-                // Inviting shares the room's keys with the grantee's cross-signed devices
-                // (MSC4268): what was recorded before the grant becomes readable.
-                room.invite_user_by_id(&grantee).await?;
-                invited.push(id.clone());
+                to_invite.push((class, room));
             } else if !grant.classes.contains(&class) && member {
                 room.kick_user(&grantee, Some(&reason)).await?;
                 removed.push(id.clone());
             }
+        }
+        // What was recorded before the grant: the keys of the entries this contract covers
+        // (its classes and data period), handed over before the invitations they go with.
+        let scope_grants = [grant.clone()];
+        let scope = KeyScope::new(record.patient(), &scope_grants, now_ms());
+        self.hand_over_history(&to_invite, user, &scope).await?;
+        for (_, room) in &to_invite {
+            invite(room, &grantee).await?;
+            invited.push(room_id(room.room_id()));
         }
         Ok(Granted { grant, invited, removed })
     }
@@ -202,6 +211,11 @@ impl MedrixClient {
         }
         contracts.sort_by_key(|contract| contract.agreed_at_ms);
         Ok(contracts)
+    }
+
+    /// Every contract of the record, as the grants `medrix-records` evaluates.
+    pub(crate) async fn grants(&self, record: &Record) -> Result<Vec<Grant>> {
+        Ok(self.contracts(record).await?.into_iter().map(|contract| contract.grant).collect())
     }
 
     /// The contract of one grantee.
@@ -284,6 +298,19 @@ pub fn grant_state_key(grantee: &UserId) -> String {
 /// A contract read from its state event.
 fn read_grant(state_key: &str, content: &Value) -> Result<Grant, medrix_records::Error> {
     Grant::from_event(state_key, content)
+}
+
+/// Invites `user` without matrix-sdk's history sharing, which would hand over every key of
+/// the room: `hand_over_history` has handed over what the contract covers.
+async fn invite(room: &Room, user: &OwnedUserId) -> Result<()> {
+    use matrix_sdk::ruma::api::client::membership::{
+        invite_user::v3::{InvitationRecipient, InviteUserId, Request},
+    };
+    let recipient = InvitationRecipient::UserId(InviteUserId::new(user.clone()));
+    room.client().send(Request::new(room.room_id().to_owned(), recipient)).await?;
+    // The SDK reloads the members before its next send, so the invitee gets later keys.
+    room.mark_members_missing();
+    Ok(())
 }
 
 /// Whether `user` is in the room or invited to it.

@@ -14,6 +14,8 @@ mod client;
 mod entries;
 mod error;
 mod grants;
+mod key_scope;
+mod keys;
 mod profile;
 mod record;
 mod requests;

@@ -44,7 +44,13 @@ impl Person {
 
     /// Registers through the CLI (with the test server's registration token).
     pub fn registered(server: &TestServer, localpart: &str) -> Person {
-        let person = Person::new(server, localpart);
+        Person::registered_on(server, localpart, "localhost")
+    }
+
+    /// Registers on a server named `server_name` (a federating one).
+    pub fn registered_on(server: &TestServer, localpart: &str, server_name: &str) -> Person {
+        let mut person = Person::new(server, localpart);
+        person.user_id = format!("@{localpart}:{server_name}");
         let password = format!("{localpart}-password");
         let registered = person.json(&[
             "register",
