@@ -135,7 +135,6 @@ impl BloodPressureMeasurement {
 #[cfg(test)]
 mod tests {
     use super::BloodPressureMeasurement;
-    use crate::error::DecodeError;
 
     const PRESSURES: [u8; 6] = [0x78, 0x00, 0x50, 0x00, 0x5D, 0x00];
     const STAMP: [u8; 7] = [0xE8, 0x07, 0x03, 0x01, 0x09, 0x1E, 0x00];
@@ -145,8 +144,7 @@ mod tests {
     }
 
     fn reason(payload: &[u8]) -> String {
-        let DecodeError::Malformed(reason) = BloodPressureMeasurement::decode(payload).unwrap_err();
-        reason
+        BloodPressureMeasurement::decode(payload).unwrap_err().reason().to_owned()
     }
 
     fn payload(flags: u8) -> Vec<u8> {

@@ -224,15 +224,13 @@ impl CgmMeasurement {
 #[cfg(test)]
 mod tests {
     use super::{CgmMeasurement, e2e_crc};
-    use crate::error::DecodeError;
 
     fn json(payload: &[u8]) -> String {
         CgmMeasurement::decode(payload).unwrap().to_json()
     }
 
     fn reason(payload: &[u8]) -> String {
-        let DecodeError::Malformed(reason) = CgmMeasurement::decode(payload).unwrap_err();
-        reason
+        CgmMeasurement::decode(payload).unwrap_err().reason().to_owned()
     }
 
     /// A record with the given flags: 95 mg/dL at minute 10, octets 0x01/0x02/0x04, trend

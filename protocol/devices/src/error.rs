@@ -10,6 +10,15 @@ pub enum DecodeError {
     Malformed(String),
 }
 
+impl DecodeError {
+    /// The one-line reason, without the `malformed: ` prefix.
+    pub fn reason(&self) -> &str {
+        match self {
+            DecodeError::Malformed(reason) => reason,
+        }
+    }
+}
+
 /// A `Malformed` error with this reason.
 pub(crate) fn malformed(reason: impl Into<String>) -> DecodeError {
     DecodeError::Malformed(reason.into())

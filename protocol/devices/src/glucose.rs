@@ -150,7 +150,6 @@ impl GlucoseMeasurement {
 #[cfg(test)]
 mod tests {
     use super::GlucoseMeasurement;
-    use crate::error::DecodeError;
 
     const HEAD: [u8; 9] = [0x07, 0x00, 0xE8, 0x07, 0x03, 0x01, 0x08, 0x00, 0x00];
 
@@ -159,8 +158,7 @@ mod tests {
     }
 
     fn reason(payload: &[u8]) -> String {
-        let DecodeError::Malformed(reason) = GlucoseMeasurement::decode(payload).unwrap_err();
-        reason
+        GlucoseMeasurement::decode(payload).unwrap_err().reason().to_owned()
     }
 
     fn payload(flags: u8) -> Vec<u8> {

@@ -146,11 +146,9 @@ impl HeartRateMeasurement {
 #[cfg(test)]
 mod tests {
     use super::{HeartRate, HeartRateMeasurement, SensorContact, rr_interval_seconds};
-    use crate::error::DecodeError;
 
     fn reason(payload: &[u8]) -> String {
-        let DecodeError::Malformed(reason) = HeartRateMeasurement::decode(payload).unwrap_err();
-        reason
+        HeartRateMeasurement::decode(payload).unwrap_err().reason().to_owned()
     }
 
     #[test]

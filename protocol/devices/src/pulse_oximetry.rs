@@ -272,8 +272,7 @@ mod tests {
     }
 
     fn reason(result: Result<impl std::fmt::Debug, DecodeError>) -> String {
-        let DecodeError::Malformed(reason) = result.unwrap_err();
-        reason
+        result.unwrap_err().reason().to_owned()
     }
 
     #[test]

@@ -91,7 +91,6 @@ impl TemperatureMeasurement {
 #[cfg(test)]
 mod tests {
     use super::TemperatureMeasurement;
-    use crate::error::DecodeError;
 
     // 37.60 as a FLOAT: exponent -2, mantissa 3760.
     const TEMPERATURE: [u8; 4] = [0xB0, 0x0E, 0x00, 0xFE];
@@ -102,8 +101,7 @@ mod tests {
     }
 
     fn reason(payload: &[u8]) -> String {
-        let DecodeError::Malformed(reason) = TemperatureMeasurement::decode(payload).unwrap_err();
-        reason
+        TemperatureMeasurement::decode(payload).unwrap_err().reason().to_owned()
     }
 
     fn payload(flags: u8) -> Vec<u8> {

@@ -142,7 +142,6 @@ impl WeightMeasurement {
 #[cfg(test)]
 mod tests {
     use super::WeightMeasurement;
-    use crate::error::DecodeError;
 
     const STAMP: [u8; 7] = [0xE8, 0x07, 0x03, 0x01, 0x07, 0x00, 0x00];
 
@@ -151,8 +150,7 @@ mod tests {
     }
 
     fn reason(payload: &[u8]) -> String {
-        let DecodeError::Malformed(reason) = WeightMeasurement::decode(payload).unwrap_err();
-        reason
+        WeightMeasurement::decode(payload).unwrap_err().reason().to_owned()
     }
 
     fn payload(flags: u8) -> Vec<u8> {

@@ -13,7 +13,7 @@
 //! decimal the bytes hold; where it states a precision-free number (Spezi's 99), the bytes
 //! carry a precision (990 × 10^-1), and the decimal keeps it: 99.0.
 
-use medrix_devices::{Characteristic, DecodeError, decode};
+use medrix_devices::{Characteristic, decode};
 
 fn bytes(hex: &str) -> Vec<u8> {
     let digits: Vec<char> = hex.chars().filter(|c| !c.is_whitespace()).collect();
@@ -30,8 +30,7 @@ fn json(uuid: u16, hex: &str) -> String {
 
 fn reason(uuid: u16, hex: &str) -> String {
     let characteristic = Characteristic::from_uuid(uuid).unwrap();
-    let DecodeError::Malformed(reason) = decode(characteristic, &bytes(hex)).unwrap_err();
-    reason
+    decode(characteristic, &bytes(hex)).unwrap_err().reason().to_owned()
 }
 
 /// Every example decodes to valid JSON, and re-encoding the reading gives the same bytes.
