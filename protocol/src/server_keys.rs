@@ -165,7 +165,7 @@ mod tests {
             public_key_base64: key("hospital.example", 2).public_key_base64(),
             expired_ts: 1_000,
         };
-        let document = own_key_document(&current, &[old.clone()], 2_000).unwrap();
+        let document = own_key_document(&current, std::slice::from_ref(&old), 2_000).unwrap();
         let server = ServerName::parse("hospital.example").unwrap();
         let checked = check_key_document(encode(&document).as_bytes(), &server).unwrap();
         assert_eq!(checked.valid_until_ts, 2_000);

@@ -52,8 +52,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the homeserver.
-    Serve(serve::ServeArgs),
+    /// Run the homeserver. (Boxed: its flags are most of the enum's size.)
+    Serve(Box<serve::ServeArgs>),
     /// Check events: signatures, hashes, format, event ID.
     #[command(subcommand)]
     Event(cli_event::EventCommand),
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     return_freed_memory_promptly();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Event(command) => cli_event::run(command),
         Command::Vectors(command) => cli_vectors::run(command),
         Command::Keys(KeysCommand::Rotate { data_dir, server_name }) => {

@@ -103,13 +103,16 @@ fn failure(server: &ServerName, err: &FederationError) -> Value {
     json!({ "error": err.summary() })
 }
 
+/// Other servers' users of a per-user request, by server.
+type PerServer<V> = BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, V>>;
+
 /// Splits a per-user request into this server's users and other servers' users.
 fn split_by_server<V>(
     services: &Services,
     per_user: BTreeMap<OwnedUserId, V>,
-) -> (Vec<(OwnedUserId, V)>, BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, V>>) {
+) -> (Vec<(OwnedUserId, V)>, PerServer<V>) {
     let mut local = Vec::new();
-    let mut remote: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, V>> = BTreeMap::new();
+    let mut remote: PerServer<V> = BTreeMap::new();
     for (user, value) in per_user {
         if user.server_name() == services.config.server_name.as_str() {
             local.push((user, value));
