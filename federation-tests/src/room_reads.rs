@@ -34,7 +34,12 @@ pub async fn newest_event(server: &FederatingServer, token: &str, room: &str) ->
 }
 
 /// Waits until `token`'s user on `server` can read `event` of `room`.
-pub async fn until_readable(server: &FederatingServer, token: &str, room: &str, event: &str) -> Value {
+pub async fn until_readable(
+    server: &FederatingServer,
+    token: &str,
+    room: &str,
+    event: &str,
+) -> Value {
     let path = format!("/_matrix/client/v3/rooms/{room}/event/{event}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

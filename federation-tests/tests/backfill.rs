@@ -157,18 +157,21 @@ async fn a_medrix_user_pages_back_into_a_synapse_rooms_history() {
     for i in 0..12 {
         let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{i}");
         let body = json!({ "msgtype": "m.text", "body": format!("at Synapse ({i:02})") });
-        let (status, sent) = synapse.call("PUT", &path, Some(&patient.access_token), Some(body)).await;
+        let (status, sent) =
+            synapse.call("PUT", &path, Some(&patient.access_token), Some(body)).await;
         assert_eq!(status, 200, "{sent}");
     }
     let invite = format!("/_matrix/client/v3/rooms/{room}/invite");
     let body = json!({ "user_id": medrix.user_id("doctor") });
-    let (status, invited) = synapse.call("POST", &invite, Some(&patient.access_token), Some(body)).await;
+    let (status, invited) =
+        synapse.call("POST", &invite, Some(&patient.access_token), Some(body)).await;
     assert_eq!(status, 200, "{invited}");
     let join = format!("/_matrix/client/v3/join/{room}?server_name={}", synapse.server_name);
     // The invite travels to Medrix first; until then a join has nobody to ask.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let (status, joined) = medrix.server.call("POST", &join, Some(&doctor), Some(json!({}))).await;
+        let (status, joined) =
+            medrix.server.call("POST", &join, Some(&doctor), Some(json!({}))).await;
         if status == 200 {
             break;
         }

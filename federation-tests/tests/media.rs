@@ -28,8 +28,12 @@ async fn upload(server: &FederatingServer, token: &str, bytes: &[u8]) -> String 
 async fn download(server: &FederatingServer, token: &str, mxc: &str) -> (u16, Vec<u8>) {
     let origin_and_id = mxc.strip_prefix("mxc://").unwrap();
     let path = format!("/_matrix/client/v1/media/download/{origin_and_id}");
-    let response =
-        reqwest::Client::new().get(server.server.url(&path)).bearer_auth(token).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .get(server.server.url(&path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     (status, response.bytes().await.unwrap().to_vec())
 }
@@ -46,7 +50,8 @@ async fn a_file_reaches_another_server_only_for_a_member_of_the_uploaders_rooms(
 
     let room = create_room(&clinic, &patient, json!({ "name": "Scans" })).await;
     // Not plain text, and larger than one TLS record, so a lossy path would show.
-    let scan: Vec<u8> = (0..70_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let scan: Vec<u8> =
+        (0..70_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     let mxc = upload(&clinic, &patient, &scan).await;
 
     // Nobody of the hospital's is in the patient's rooms yet: not even the ciphertext leaves.

@@ -6,7 +6,6 @@
 //! removes the content here too. The hospital's requests and events are signed here with
 //! its own key, as its server would.
 
-
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
 use medrix_federation_tests::{
     FederatingServer, TestNet,

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Person, fixture, listed_ids};
+use common::{Person, fixture, listed_ids, unreadable_classes};
 use medrix_federation_tests::{FederatingServer, TestNet};
 use serde_json::Value;
 
@@ -25,18 +25,6 @@ fn list_until(doctor: &Person, patient: &str, expected: &[&str]) -> Value {
         assert!(Instant::now() < deadline, "the doctor never read {expected:?}: {seen}");
         std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-/// The classes of the entries a reader could not decrypt, sorted.
-fn unreadable_classes(list: &Value) -> Vec<String> {
-    let mut classes: Vec<String> = list["unreadable"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|entry| entry["class"].as_str().unwrap().to_owned())
-        .collect();
-    classes.sort();
-    classes
 }
 
 /// How many encrypted events of `room` the doctor's server hands them (none once removed).

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Person, fixture, listed_ids, validate_fhir};
+use common::{Person, fixture, listed_ids, unreadable_classes, validate_fhir};
 use medrix_tests::{TestServer, medrix_binary};
 use serde_json::{Value, json};
 
@@ -184,16 +184,4 @@ async fn a_provider_reads_what_was_recorded_before_the_grant() {
     let seen = nurse.json(&["record", "list", "--patient", "patient"]);
     assert_eq!(listed_ids(&seen), ["hba1c-2024", "weight-2024"]);
     assert_eq!(unreadable_classes(&seen), ["laboratory", "vital-signs"], "{seen}");
-}
-
-/// The classes of the entries a reader could not decrypt, sorted.
-fn unreadable_classes(list: &Value) -> Vec<String> {
-    let mut classes: Vec<String> = list["unreadable"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|entry| entry["class"].as_str().unwrap().to_owned())
-        .collect();
-    classes.sort();
-    classes
 }

@@ -303,8 +303,8 @@ fn read_grant(state_key: &str, content: &Value) -> Result<Grant, medrix_records:
 /// Invites `user` without matrix-sdk's history sharing, which would hand over every key of
 /// the room: `hand_over_history` has handed over what the contract covers.
 async fn invite(room: &Room, user: &OwnedUserId) -> Result<()> {
-    use matrix_sdk::ruma::api::client::membership::{
-        invite_user::v3::{InvitationRecipient, InviteUserId, Request},
+    use matrix_sdk::ruma::api::client::membership::invite_user::v3::{
+        InvitationRecipient, InviteUserId, Request,
     };
     let recipient = InvitationRecipient::UserId(InviteUserId::new(user.clone()));
     room.client().send(Request::new(room.room_id().to_owned(), recipient)).await?;

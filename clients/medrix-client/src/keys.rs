@@ -55,7 +55,11 @@ impl MedrixClient {
     /// added since the last sync must not slip past the choice). Devices left blacklisted by
     /// an earlier run cut short are restored: only this module blacklists, and only for one
     /// send.
-    pub(crate) async fn room_recipients(&self, room: &Room, patient: &UserId) -> Result<RoomRecipients> {
+    pub(crate) async fn room_recipients(
+        &self,
+        room: &Room,
+        patient: &UserId,
+    ) -> Result<RoomRecipients> {
         let executor = executor_of(patient);
         let mut members = Vec::new();
         for member in room.members(RoomMemberships::JOIN | RoomMemberships::INVITE).await? {
@@ -192,7 +196,11 @@ impl MedrixClient {
             .map_err(|err| ClientError::Sdk(format!("reading the exported keys: {err}")))?;
         let mut bundles: BTreeMap<_, RoomKeyBundle> = BTreeMap::new();
         for key in keys {
-            bundles.entry(key.room_id.clone()).or_default().room_keys.push(HistoricRoomKey::from(key));
+            bundles
+                .entry(key.room_id.clone())
+                .or_default()
+                .room_keys
+                .push(HistoricRoomKey::from(key));
         }
         Ok(bundles)
     }

@@ -157,7 +157,11 @@ impl Storage {
     }
 
     /// The first `(key, value)` whose key starts with `prefix`.
-    pub fn scan_prefix_first(&self, cf: &str, prefix: &[u8]) -> Result<Option<Entry>, StorageError> {
+    pub fn scan_prefix_first(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+    ) -> Result<Option<Entry>, StorageError> {
         let mut iter = self.db.iterator_cf(
             &self.cf(cf),
             rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),

@@ -169,6 +169,18 @@ pub fn listed_ids(list: &Value) -> Vec<String> {
     ids
 }
 
+/// The classes of the entries a reader could not decrypt, sorted.
+pub fn unreadable_classes(list: &Value) -> Vec<String> {
+    let mut classes: Vec<String> = list["unreadable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["class"].as_str().unwrap().to_owned())
+        .collect();
+    classes.sort();
+    classes
+}
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

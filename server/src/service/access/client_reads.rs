@@ -14,10 +14,7 @@ use super::{
     Access, AccessError, Reader, RoomView,
     timeline::{Row, TimelinePoint},
 };
-use crate::{
-    service::rooms::position_from,
-    storage::catalogue as cf,
-};
+use crate::{service::rooms::position_from, storage::catalogue as cf};
 
 /// A state event's ID and JSON.
 pub type StateEvent = (OwnedEventId, Map<String, Value>);

@@ -123,9 +123,7 @@ impl FederatedRooms {
                 .iter()
                 .take(BACKFILL_LIMIT as usize)
                 .filter_map(|raw| parse_object(raw.get().as_bytes(), MAX_PDU_BYTES).ok())
-                .filter(|object| {
-                    room_id_of(object).is_none_or(|id| id == room_id)
-                })
+                .filter(|object| room_id_of(object).is_none_or(|id| id == room_id))
                 .collect();
             let mut fresh: BTreeMap<OwnedEventId, CheckedPdu> = BTreeMap::new();
             for checked in self.check_objects(version, objects).await.into_iter().flatten() {

@@ -31,7 +31,8 @@ impl Rooms {
             return Ok(Some((event_id, slot)));
         }
         let prefix = compound_key(&[room_id.as_bytes(), b""]);
-        let Some((_, event_id)) = self.storage.scan_prefix_first(cf::ROOMPOSITION_EVENTID, &prefix)?
+        let Some((_, event_id)) =
+            self.storage.scan_prefix_first(cf::ROOMPOSITION_EVENTID, &prefix)?
         else {
             return Ok(None);
         };
@@ -63,7 +64,10 @@ impl Rooms {
     }
 
     /// The room's oldest backfilled event and its slot, if anything was backfilled.
-    pub fn history_bottom(&self, room_id: &RoomId) -> Result<Option<(u64, OwnedEventId)>, RoomError> {
+    pub fn history_bottom(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<Option<(u64, OwnedEventId)>, RoomError> {
         let prefix = compound_key(&[room_id.as_bytes(), b""]);
         let Some((key, event_id)) =
             self.storage.scan_prefix_first(cf::ROOMHISTORY_EVENTID, &prefix)?
@@ -98,13 +102,12 @@ impl Rooms {
         }
         let mut events = StoredEvents::new(&self.storage, version);
         let (before, reusable_group) = match state_before {
-            StateBefore::Given(state) | StateBefore::Join(state) => (std::sync::Arc::new(state), None),
-            StateBefore::FromPrevEvents => self.state_from_prev_events(
-                version,
-                &pdu,
-                &mut events,
-                &Pending::default(),
-            )?,
+            StateBefore::Given(state) | StateBefore::Join(state) => {
+                (std::sync::Arc::new(state), None)
+            }
+            StateBefore::FromPrevEvents => {
+                self.state_from_prev_events(version, &pdu, &mut events, &Pending::default())?
+            }
         };
         events.load(before.values().map(|id| &**id))?;
         events.load(pdu.auth_events().iter().map(|id| &**id))?;
