@@ -1,6 +1,7 @@
 //! `medrix-device`: the device bot's decoder on the command line. `decode CHARACTERISTIC HEX`
 //! prints one Bluetooth GATT health reading as one JSON object (the keys are
-//! spec/devices.md's), with the exact decimals the device sent.
+//! spec/devices.md's), with the exact decimals the device sent; with `--fhir`, the FHIR R4
+//! Observations it becomes instead, one per line (NDJSON, which `medrix-cli record add` reads).
 //!
 //! Exit codes: 0 decoded; 1 the payload is malformed (`{"error": "malformed: ..."}` on
 //! stdout); 2 the arguments are wrong (one line on stderr).
@@ -10,7 +11,10 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
+use medrix_devices::fhir::{ObservationContext, observations};
 use medrix_devices::{Characteristic, decode, json_string};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
 
 /// Decode Bluetooth GATT health readings into exact JSON.
 #[derive(Debug, Parser)]
@@ -32,7 +36,31 @@ enum Command {
         /// The value in hex, as received; spaces are allowed (one argument or several).
         #[arg(required = true, num_args = 1..)]
         hex: Vec<String>,
+        #[command(flatten)]
+        fhir: FhirArgs,
     },
+}
+
+/// What `--fhir` needs beyond the reading.
+#[derive(Debug, clap::Args)]
+struct FhirArgs {
+    /// Print FHIR R4 Observations (one per line) instead of the reading's JSON.
+    #[arg(long, requires = "patient")]
+    fhir: bool,
+    /// The patient the reading is about, as a FHIR reference (e.g. Patient/p1).
+    #[arg(long, value_parser = parse_reference)]
+    patient: Option<String>,
+    /// The device, as a FHIR reference (e.g. Device/cuff-1).
+    #[arg(long, value_parser = parse_reference)]
+    device: Option<String>,
+    /// When the reading was received, RFC 3339 (default: now); the time of a reading
+    /// without a time stamp of its own.
+    #[arg(long, value_parser = parse_instant)]
+    received_at: Option<OffsetDateTime>,
+    /// The offset from UTC the device's clock keeps, e.g. +01:00 (default +00:00): GATT
+    /// time stamps carry no zone.
+    #[arg(long, value_parser = parse_offset, default_value = "+00:00")]
+    device_clock_offset: UtcOffset,
 }
 
 const EXIT_MALFORMED: u8 = 1;
@@ -44,12 +72,21 @@ fn main() -> ExitCode {
         Err(error) => return argument_error(&error),
     };
     match cli.command {
-        Command::Decode { characteristic, hex } => {
+        Command::Decode { characteristic, hex, fhir } => {
             let payload = match parse_hex(&hex.concat()) {
                 Ok(payload) => payload,
                 Err(problem) => return usage_error(&problem),
             };
             match decode(characteristic, &payload) {
+                Ok(reading) if fhir.fhir => {
+                    let context = ObservationContext {
+                        subject: fhir.patient.unwrap_or_default(),
+                        device: fhir.device,
+                        received_at: fhir.received_at.unwrap_or_else(OffsetDateTime::now_utc),
+                        device_clock_offset: fhir.device_clock_offset,
+                    };
+                    print_json(&observations(&reading, &context).join("\n"), ExitCode::SUCCESS)
+                }
                 Ok(reading) => print_json(&reading.to_json(), ExitCode::SUCCESS),
                 Err(error) => {
                     let line = format!("{{\"error\": {}}}", json_string(&error.to_string()));
@@ -60,10 +97,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints one JSON line; a stdout that cannot be written to is a failure, not a panic.
+/// Prints JSON lines (none for an empty text); a stdout that cannot be written to is a failure, not a panic.
 fn print_json(line: &str, code: ExitCode) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+    let written = if line.is_empty() { Ok(()) } else { writeln!(stdout, "{line}") };
+    match written.and_then(|()| stdout.flush()) {
         Ok(()) => code,
         Err(_) => ExitCode::from(EXIT_MALFORMED),
     }
@@ -114,6 +152,47 @@ fn parse_characteristic(text: &str) -> Result<Characteristic, String> {
             Characteristic::ALL.iter().map(|known| format!("{:04X}", known.uuid())).collect();
         format!("0x{uuid:04X} is not a characteristic this tool decodes ({})", known.join(", "))
     })
+}
+
+/// `Type/id`: a FHIR relative reference (a resource type, then an id of 1-64 letters, digits,
+/// `-` and `.`).
+fn parse_reference(text: &str) -> Result<String, String> {
+    let valid = text.split_once('/').is_some_and(|(kind, id)| {
+        kind.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && kind.chars().all(|c| c.is_ascii_alphabetic())
+            && (1..=64).contains(&id.len())
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    });
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("not a FHIR reference such as Patient/p1: `{text}`"))
+    }
+}
+
+fn parse_instant(text: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|_| format!("not an RFC 3339 time such as 2024-03-05T07:30:00Z: `{text}`"))
+}
+
+/// `+01:00`, `-05:30`, `Z`.
+fn parse_offset(text: &str) -> Result<UtcOffset, String> {
+    let bad = || format!("not a UTC offset such as +01:00: `{text}`");
+    if text == "Z" {
+        return Ok(UtcOffset::UTC);
+    }
+    let (sign, rest) = match text.split_at_checked(1) {
+        Some(("+", rest)) => (1, rest),
+        Some(("-", rest)) => (-1, rest),
+        _ => return Err(bad()),
+    };
+    let (hours, minutes) = rest.split_once(':').ok_or_else(bad)?;
+    if hours.len() != 2 || minutes.len() != 2 {
+        return Err(bad());
+    }
+    let hours: i8 = hours.parse().map_err(|_| bad())?;
+    let minutes: i8 = minutes.parse().map_err(|_| bad())?;
+    UtcOffset::from_hms(sign * hours, sign * minutes, 0).map_err(|_| bad())
 }
 
 /// Hex digits, whitespace between them ignored, into bytes.

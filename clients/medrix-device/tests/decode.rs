@@ -124,3 +124,91 @@ fn help_goes_to_stdout_and_succeeds() {
     assert_eq!(output.status.code(), Some(0));
     assert!(stdout(&output).contains("CHARACTERISTIC"));
 }
+
+#[path = "../../../tests/fhir/validate.rs"]
+mod fhir_validator;
+
+#[test]
+fn fhir_prints_valid_r4_observations_one_per_line() {
+    let output = run(&[
+        "decode",
+        "2A35",
+        "06 7800 5000 a5f3 e807 03 05 07 1e 00 4000",
+        "--fhir",
+        "--patient",
+        "Patient/p1",
+        "--device",
+        "Device/cuff-1",
+        "--device-clock-offset",
+        "+01:00",
+        "--received-at",
+        "2024-03-05T06:31:00Z",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let lines: Vec<String> = stdout(&output).lines().map(ToOwned::to_owned).collect();
+    assert_eq!(lines.len(), 2, "the panel and the pulse: {lines:?}");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for line in &lines {
+        let observation: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(observation["effectiveDateTime"], "2024-03-05T07:30:00+01:00");
+        assert_eq!(observation["subject"]["reference"], "Patient/p1");
+        fhir_validator::validate_fhir(&root, &observation)
+            .unwrap_or_else(|e| panic!("{e}\n{line}"));
+    }
+    // The exact decimal, as the JSON text: 93.3, not 93.30000000000001.
+    assert!(lines[0].contains("\"value\": 93.3,"), "{}", lines[0]);
+}
+
+#[test]
+fn fhir_needs_a_patient_and_takes_only_well_formed_times_and_references() {
+    for (args, complaint) in [
+        (vec!["decode", "2A37", "0055", "--fhir"], "--patient"),
+        (vec!["decode", "2A37", "0055", "--fhir", "--patient", "p1"], "FHIR reference"),
+        (
+            vec![
+                "decode",
+                "2A37",
+                "0055",
+                "--fhir",
+                "--patient",
+                "Patient/p1",
+                "--received-at",
+                "yesterday",
+            ],
+            "RFC 3339",
+        ),
+        (
+            vec![
+                "decode",
+                "2A37",
+                "0055",
+                "--fhir",
+                "--patient",
+                "Patient/p1",
+                "--device-clock-offset",
+                "+1",
+            ],
+            "UTC offset",
+        ),
+    ] {
+        let output = run(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(stdout(&output).is_empty(), "{args:?}");
+        let line = stderr(&output);
+        assert!(line.contains(complaint) && line.lines().count() == 1, "{args:?}: {line}");
+    }
+}
+
+#[test]
+fn a_control_solution_reading_prints_no_observation() {
+    let output = run(&[
+        "decode",
+        "2A18",
+        "02 0100 e807 01 02 08 00 00 5fb0 1a",
+        "--fhir",
+        "--patient",
+        "Patient/p1",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).is_empty());
+}

@@ -67,6 +67,21 @@ impl DateTime {
     pub fn day(self) -> u8 {
         self.day
     }
+
+    /// The hour, 0 to 23.
+    pub fn hours(self) -> u8 {
+        self.hours
+    }
+
+    /// The minute, 0 to 59.
+    pub fn minutes(self) -> u8 {
+        self.minutes
+    }
+
+    /// The second, 0 to 59.
+    pub fn seconds(self) -> u8 {
+        self.seconds
+    }
 }
 
 impl fmt::Display for DateTime {

@@ -30,6 +30,13 @@ impl Decimal {
         self.exponent
     }
 
+    /// The number times `10^power`, with the same digits (a conversion between units a
+    /// power of ten apart moves the point and keeps the precision); `None` if the exponent
+    /// would leave its range.
+    pub fn times_power_of_ten(self, power: i8) -> Option<Self> {
+        Some(Decimal { mantissa: self.mantissa, exponent: self.exponent.checked_add(power)? })
+    }
+
     /// The same number without trailing zeros after the point (0.50 becomes 0.5, 1.0 becomes
     /// 1). For values computed from fixed units, where trailing zeros say nothing.
     pub fn normalized(self) -> Self {

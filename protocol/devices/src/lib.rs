@@ -6,13 +6,15 @@
 //! value that lacks a field its flags promise, or has bytes after its last field, is refused;
 //! no payload makes a decoder panic. IEEE 11073 SFLOAT and FLOAT numbers stay exact decimals
 //! with the device's precision, and their special values (NaN, NRes, ±INF, reserved) stay
-//! distinct. Field layouts and JSON keys are in `spec/devices.md`.
+//! distinct. Field layouts and JSON keys are in `spec/devices.md`. `fhir` maps readings to
+//! FHIR R4 Observations.
 
 pub mod blood_pressure;
 pub mod cgm;
 pub mod date_time;
 pub mod decimal;
 pub mod error;
+pub mod fhir;
 pub mod glucose;
 pub mod heart_rate;
 mod json;
