@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use medrix_client::{
-    ClientError, GrantTerms, Granted, MedrixClient, NewEntry, Profile, Record, consent,
-    read_resources,
+    ClientError, EmergencyTerms, GrantTerms, Granted, MedrixClient, NewEntry, Profile, Record,
+    consent, read_resources,
 };
 use medrix_records::{
-    AccessRequest, DataClass, DataPeriod, EventId, Mode, Purpose, RoomId, UserId, Validity,
+    AccessRequest, DataClass, DataPeriod, EventId, Mode, Purpose, RoomId, ServerName, UserId,
+    Validity,
 };
 use serde_json::{Map, Value, json};
 
@@ -18,7 +19,8 @@ use crate::progress::Progress;
 use crate::render;
 use crate::time::{Bound, parse_time};
 use crate::{
-    Cli, Command, ConsentCommand, GrantArgs, ModeArg, RecordCommand, RequestArgs, TermsArgs,
+    Cli, Command, ConsentCommand, EmergencyArgs, GrantArgs, ModeArg, RecordCommand, RequestArgs,
+    TermsArgs,
 };
 
 /// What a command prints: JSON with `--json`, else text.
@@ -147,6 +149,7 @@ pub async fn run(cli: Cli) -> Result<Output> {
                 text: format!("Declined the request of {requester}."),
             })
         }
+        Command::EmergencyContract(args) => emergency_contract(profile, args).await,
         Command::BreakGlass { patient, space, reason } => {
             break_glass(profile, &patient, &space, &reason).await
         }
@@ -310,24 +313,57 @@ struct Terms {
     mode: Mode,
 }
 
+/// `--from` (now if not given) and `--until` as a contract's validity.
+fn validity(from: Option<&str>, until: &str, now: u64) -> Result<Validity> {
+    let time = |text: &str, bound, flag: &str| {
+        parse_time(text, bound, now).map_err(|err| CliError::Input(format!("--{flag}: {err}")))
+    };
+    let start = match from {
+        Some(from) => time(from, Bound::Start, "from")?,
+        None => now as i64,
+    };
+    let end = time(until, Bound::End, "until")?;
+    let start = u64::try_from(start)
+        .map_err(|_| CliError::Input("--from cannot be before 1970".to_owned()))?;
+    u64::try_from(end).ok().and_then(|end| Validity::new(start, end)).ok_or_else(|| {
+        CliError::Input("--until must be later than --from (or now), before the year 10000".into())
+    })
+}
+
+async fn emergency_contract(profile: Profile, args: EmergencyArgs) -> Result<Output> {
+    let server = ServerName::parse(&args.server).ok_or_else(|| {
+        CliError::Input(format!("not a server name such as er.example.org: `{}`", args.server))
+    })?;
+    let valid = validity(args.from.as_deref(), &args.until, now_ms())?;
+    let terms = EmergencyTerms {
+        server,
+        classes: args.classes.iter().copied().collect(),
+        valid,
+        window_ms: args.window_minutes * 60_000,
+        text: args.text,
+    };
+    let client = MedrixClient::open(profile).await?;
+    let record = client.own_record().await?;
+    let grant = client.put_standing_emergency(&record, terms).await?;
+    Ok(Output {
+        text: format!(
+            "Standing emergency contract {} for {}: {} until {}.\n{}",
+            grant.contract_id,
+            grant.grantee.as_str(),
+            render::classes(&grant),
+            render::moment(grant.valid.end() as i64),
+            grant.text
+        ),
+        json: render::grant_json(&grant, Map::new()),
+    })
+}
+
 fn terms(args: &TermsArgs) -> Result<Terms> {
     let now = now_ms();
     let time = |text: &str, bound, flag: &str| {
         parse_time(text, bound, now).map_err(|err| CliError::Input(format!("--{flag}: {err}")))
     };
-    let start = match &args.from {
-        Some(from) => time(from, Bound::Start, "from")?,
-        None => now as i64,
-    };
-    let end = time(&args.until, Bound::End, "until")?;
-    let start = u64::try_from(start)
-        .map_err(|_| CliError::Input("--from cannot be before 1970".to_owned()))?;
-    let valid =
-        u64::try_from(end).ok().and_then(|end| Validity::new(start, end)).ok_or_else(|| {
-            CliError::Input(
-                "--until must be later than --from (or now), before the year 10000".into(),
-            )
-        })?;
+    let valid = validity(args.from.as_deref(), &args.until, now)?;
     let data_start = args.data_from.as_deref().map(|t| time(t, Bound::Start, "data-from"));
     let data_end = args.data_until.as_deref().map(|t| time(t, Bound::End, "data-until"));
     let data_period = DataPeriod::new(data_start.transpose()?, data_end.transpose()?)

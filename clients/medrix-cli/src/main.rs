@@ -105,6 +105,9 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// A standing emergency contract: a clinician of an organisation's server who breaks the
+    /// glass is admitted to these classes for a short window, while it is valid.
+    EmergencyContract(EmergencyArgs),
     /// Emergency access to a patient's record under their standing emergency contract with
     /// your organisation: the patient's server admits you at once, or refuses.
     BreakGlass {
@@ -168,6 +171,29 @@ struct GrantArgs {
     user: String,
     #[command(flatten)]
     terms: TermsArgs,
+    /// The terms in your words (written from the terms if not given).
+    #[arg(long)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = TIME_HELP)]
+struct EmergencyArgs {
+    /// The organisation's server name (e.g. er.example.org).
+    server: String,
+    /// The classes an emergency opens, comma-separated (allergies, medications, ...).
+    #[arg(long, value_name = "C,...", value_delimiter = ',', required = true, value_parser = parse_class)]
+    classes: Vec<DataClass>,
+    /// When the standing contract ends (TIME).
+    #[arg(long, value_name = "TIME")]
+    until: String,
+    /// When it starts (TIME; now if not given).
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// How long one break-glass admits a clinician, in minutes (1 to 1440).
+    #[arg(long, value_name = "MINUTES", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=1440))]
+    window_minutes: u64,
     /// The terms in your words (written from the terms if not given).
     #[arg(long)]
     text: Option<String>,

@@ -147,20 +147,47 @@ async fn break_glass_admits_a_clinician_under_a_standing_contract_and_only_then(
     wait_for(&server, &unprepared, &other, executor, "join").await;
 
     // The patient's standing emergency contract for the medic's organisation (this server).
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
-            as u64;
-    let standing = json!({
-        "contract_id": "c-er", "grantee": "localhost", "purpose": "ETREAT",
-        "classes": ["allergies", "medications"], "data_period": {"start": null, "end": null},
-        "valid": {"start": 0, "end": now + 3_600_000}, "mode": "read",
-        "text": "In an emergency, the ER may see my allergies and medications.",
-        "status": "active", "emergency_access_ms": 60_000,
-    });
-    let path = format!("/_matrix/client/v3/rooms/{space}/state/org.medrix.grant/localhost");
-    let (status, body) =
-        server.call("PUT", &path, Some(&patient.access_token()), Some(standing)).await;
-    assert_eq!(status, 200, "{body}");
+    let standing = patient.json(&[
+        "emergency-contract",
+        "localhost",
+        "--classes",
+        "allergies,medications",
+        "--until",
+        "+1d",
+        "--window-minutes",
+        "1",
+    ]);
+    assert_eq!(standing["grantee"], "localhost");
+    assert_eq!(standing["purpose"], "ETREAT");
+    assert_eq!(standing["emergency_access_ms"], 60_000);
+    let standing_id = standing["contract_id"].as_str().unwrap().to_owned();
+    for (args, complaint) in [
+        (
+            ["emergency-contract", "not a server", "--classes", "allergies", "--until", "+1d"]
+                .as_slice(),
+            "server name",
+        ),
+        (
+            &[
+                "emergency-contract",
+                "localhost",
+                "--classes",
+                "allergies",
+                "--until",
+                "+1d",
+                "--window-minutes",
+                "0",
+            ],
+            "window-minutes",
+        ),
+        (
+            &["emergency-contract", "localhost", "--classes", "allergies", "--until", "2001-01-01"],
+            "--until",
+        ),
+    ] {
+        let refused = patient.fails(args);
+        assert!(refused.contains(complaint), "{args:?}: {refused}");
+    }
 
     let started = Instant::now();
     let contract = medic.json(&[
@@ -177,7 +204,7 @@ async fn break_glass_admits_a_clinician_under_a_standing_contract_and_only_then(
     assert_eq!(contract["classes"], json!(["medications", "allergies"]));
     assert_eq!(
         contract["break_glass"],
-        json!({"standing_contract": "c-er", "reason": "unconscious, allergy check"})
+        json!({"standing_contract": standing_id, "reason": "unconscious, allergy check"})
     );
     let window =
         contract["valid"]["end"].as_u64().unwrap() - contract["valid"]["start"].as_u64().unwrap();

@@ -10,7 +10,7 @@ use medrix_records::fhir::consent::to_consent;
 use medrix_records::fhir::datetime::format_instant;
 use medrix_records::{
     Action, ContractId, DataClass, DataPeriod, Decision, GRANT_EVENT_TYPE, Grant, Grantee, Mode,
-    Purpose, RoomId, Status, UserId, Validity, evaluate,
+    Purpose, RoomId, ServerName, Status, UserId, Validity, evaluate,
 };
 use rand::Rng;
 use serde_json::Value;
@@ -42,6 +42,23 @@ pub struct GrantTerms {
 
 /// A contract as it stands in the record, with when it was agreed (its event's
 /// `origin_server_ts`).
+/// A standing emergency contract (`spec/records.md` §8): a clinician of `server` who breaks
+/// the glass is admitted by the patient's server for `window_ms` to these classes, while the
+/// contract is valid. It admits nobody by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmergencyTerms {
+    /// The organisation's server whose clinicians may break the glass.
+    pub server: ServerName,
+    /// The classes an emergency opens.
+    pub classes: BTreeSet<DataClass>,
+    /// When the standing contract is in force.
+    pub valid: Validity,
+    /// How long one break-glass admits a clinician.
+    pub window_ms: u64,
+    /// The terms as the patient reads them; written from the terms when not given.
+    pub text: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contract {
     /// The contract.
@@ -158,6 +175,45 @@ impl MedrixClient {
         Ok(Granted { grant, invited, removed })
     }
 
+    /// Sets a standing emergency contract for `terms.server`'s clinicians (purpose ETREAT, read
+    /// only, every clinical time). Nobody is invited: the patient's contract executor answers
+    /// each break-glass under it. Setting one again for the same server replaces it.
+    pub async fn put_standing_emergency(
+        &self,
+        record: &Record,
+        terms: EmergencyTerms,
+    ) -> Result<Grant> {
+        self.require_patient(record)?;
+        let contract_id = new_contract_id();
+        let classes: Vec<&str> = terms.classes.iter().map(|class| class.as_str()).collect();
+        let text = terms.text.clone().unwrap_or_else(|| {
+            format!(
+                "In an emergency, a clinician of {} who breaks the glass may read my {} for {} \
+                 (contract {contract_id}).",
+                terms.server.as_str(),
+                classes.join(", "),
+                window_text(terms.window_ms)
+            )
+        });
+        let grant = Grant {
+            contract_id,
+            grantee: Grantee::Server(terms.server),
+            purpose: Purpose::EmergencyTreatment,
+            classes: terms.classes,
+            data_period: DataPeriod::new(None, None).expect("an open period is a period"),
+            valid: terms.valid,
+            mode: Mode::Read,
+            text,
+            status: Status::Active,
+            emergency_access_ms: Some(terms.window_ms),
+            break_glass: None,
+        };
+        grant.check()?;
+        let state_key = Grant::state_key_of(&grant.grantee);
+        record.space.send_state_event_raw(GRANT_EVENT_TYPE, &state_key, grant.to_content()).await?;
+        Ok(grant)
+    }
+
     /// Revokes `grantee`'s contract: status `revoked` in the space, then the grantee removed
     /// from the space and every class room (the reason names the contract). The server's
     /// contract executor removes them too; whoever comes first, the rest is a no-op. A
@@ -261,6 +317,12 @@ pub fn new_contract_id() -> ContractId {
     let random: String =
         rand::rng().sample_iter(rand::distr::Alphanumeric).take(20).map(char::from).collect();
     ContractId::parse(&format!("c-{random}")).expect("letters and digits form a contract ID")
+}
+
+/// A break-glass window in words: minutes below two hours, else hours.
+fn window_text(ms: u64) -> String {
+    let minutes = ms.div_ceil(60_000);
+    if minutes < 120 { format!("{minutes} minutes") } else { format!("{} hours", minutes / 60) }
 }
 
 /// The terms as one paragraph the patient and the grantee read.

@@ -26,8 +26,8 @@ pub use entries::{
 };
 pub use error::{ClientError, Result};
 pub use grants::{
-    Access, Contract, GrantTerms, Granted, Revoked, access_at, consent, grant_state_key,
-    new_contract_id, terms_text,
+    Access, Contract, EmergencyTerms, GrantTerms, Granted, Revoked, access_at, consent,
+    grant_state_key, new_contract_id, terms_text,
 };
 pub use profile::Profile;
 pub use record::{Record, executor_of};
