@@ -161,35 +161,13 @@ fn fhir_prints_valid_r4_observations_one_per_line() {
 
 #[test]
 fn fhir_needs_a_patient_and_takes_only_well_formed_times_and_references() {
+    let fhir = ["decode", "2A37", "0055", "--fhir", "--patient", "Patient/p1"];
+    let with = |more: &[&'static str]| [&fhir[..], more].concat();
     for (args, complaint) in [
-        (vec!["decode", "2A37", "0055", "--fhir"], "--patient"),
+        (fhir[..4].to_vec(), "--patient"),
         (vec!["decode", "2A37", "0055", "--fhir", "--patient", "p1"], "FHIR reference"),
-        (
-            vec![
-                "decode",
-                "2A37",
-                "0055",
-                "--fhir",
-                "--patient",
-                "Patient/p1",
-                "--received-at",
-                "yesterday",
-            ],
-            "RFC 3339",
-        ),
-        (
-            vec![
-                "decode",
-                "2A37",
-                "0055",
-                "--fhir",
-                "--patient",
-                "Patient/p1",
-                "--device-clock-offset",
-                "+1",
-            ],
-            "UTC offset",
-        ),
+        (with(&["--received-at", "yesterday"]), "RFC 3339"),
+        (with(&["--device-clock-offset", "+1"]), "UTC offset"),
     ] {
         let output = run(&args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
