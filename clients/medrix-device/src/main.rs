@@ -61,6 +61,10 @@ struct FhirArgs {
     /// time stamps carry no zone.
     #[arg(long, value_parser = parse_offset, default_value = "+00:00")]
     device_clock_offset: UtcOffset,
+    /// When the CGM sensor's session started, RFC 3339 (its Session Start Time): CGM records
+    /// count minutes from it. Without it the newest record is taken as just received.
+    #[arg(long, value_parser = parse_instant)]
+    cgm_session_start: Option<OffsetDateTime>,
 }
 
 const EXIT_MALFORMED: u8 = 1;
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
                         device: fhir.device,
                         received_at: fhir.received_at.unwrap_or_else(OffsetDateTime::now_utc),
                         device_clock_offset: fhir.device_clock_offset,
+                        cgm_session_start: fhir.cgm_session_start,
                     };
                     print_json(&observations(&reading, &context).join("\n"), ExitCode::SUCCESS)
                 }

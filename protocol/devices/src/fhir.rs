@@ -35,6 +35,9 @@ pub struct ObservationContext {
     pub received_at: OffsetDateTime,
     /// The offset from UTC the device's clock keeps.
     pub device_clock_offset: UtcOffset,
+    /// When the CGM sensor's session started (its Session Start Time, 0x2AAA), which the
+    /// records' time offsets count from.
+    pub cgm_session_start: Option<OffsetDateTime>,
 }
 
 /// The Observations a reading becomes, each one JSON object's text: none for a reading that
@@ -69,14 +72,19 @@ pub fn observations(reading: &Reading, context: &ObservationContext) -> Vec<Stri
         Reading::PlxContinuous(measurement) => oximetry(&measurement.normal, context, received),
         Reading::Cgm(measurement) => {
             // Offsets count from the sensor session's start, which this characteristic does
-            // not carry: the newest record is taken as just received, the others before it.
+            // not carry: when the caller does not know it either, the newest record is taken
+            // as just received and the others are placed before it.
             let newest = measurement.records.iter().map(|r| r.time_offset_minutes).max();
             measurement
                 .records
                 .iter()
                 .map(|record| {
+                    let offset = Duration::minutes(i64::from(record.time_offset_minutes));
                     let behind = newest.unwrap_or(0) - record.time_offset_minutes;
-                    let when = received - Duration::minutes(i64::from(behind));
+                    let when = match context.cgm_session_start {
+                        Some(start) => start + offset,
+                        None => received - Duration::minutes(i64::from(behind)),
+                    };
                     let value = record.glucose_concentration.value();
                     quantity(context, when, &CGM_GLUCOSE, value, &MG_PER_DL)
                 })
@@ -412,6 +420,7 @@ mod tests {
             device: Some("Device/cuff-1".to_owned()),
             received_at: OffsetDateTime::from_unix_timestamp(1_733_572_800).unwrap(),
             device_clock_offset: UtcOffset::from_hms(1, 0, 0).unwrap(),
+            cgm_session_start: None,
         }
     }
 
@@ -482,5 +491,25 @@ mod tests {
         assert_eq!(found[1]["valueQuantity"]["value"].to_string(), "180.5");
         assert_eq!(found[1]["valueQuantity"]["code"], "cm");
         assert_eq!(found[2]["valueQuantity"]["value"].to_string(), "24.5");
+    }
+
+    #[test]
+    fn cgm_records_count_from_the_session_start_when_it_is_known() {
+        // Two records, at 5 and 10 minutes into the session.
+        let record = |offset: u8| [0x06, 0x00, 0x64, 0x00, offset, 0x00];
+        let payload = [record(5), record(10)].concat();
+        let reading = decode(Characteristic::CgmMeasurement, &payload).unwrap();
+        let times = |context: &ObservationContext| -> Vec<String> {
+            observations(&reading, context)
+                .iter()
+                .map(|text| serde_json::from_str::<serde_json::Value>(text).unwrap())
+                .map(|o| o["effectiveDateTime"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        // Unknown start: the newest as received (12:00), the other five minutes before.
+        assert_eq!(times(&context()), ["2024-12-07T11:55:00Z", "2024-12-07T12:00:00Z"]);
+        let started = OffsetDateTime::from_unix_timestamp(1_733_565_600).unwrap(); // 10:00
+        let known = ObservationContext { cgm_session_start: Some(started), ..context() };
+        assert_eq!(times(&known), ["2024-12-07T10:05:00Z", "2024-12-07T10:10:00Z"]);
     }
 }

@@ -62,6 +62,7 @@ fn context() -> ObservationContext {
         device: Some("Device/sensor-1".to_owned()),
         received_at: OffsetDateTime::from_unix_timestamp(1_733_572_800).unwrap(),
         device_clock_offset: UtcOffset::from_hms(-5, -30, 0).unwrap(),
+        cgm_session_start: None,
     }
 }
 
