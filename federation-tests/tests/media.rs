@@ -24,20 +24,6 @@ async fn upload(server: &FederatingServer, token: &str, bytes: &[u8]) -> String 
     answer["content_uri"].as_str().unwrap().to_owned()
 }
 
-/// Downloads `mxc` through `server` as `token`'s user: the status and, on success, the bytes.
-async fn download(server: &FederatingServer, token: &str, mxc: &str) -> (u16, Vec<u8>) {
-    let origin_and_id = mxc.strip_prefix("mxc://").unwrap();
-    let path = format!("/_matrix/client/v1/media/download/{origin_and_id}");
-    let response = reqwest::Client::new()
-        .get(server.server.url(&path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.bytes().await.unwrap().to_vec())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_reaches_another_server_only_for_a_member_of_the_uploaders_rooms() {
     let net = TestNet::new();
@@ -55,15 +41,15 @@ async fn a_file_reaches_another_server_only_for_a_member_of_the_uploaders_rooms(
     let mxc = upload(&clinic, &patient, &scan).await;
 
     // Nobody of the hospital's is in the patient's rooms yet: not even the ciphertext leaves.
-    assert_eq!(download(&hospital, &doctor, &mxc).await.0, 404);
+    assert_eq!(hospital.server.download_media(&doctor, &mxc).await.0, 404);
 
     let invite = format!("/_matrix/client/v3/rooms/{room}/invite");
     post(&clinic, &patient, &invite, json!({ "user_id": hospital.user_id("doctor") })).await;
     post(&hospital, &doctor, &format!("/_matrix/client/v3/join/{room}"), json!({})).await;
-    let (status, bytes) = download(&hospital, &doctor, &mxc).await;
+    let (status, bytes) = hospital.server.download_media(&doctor, &mxc).await;
     assert_eq!(status, 200);
     assert!(bytes == scan, "the file arrived changed ({} bytes)", bytes.len());
 
     // A server none of whose users shares a room with the patient.
-    assert_eq!(download(&stranger, &outsider, &mxc).await.0, 404);
+    assert_eq!(stranger.server.download_media(&outsider, &mxc).await.0, 404);
 }

@@ -21,20 +21,6 @@ async fn upload(server: &TestServer, token: &str, bytes: Vec<u8>) -> (u16, Value
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// Status and body bytes of a download of `mxc`.
-async fn download(server: &TestServer, token: &str, mxc: &str) -> (u16, Vec<u8>) {
-    let path = mxc.strip_prefix("mxc://").unwrap();
-    let response = server
-        .http
-        .get(server.url(&format!("/_matrix/client/v1/media/download/{path}")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.bytes().await.unwrap().to_vec())
-}
-
 #[tokio::test]
 async fn media_reaches_room_members_only_while_they_have_access() {
     let mut server = support::start().await;
@@ -60,9 +46,9 @@ async fn media_reaches_room_members_only_while_they_have_access() {
     assert_eq!(status, 200, "{body}");
     let before_kick = body["content_uri"].as_str().unwrap().to_owned();
     assert!(before_kick.starts_with("mxc://localhost/"), "{before_kick}");
-    assert_eq!(download(&server, &patient, &before_kick).await, (200, scan.clone()));
-    assert_eq!(download(&server, &doctor, &before_kick).await, (200, scan.clone()));
-    assert_eq!(download(&server, &stranger, &before_kick).await.0, 404);
+    assert_eq!(server.download_media(&patient, &before_kick).await, (200, scan.clone()));
+    assert_eq!(server.download_media(&doctor, &before_kick).await, (200, scan.clone()));
+    assert_eq!(server.download_media(&stranger, &before_kick).await.0, 404);
 
     // After the kick the doctor keeps what was shared but gets nothing newer.
     let (status, _) = server
@@ -76,16 +62,18 @@ async fn media_reaches_room_members_only_while_they_have_access() {
     assert_eq!(status, 200);
     let (_, body) = upload(&server, &patient, b"after the kick".to_vec()).await;
     let after_kick = body["content_uri"].as_str().unwrap().to_owned();
-    assert_eq!(download(&server, &doctor, &after_kick).await.0, 404);
-    assert_eq!(download(&server, &doctor, &before_kick).await.0, 200);
+    assert_eq!(server.download_media(&doctor, &after_kick).await.0, 404);
+    assert_eq!(server.download_media(&doctor, &before_kick).await.0, 200);
 
     // Unknown, malformed and remote IDs are not found; no token is refused.
-    let (status, _) = download(&server, &patient, "mxc://localhost/AAAAAAAAAAAAAAAAAAAAAAAA").await;
-    assert_eq!(status, 404);
-    let (status, _) = download(&server, &patient, "mxc://localhost/..%2F..%2Fsigning.key").await;
+    let (status, _) =
+        server.download_media(&patient, "mxc://localhost/AAAAAAAAAAAAAAAAAAAAAAAA").await;
     assert_eq!(status, 404);
     let (status, _) =
-        download(&server, &patient, "mxc://elsewhere.example/AAAAAAAAAAAAAAAAAAAAAAAA").await;
+        server.download_media(&patient, "mxc://localhost/..%2F..%2Fsigning.key").await;
+    assert_eq!(status, 404);
+    let (status, _) =
+        server.download_media(&patient, "mxc://elsewhere.example/AAAAAAAAAAAAAAAAAAAAAAAA").await;
     assert_eq!(status, 404);
     let response =
         server.http.post(server.url("/_matrix/media/v3/upload")).body("x").send().await.unwrap();
@@ -100,5 +88,5 @@ async fn media_reaches_room_members_only_while_they_have_access() {
 
     // An acknowledged upload survives kill -9.
     server.crash_and_restart().await;
-    assert_eq!(download(&server, &patient, &before_kick).await, (200, scan));
+    assert_eq!(server.download_media(&patient, &before_kick).await, (200, scan));
 }

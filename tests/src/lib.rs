@@ -168,6 +168,15 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// Downloads `mxc` (authenticated media) as `token`'s user: the status and the bytes.
+    pub async fn download_media(&self, token: &str, mxc: &str) -> (u16, Vec<u8>) {
+        let origin_and_id = mxc.strip_prefix("mxc://").expect("an mxc:// URI");
+        let path = format!("/_matrix/client/v1/media/download/{origin_and_id}");
+        let response = self.http.get(self.url(&path)).bearer_auth(token).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.bytes().await.unwrap().to_vec())
+    }
+
     /// Sends a request; returns the status and JSON body.
     pub async fn call(
         &self,
