@@ -155,21 +155,8 @@ impl Access {
         room_id: &RoomId,
         server: &ServerName,
     ) -> Result<Vec<(ruma::OwnedUserId, String)>, AccessError> {
-        let Some(version) = self.rooms.version(room_id)? else { return Ok(vec![]) };
-        let mut members = Vec::new();
-        for (_, pdu) in self.rooms.current_state_events(room_id, version)? {
-            if *pdu.kind() != ruma::events::TimelineEventType::RoomMember {
-                continue;
-            }
-            let Some(user) = pdu.state_key().and_then(|key| UserId::parse(key).ok()) else {
-                continue;
-            };
-            if user.server_name() == server
-                && let Some(membership) = crate::service::rooms::membership_of(&pdu)
-            {
-                members.push((user, membership));
-            }
-        }
+        let mut members = destinations::current_memberships(&self.storage, room_id)?;
+        members.retain(|(user, _)| user.server_name() == server);
         Ok(members)
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use ruma::{OwnedServerName, RoomId, ServerName, UserId};
+use ruma::{OwnedServerName, OwnedUserId, RoomId, ServerName, UserId};
 
 use crate::storage::{Storage, StorageError, catalogue as cf, compound_key};
 
@@ -39,8 +39,20 @@ fn joined_servers(
     storage: &Storage,
     room: &RoomId,
 ) -> Result<BTreeSet<OwnedServerName>, StorageError> {
+    Ok(current_memberships(storage, room)?
+        .into_iter()
+        .filter(|(_, membership)| membership == "join")
+        .map(|(user, _)| user.server_name().to_owned())
+        .collect())
+}
+
+/// Every user with a membership in `room` now, with it (`join`, `leave`, ...).
+pub fn current_memberships(
+    storage: &Storage,
+    room: &RoomId,
+) -> Result<Vec<(OwnedUserId, String)>, StorageError> {
     let prefix = compound_key(&[room.as_bytes(), b""]);
-    let mut servers = BTreeSet::new();
+    let mut members = Vec::new();
     // Rows are `room 0xFF user 0xFF position`, so each user's rows are adjacent and the
     // last of them is the current membership.
     let rows = storage.scan_prefix(cf::ROOMUSERPOSITION_MEMBERSHIP, &prefix)?;
@@ -50,13 +62,11 @@ fn joined_servers(
         if rows.peek().is_some_and(|(next, _)| user_of(&next[prefix.len()..]) == user) {
             continue;
         }
-        if &**membership == b"join"
-            && let Some(server) = server_of(user)
-        {
-            servers.insert(server);
+        if let Some(user) = std::str::from_utf8(user).ok().and_then(|u| UserId::parse(u).ok()) {
+            members.push((user, String::from_utf8_lossy(membership).into_owned()));
         }
     }
-    Ok(servers)
+    Ok(members)
 }
 
 /// Servers sharing at least one joined room with `user`, other than `own`: where news of
@@ -91,11 +101,6 @@ fn joined_rooms(storage: &Storage, user: &UserId) -> Result<Vec<ruma::OwnedRoomI
 /// The user ID part of `user 0xFF position`.
 fn user_of(rest: &[u8]) -> &[u8] {
     rest.split(|b| *b == 0xFF).next().unwrap_or_default()
-}
-
-fn server_of(user: &[u8]) -> Option<OwnedServerName> {
-    let user = UserId::parse(std::str::from_utf8(user).ok()?).ok()?;
-    Some(user.server_name().to_owned())
 }
 
 #[cfg(test)]
