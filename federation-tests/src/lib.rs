@@ -15,6 +15,7 @@ use rcgen::{
 };
 use serde_json::{Value, json};
 
+pub mod impostor;
 pub mod mesh;
 pub mod room_calls;
 pub mod room_reads;
