@@ -19,6 +19,7 @@ pub mod ids;
 mod json;
 pub mod period;
 pub mod purpose;
+pub mod read_log;
 pub mod record;
 pub mod request;
 mod terms;
@@ -38,5 +39,8 @@ pub use ids::{ContractId, EventId, RoomId, ServerName, UserId};
 pub use json::MAX_SAFE_INTEGER;
 pub use period::{DataPeriod, Validity};
 pub use purpose::{PURPOSE_SYSTEM, Purpose};
+pub use read_log::{
+    ChainHead, LogReader, ReadBasis, ReadEntry, ReadLogError, ReadPath, verify_chain,
+};
 pub use record::{RECORD_EVENT_TYPE, RECORD_STATE_KEY, RecordRoom, RecordSpace};
 pub use request::{AccessRequest, REQUEST_KEY};

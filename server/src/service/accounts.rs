@@ -37,6 +37,16 @@ pub struct Session {
     pub device_id: OwnedDeviceId,
 }
 
+impl Session {
+    /// The session as the read log names a reader: the user and the device.
+    pub fn log_reader(&self) -> medrix_records::LogReader {
+        medrix_records::LogReader::User {
+            user_id: self.user_id.to_string(),
+            device_id: Some(self.device_id.to_string()),
+        }
+    }
+}
+
 /// A freshly issued access token, shown to the client once.
 pub struct NewSession {
     pub session: Session,

@@ -52,6 +52,8 @@ pub const USERDEVICE_UNANNOUNCEDKEYS: &str = "userdevice_unannouncedkeys";
 pub const ALIAS_ROOMID: &str = "alias_roomid";
 pub const ROOMALIAS_CREATOR: &str = "roomalias_creator";
 pub const USERID_MEDIABYTES: &str = "userid_mediabytes";
+pub const ROOMINDEX_READENTRY: &str = "roomindex_readentry";
+pub const ROOMID_READLOGHEAD: &str = "roomid_readloghead";
 
 /// The catalogue, in creation order.
 pub const ALL: &[ColumnFamily] = &[
@@ -219,6 +221,14 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: USERID_MEDIABYTES,
         holds: "user ID → big-endian u64 bytes of media the user uploaded (their quota's use)",
+    },
+    ColumnFamily {
+        name: ROOMINDEX_READENTRY,
+        holds: "room ID 0xFF big-endian u64 index → a read-log entry's canonical JSON (the room's hash chain of reads served)",
+    },
+    ColumnFamily {
+        name: ROOMID_READLOGHEAD,
+        holds: "room ID → the read log's head: big-endian u64 count, then the last entry's hash (base64)",
     },
 ];
 

@@ -4,6 +4,8 @@
 //! service, which lets a server read only what one of its users could see.
 
 use axum::{Json, extract::State};
+use medrix_records::{LogReader, ReadPath};
+use ruma::ServerName;
 use ruma::api::federation::{
     authorization::get_event_authorization,
     backfill::get_backfill,
@@ -28,12 +30,18 @@ fn envelope(services: &Services, pdus: Vec<Map<String, Value>>) -> Json<Value> {
     }))
 }
 
+/// Who reads, for the read log: the calling server.
+fn reader(origin: &ServerName) -> LogReader {
+    LogReader::Server { server_name: origin.to_string() }
+}
+
 /// `GET /event/{eventId}`.
 pub async fn event(
     State(services): State<Services>,
     request: Federated<get_event::v1::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let event = services.access.event_for_server(&request.origin, &request.body.event_id)?;
+    let event = services.access.log(&reader(&request.origin), event).await?;
     Ok(envelope(&services, vec![event]))
 }
 
@@ -43,7 +51,13 @@ pub async fn state_ids(
     request: Federated<get_room_state_ids::v1::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let body = &request.body;
-    let at = services.access.state_at_for_server(&request.origin, &body.room_id, &body.event_id)?;
+    let at = services.access.state_at_for_server(
+        &request.origin,
+        &body.room_id,
+        &body.event_id,
+        ReadPath::FederationStateIds,
+    )?;
+    let at = services.access.log(&reader(&request.origin), at).await?;
     Ok(Json(json!({ "pdu_ids": at.state, "auth_chain_ids": at.auth_chain })))
 }
 
@@ -53,7 +67,13 @@ pub async fn state(
     request: Federated<get_room_state::v1::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let body = &request.body;
-    let at = services.access.state_at_for_server(&request.origin, &body.room_id, &body.event_id)?;
+    let at = services.access.state_at_for_server(
+        &request.origin,
+        &body.room_id,
+        &body.event_id,
+        ReadPath::FederationState,
+    )?;
+    let at = services.access.log(&reader(&request.origin), at).await?;
     Ok(Json(json!({
         "pdus": services.access.events_json(&at.state)?,
         "auth_chain": services.access.events_json(&at.auth_chain)?,
@@ -68,6 +88,7 @@ pub async fn event_auth(
     let body = &request.body;
     let chain =
         services.access.auth_chain_for_server(&request.origin, &body.room_id, &body.event_id)?;
+    let chain = services.access.log(&reader(&request.origin), chain).await?;
     Ok(Json(json!({ "auth_chain": services.access.events_json(&chain)? })))
 }
 
@@ -79,7 +100,13 @@ pub async fn backfill(
     let body = &request.body;
     let limit = usize::try_from(u64::from(body.limit)).unwrap_or(MAX_EVENTS).min(MAX_EVENTS);
     let walk = HistoryWalk { from: &body.v, stop_at: &[], min_depth: 0, limit, include_from: true };
-    let pdus = services.access.history_for_server(&request.origin, &body.room_id, walk)?;
+    let pdus = services.access.history_for_server(
+        &request.origin,
+        &body.room_id,
+        walk,
+        ReadPath::FederationBackfill,
+    )?;
+    let pdus = services.access.log(&reader(&request.origin), pdus).await?;
     Ok(envelope(&services, pdus))
 }
 
@@ -98,6 +125,12 @@ pub async fn missing_events(
         limit,
         include_from: false,
     };
-    let events = services.access.history_for_server(&request.origin, &body.room_id, walk)?;
+    let events = services.access.history_for_server(
+        &request.origin,
+        &body.room_id,
+        walk,
+        ReadPath::FederationMissingEvents,
+    )?;
+    let events = services.access.log(&reader(&request.origin), events).await?;
     Ok(Json(json!({ "events": events })))
 }

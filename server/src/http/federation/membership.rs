@@ -149,6 +149,8 @@ pub async fn send_join(
     .await?;
     let joined =
         services.access.join_state_for_server(&request.origin, &body.room_id, &event_id)?;
+    let reader = medrix_records::LogReader::Server { server_name: request.origin.to_string() };
+    let joined = services.access.log(&reader, joined).await?;
     let own = services.rooms.server_name();
     let servers: Vec<String> = services
         .access

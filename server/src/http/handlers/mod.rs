@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod aliases;
+pub mod audit;
 pub mod devices;
 pub mod discovery;
 pub mod key_backup;

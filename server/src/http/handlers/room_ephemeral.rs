@@ -24,7 +24,7 @@ fn require_visible_event(
     user: &UserId,
     event_id: &EventId,
 ) -> Result<(), ApiError> {
-    if services.access.event_for_user(user, room_id, event_id)?.is_some() {
+    if services.access.may_see_event(user, room_id, event_id)? {
         Ok(())
     } else {
         Err(ApiError::not_found("no such event in this room"))

@@ -41,6 +41,7 @@ pub async fn messages(
     request: Ruma<get_message_events::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let user = request.session().user_id.clone();
+    let reader = request.session().log_reader();
     let request = request.body;
     let from = request.from.as_deref().map(parse_page_token).transpose()?;
     let limit = usize::try_from(u64::from(request.limit)).unwrap_or(usize::MAX);
@@ -48,12 +49,13 @@ pub async fn messages(
     let mut page = read()?;
     // Read back to the start of what this server has: what came before its join is on the
     // other servers of the room. Asked for once, then the page read again.
-    if page.reached_start
+    if page.peek().reached_start
         && let Some(federation) = &services.federation
         && federation.rooms.backfill(&request.room_id).await
     {
         page = read()?;
     }
+    let page = services.access.log(&reader, page).await?;
     let mut body = json!({
         "chunk": room_client_events(&request.room_id, page.chunk),
         "start": page.start.token(),
@@ -79,10 +81,13 @@ pub async fn event(
     request: Ruma<get_room_event::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let user = request.session().user_id.clone();
+    let reader = request.session().log_reader();
     let request = request.body;
+    let event = services.access.event_for_user(&user, &request.room_id, &request.event_id)?;
     services
         .access
-        .event_for_user(&user, &request.room_id, &request.event_id)?
+        .log(&reader, event)
+        .await?
         .map(|e| Json(room_client_event(&request.room_id, &e.event_id, e.event)))
         .ok_or_else(|| ApiError::not_found("event not found"))
 }
@@ -93,11 +98,14 @@ pub async fn context(
     request: Ruma<get_context::v3::Request>,
 ) -> Result<Json<Value>, ApiError> {
     let user = request.session().user_id.clone();
+    let reader = request.session().log_reader();
     let request = request.body;
     let limit = usize::try_from(u64::from(request.limit)).unwrap_or(usize::MAX);
+    let context = services.access.context(&user, &request.room_id, &request.event_id, limit)?;
     let context = services
         .access
-        .context(&user, &request.room_id, &request.event_id, limit)?
+        .log(&reader, context)
+        .await?
         .ok_or_else(|| ApiError::not_found("event not found"))?;
     let room_id = &request.room_id;
     let state: Vec<Value> = context

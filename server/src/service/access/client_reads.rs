@@ -10,8 +10,11 @@ use ruma::{
 };
 use serde_json::{Map, Value, json};
 
+use medrix_records::ReadPath;
+
 use super::{
-    Access, AccessError, Reader, RoomView,
+    Access, AccessError, Reader, RoomView, Unlogged,
+    read_log::Disclosure,
     timeline::{Row, TimelinePoint},
 };
 use crate::{service::rooms::position_from, storage::catalogue as cf};
@@ -75,19 +78,38 @@ pub const INVITE_STATE_TYPES: [&str; 8] = [
 ];
 
 impl Access {
-    /// A timeline event of the room by ID, if `user` may see it.
+    /// A timeline event of the room by ID, if `user` may see it (`/event`).
     pub fn event_for_user(
         &self,
         user: &UserId,
         room_id: &RoomId,
         event_id: &EventId,
-    ) -> Result<Option<VisibleEvent>, AccessError> {
+    ) -> Result<Unlogged<Option<VisibleEvent>>, AccessError> {
         let mut view = match self.view(room_id, Reader::User(user)) {
             Ok(view) => view,
-            Err(AccessError::NotFound(_)) => return Ok(None),
+            Err(AccessError::NotFound(_)) => return Ok(Unlogged::new(None, None)),
             Err(err) => return Err(err),
         };
-        self.timeline_event(&mut view, event_id)
+        let event = self.timeline_event(&mut view, event_id)?;
+        let served = event.iter().map(|e| e.event_id.to_string()).collect();
+        let disclosure = view.disclosure(ReadPath::Event, served);
+        Ok(Unlogged::new(event, disclosure))
+    }
+
+    /// Whether `user` may see this timeline event of the room: a check that hands out
+    /// nothing of it (a receipt naming it).
+    pub fn may_see_event(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<bool, AccessError> {
+        let mut view = match self.view(room_id, Reader::User(user)) {
+            Ok(view) => view,
+            Err(AccessError::NotFound(_)) => return Ok(false),
+            Err(err) => return Err(err),
+        };
+        Ok(self.timeline_event(&mut view, event_id)?.is_some())
     }
 
     /// A timeline event (one with a stream position) the view lets through.
@@ -121,7 +143,7 @@ impl Access {
         dir: Direction,
         from: Option<TimelinePoint>,
         limit: usize,
-    ) -> Result<MessagesPage, AccessError> {
+    ) -> Result<Unlogged<MessagesPage>, AccessError> {
         if self.rooms.membership(room_id, user)?.is_none() {
             return Err(AccessError::Forbidden("you have never been in this room"));
         }
@@ -155,7 +177,11 @@ impl Access {
                     at = last.and_then(TimelinePoint::before);
                 }
                 let end = last.filter(|_| chunk.len() == limit).and_then(TimelinePoint::before);
-                Ok(MessagesPage { chunk, start: from, end, reached_start })
+                let disclosure = view.disclosure(ReadPath::Messages, served(&chunk));
+                Ok(Unlogged::new(
+                    MessagesPage { chunk, start: from, end, reached_start },
+                    disclosure,
+                ))
             }
             Direction::Forward => {
                 // History slot 0 is never given to an event: it is before everything.
@@ -174,7 +200,9 @@ impl Access {
                     after = point;
                 }
                 let end = last.filter(|_| chunk.len() == limit);
-                Ok(MessagesPage { chunk, start: from, end, reached_start: false })
+                let disclosure = view.disclosure(ReadPath::Messages, served(&chunk));
+                let page = MessagesPage { chunk, start: from, end, reached_start: false };
+                Ok(Unlogged::new(page, disclosure))
             }
         }
     }
@@ -186,14 +214,16 @@ impl Access {
         room_id: &RoomId,
         event_id: &EventId,
         limit: usize,
-    ) -> Result<Option<Context>, AccessError> {
+    ) -> Result<Unlogged<Option<Context>>, AccessError> {
         // One view for the event and its surroundings: their decisions share its memory.
         let mut view = match self.view(room_id, Reader::User(user)) {
             Ok(view) => view,
-            Err(AccessError::NotFound(_)) => return Ok(None),
+            Err(AccessError::NotFound(_)) => return Ok(Unlogged::new(None, None)),
             Err(err) => return Err(err),
         };
-        let Some(event) = self.timeline_event(&mut view, event_id)? else { return Ok(None) };
+        let Some(event) = self.timeline_event(&mut view, event_id)? else {
+            return Ok(Unlogged::new(None, None));
+        };
         let position = event.position;
         let limit = limit.min(MAX_CONTEXT);
         let (before_limit, after_limit) = (limit / 2, limit - limit / 2);
@@ -222,8 +252,16 @@ impl Access {
                 end = last;
             }
         }
-        let state = if view.joined_now() { self.state_events(room_id)? } else { vec![] };
-        Ok(Some(Context { event, before, after, start, end, state }))
+        let state = if view.joined_now() && !view.withheld() {
+            self.state_events(room_id)?
+        } else {
+            vec![]
+        };
+        let mut shown = served(&before);
+        shown.push(event.event_id.to_string());
+        shown.extend(served(&after));
+        let disclosure = view.disclosure(ReadPath::Context, shown);
+        Ok(Unlogged::new(Some(Context { event, before, after, start, end, state }), disclosure))
     }
 
     /// The latest events of a room `user` may see, up to stream position `upto` (at most
@@ -234,7 +272,7 @@ impl Access {
         room_id: &RoomId,
         upto: u64,
         limit: usize,
-    ) -> Result<(Vec<VisibleEvent>, bool), AccessError> {
+    ) -> Result<Unlogged<(Vec<VisibleEvent>, bool)>, AccessError> {
         let mut view = self.view(room_id, Reader::User(user))?;
         // Read a bounded window back from `upto`; events hidden from the user only shorten it.
         // Only the live timeline: a sync's timeline is what happened while this server was in
@@ -246,7 +284,8 @@ impl Access {
         let limited = events.len() > limit;
         events.truncate(limit);
         events.reverse();
-        Ok((events, limited))
+        let disclosure = view.disclosure(ReadPath::Sync, served(&events));
+        Ok(Unlogged::new((events, limited), disclosure))
     }
 
     /// The events after stream position `since` up to `upto` that `user` may see, per room,
@@ -257,7 +296,7 @@ impl Access {
         since: u64,
         upto: u64,
         max_rows: usize,
-    ) -> Result<SinceBatch, AccessError> {
+    ) -> Result<Unlogged<SinceBatch>, AccessError> {
         let rows = self.storage.scan_range(
             cf::POSITION_ROOMEVENT,
             &(since + 1).to_be_bytes(),
@@ -302,7 +341,13 @@ impl Access {
                 rooms.entry(room_id).or_default().push(VisibleEvent { position, event_id, event });
             }
         }
-        Ok(SinceBatch { rooms, next_batch })
+        let disclosures: Vec<Disclosure> = rooms
+            .iter()
+            .filter_map(|(room_id, events)| {
+                views.get(room_id)?.disclosure(ReadPath::Sync, served(events))
+            })
+            .collect();
+        Ok(Unlogged::new(SinceBatch { rooms, next_batch }, disclosures))
     }
 
     /// The room's current state events, for a member joined now.
@@ -471,4 +516,9 @@ impl Access {
         }
         Ok(last)
     }
+}
+
+/// The IDs of events served, in order.
+fn served(events: &[VisibleEvent]) -> Vec<String> {
+    events.iter().map(|event| event.event_id.to_string()).collect()
 }

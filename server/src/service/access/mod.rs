@@ -10,11 +10,15 @@
 //! where it sits.
 
 mod client_reads;
+mod read_log;
+mod record_reads;
 mod server_reads;
 mod timeline;
 mod view;
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
+
+use medrix_records::{LogReader, ReadEntry};
 
 use ruma::{OwnedRoomId, OwnedServerName, RoomId, ServerName, UserId};
 
@@ -27,9 +31,52 @@ use crate::{
 };
 
 pub use client_reads::{INVITE_STATE_TYPES, VisibleEvent};
+pub use read_log::MAX_LISTED;
 pub use server_reads::HistoryWalk;
 pub use timeline::TimelinePoint;
 pub use view::{Reader, RoomView};
+
+use read_log::{Disclosure, ReadLogStore};
+
+/// Room data read but not yet handed out: a handler gets it through [`Access::log`] (or,
+/// for a response put together from several reads, [`Unlogged::defer`] and
+/// [`Access::log_pending`]), which first makes the read's log entry durable.
+#[must_use = "record data goes out only once its read is logged (Access::log)"]
+pub struct Unlogged<T> {
+    value: T,
+    disclosures: Vec<Disclosure>,
+}
+
+impl<T> Unlogged<T> {
+    fn new(value: T, disclosures: impl IntoIterator<Item = Disclosure>) -> Self {
+        Self { value, disclosures: disclosures.into_iter().collect() }
+    }
+
+    /// A look at the data to decide what to do next (read again, say), not to hand it out.
+    pub fn peek(&self) -> &T {
+        &self.value
+    }
+
+    /// The data, its reads added to `pending`, which must then be logged before the
+    /// response goes out.
+    pub fn defer(self, pending: &mut PendingReads) -> T {
+        pending.0.extend(self.disclosures);
+        self.value
+    }
+}
+
+/// A page of a room's read log, where the next starts (none at the end), and for the patient
+/// the chain's head.
+pub struct ReadLogPage {
+    pub entries: Vec<ReadEntry>,
+    pub next: Option<u64>,
+    pub head: Option<medrix_records::ChainHead>,
+}
+
+/// Reads gathered for one response (`/sync`), logged together by [`Access::log_pending`].
+#[derive(Default)]
+#[must_use = "gathered reads must be logged before the response goes out"]
+pub struct PendingReads(Vec<Disclosure>);
 
 /// Why a read was refused.
 #[derive(Debug, thiserror::Error)]
@@ -54,11 +101,61 @@ impl From<StorageError> for AccessError {
 pub struct Access {
     rooms: Rooms,
     storage: Storage,
+    read_log: Arc<ReadLogStore>,
 }
 
 impl Access {
     pub fn new(rooms: Rooms, storage: Storage) -> Self {
-        Self { rooms, storage }
+        Self { read_log: Arc::new(ReadLogStore::new(storage.clone())), rooms, storage }
+    }
+
+    /// Logs the reads behind `unlogged` as `reader`'s (durably), then hands out the data.
+    pub async fn log<T>(
+        &self,
+        reader: &LogReader,
+        unlogged: Unlogged<T>,
+    ) -> Result<T, AccessError> {
+        self.read_log.append(reader, crate::clock::now_ms(), unlogged.disclosures).await?;
+        Ok(unlogged.value)
+    }
+
+    /// Logs the reads gathered for one response.
+    pub async fn log_pending(
+        &self,
+        reader: &LogReader,
+        pending: PendingReads,
+    ) -> Result<(), AccessError> {
+        Ok(self.read_log.append(reader, crate::clock::now_ms(), pending.0).await?)
+    }
+
+    /// The read log of a room of a patient's record, from entry `from`, at most `limit`
+    /// entries looked at: all of them for the patient, only their own reads for anyone else
+    /// who has been in the room (a grantee). Not found for a room that is not part of a
+    /// record, or for a user who has never been in it.
+    pub fn read_log(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        from: u64,
+        limit: usize,
+    ) -> Result<ReadLogPage, AccessError> {
+        let not_found = AccessError::NotFound("no health record room of yours by this ID");
+        let facts = self.record_facts(room_id, Reader::User(user), crate::clock::now_ms())?;
+        let Some(facts) = facts else { return Err(not_found) };
+        let is_patient = facts.basis == medrix_records::ReadBasis::Patient;
+        if !is_patient && self.rooms.membership(room_id, user)?.is_none() {
+            return Err(not_found);
+        }
+        let limit = limit.clamp(1, MAX_LISTED);
+        let mut entries = self.read_log.entries(room_id, from, limit)?;
+        let next = entries.last().filter(|_| entries.len() == limit).map(|last| last.index + 1);
+        if !is_patient {
+            entries.retain(|entry| {
+                matches!(&entry.reader, LogReader::User { user_id, .. } if user_id == user.as_str())
+            });
+        }
+        let head = if is_patient { Some(self.read_log.stored_head(room_id)?) } else { None };
+        Ok(ReadLogPage { entries, next, head })
     }
 
     /// A reader's view of one room, which decides event by event (remembering per state
@@ -73,12 +170,16 @@ impl Access {
 
     /// Refuses unless `user` is joined to the room now: what the current state, the member
     /// list and a room's ephemeral data are shown to (nothing after a removal).
+    /// In a patient's record, a member no contract covers any more is refused too.
     pub fn require_joined(&self, room_id: &RoomId, user: &UserId) -> Result<(), AccessError> {
-        if self.rooms.is_joined(room_id, user)? {
-            Ok(())
-        } else {
-            Err(AccessError::Forbidden("you are not joined to this room"))
+        if !self.rooms.is_joined(room_id, user)? {
+            return Err(AccessError::Forbidden("you are not joined to this room"));
         }
+        let facts = self.record_facts(room_id, Reader::User(user), crate::clock::now_ms())?;
+        if facts.is_some_and(|facts| facts.withheld) {
+            return Err(AccessError::Forbidden("no contract of the patient's covers you now"));
+        }
+        Ok(())
     }
 
     /// Whether `user` may download a file `uploader` uploaded at stream position `position`:

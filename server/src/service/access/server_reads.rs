@@ -12,15 +12,23 @@
 //! users could see.
 
 use medrix_protocol::RoomVersion;
+use medrix_records::ReadPath;
 use ruma::{EventId, OwnedEventId, RoomId, ServerName};
 use serde_json::{Map, Value};
 
-use super::{Access, AccessError, Reader, RoomView, view::room_of};
+use super::{Access, AccessError, Reader, RoomView, Unlogged, view::room_of};
 
 /// The state before an event and its auth chain, as event IDs.
 pub struct StateAt {
     pub state: Vec<OwnedEventId>,
     pub auth_chain: Vec<OwnedEventId>,
+}
+
+impl StateAt {
+    /// What serving it hands out: the state, then the auth chain.
+    fn served(&self) -> Vec<String> {
+        self.state.iter().chain(&self.auth_chain).map(ToString::to_string).collect()
+    }
 }
 
 impl Access {
@@ -44,25 +52,31 @@ impl Access {
         &self,
         server: &ServerName,
         event_id: &EventId,
-    ) -> Result<Map<String, Value>, AccessError> {
+    ) -> Result<Unlogged<Map<String, Value>>, AccessError> {
         let event =
             self.rooms.event_json(event_id)?.ok_or(AccessError::NotFound("unknown event"))?;
         let room_id = room_of(event_id, &event).ok_or(AccessError::NotFound("unknown event"))?;
         let mut view = self.view(&room_id, Reader::Server(server))?;
-        view.event_for_server(event_id)?
-            .ok_or(AccessError::Forbidden("the server may not read this event"))
+        let event = view
+            .event_for_server(event_id)?
+            .ok_or(AccessError::Forbidden("the server may not read this event"))?;
+        let disclosure = view.disclosure(ReadPath::FederationEvent, vec![event_id.to_string()]);
+        Ok(Unlogged::new(event, disclosure))
     }
 
     /// The state before an event of the room, and its auth chain, if `server` may read the
-    /// event.
+    /// event (`/state` or `/state_ids`, which `path` names).
     pub fn state_at_for_server(
         &self,
         server: &ServerName,
         room_id: &RoomId,
         event_id: &EventId,
-    ) -> Result<StateAt, AccessError> {
+        path: ReadPath,
+    ) -> Result<Unlogged<StateAt>, AccessError> {
         let view = self.server_view_at(server, room_id, event_id)?;
-        self.state_before(view.version(), event_id)
+        let at = self.state_before(view.version(), event_id)?;
+        let disclosure = view.disclosure(path, at.served());
+        Ok(Unlogged::new(at, disclosure))
     }
 
     /// The state before an event (a join this server just took in for `server`'s user) and
@@ -72,13 +86,15 @@ impl Access {
         server: &ServerName,
         room_id: &RoomId,
         join_event_id: &EventId,
-    ) -> Result<StateAt, AccessError> {
+    ) -> Result<Unlogged<StateAt>, AccessError> {
         let view = self.server_view_at(server, room_id, join_event_id)?;
         let StateAt { state, .. } = self.state_before(view.version(), join_event_id)?;
         let mut starts = state.clone();
         starts.push(join_event_id.to_owned());
         let auth_chain = self.rooms.auth_chain_of(view.version(), &starts)?;
-        Ok(StateAt { state, auth_chain })
+        let at = StateAt { state, auth_chain };
+        let disclosure = view.disclosure(ReadPath::FederationSendJoin, at.served());
+        Ok(Unlogged::new(at, disclosure))
     }
 
     /// An event's auth chain, if `server` may read the event.
@@ -87,20 +103,25 @@ impl Access {
         server: &ServerName,
         room_id: &RoomId,
         event_id: &EventId,
-    ) -> Result<Vec<OwnedEventId>, AccessError> {
+    ) -> Result<Unlogged<Vec<OwnedEventId>>, AccessError> {
         let view = self.server_view_at(server, room_id, event_id)?;
-        Ok(self.rooms.auth_chain_of(view.version(), std::slice::from_ref(&event_id.to_owned()))?)
+        let chain =
+            self.rooms.auth_chain_of(view.version(), std::slice::from_ref(&event_id.to_owned()))?;
+        let served = chain.iter().map(ToString::to_string).collect();
+        let disclosure = view.disclosure(ReadPath::FederationEventAuth, served);
+        Ok(Unlogged::new(chain, disclosure))
     }
 
     /// Walks the room's DAG back from `from` (see `Rooms::walk_back`): the events as `server`
-    /// may have them, oldest first (`/backfill` and `get_missing_events`). The first starting
-    /// event must be one it may read.
+    /// may have them, oldest first (`/backfill` and `get_missing_events`, which `path`
+    /// names). The first starting event must be one it may read.
     pub fn history_for_server(
         &self,
         server: &ServerName,
         room_id: &RoomId,
         walk: HistoryWalk<'_>,
-    ) -> Result<Vec<Map<String, Value>>, AccessError> {
+        path: ReadPath,
+    ) -> Result<Unlogged<Vec<Map<String, Value>>>, AccessError> {
         let first = walk.from.first().ok_or(AccessError::NotFound("no events to start from"))?;
         let mut view = self.server_view_at(server, room_id, first)?;
         let mut pdus = self.rooms.walk_back(
@@ -113,12 +134,15 @@ impl Access {
         )?;
         pdus.sort_by_key(|pdu| pdu.depth());
         let mut out = Vec::with_capacity(pdus.len());
+        let mut served = Vec::with_capacity(pdus.len());
         for pdu in pdus {
             if let Some(event) = view.event_for_server(pdu.event_id())? {
                 out.push(event);
+                served.push(pdu.event_id().to_string());
             }
         }
-        Ok(out)
+        let disclosure = view.disclosure(path, served);
+        Ok(Unlogged::new(out, disclosure))
     }
 
     /// Stored events as their federation JSON, in the order given; unknown IDs are skipped.

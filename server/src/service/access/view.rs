@@ -16,8 +16,9 @@ use medrix_protocol::{
 use ruma::{EventId, OwnedRoomId, RoomId, ServerName, UserId, events::StateEventType};
 use serde_json::{Map, Value};
 
-use super::{Access, AccessError};
+use super::{Access, AccessError, read_log::Disclosure, record_reads::RecordFacts};
 use crate::storage::StorageError;
+use medrix_records::ReadPath;
 
 /// Who reads.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,9 @@ pub struct RoomView<'a> {
     reader: Reader<'a>,
     /// The reader (a server: one of its users) is joined to the room now.
     joined_now: bool,
+    /// In a room of a patient's record: what the reader's reads are logged under, and
+    /// whether they are shut out; `None` elsewhere.
+    record: Option<RecordFacts>,
     groups: HashMap<u64, GroupFacts>,
 }
 
@@ -76,12 +80,14 @@ impl<'a> RoomView<'a> {
             Reader::User(user) => access.rooms.is_joined(room_id, user)?,
             Reader::Server(server) => access.rooms.has_joined_member(room_id, server)?,
         };
+        let record = access.record_facts(room_id, reader, crate::clock::now_ms())?;
         Ok(Self {
             access,
             room_id: room_id.to_owned(),
             version,
             reader,
             joined_now,
+            record,
             groups: HashMap::new(),
         })
     }
@@ -93,6 +99,24 @@ impl<'a> RoomView<'a> {
     /// Whether the reader (a server: one of its users) is joined to the room now.
     pub fn joined_now(&self) -> bool {
         self.joined_now
+    }
+
+    /// Whether the reader is shut out of this record room (no contract covers them now):
+    /// shown nothing but their own membership.
+    pub fn withheld(&self) -> bool {
+        self.record.as_ref().is_some_and(|record| record.withheld)
+    }
+
+    /// The read to log for serving these events of the room: none outside a patient's
+    /// record, or when nothing was served.
+    pub(super) fn disclosure(&self, path: ReadPath, events: Vec<String>) -> Option<Disclosure> {
+        let record = self.record.as_ref()?;
+        (!events.is_empty()).then(|| Disclosure {
+            room_id: self.room_id.clone(),
+            path,
+            events,
+            basis: record.basis.clone(),
+        })
     }
 
     /// Whether the reader may see a stored event of this room, given as its JSON. An event
@@ -111,6 +135,9 @@ impl<'a> RoomView<'a> {
             && state_key.is_some_and(|key| self.reader.speaks_for(key));
         if own_membership {
             return Ok(true);
+        }
+        if self.withheld() {
+            return Ok(false);
         }
         let Some(group) = self.access.rooms.state_store.event_group(event_id)? else {
             // An event known only by itself (state a join or a peer handed over, an auth

@@ -48,7 +48,7 @@ impl RecordPlace {
     }
 
     /// The space holding the record's contracts.
-    fn space<'a>(&'a self, room_id: &'a RoomId) -> &'a str {
+    pub fn space<'a>(&'a self, room_id: &'a RoomId) -> &'a str {
         match self {
             RecordPlace::ClassRoom(room) => room.space.as_str(),
             RecordPlace::Space(_) => room_id.as_str(),
@@ -68,11 +68,17 @@ pub fn record_place(state: &StateMap, events: &HashMap<OwnedEventId, Pdu>) -> Op
     let record = event(RECORD_EVENT_TYPE)?;
     let creator = event("m.room.create")?.sender();
     let content: Value = serde_json::from_str(record.content().get()).ok()?;
-    let place = match RecordRoom::from_content(&content) {
+    place_from(&content, creator.as_str())
+}
+
+/// The place an `org.medrix.record` content gives a room created by `creator`: none unless
+/// it parses and names the creator as the patient.
+pub fn place_from(content: &Value, creator: &str) -> Option<RecordPlace> {
+    let place = match RecordRoom::from_content(content) {
         Ok(room) => RecordPlace::ClassRoom(room),
-        Err(_) => RecordPlace::Space(RecordSpace::from_content(&content).ok()?),
+        Err(_) => RecordPlace::Space(RecordSpace::from_content(content).ok()?),
     };
-    (place.patient() == creator.as_str()).then_some(place)
+    (place.patient() == creator).then_some(place)
 }
 
 impl Rooms {
@@ -138,7 +144,11 @@ impl Rooms {
     }
 
     /// The space's current `org.medrix.grant` with this state key, if a well-formed one.
-    fn contract_keyed(&self, space: &str, state_key: &str) -> Result<Option<Grant>, RoomError> {
+    pub(crate) fn contract_keyed(
+        &self,
+        space: &str,
+        state_key: &str,
+    ) -> Result<Option<Grant>, RoomError> {
         let Ok(space) = RoomId::parse(space) else { return Ok(None) };
         let kind = StateEventType::from(GRANT_EVENT_TYPE);
         let Some(event_id) = self.state_event(&space, &kind, state_key)? else {

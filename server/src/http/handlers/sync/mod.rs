@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::keys;
 use crate::{
     http::{error::ApiError, ruma_request::Ruma},
-    service::{Services, e2ee::ToDeviceMark},
+    service::{Services, access::PendingReads, e2ee::ToDeviceMark},
 };
 
 pub use rooms::client_event;
@@ -85,7 +85,13 @@ async fn respond(
     since: Option<&SyncToken>,
     device: &ruma::DeviceId,
 ) -> Result<(Value, bool), ApiError> {
-    let (mut body, rooms_changed) = rooms::room_sections(window)?;
+    let mut pending = PendingReads::default();
+    let (mut body, rooms_changed) = rooms::room_sections(window, &mut pending)?;
+    let reader = medrix_records::LogReader::User {
+        user_id: window.user.to_string(),
+        device_id: Some(device.to_string()),
+    };
+    window.services.access.log_pending(&reader, pending).await?;
     let next_batch = parse_token(body["next_batch"].as_str().unwrap_or_default())?;
     let (e2ee, e2ee_changed, to_device_left) =
         keys::sync_sections(window.services, window.user, device, since, next_batch).await?;

@@ -11,7 +11,10 @@ use serde_json::{Map, Value, json};
 use super::{Window, ephemeral};
 use crate::{
     http::error::ApiError,
-    service::{Services, access::VisibleEvent},
+    service::{
+        Services,
+        access::{PendingReads, VisibleEvent},
+    },
 };
 
 /// Events read per incremental sync; past this, the client syncs again from `next_batch`.
@@ -20,11 +23,15 @@ const MAX_EVENTS_PER_SYNC: usize = 1000;
 /// A visible event with its stream position.
 type Positioned = (u64, Value);
 
-/// The room sections and account data, and whether they carry anything.
-pub(super) fn room_sections(window: &Window<'_>) -> Result<(Value, bool), ApiError> {
+/// The room sections and account data, and whether they carry anything; the reads of record
+/// data in them are added to `pending`, to be logged before the response goes out.
+pub(super) fn room_sections(
+    window: &Window<'_>,
+    pending: &mut PendingReads,
+) -> Result<(Value, bool), ApiError> {
     match window.since {
-        None => initial(window).map(|body| (body, true)),
-        Some(since) => incremental(window, since),
+        None => initial(window, pending).map(|body| (body, true)),
+        Some(since) => incremental(window, since, pending),
     }
 }
 
@@ -37,14 +44,16 @@ fn empty_response(next_batch: u64) -> Value {
     })
 }
 
-fn initial(window: &Window<'_>) -> Result<Value, ApiError> {
+fn initial(window: &Window<'_>, pending: &mut PendingReads) -> Result<Value, ApiError> {
     let (services, user, upto) = (window.services, window.user, window.upto);
     let mut response = empty_response(upto);
     for (room_id, membership) in services.access.memberships(user)? {
         match membership.as_str() {
             "join" => {
-                let (timeline, limited) =
-                    services.access.recent(user, &room_id, upto, window.timeline_limit)?;
+                let (timeline, limited) = services
+                    .access
+                    .recent(user, &room_id, upto, window.timeline_limit)?
+                    .defer(pending);
                 let timeline = positioned(timeline);
                 let mut state = current_state(services, user, &room_id)?;
                 let summary = summary(&state, user);
@@ -69,9 +78,14 @@ fn initial(window: &Window<'_>) -> Result<Value, ApiError> {
     Ok(response)
 }
 
-fn incremental(window: &Window<'_>, since: u64) -> Result<(Value, bool), ApiError> {
+fn incremental(
+    window: &Window<'_>,
+    since: u64,
+    pending: &mut PendingReads,
+) -> Result<(Value, bool), ApiError> {
     let (services, user) = (window.services, window.user);
-    let batch = services.access.since(user, since, window.upto, MAX_EVENTS_PER_SYNC)?;
+    let batch =
+        services.access.since(user, since, window.upto, MAX_EVENTS_PER_SYNC)?.defer(pending);
     let next_batch = batch.next_batch;
     let mut response = empty_response(next_batch);
     let per_room: BTreeMap<OwnedRoomId, Vec<Positioned>> =

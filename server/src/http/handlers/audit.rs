@@ -1,0 +1,55 @@
+//! Medrix's own client endpoints for the audit trail (`spec/audit.md`):
+//! `GET /_medrix/client/v1/rooms/{roomId}/read_log?from=&limit=` pages through a record room's
+//! read log, all of it for the patient, a grantee's own reads for them. The access service
+//! decides; this only translates.
+
+use std::collections::HashMap;
+
+use axum::{
+    Json,
+    extract::{Path, Query, Request, State},
+};
+use ruma::RoomId;
+use serde_json::{Value, json};
+
+use crate::{
+    http::{
+        error::ApiError,
+        ruma_request::{authenticate, check_rate_limit, missing_token},
+    },
+    service::{Services, access::MAX_LISTED},
+};
+
+/// Entries per page when the client does not say.
+const DEFAULT_LIMIT: usize = 100;
+
+pub async fn read_log(
+    State(services): State<Services>,
+    Path(room_id): Path<String>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (parts, _) = request.into_parts();
+    let session = authenticate(&parts, &services, true)?.ok_or_else(missing_token)?;
+    check_rate_limit(&parts, &services, Some(&session))?;
+    let room_id = RoomId::parse(&room_id).map_err(|_| ApiError::invalid_param("not a room ID"))?;
+    let query: Query<HashMap<String, String>> = Query::try_from_uri(&parts.uri)
+        .map_err(|_| ApiError::invalid_param("unreadable query string"))?;
+    let number = |key: &str, default: u64| -> Result<u64, ApiError> {
+        query.get(key).map_or(Ok(default), |value| {
+            value.parse().map_err(|_| ApiError::invalid_param(format!("`{key}` must be a number")))
+        })
+    };
+    let from = number("from", 0)?;
+    let limit = number("limit", DEFAULT_LIMIT as u64)?.clamp(1, MAX_LISTED as u64) as usize;
+    let page = services.access.read_log(&session.user_id, &room_id, from, limit)?;
+    let mut body = json!({
+        "entries": page.entries.iter().map(|entry| entry.to_json()).collect::<Vec<_>>(),
+    });
+    if let Some(next) = page.next {
+        body["next"] = json!(next);
+    }
+    if let Some(head) = page.head {
+        body["head"] = json!({ "count": head.count, "hash": head.hash });
+    }
+    Ok(Json(body))
+}
