@@ -19,8 +19,8 @@ use crate::progress::Progress;
 use crate::render;
 use crate::time::{Bound, parse_time};
 use crate::{
-    Cli, Command, ConsentCommand, EmergencyArgs, GrantArgs, ModeArg, RecordCommand, RequestArgs,
-    TermsArgs,
+    AuditArgs, Cli, Command, ConsentCommand, EmergencyArgs, GrantArgs, ModeArg, RecordCommand,
+    RequestArgs, TermsArgs,
 };
 
 /// What a command prints: JSON with `--json`, else text.
@@ -130,6 +130,7 @@ pub async fn run(cli: Cli) -> Result<Output> {
                 text,
             })
         }
+        Command::Audit(args) => audit(profile, args).await,
         Command::Request(args) => request(profile, args).await,
         Command::Requests => requests(profile).await,
         Command::Approve { user, text } => {
@@ -474,6 +475,45 @@ fn parse_room(text: &str, flag: &str) -> Result<RoomId> {
 }
 
 /// The caller's record, or a patient's shared with them.
+/// The logged reads of the caller's record (or their own reads of one shared with them),
+/// filtered as asked.
+async fn audit(profile: Profile, args: AuditArgs) -> Result<Output> {
+    let now = now_ms();
+    let since = args
+        .since
+        .as_deref()
+        .map(|text| parse_time(text, Bound::Start, now).map_err(CliError::Input))
+        .transpose()?;
+    let client = MedrixClient::open(profile).await?;
+    // A user name or ID; a server name stands for all reads by that server.
+    let who = match args.who.as_deref() {
+        None => None,
+        Some(text) if text.starts_with('@') || !text.contains(['.', ':']) => {
+            Some(resolve_user(text, client.user_id())?.to_string())
+        }
+        Some(server) => Some(server.to_owned()),
+    };
+    let record = record_for(&client, args.patient.as_deref()).await?;
+    let mut reads = client.read_log(&record).await?;
+    reads.retain(|read| {
+        args.class.is_none_or(|class| read.class == Some(class))
+            && since.is_none_or(|since| read.entry.ts as i64 >= since)
+            && who.as_deref().is_none_or(|who| render::reader_is(&read.entry.reader, who))
+    });
+    let mut text = format!("{} read(s) of the record of {}", reads.len(), record.patient());
+    for read in &reads {
+        text.push('\n');
+        text.push_str(&render::read_line(read));
+    }
+    Ok(Output {
+        json: json!({
+            "patient": record.patient(),
+            "reads": reads.iter().map(render::read_json).collect::<Vec<_>>(),
+        }),
+        text,
+    })
+}
+
 async fn record_for(client: &MedrixClient, patient: Option<&str>) -> Result<Record> {
     Ok(match patient {
         None => client.own_record().await?,

@@ -82,6 +82,9 @@ enum Command {
         #[arg(long, value_name = "USER")]
         patient: Option<String>,
     },
+    /// Who read your record, when, through what and under which contract (a grantee: your
+    /// own reads of a record shared with you).
+    Audit(AuditArgs),
     /// A contract as FHIR R4 Consent.
     #[command(subcommand)]
     Consent(ConsentCommand),
@@ -120,6 +123,22 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    /// Only reads of this class's rooms.
+    #[arg(long, value_name = "CLASS", value_parser = parse_class)]
+    class: Option<DataClass>,
+    /// Only reads at or after this time.
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only reads by this user (user name on your server, or @name:server) or server.
+    #[arg(long, value_name = "WHO")]
+    who: Option<String>,
+    /// Another patient's record shared with you (your own reads of it).
+    #[arg(long, value_name = "USER")]
+    patient: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

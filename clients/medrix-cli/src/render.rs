@@ -1,8 +1,8 @@
 //! How results read: JSON with the spec's field names, and text lines for a person.
 
-use medrix_client::{Access, AddedEntry, ListedEntry, PendingRequest, UnreadableEntry};
+use medrix_client::{Access, AddedEntry, ListedEntry, LoggedRead, PendingRequest, UnreadableEntry};
 use medrix_records::fhir::datetime::format_instant;
-use medrix_records::{Denial, Grant};
+use medrix_records::{Denial, Grant, LogReader, ReadBasis};
 use serde_json::{Map, Value, json};
 
 use crate::time::describe_duration;
@@ -184,4 +184,51 @@ mod tests {
     fn moments_read_in_utc_to_the_minute() {
         assert_eq!(moment(1_709_649_000_000), "2024-03-05 14:30");
     }
+}
+
+/// Whether a logged reader is `who`: a user ID, or a server name (that server, or any of its
+/// users).
+pub fn reader_is(reader: &LogReader, who: &str) -> bool {
+    match reader {
+        // A user ID's server is everything after its first colon (a port included).
+        LogReader::User { user_id, .. } => {
+            user_id == who || user_id.split_once(':').is_some_and(|(_, server)| server == who)
+        }
+        LogReader::Server { server_name } => server_name == who,
+    }
+}
+
+/// A logged read as `audit --json` prints it: the spec's entry, with the room's class and
+/// the time written out.
+pub fn read_json(read: &LoggedRead) -> Value {
+    let mut entry = read.entry.to_json();
+    entry["class"] = json!(read.class.map_or("space", |class| class.as_str()));
+    entry["time"] = json!(moment(read.entry.ts as i64));
+    entry
+}
+
+/// A logged read as one line: when, who, what, how and why; break-glass flagged.
+pub fn read_line(read: &LoggedRead) -> String {
+    let entry = &read.entry;
+    let who = match &entry.reader {
+        LogReader::User { user_id, device_id: Some(device) } => format!("{user_id} ({device})"),
+        LogReader::User { user_id, device_id: None } => user_id.clone(),
+        LogReader::Server { server_name } => format!("server {server_name}"),
+    };
+    let why = match &entry.basis {
+        ReadBasis::Patient => "as the patient".to_owned(),
+        ReadBasis::Executor => "as the contract executor".to_owned(),
+        ReadBasis::Membership => "by room membership, under no contract".to_owned(),
+        ReadBasis::Contract { contract_id, purpose, break_glass } => format!(
+            "under contract {contract_id} ({purpose}){}",
+            if *break_glass { "  BREAK-GLASS" } else { "" }
+        ),
+    };
+    format!(
+        "{time}  {who}  {count} event(s) of {class} via {path}  {why}",
+        time = moment(entry.ts as i64),
+        count = entry.events.len(),
+        class = read.class.map_or("the record space", |class| class.as_str()),
+        path = entry.path.as_str(),
+    )
 }

@@ -85,6 +85,21 @@ async fn a_doctor_on_another_server_reads_exactly_the_granted_classes_and_period
     patient.json(&["record", "add", more.to_str().unwrap()]);
     list_until(&doctor, &patient.user_id, &["hba1c-2024", "ldl-2025", "weight-2024"]);
 
+    // The clinic logged what it served the hospital's server (the join's state, the history
+    // backfilled, events fetched), under the doctor's contract: the patient's audit shows it.
+    let contract_id = granted["contract_id"].as_str().unwrap();
+    let audit = patient.json(&["audit", "--who", &hospital.server_name]);
+    let reads = audit["reads"].as_array().unwrap();
+    assert!(
+        reads.iter().any(|read| read["class"] == "laboratory"
+            && read["path"].as_str().unwrap().starts_with("federation/")
+            && read["basis"]["contract_id"] == contract_id),
+        "{audit}"
+    );
+    assert!(
+        reads.iter().all(|read| read["reader"]["server_name"] == hospital.server_name.as_str())
+    );
+
     // Revoked: the doctor's server is out of the rooms and is handed nothing newer.
     let token = doctor.access_token();
     let before = encrypted_events_seen(&hospital, &token, &laboratory).await;

@@ -125,6 +125,30 @@ async fn a_provider_reads_exactly_the_granted_classes_until_revoked() {
     assert!(refused.contains("no access to the conditions entries"), "{refused}");
     let _ = std::fs::remove_file(result);
 
+    // The audit: the patient sees the doctor's reads, each under the contract; the doctor
+    // sees their own reads and nobody else's.
+    let audit = patient.json(&["audit", "--who", "doctor"]);
+    let reads = audit["reads"].as_array().unwrap();
+    assert!(
+        reads.iter().any(|read| read["class"] == "laboratory"
+            && read["basis"]
+                == json!({"kind": "contract", "contract_id": contract_id, "purpose": "TREAT",
+                          "break_glass": false})),
+        "{audit}"
+    );
+    assert!(reads.iter().all(|read| read["reader"]["user_id"] == "@doctor:localhost"), "{audit}");
+    let everyone = patient.json(&["audit"]);
+    assert!(everyone["reads"].as_array().unwrap().len() > reads.len(), "the patient's own too");
+    let lab_reads = patient.json(&["audit", "--class", "laboratory", "--who", "doctor"]);
+    assert!(
+        lab_reads["reads"].as_array().unwrap().iter().all(|read| read["class"] == "laboratory")
+    );
+    assert!(patient.json(&["audit", "--since", "+1h"])["reads"].as_array().unwrap().is_empty());
+    let own = doctor.json(&["audit", "--patient", "patient"]);
+    let own = own["reads"].as_array().unwrap();
+    assert!(own.len() >= reads.len(), "{own:?}");
+    assert!(own.iter().all(|read| read["reader"]["user_id"] == "@doctor:localhost"));
+
     // The doctor sees the contract they hold (and, being in the space, every other one).
     let held = doctor.json(&["access", "--patient", "patient"]);
     assert_eq!(held["contracts"][0]["contract_id"], contract_id.as_str());

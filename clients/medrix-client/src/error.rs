@@ -108,6 +108,15 @@ pub enum ClientError {
     /// A record event, a FHIR resource or a contract that `medrix-records` refused.
     #[error(transparent)]
     Records(#[from] medrix_records::Error),
+    /// A room's read log that does not hold: an entry unreadable, the chain broken, or the
+    /// head the server stated not on it.
+    #[error("the read log of room {room} does not verify: {what}")]
+    BrokenReadLog {
+        /// The room.
+        room: String,
+        /// What is wrong, and at which entry.
+        what: String,
+    },
     /// Something in the Matrix client itself (its store, its crypto).
     #[error("the Matrix client failed: {0}")]
     Sdk(String),

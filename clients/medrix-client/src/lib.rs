@@ -10,6 +10,7 @@
 //! invitations that hand over the rooms' keys (MSC4268); a revocation, the revoked contract
 //! and kicks. A grantee reads a shared record after accepting the patient's invitations.
 
+mod audit;
 mod client;
 mod entries;
 mod error;
@@ -20,6 +21,7 @@ mod profile;
 mod record;
 mod requests;
 
+pub use audit::LoggedRead;
 pub use client::{MedrixClient, Session};
 pub use entries::{
     AddedEntry, EntryList, ListedEntry, NewEntry, UnreadableEntry, describe, read_resources,

@@ -1,0 +1,170 @@
+//! The audit trail as a patient or a grantee reads it (spec/audit.md): the read logs of a
+//! record's rooms, fetched page by page from the caller's server. The patient's copy is
+//! checked as it arrives: every room's chain must hold and end at the head the server
+//! states, or the listing stops with the room and the entry at fault.
+
+use medrix_records::{DataClass, ReadEntry, RoomId, verify_chain};
+
+use crate::client::MedrixClient;
+use crate::error::{ClientError, Result};
+use crate::record::{Record, sdk_room_id};
+
+/// Entries asked for per page (the server's most).
+const PAGE: u64 = 1000;
+
+/// One logged read, with the class of the room it was in (`None`: the record's space).
+#[derive(Debug, Clone)]
+pub struct LoggedRead {
+    pub class: Option<DataClass>,
+    pub entry: ReadEntry,
+}
+
+impl MedrixClient {
+    /// The logged reads of every room of the record the caller may see the log of, oldest
+    /// first: all of them for the patient (each room's chain verified), the caller's own for
+    /// anyone else.
+    pub async fn read_log(&self, record: &Record) -> Result<Vec<LoggedRead>> {
+        let is_patient = record.patient() == &self.user;
+        let space = record.space_id();
+        let rooms = std::iter::once((None, &space))
+            .chain(record.rooms().map(|(class, room)| (Some(class), room)));
+        let mut reads = Vec::new();
+        for (class, room) in rooms {
+            let Some(entries) = self.room_read_log(room, is_patient).await? else { continue };
+            reads.extend(entries.into_iter().map(|entry| LoggedRead { class, entry }));
+        }
+        reads.sort_by(|a, b| {
+            (a.entry.ts, &a.entry.room_id, a.entry.index).cmp(&(
+                b.entry.ts,
+                &b.entry.room_id,
+                b.entry.index,
+            ))
+        });
+        Ok(reads)
+    }
+
+    /// One room's log, every page; `None` where the server has none for the caller (a room
+    /// they were never in).
+    async fn room_read_log(&self, room: &RoomId, verify: bool) -> Result<Option<Vec<ReadEntry>>> {
+        let room_id = sdk_room_id(room)?;
+        let mut entries = Vec::new();
+        let mut from = 0;
+        let mut head = None;
+        loop {
+            let request = read_log::Request { room_id: room_id.clone(), from, limit: PAGE };
+            let page = match self.client.send(request).await {
+                Ok(page) => page,
+                Err(err) => {
+                    let err = ClientError::from(err);
+                    if err.errcode() == Some("M_NOT_FOUND") {
+                        return Ok(None);
+                    }
+                    return Err(err);
+                }
+            };
+            let body = page.body;
+            for entry in body["entries"].as_array().into_iter().flatten() {
+                entries.push(ReadEntry::from_json(entry).map_err(|err| {
+                    ClientError::BrokenReadLog { room: room.to_string(), what: err.to_string() }
+                })?);
+            }
+            if head.is_none() {
+                head = body.get("head").cloned();
+            }
+            match body["next"].as_u64() {
+                Some(next) if next > from => from = next,
+                _ => break,
+            }
+        }
+        if verify {
+            let broken = |what: String| ClientError::BrokenReadLog { room: room.to_string(), what };
+            let chain =
+                verify_chain(room.as_str(), &entries).map_err(|err| broken(err.to_string()))?;
+            let stated = head.unwrap_or_default();
+            // Entries may have been added between the first page and the last: the head the
+            // server stated first must lie on the chain read.
+            let count = stated["count"].as_u64().unwrap_or_default();
+            let agrees = match count {
+                0 => true,
+                n => entries
+                    .get((n - 1) as usize)
+                    .is_some_and(|entry| Some(entry.hash().as_str()) == stated["hash"].as_str()),
+            };
+            if !agrees || chain.count < count {
+                return Err(broken(format!(
+                    "the server stated a head of {count} entries the entries it sent do not reach"
+                )));
+            }
+        }
+        Ok(Some(entries))
+    }
+}
+
+/// `GET /_medrix/client/v1/rooms/{roomId}/read_log` (spec/audit.md §4).
+mod read_log {
+    use matrix_sdk::ruma::{
+        OwnedRoomId,
+        api::{
+            EndpointError, IncomingResponse, Metadata, OutgoingRequest,
+            auth_scheme::{AccessToken, AuthScheme, SendAccessToken},
+            error::{Error, FromHttpResponseError, IntoHttpError},
+            metadata,
+        },
+        exports::{bytes::BufMut, http, serde_json},
+    };
+    use serde_json::Value;
+
+    metadata! {
+        method: GET,
+        rate_limited: true,
+        authentication: AccessToken,
+        path: "/_medrix/client/v1/rooms/{room_id}/read_log",
+    }
+
+    #[derive(Clone, Debug)]
+    pub struct Request {
+        pub room_id: OwnedRoomId,
+        pub from: u64,
+        pub limit: u64,
+    }
+
+    /// The page, as the server wrote it: `entries`, `next`, `head`.
+    pub struct Response {
+        pub body: Value,
+    }
+
+    impl OutgoingRequest for Request {
+        type EndpointError = Error;
+        type IncomingResponse = Response;
+
+        fn try_into_http_request<T: Default + BufMut + AsRef<[u8]>>(
+            self,
+            base_url: &str,
+            access_token: SendAccessToken<'_>,
+            path_builder_input: (),
+        ) -> Result<http::Request<T>, IntoHttpError> {
+            let query = format!("from={}&limit={}", self.from, self.limit);
+            let url =
+                Self::make_endpoint_url(path_builder_input, base_url, &[&self.room_id], &query)?;
+            let mut request =
+                http::Request::builder().method(Self::METHOD).uri(url).body(T::default())?;
+            AccessToken::add_authentication(&mut request, access_token)
+                .map_err(|error| IntoHttpError::Authentication(error.into()))?;
+            Ok(request)
+        }
+    }
+
+    impl IncomingResponse for Response {
+        type EndpointError = Error;
+
+        fn try_from_http_response<T: AsRef<[u8]>>(
+            response: http::Response<T>,
+        ) -> Result<Self, FromHttpResponseError<Error>> {
+            if !response.status().is_success() {
+                return Err(FromHttpResponseError::Server(Error::from_http_response(response)));
+            }
+            let body = serde_json::from_slice(response.body().as_ref())?;
+            Ok(Self { body })
+        }
+    }
+}
