@@ -19,11 +19,12 @@ use crate::progress::Progress;
 use crate::render;
 use crate::time::{Bound, parse_time};
 use crate::{
-    AuditArgs, Cli, Command, ConsentCommand, EmergencyArgs, GrantArgs, ModeArg, RecordCommand,
-    RequestArgs, TermsArgs,
+    AuditAction, AuditArgs, Cli, Command, ConsentCommand, EmergencyArgs, GrantArgs, ModeArg,
+    RecordCommand, RequestArgs, TermsArgs,
 };
 
 /// What a command prints: JSON with `--json`, else text.
+#[derive(Debug)]
 pub struct Output {
     pub json: Value,
     pub text: String,
@@ -44,6 +45,10 @@ pub enum CliError {
     Fhir { path: PathBuf, error: ClientError },
     #[error("{} is not FHIR R4 Medrix can file: it is not UTF-8 text", .0.display())]
     NotText(PathBuf),
+    /// What a command found, printed like any output, that must also fail the exit status
+    /// (an export that does not verify).
+    #[error("{}", .0.text)]
+    Finding(Output),
     #[error("no homeserver: give --homeserver URL or set MEDRIX_HOMESERVER")]
     NoHomeserver,
     #[error("no profile directory: give --profile DIR or set MEDRIX_PROFILE")]
@@ -478,6 +483,11 @@ fn parse_room(text: &str, flag: &str) -> Result<RoomId> {
 /// The logged reads of the caller's record (or their own reads of one shared with them),
 /// filtered as asked.
 async fn audit(profile: Profile, args: AuditArgs) -> Result<Output> {
+    match args.action {
+        Some(AuditAction::Export { out }) => return audit_export(profile, &out).await,
+        Some(AuditAction::Verify { file }) => return audit_verify(&file),
+        None => {}
+    }
     let now = now_ms();
     let since = args
         .since
@@ -512,6 +522,59 @@ async fn audit(profile: Profile, args: AuditArgs) -> Result<Output> {
         }),
         text,
     })
+}
+
+/// The caller's record exported for the verifier.
+async fn audit_export(profile: Profile, out: &Path) -> Result<Output> {
+    let client = MedrixClient::open(profile).await?;
+    let record = client.own_record().await?;
+    let export = client.export_for_audit(&record).await?;
+    let rooms = export["rooms"].as_array().map_or(0, Vec::len);
+    let events: usize = export["rooms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|room| room["events"].as_array().map_or(0, Vec::len))
+        .sum();
+    std::fs::write(out, export.to_string())
+        .map_err(|error| CliError::Write { path: out.to_owned(), error })?;
+    Ok(Output {
+        json: json!({"out": out, "rooms": rooms, "events": events}),
+        text: format!("Wrote {} ({rooms} room(s), {events} event(s)).", out.display()),
+    })
+}
+
+/// Checks an export with the independent verifier; problems fail the exit status.
+fn audit_verify(file: &Path) -> Result<Output> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|error| CliError::Read { path: file.to_owned(), error })?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|err| CliError::Input(format!("{} is not JSON: {err}", file.display())))?;
+    let export = medrix_verify::Export::parse(&value)
+        .map_err(|err| CliError::Input(format!("{}: {err}", file.display())))?;
+    let report = medrix_verify::verify(&export);
+    let summary = format!(
+        "{} room(s), {} event(s), {} read-log entries, {} checkpoint(s)",
+        report.rooms, report.events, report.log_entries, report.checkpoints
+    );
+    let problems: Vec<Value> = report
+        .problems
+        .iter()
+        .map(|problem| json!({"place": problem.place, "what": problem.what}))
+        .collect();
+    let json = json!({
+        "valid": report.is_valid(), "rooms": report.rooms, "events": report.events,
+        "log_entries": report.log_entries, "checkpoints": report.checkpoints,
+        "problems": problems,
+    });
+    if report.is_valid() {
+        return Ok(Output { json, text: format!("valid: {summary}") });
+    }
+    let mut text = format!("invalid: {} problem(s) in {summary}", report.problems.len());
+    for problem in &report.problems {
+        text.push_str(&format!("\n  {problem}"));
+    }
+    Err(CliError::Finding(Output { json, text }))
 }
 
 async fn record_for(client: &MedrixClient, patient: Option<&str>) -> Result<Record> {

@@ -126,7 +126,10 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct AuditArgs {
+    #[command(subcommand)]
+    action: Option<AuditAction>,
     /// Only reads of this class's rooms.
     #[arg(long, value_name = "CLASS", value_parser = parse_class)]
     class: Option<DataClass>,
@@ -139,6 +142,23 @@ struct AuditArgs {
     /// Another patient's record shared with you (your own reads of it).
     #[arg(long, value_name = "USER")]
     patient: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Your whole record for the independent verifier: every room's events as signed, read
+    /// logs and the signing servers' keys.
+    Export {
+        /// Where to write it.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Check an export (yours or anyone's) without trusting any server: signatures, hashes,
+    /// the DAG, authorization, read-log chains and checkpoints, each read's contract.
+    Verify {
+        /// The export file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,18 +339,26 @@ fn main() -> ExitCode {
     let json = cli.json;
     match runtime.block_on(commands::run(cli)) {
         Ok(output) => {
-            let printed =
-                if json { output.json.to_string() } else { output.text.trim_end().to_owned() };
-            // A reader that stopped reading (`| head`) is not an error of this command.
-            let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{printed}").and_then(|()| stdout.flush());
+            print(&output, json);
             ExitCode::SUCCESS
+        }
+        Err(commands::CliError::Finding(output)) => {
+            print(&output, json);
+            ExitCode::FAILURE
         }
         Err(err) => {
             eprintln!("medrix-cli: {}", one_line(&err.to_string()));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command's output on stdout: JSON with `--json`, else text.
+fn print(output: &commands::Output, json: bool) {
+    let printed = if json { output.json.to_string() } else { output.text.trim_end().to_owned() };
+    // A reader that stopped reading (`| head`) is not an error of this command.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{printed}").and_then(|()| stdout.flush());
 }
 
 /// Help and version as clap prints them; any other parse error as one line.

@@ -4,6 +4,7 @@
 //! states, or the listing stops with the room and the entry at fault.
 
 use medrix_records::{DataClass, ReadEntry, RoomId, verify_chain};
+use serde_json::{Map, Value, json};
 
 use crate::client::MedrixClient;
 use crate::error::{ClientError, Result};
@@ -41,6 +42,35 @@ impl MedrixClient {
             ))
         });
         Ok(reads)
+    }
+
+    /// The caller's record exported for the independent verifier (`spec/audit.md` §6):
+    /// every room's events as signed and its read log, and the key documents of the servers
+    /// that signed. Only the patient's server holds all of it, for the patient alone.
+    pub async fn export_for_audit(&self, record: &Record) -> Result<Value> {
+        self.require_patient(record)?;
+        let space = record.space_id();
+        let rooms = std::iter::once(&space).chain(record.rooms().map(|(_, room)| room));
+        let mut exported = Vec::new();
+        let mut server_keys = Map::new();
+        for room in rooms {
+            let request = room_export::Request { room_id: sdk_room_id(room)? };
+            let mut body = self.client.send(request).await.map_err(ClientError::from)?.body;
+            if let Some(Value::Object(keys)) = body.get_mut("server_keys").map(Value::take) {
+                server_keys.extend(keys);
+            }
+            if let Some(object) = body.as_object_mut() {
+                object.remove("server_keys");
+            }
+            exported.push(body);
+        }
+        Ok(json!({
+            "format": "medrix-audit-export/1",
+            "patient": record.patient().as_str(),
+            "space": space.as_str(),
+            "rooms": exported,
+            "server_keys": server_keys,
+        }))
     }
 
     /// One room's log, every page; `None` where the server has none for the caller (a room
@@ -100,6 +130,54 @@ impl MedrixClient {
     }
 }
 
+/// `GET /_medrix/client/v1/rooms/{roomId}/export` (spec/audit.md §6): a JSON answer taken
+/// whole.
+mod room_export {
+    use matrix_sdk::ruma::{
+        OwnedRoomId,
+        api::{
+            Metadata, OutgoingRequest,
+            auth_scheme::{AccessToken, AuthScheme, SendAccessToken},
+            error::{Error, IntoHttpError},
+            metadata,
+        },
+        exports::{bytes::BufMut, http},
+    };
+
+    pub use super::read_log::Response;
+
+    metadata! {
+        method: GET,
+        rate_limited: true,
+        authentication: AccessToken,
+        path: "/_medrix/client/v1/rooms/{room_id}/export",
+    }
+
+    #[derive(Clone, Debug)]
+    pub struct Request {
+        pub room_id: OwnedRoomId,
+    }
+
+    impl OutgoingRequest for Request {
+        type EndpointError = Error;
+        type IncomingResponse = Response;
+
+        fn try_into_http_request<T: Default + BufMut + AsRef<[u8]>>(
+            self,
+            base_url: &str,
+            access_token: SendAccessToken<'_>,
+            path_builder_input: (),
+        ) -> Result<http::Request<T>, IntoHttpError> {
+            let url = Self::make_endpoint_url(path_builder_input, base_url, &[&self.room_id], "")?;
+            let mut request =
+                http::Request::builder().method(Self::METHOD).uri(url).body(T::default())?;
+            AccessToken::add_authentication(&mut request, access_token)
+                .map_err(|error| IntoHttpError::Authentication(error.into()))?;
+            Ok(request)
+        }
+    }
+}
+
 /// `GET /_medrix/client/v1/rooms/{roomId}/read_log` (spec/audit.md §4).
 mod read_log {
     use matrix_sdk::ruma::{
@@ -128,7 +206,7 @@ mod read_log {
         pub limit: u64,
     }
 
-    /// The page, as the server wrote it: `entries`, `next`, `head`.
+    /// A JSON answer as the server wrote it (a page: `entries`, `next`, `head`).
     pub struct Response {
         pub body: Value,
     }

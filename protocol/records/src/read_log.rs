@@ -30,6 +30,8 @@ pub enum ReadPath {
     Messages,
     Event,
     Context,
+    /// The room exported whole for the verifier (the patient's `audit export`).
+    Export,
     FederationEvent,
     FederationBackfill,
     FederationMissingEvents,
@@ -40,11 +42,12 @@ pub enum ReadPath {
 }
 
 impl ReadPath {
-    pub const ALL: [ReadPath; 11] = [
+    pub const ALL: [ReadPath; 12] = [
         ReadPath::Sync,
         ReadPath::Messages,
         ReadPath::Event,
         ReadPath::Context,
+        ReadPath::Export,
         ReadPath::FederationEvent,
         ReadPath::FederationBackfill,
         ReadPath::FederationMissingEvents,
@@ -60,6 +63,7 @@ impl ReadPath {
             ReadPath::Messages => "messages",
             ReadPath::Event => "event",
             ReadPath::Context => "context",
+            ReadPath::Export => "export",
             ReadPath::FederationEvent => "federation/event",
             ReadPath::FederationBackfill => "federation/backfill",
             ReadPath::FederationMissingEvents => "federation/get_missing_events",
@@ -99,7 +103,8 @@ pub struct ReadEntry {
     pub index: u64,
     /// The hash of entry `index - 1`; `None` for the first.
     pub prev_hash: Option<String>,
-    /// When the read was served, ms since the epoch (the serving server's clock).
+    /// When the read was decided, ms since the epoch (the serving server's clock): the moment
+    /// its basis holds at.
     pub ts: u64,
     pub reader: LogReader,
     pub path: ReadPath,

@@ -299,6 +299,8 @@ pub fn router(services: Services) -> Router {
         router.route("/.well-known/matrix/client", get(handlers::discovery::well_known_client));
     router =
         router.route("/_medrix/client/v1/rooms/{room_id}/read_log", get(handlers::audit::read_log));
+    router =
+        router.route("/_medrix/client/v1/rooms/{room_id}/export", get(handlers::audit::export));
 
     router
         .fallback(unknown_endpoint)

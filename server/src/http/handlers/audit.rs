@@ -1,7 +1,9 @@
 //! Medrix's own client endpoints for the audit trail (`spec/audit.md`):
 //! `GET /_medrix/client/v1/rooms/{roomId}/read_log?from=&limit=` pages through a record room's
-//! read log, all of it for the patient, a grantee's own reads for them. The access service
-//! decides; this only translates.
+//! read log, all of it for the patient, a grantee's own reads for them;
+//! `GET /_medrix/client/v1/rooms/{roomId}/export` gives the patient the room's whole DAG, its
+//! read log and the signing servers' key documents, for the independent verifier. The access
+//! service decides; this only translates.
 
 use std::collections::HashMap;
 
@@ -9,8 +11,8 @@ use axum::{
     Json,
     extract::{Path, Query, Request, State},
 };
-use ruma::RoomId;
-use serde_json::{Value, json};
+use ruma::{RoomId, ServerName};
+use serde_json::{Map, Value, json};
 
 use crate::{
     http::{
@@ -52,4 +54,41 @@ pub async fn read_log(
         body["head"] = json!({ "count": head.count, "hash": head.hash });
     }
     Ok(Json(body))
+}
+
+pub async fn export(
+    State(services): State<Services>,
+    Path(room_id): Path<String>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (parts, _) = request.into_parts();
+    let session = authenticate(&parts, &services, true)?.ok_or_else(missing_token)?;
+    check_rate_limit(&parts, &services, Some(&session))?;
+    let room_id = RoomId::parse(&room_id).map_err(|_| ApiError::invalid_param("not a room ID"))?;
+    let export = services.access.export_room(&session.user_id, &room_id)?;
+    let export = services.access.log(&session.log_reader(), export).await?;
+    let own = services.config.server_name.as_str();
+    let mut keys = Map::new();
+    for server in &export.signers {
+        let document = if server == own {
+            services.server_keys.own_document(crate::clock::now_ms()).ok()
+        } else {
+            match (&services.federation, ServerName::parse(server)) {
+                (Some(federation), Ok(name)) => {
+                    federation.remote_keys.document(&name, 0).await.ok()
+                }
+                _ => None,
+            }
+        };
+        if let Some(document) = document {
+            keys.insert(server.clone(), serde_json::to_value(document).unwrap_or(Value::Null));
+        }
+    }
+    Ok(Json(json!({
+        "room_id": room_id,
+        "room_version": export.version.as_str(),
+        "events": export.events,
+        "read_log": export.read_log.iter().map(|entry| entry.to_json()).collect::<Vec<_>>(),
+        "server_keys": keys,
+    })))
 }

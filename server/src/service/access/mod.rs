@@ -10,6 +10,7 @@
 //! where it sits.
 
 mod client_reads;
+mod export;
 mod read_log;
 mod record_reads;
 mod server_reads;
@@ -115,7 +116,7 @@ impl Access {
         reader: &LogReader,
         unlogged: Unlogged<T>,
     ) -> Result<T, AccessError> {
-        self.read_log.append(reader, crate::clock::now_ms(), unlogged.disclosures).await?;
+        self.read_log.append(reader, unlogged.disclosures).await?;
         Ok(unlogged.value)
     }
 
@@ -125,7 +126,7 @@ impl Access {
         reader: &LogReader,
         pending: PendingReads,
     ) -> Result<(), AccessError> {
-        Ok(self.read_log.append(reader, crate::clock::now_ms(), pending.0).await?)
+        Ok(self.read_log.append(reader, pending.0).await?)
     }
 
     /// The read log of a room of a patient's record, from entry `from`, at most `limit`

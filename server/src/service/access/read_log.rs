@@ -26,6 +26,8 @@ pub const MAX_LISTED: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct Disclosure {
     pub room_id: OwnedRoomId,
+    /// The moment the read was decided (its basis holds at it): the entry's `ts`.
+    pub at: u64,
     pub path: ReadPath,
     pub events: Vec<String>,
     pub basis: ReadBasis,
@@ -46,7 +48,6 @@ impl ReadLogStore {
     pub async fn append(
         &self,
         reader: &LogReader,
-        ts: u64,
         disclosures: Vec<Disclosure>,
     ) -> Result<(), StorageError> {
         if disclosures.is_empty() {
@@ -67,7 +68,7 @@ impl ReadLogStore {
                 let entry = ReadEntry::next(
                     &head,
                     disclosure.room_id.as_str(),
-                    ts,
+                    disclosure.at,
                     reader.clone(),
                     disclosure.path,
                     disclosure.events,

@@ -65,6 +65,8 @@ pub struct RoomView<'a> {
     /// In a room of a patient's record: what the reader's reads are logged under, and
     /// whether they are shut out; `None` elsewhere.
     record: Option<RecordFacts>,
+    /// When the view was opened: the moment its record facts hold at.
+    opened_at: u64,
     groups: HashMap<u64, GroupFacts>,
 }
 
@@ -80,7 +82,8 @@ impl<'a> RoomView<'a> {
             Reader::User(user) => access.rooms.is_joined(room_id, user)?,
             Reader::Server(server) => access.rooms.has_joined_member(room_id, server)?,
         };
-        let record = access.record_facts(room_id, reader, crate::clock::now_ms())?;
+        let opened_at = crate::clock::now_ms();
+        let record = access.record_facts(room_id, reader, opened_at)?;
         Ok(Self {
             access,
             room_id: room_id.to_owned(),
@@ -88,6 +91,7 @@ impl<'a> RoomView<'a> {
             reader,
             joined_now,
             record,
+            opened_at,
             groups: HashMap::new(),
         })
     }
@@ -107,12 +111,18 @@ impl<'a> RoomView<'a> {
         self.record.as_ref().is_some_and(|record| record.withheld)
     }
 
+    /// What the reader's reads of this record room are logged under; `None` outside a record.
+    pub(super) fn basis(&self) -> Option<&medrix_records::ReadBasis> {
+        self.record.as_ref().map(|record| &record.basis)
+    }
+
     /// The read to log for serving these events of the room: none outside a patient's
     /// record, or when nothing was served.
     pub(super) fn disclosure(&self, path: ReadPath, events: Vec<String>) -> Option<Disclosure> {
         let record = self.record.as_ref()?;
         (!events.is_empty()).then(|| Disclosure {
             room_id: self.room_id.clone(),
+            at: self.opened_at,
             path,
             events,
             basis: record.basis.clone(),

@@ -1,0 +1,160 @@
+//! The audit trail end to end: a patient's record read by a provider under a contract,
+//! exported with `medrix-cli audit export`, and checked by the independent verifier (the
+//! `medrix-verify` binary and `medrix-cli audit verify`, the same library). An untouched export
+//! is valid; each tampering is found and placed: a byte of an event changed, an event removed
+//! from the DAG, a read-log entry dropped, two entries swapped, and a log rewritten
+//! consistently (hashes recomputed) to claim a contract that did not allow the read.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Person, fixture};
+use medrix_records::{ChainHead, ReadBasis, ReadEntry};
+use medrix_tests::{TestServer, medrix_binary};
+use serde_json::Value;
+
+/// The `medrix-verify` binary, built beside `medrix-cli` by the workspace's test build.
+fn verifier() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_medrix-cli")).with_file_name("medrix-verify")
+}
+
+/// Runs `medrix-verify` on an export: its exit code and output.
+fn verify(file: &Path) -> (i32, String) {
+    let output = Command::new(verifier()).arg(file).output().expect("medrix-verify runs");
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn tampered(
+    person: &Person,
+    name: &str,
+    export: &Value,
+    change: impl FnOnce(&mut Value),
+) -> PathBuf {
+    let mut copy = export.clone();
+    change(&mut copy);
+    let path = person.file(name);
+    std::fs::write(&path, copy.to_string()).unwrap();
+    path
+}
+
+/// The exported room whose events include this record class's `org.medrix.record`.
+fn room_of_class<'a>(export: &'a mut Value, class: &str) -> &'a mut Value {
+    export["rooms"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|room| {
+            room["events"].as_array().unwrap().iter().any(|event| {
+                event["type"] == "org.medrix.record" && event["content"]["class"] == class
+            })
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_record_verifies_and_every_tampering_is_found_and_placed() {
+    let server = TestServer::start(&medrix_binary()).await;
+    let patient = Person::registered(&server, "patient");
+    let doctor = Person::registered(&server, "doctor");
+    patient.json(&["record", "create"]);
+    patient.json(&["record", "add", &fixture("period-2024.ndjson")]);
+    let granted =
+        patient.json_line("grant doctor --classes laboratory --purpose TREAT --until +1d");
+    let contract_id = granted["contract_id"].as_str().unwrap().to_owned();
+    doctor.json(&["record", "list", "--patient", "patient"]);
+
+    let file = patient.file("export.json");
+    let written = patient.json(&["audit", "export", "--out", file.to_str().unwrap()]);
+    assert_eq!(written["rooms"], 11, "the space and ten class rooms: {written}");
+    let (code, said) = verify(&file);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.starts_with("valid: 11 room(s)"), "{said}");
+    let checked = patient.json(&["audit", "verify", file.to_str().unwrap()]);
+    assert_eq!(checked["valid"], true, "{checked}");
+    let export: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let mut lab = export.clone();
+    let lab_log = room_of_class(&mut lab, "laboratory")["read_log"].as_array().unwrap().clone();
+    assert!(
+        lab_log.iter().any(|entry| entry["basis"]["contract_id"] == contract_id.as_str()),
+        "the doctor's reads are in the export"
+    );
+    assert!(lab_log.len() >= 2);
+
+    // One byte of an encrypted entry's ciphertext.
+    let changed = tampered(&patient, "byte.json", &export, |export| {
+        let room = room_of_class(export, "laboratory");
+        let entry = room["events"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|event| event["type"] == "m.room.encrypted")
+            .unwrap();
+        let ciphertext = entry["content"]["ciphertext"].as_str().unwrap().to_owned();
+        let flipped = if ciphertext.starts_with('A') { "B" } else { "A" };
+        entry["content"]["ciphertext"] = Value::from(format!("{flipped}{}", &ciphertext[1..]));
+    });
+    let (code, said) = verify(&changed);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("does not match its content hash"), "{said}");
+
+    // An event removed from the DAG: the doctor's join to the laboratory room.
+    let removed = tampered(&patient, "removed.json", &export, |export| {
+        let events = room_of_class(export, "laboratory")["events"].as_array_mut().unwrap();
+        let at = events
+            .iter()
+            .position(|e| {
+                e["type"] == "m.room.member"
+                    && e["state_key"] == "@doctor:localhost"
+                    && e["content"]["membership"] == "join"
+            })
+            .unwrap();
+        events.remove(at);
+    });
+    let (code, said) = verify(&removed);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("which is not in the room"), "{said}");
+
+    // A read-log entry dropped, then two swapped: the chain breaks where it was changed.
+    let dropped = tampered(&patient, "dropped.json", &export, |export| {
+        room_of_class(export, "laboratory")["read_log"].as_array_mut().unwrap().remove(0);
+    });
+    let (code, said) = verify(&dropped);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("read log entry 0: carries index 1"), "{said}");
+    let swapped = tampered(&patient, "swapped.json", &export, |export| {
+        room_of_class(export, "laboratory")["read_log"].as_array_mut().unwrap().swap(0, 1);
+    });
+    let (code, said) = verify(&swapped);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("read log entry 0"), "{said}");
+
+    // A log rewritten consistently (every hash recomputed) so a read names a contract that
+    // never allowed it: the chain holds, the contract check does not.
+    let rewritten = tampered(&patient, "rewritten.json", &export, |export| {
+        let log = room_of_class(export, "laboratory")["read_log"].as_array_mut().unwrap();
+        let mut head = ChainHead::default();
+        for value in log.iter_mut() {
+            let mut entry = ReadEntry::from_json(value).unwrap();
+            entry.prev_hash = head.hash.clone();
+            if let ReadBasis::Contract { contract_id, .. } = &mut entry.basis {
+                *contract_id = "c-never-agreed".to_owned();
+            }
+            head = entry.head_after();
+            *value = entry.to_json();
+        }
+    });
+    let (code, said) = verify(&rewritten);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("c-never-agreed"), "{said}");
+    assert!(!said.contains("carries index"), "the chain itself holds: {said}");
+    let refused = patient.run(&["audit", "verify", rewritten.to_str().unwrap()]);
+    assert!(!refused.success && refused.stdout.contains("invalid"), "{refused:?}");
+
+    // The doctor may not export the patient's record.
+    assert!(!doctor.run(&["audit", "export", "--out", "/dev/null"]).success);
+    for path in [file, changed, removed, dropped, swapped, rewritten] {
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -1,0 +1,262 @@
+//! A room's read log: its hash chain, its agreement with the checkpoints the serving server
+//! anchored in the DAG, and every read's basis judged again by the contract rules.
+//!
+//! The contracts in force at a read are the record space's `org.medrix.grant` events as of
+//! the read's moment, by `origin_server_ts`: the patient's server stamps both, so its own
+//! clock orders them.
+
+use std::collections::HashMap;
+
+use medrix_protocol::Pdu;
+use medrix_records::{
+    Action, DataClass, Decision, GRANT_EVENT_TYPE, Grant, LogReader, RECORD_EVENT_TYPE, ReadBasis,
+    ReadEntry, RecordRoom, RecordSpace, USER_STATE_KEY_PREFIX, evaluate, verify_chain,
+};
+use serde_json::Value;
+
+use crate::{Export, Problem, RoomExport, events::RoomEvents};
+
+/// The event type of a read-log checkpoint (`spec/audit.md` §5); its state key is the
+/// server whose log it anchors, its content `{"count", "hash"}`.
+pub const CHECKPOINT_EVENT_TYPE: &str = "org.medrix.audit.checkpoint";
+
+/// What the record says, gathered from all its rooms.
+pub struct Record {
+    pub patient: String,
+    /// The server of the patient, whose read logs the export holds.
+    pub server: String,
+    /// Room ID → its class (`None` for the space).
+    pub classes: HashMap<String, Option<DataClass>>,
+    /// The space's contracts: state key → (ts, content), oldest first.
+    pub grants: HashMap<String, Vec<(u64, Value)>>,
+}
+
+impl Record {
+    pub fn find(export: &Export, rooms: &[RoomEvents]) -> Self {
+        let server = export.patient.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
+        let mut record = Record {
+            patient: export.patient.clone(),
+            server,
+            classes: HashMap::new(),
+            grants: HashMap::new(),
+        };
+        for (room, events) in export.rooms.iter().zip(rooms) {
+            let in_order = events.order.iter().map(|id| &events.events[id]);
+            let mut place = None;
+            for pdu in in_order {
+                let content: Value = serde_json::from_str(pdu.content().get()).unwrap_or_default();
+                match (pdu.kind().to_string().as_str(), pdu.state_key()) {
+                    (RECORD_EVENT_TYPE, Some("")) => {
+                        if let Ok(class_room) = RecordRoom::from_content(&content) {
+                            place = Some(Some(class_room.class));
+                        } else if RecordSpace::from_content(&content).is_ok() {
+                            place = Some(None);
+                        }
+                    }
+                    (GRANT_EVENT_TYPE, Some(key)) => {
+                        let ts = u64::from(pdu.origin_server_ts().0);
+                        record.grants.entry(key.to_owned()).or_default().push((ts, content));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(place) = place {
+                record.classes.insert(room.room_id.clone(), place);
+            }
+        }
+        for history in record.grants.values_mut() {
+            history.sort_by_key(|(ts, _)| *ts);
+        }
+        record
+    }
+
+    /// The contract under `state_key` as of `at`.
+    fn grant_at(&self, state_key: &str, at: u64) -> Option<Grant> {
+        let history = self.grants.get(state_key)?;
+        let (_, content) = history.iter().rev().find(|(ts, _)| *ts <= at)?;
+        Grant::from_event(state_key, content).ok()
+    }
+}
+
+/// How much of a room's log was checked.
+pub struct Checked {
+    pub entries: usize,
+    pub checkpoints: usize,
+}
+
+pub fn check_room_log(
+    room: &RoomExport,
+    events: &RoomEvents,
+    record: &Record,
+    problems: &mut Vec<Problem>,
+) -> Checked {
+    let entry_place = |index: usize| format!("room {}, read log entry {index}", room.room_id);
+    let mut entries = Vec::with_capacity(room.read_log.len());
+    for (index, value) in room.read_log.iter().enumerate() {
+        match ReadEntry::from_json(value) {
+            Ok(entry) => entries.push(entry),
+            Err(err) => {
+                problems.push(Problem { place: entry_place(index), what: err.to_string() });
+                return Checked { entries: index, checkpoints: 0 };
+            }
+        }
+    }
+    if let Err(err) = verify_chain(&room.room_id, &entries) {
+        let (place, what) = match err {
+            medrix_records::ReadLogError::Broken { index, what } => {
+                (entry_place(index as usize), what)
+            }
+            other => (format!("room {}, read log", room.room_id), other.to_string()),
+        };
+        problems.push(Problem { place, what });
+    }
+    let checkpoints = check_checkpoints(room, events, record, &entries, problems);
+    let class = record.classes.get(&room.room_id).copied();
+    let known: std::collections::HashSet<&str> =
+        events.events.keys().map(|id| id.as_str()).collect();
+    for (index, entry) in entries.iter().enumerate() {
+        // What was served was in the room: an event a read names that the export lacks was
+        // removed from the DAG (even a tip, which no later event names).
+        for id in &entry.events {
+            if !known.contains(id.as_str()) {
+                problems.push(Problem {
+                    place: entry_place(index),
+                    what: format!("names {id}, which is not in the room (removed from the DAG?)"),
+                });
+            }
+        }
+        if let Err(what) = check_basis(entry, class, events, record) {
+            problems.push(Problem { place: entry_place(index), what });
+        }
+    }
+    Checked { entries: entries.len(), checkpoints }
+}
+
+/// Every checkpoint the patient's server put in the room must name a head the log reaches.
+fn check_checkpoints(
+    room: &RoomExport,
+    events: &RoomEvents,
+    record: &Record,
+    entries: &[ReadEntry],
+    problems: &mut Vec<Problem>,
+) -> usize {
+    let mut count = 0;
+    for id in &events.order {
+        let pdu: &Pdu = &events.events[id];
+        if pdu.kind().to_string() != CHECKPOINT_EVENT_TYPE
+            || pdu.state_key() != Some(&record.server)
+        {
+            continue;
+        }
+        count += 1;
+        let place = format!("room {}, checkpoint {id}", room.room_id);
+        let content: Value = serde_json::from_str(pdu.content().get()).unwrap_or_default();
+        let (Some(anchored), Some(hash)) = (
+            content.get("count").and_then(Value::as_u64),
+            content.get("hash").and_then(Value::as_str),
+        ) else {
+            problems.push(Problem { place, what: "has no `count` and `hash`".to_owned() });
+            continue;
+        };
+        if anchored == 0 {
+            continue;
+        }
+        match entries.get(anchored as usize - 1) {
+            None => problems.push(Problem {
+                place,
+                what: format!(
+                    "anchors {anchored} log entries, but the log holds {} (entries removed)",
+                    entries.len()
+                ),
+            }),
+            Some(entry) if entry.hash() != hash => problems.push(Problem {
+                place,
+                what: format!(
+                    "anchors a log whose entry {} had another hash: the log was rewritten after it",
+                    anchored - 1
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
+    count
+}
+
+/// Whether the entry's basis holds: judged again from the DAG and the contract rules.
+fn check_basis(
+    entry: &ReadEntry,
+    class: Option<Option<DataClass>>,
+    events: &RoomEvents,
+    record: &Record,
+) -> Result<(), String> {
+    let Some(class) = class else {
+        return Err("logged in a room that is not part of the record".to_owned());
+    };
+    let executor = format!("@medrix-contracts:{}", record.server);
+    match (&entry.basis, &entry.reader) {
+        (ReadBasis::Patient, LogReader::User { user_id, .. }) if *user_id == record.patient => {
+            Ok(())
+        }
+        (ReadBasis::Patient, _) => Err("logged as the patient's read, by someone else".to_owned()),
+        (ReadBasis::Executor, LogReader::User { user_id, .. }) if *user_id == executor => Ok(()),
+        (ReadBasis::Executor, _) => {
+            Err("logged as the executor's read, by someone else".to_owned())
+        }
+        (ReadBasis::Membership, LogReader::Server { .. }) => Ok(()),
+        (ReadBasis::Membership, LogReader::User { user_id, .. }) => {
+            let own_membership = |id: &String| {
+                events.events.iter().any(|(event_id, pdu)| {
+                    event_id.as_str() == id
+                        && pdu.kind().to_string() == "m.room.member"
+                        && pdu.state_key() == Some(user_id.as_str())
+                })
+            };
+            match entry.events.iter().find(|id| !own_membership(id)) {
+                None => Ok(()),
+                Some(id) => Err(format!(
+                    "{user_id} was served {id} under no contract (only their own membership may be)"
+                )),
+            }
+        }
+        (ReadBasis::Contract { contract_id, purpose, .. }, reader) => {
+            let keys: Vec<String> = match reader {
+                LogReader::User { user_id, .. } => {
+                    vec![format!("{USER_STATE_KEY_PREFIX}{user_id}")]
+                }
+                LogReader::Server { server_name } => record
+                    .grants
+                    .keys()
+                    .filter(|key| {
+                        key.strip_prefix(USER_STATE_KEY_PREFIX)
+                            .and_then(|user| user.split_once(':'))
+                            .is_some_and(|(_, server)| server == server_name)
+                    })
+                    .cloned()
+                    .collect(),
+            };
+            let classes: Vec<DataClass> = match class {
+                Some(class) => vec![class],
+                None => DataClass::ALL.to_vec(),
+            };
+            let allowed =
+                keys.iter().filter_map(|key| record.grant_at(key, entry.ts)).any(|grant| {
+                    grant.contract_id.as_str() == contract_id
+                        && grant.purpose.code() == purpose
+                        && classes.iter().any(|class| {
+                            matches!(
+                                evaluate(&grant, &Action::Hold { class: *class }, entry.ts),
+                                Decision::Allowed { .. }
+                            )
+                        })
+                });
+            if allowed {
+                Ok(())
+            } else {
+                Err(format!(
+                    "logged under contract {contract_id} ({purpose}), which did not allow this read at {}",
+                    entry.ts
+                ))
+            }
+        }
+    }
+}
