@@ -32,6 +32,24 @@ pub struct Config {
     pub limits: Limits,
     /// The server-server API. Off unless `listen` is set.
     pub federation: Federation,
+    /// The audit trail (`spec/audit.md`).
+    pub audit: Audit,
+}
+
+/// The audit trail's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Audit {
+    /// How often the contract executor anchors the read logs that grew in a checkpoint event
+    /// (`org.medrix.audit.checkpoint`) in their rooms. Shorter anchors sooner (a rewritten log
+    /// contradicts more checkpoints) at the cost of an event per room per period.
+    pub checkpoint_every_secs: u64,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self { checkpoint_every_secs: 600 }
+    }
 }
 
 /// Federation: the TLS listener other servers reach, what this server trusts when it
@@ -112,6 +130,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             limits: Limits::default(),
             federation: Federation::default(),
+            audit: Audit::default(),
         }
     }
 }

@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// NAME=IP: reach host NAME at IP without DNS (repeatable).
     #[arg(long = "federation-resolve", value_parser = parse_resolve)]
     federation_resolve: Vec<(String, std::net::IpAddr)>,
+    /// Seconds between read-log checkpoints (`[audit] checkpoint_every_secs`).
+    #[arg(long)]
+    audit_checkpoint_every_secs: Option<u64>,
 }
 
 fn parse_resolve(text: &str) -> Result<(String, std::net::IpAddr), String> {
@@ -108,6 +111,9 @@ impl ServeArgs {
             federation.allow_internal_addresses = true;
         }
         federation.resolve.extend(self.federation_resolve.iter().cloned());
+        if let Some(secs) = self.audit_checkpoint_every_secs {
+            config.audit.checkpoint_every_secs = secs;
+        }
         config.validate().map_err(|err| err.to_string())?;
         Ok(config)
     }
@@ -150,6 +156,10 @@ async fn serve(config: Config) -> Result<crate::storage::WriterThread, String> {
     services.contracts.ensure_account(&services.accounts).await?;
     // Contracts that ended while the server was down are acted on now.
     services.contracts.start();
+    services.contracts.start_checkpoints(
+        services.access.clone(),
+        std::time::Duration::from_secs(services.config.audit.checkpoint_every_secs.max(1)),
+    );
     if let Some(federation) = &services.federation {
         federation.sender.start();
         // Key changes committed before a crash but never queued for other servers.

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use common::{Person, fixture};
 use medrix_records::{ChainHead, ReadBasis, ReadEntry};
-use medrix_tests::{TestServer, medrix_binary};
+use medrix_tests::{REGISTRATION_TOKEN, TestServer, medrix_binary};
 use serde_json::Value;
 
 /// The `medrix-verify` binary, built beside `medrix-cli` by the workspace's test build.
@@ -55,7 +55,15 @@ fn room_of_class<'a>(export: &'a mut Value, class: &str) -> &'a mut Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exported_record_verifies_and_every_tampering_is_found_and_placed() {
-    let server = TestServer::start(&medrix_binary()).await;
+    // Checkpoints every second, so the logs read below are anchored in their rooms.
+    let flags = [
+        "--registration-token",
+        REGISTRATION_TOKEN,
+        "--no-rate-limits",
+        "--audit-checkpoint-every-secs",
+        "1",
+    ];
+    let server = TestServer::start_with(&medrix_binary(), &flags).await;
     let patient = Person::registered(&server, "patient");
     let doctor = Person::registered(&server, "doctor");
     patient.json(&["record", "create"]);
@@ -63,6 +71,9 @@ async fn an_exported_record_verifies_and_every_tampering_is_found_and_placed() {
     let granted =
         patient.json_line("grant doctor --classes laboratory --purpose TREAT --until +1d");
     let contract_id = granted["contract_id"].as_str().unwrap().to_owned();
+    doctor.json(&["record", "list", "--patient", "patient"]);
+    // The executor anchors the grown logs; then the doctor reads the checkpoint too.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
     doctor.json(&["record", "list", "--patient", "patient"]);
 
     let file = patient.file("export.json");
@@ -73,6 +84,7 @@ async fn an_exported_record_verifies_and_every_tampering_is_found_and_placed() {
     assert!(said.starts_with("valid: 11 room(s)"), "{said}");
     let checked = patient.json(&["audit", "verify", file.to_str().unwrap()]);
     assert_eq!(checked["valid"], true, "{checked}");
+    assert!(checked["checkpoints"].as_u64().unwrap() >= 1, "the logs were anchored: {checked}");
     let export: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let mut lab = export.clone();
     let lab_log = room_of_class(&mut lab, "laboratory")["read_log"].as_array().unwrap().clone();
@@ -152,9 +164,43 @@ async fn an_exported_record_verifies_and_every_tampering_is_found_and_placed() {
     let refused = patient.run(&["audit", "verify", rewritten.to_str().unwrap()]);
     assert!(!refused.success && refused.stdout.contains("invalid"), "{refused:?}");
 
+    // A checkpoint forged after the fact: its content no longer matches what was signed.
+    let forged = tampered(&patient, "forged.json", &export, |export| {
+        let room = room_of_class(export, "laboratory");
+        let checkpoint = room["events"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|event| event["type"] == "org.medrix.audit.checkpoint")
+            .unwrap();
+        checkpoint["content"]["count"] = Value::from(1);
+    });
+    let (code, said) = verify(&forged);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("does not match its content hash"), "{said}");
+
+    // A log rewritten on the server after a checkpoint was sent (an entry removed, the chain
+    // rebuilt so it holds): the checkpoint in the DAG contradicts it.
+    let rewritten_after = tampered(&patient, "after.json", &export, |export| {
+        let log = room_of_class(export, "laboratory")["read_log"].as_array_mut().unwrap();
+        log.remove(0);
+        let mut head = ChainHead::default();
+        for value in log.iter_mut() {
+            let mut entry = ReadEntry::from_json(value).unwrap();
+            entry.index = head.count;
+            entry.prev_hash = head.hash.clone();
+            head = entry.head_after();
+            *value = entry.to_json();
+        }
+    });
+    let (code, said) = verify(&rewritten_after);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("checkpoint") && said.contains("rewritten after it"), "{said}");
+    assert!(!said.contains("carries index"), "the rebuilt chain itself holds: {said}");
+
     // The doctor may not export the patient's record.
     assert!(!doctor.run(&["audit", "export", "--out", "/dev/null"]).success);
-    for path in [file, changed, removed, dropped, swapped, rewritten] {
+    for path in [file, changed, removed, dropped, swapped, rewritten, forged, rewritten_after] {
         let _ = std::fs::remove_file(path);
     }
 }

@@ -13,6 +13,10 @@ use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+/// The state event that anchors a read log's head in the room's DAG; its state key is the
+/// server whose log it anchors, its content `{"count", "hash"}` (`spec/audit.md` §5).
+pub const CHECKPOINT_EVENT_TYPE: &str = "org.medrix.audit.checkpoint";
+
 /// Who read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogReader {

@@ -9,16 +9,13 @@ use std::collections::HashMap;
 
 use medrix_protocol::Pdu;
 use medrix_records::{
-    Action, DataClass, Decision, GRANT_EVENT_TYPE, Grant, LogReader, RECORD_EVENT_TYPE, ReadBasis,
-    ReadEntry, RecordRoom, RecordSpace, USER_STATE_KEY_PREFIX, evaluate, verify_chain,
+    Action, CHECKPOINT_EVENT_TYPE, DataClass, Decision, GRANT_EVENT_TYPE, Grant, LogReader,
+    RECORD_EVENT_TYPE, ReadBasis, ReadEntry, RecordRoom, RecordSpace, USER_STATE_KEY_PREFIX,
+    evaluate, verify_chain,
 };
 use serde_json::Value;
 
 use crate::{Export, Problem, RoomExport, events::RoomEvents};
-
-/// The event type of a read-log checkpoint (`spec/audit.md` §5); its state key is the
-/// server whose log it anchors, its content `{"count", "hash"}`.
-pub const CHECKPOINT_EVENT_TYPE: &str = "org.medrix.audit.checkpoint";
 
 /// What the record says, gathered from all its rooms.
 pub struct Record {

@@ -129,6 +129,25 @@ impl Access {
         Ok(self.read_log.append(reader, pending.0).await?)
     }
 
+    /// The record rooms of this server's patients whose read log grew since the last call,
+    /// with their heads: what the executor anchors next (`spec/audit.md` §5).
+    pub fn grown_read_logs(
+        &self,
+        executor: &UserId,
+    ) -> Result<Vec<(OwnedRoomId, medrix_records::ChainHead)>, AccessError> {
+        let now = crate::clock::now_ms();
+        let mut grown = Vec::new();
+        for room in self.read_log.take_grown() {
+            // The executor's basis is `Executor` only in records of this server's patients.
+            let facts = self.record_facts(&room, Reader::User(executor), now)?;
+            if facts.is_some_and(|facts| facts.basis == medrix_records::ReadBasis::Executor) {
+                let head = self.read_log.stored_head(&room)?;
+                grown.push((room, head));
+            }
+        }
+        Ok(grown)
+    }
+
     /// The read log of a room of a patient's record, from entry `from`, at most `limit`
     /// entries looked at: all of them for the patient, only their own reads for anyone else
     /// who has been in the room (a grantee). Not found for a room that is not part of a

@@ -8,17 +8,23 @@
 //! lock is the simplest correct way while reads of record rooms stay a small share of the
 //! work. The wait for durability happens after it is released, so appends share fsyncs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use medrix_records::{ChainHead, LogReader, ReadBasis, ReadEntry, ReadPath};
 use ruma::{OwnedRoomId, RoomId};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::storage::{Storage, StorageError, catalogue as cf, compound_key};
+use crate::{
+    locks::LockExt,
+    storage::{Storage, StorageError, catalogue as cf, compound_key},
+};
 
 /// Heads kept in memory; past this the map is emptied and heads are read again from storage.
 const MAX_CACHED_HEADS: usize = 10_000;
+/// Rooms remembered as having grown since their last checkpoint; past this, the growth of
+/// further rooms waits for their next read to be noticed.
+const MAX_GROWN: usize = 100_000;
 /// The most entries one listing returns.
 pub const MAX_LISTED: usize = 1000;
 
@@ -36,11 +42,18 @@ pub struct Disclosure {
 pub struct ReadLogStore {
     storage: Storage,
     heads: Mutex<HashMap<OwnedRoomId, ChainHead>>,
+    /// Rooms whose log grew since the checkpoints last took them.
+    grown: std::sync::Mutex<HashSet<OwnedRoomId>>,
 }
 
 impl ReadLogStore {
     pub fn new(storage: Storage) -> Self {
-        Self { storage, heads: Mutex::new(HashMap::new()) }
+        Self { storage, heads: Mutex::new(HashMap::new()), grown: Default::default() }
+    }
+
+    /// The rooms whose log grew since the last call (durable entries only).
+    pub fn take_grown(&self) -> Vec<OwnedRoomId> {
+        self.grown.locked().drain().collect()
     }
 
     /// Appends one entry per disclosure, each to its room's chain, and returns once all are
@@ -53,6 +66,7 @@ impl ReadLogStore {
         if disclosures.is_empty() {
             return Ok(());
         }
+        let rooms: Vec<OwnedRoomId> = disclosures.iter().map(|d| d.room_id.clone()).collect();
         let durability = {
             let mut heads = self.heads.lock().await;
             if heads.len() + disclosures.len() > MAX_CACHED_HEADS {
@@ -103,6 +117,13 @@ impl ReadLogStore {
         if result.is_err() {
             // What follows may have been built on entries that did not reach the disk.
             self.heads.lock().await.clear();
+        } else {
+            let mut grown = self.grown.locked();
+            for room in rooms {
+                if grown.len() < MAX_GROWN {
+                    grown.insert(room);
+                }
+            }
         }
         result
     }

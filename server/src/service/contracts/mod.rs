@@ -16,8 +16,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use medrix_records::{
-    BREAK_GLASS_KEY, BreakGlassError, ContractId, GRANT_EVENT_TYPE, RecordSpace, Status,
-    break_glass_grant,
+    BREAK_GLASS_KEY, BreakGlassError, CHECKPOINT_EVENT_TYPE, ContractId, GRANT_EVENT_TYPE,
+    RecordSpace, Status, break_glass_grant,
 };
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use crate::{
     random,
     service::{
+        access::Access,
         accounts::Accounts,
         federation::rooms::FederatedRooms,
         rooms::{
@@ -73,6 +74,40 @@ impl ContractExecutor {
     pub fn start(&self) {
         let this = self.clone();
         tokio::spawn(async move { this.run().await });
+    }
+
+    /// Anchors the read logs that grew, every `every`, until the process ends: in each such
+    /// record room of this server's patients, a checkpoint state event (keyed by this
+    /// server's name) carrying the log's head, signed as the executor (`spec/audit.md` §5).
+    pub fn start_checkpoints(&self, access: Access, every: Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                this.checkpoint(&access).await;
+            }
+        });
+    }
+
+    async fn checkpoint(&self, access: &Access) {
+        let grown = match access.grown_read_logs(&self.user) {
+            Ok(grown) => grown,
+            Err(err) => {
+                tracing::error!(%err, "read-log checkpoints: finding the grown logs failed");
+                return;
+            }
+        };
+        let server = self.rooms.server_name().to_string();
+        for (room, head) in grown {
+            let content = json!({ "count": head.count, "hash": head.hash });
+            if let Err(err) = self
+                .rooms
+                .append(&room, &self.user, CHECKPOINT_EVENT_TYPE, Some(&server), content, None)
+                .await
+            {
+                tracing::warn!(%room, %err, "a read-log checkpoint could not be sent");
+            }
+        }
     }
 
     async fn run(&self) {
