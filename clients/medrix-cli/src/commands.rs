@@ -11,7 +11,7 @@ use medrix_client::{
 };
 use medrix_records::{
     AccessRequest, DataClass, DataPeriod, EventId, Mode, Purpose, RoomId, ServerName, UserId,
-    Validity,
+    Validity, audit_reports,
 };
 use serde_json::{Map, Value, json};
 
@@ -136,6 +136,8 @@ pub async fn run(cli: Cli) -> Result<Output> {
             })
         }
         Command::Audit(args) => audit(profile, args).await,
+        Command::Disclosures { since } => disclosures(profile, since.as_deref()).await,
+        Command::Recipients => recipients(profile).await,
         Command::Request(args) => request(profile, args).await,
         Command::Requests => requests(profile).await,
         Command::Approve { user, text } => {
@@ -486,6 +488,7 @@ async fn audit(profile: Profile, args: AuditArgs) -> Result<Output> {
     match args.action {
         Some(AuditAction::Export { out }) => return audit_export(profile, &out).await,
         Some(AuditAction::Verify { file }) => return audit_verify(&file),
+        Some(AuditAction::Fhir { out }) => return audit_fhir(profile, &out).await,
         None => {}
     }
     let now = now_ms();
@@ -519,6 +522,103 @@ async fn audit(profile: Profile, args: AuditArgs) -> Result<Output> {
         json: json!({
             "patient": record.patient(),
             "reads": reads.iter().map(render::read_json).collect::<Vec<_>>(),
+        }),
+        text,
+    })
+}
+
+/// The record's reads as FHIR R4 AuditEvents, in a `collection` Bundle.
+async fn audit_fhir(profile: Profile, out: &Path) -> Result<Output> {
+    let client = MedrixClient::open(profile).await?;
+    let record = client.own_record().await?;
+    let reads = client.read_log(&record).await?;
+    let patient = record.patient().as_str();
+    let server = record.patient().server_name();
+    let server = server.as_str();
+    let entries: Vec<Value> = reads
+        .iter()
+        .map(|read| {
+            let event = audit_reports::audit_event(read, patient, server);
+            json!({"fullUrl": format!("urn:uuid:{}", uuid_like(&event["id"])), "resource": event})
+        })
+        .collect();
+    let count = entries.len();
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": entries});
+    std::fs::write(out, bundle.to_string())
+        .map_err(|error| CliError::Write { path: out.to_owned(), error })?;
+    Ok(Output {
+        json: json!({"out": out, "audit_events": count}),
+        text: format!("Wrote {} ({count} AuditEvent(s)).", out.display()),
+    })
+}
+
+/// A `urn:uuid` form of an AuditEvent id (`read-` + 32 hex digits) for its Bundle entry.
+fn uuid_like(id: &Value) -> String {
+    let hex = id.as_str().unwrap_or_default().trim_start_matches("read-");
+    if hex.len() != 32 {
+        return "00000000-0000-0000-0000-000000000000".to_owned();
+    }
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// The HIPAA accounting of disclosures of the caller's record.
+async fn disclosures(profile: Profile, since: Option<&str>) -> Result<Output> {
+    let since = since
+        .map(|text| parse_time(text, Bound::Start, now_ms()).map_err(CliError::Input))
+        .transpose()?
+        .unwrap_or(0);
+    let client = MedrixClient::open(profile).await?;
+    let record = client.own_record().await?;
+    let reads = client.read_log(&record).await?;
+    let listed = audit_reports::disclosures(&reads, since.max(0) as u64);
+    let mut text = format!("{} disclosure(s) of the record of {}", listed.len(), record.patient());
+    for disclosure in &listed {
+        text.push('\n');
+        text.push_str(&render::disclosure_line(disclosure));
+    }
+    Ok(Output {
+        json: json!({
+            "patient": record.patient(),
+            "disclosures": listed.iter().map(render::disclosure_json).collect::<Vec<_>>(),
+        }),
+        text,
+    })
+}
+
+/// The GDPR recipients of the caller's record's data.
+async fn recipients(profile: Profile) -> Result<Output> {
+    let client = MedrixClient::open(profile).await?;
+    let record = client.own_record().await?;
+    let reads = client.read_log(&record).await?;
+    let now = now_ms();
+    // In force now: a personal contract that allows access, or a standing emergency contract
+    // (its organisation's clinicians may break the glass, so it may receive data).
+    let holding: Vec<(String, Vec<DataClass>)> = client
+        .access(&record, now)
+        .await?
+        .into_iter()
+        .filter(|access| {
+            let grant = &access.contract.grant;
+            access.decision.is_allowed()
+                || (grant.is_standing_emergency()
+                    && grant.status == medrix_records::Status::Active
+                    && grant.valid.contains(now))
+        })
+        .map(|access| {
+            let grant = access.contract.grant;
+            (grant.grantee.as_str().to_owned(), grant.classes.into_iter().collect())
+        })
+        .collect();
+    let listed = audit_reports::recipients(&reads, &holding);
+    let mut text = format!("{} recipient(s) of the record of {}", listed.len(), record.patient());
+    for recipient in &listed {
+        text.push('\n');
+        text.push_str(&render::recipient_line(recipient));
+    }
+    Ok(Output {
+        json: json!({
+            "patient": record.patient(),
+            "recipients": listed.iter().map(render::recipient_json).collect::<Vec<_>>(),
         }),
         text,
     })

@@ -85,6 +85,16 @@ enum Command {
     /// Who read your record, when, through what and under which contract (a grantee: your
     /// own reads of a record shared with you).
     Audit(AuditArgs),
+    /// The accounting of disclosures of your record (HIPAA §164.528): who received what,
+    /// when, and for what purpose.
+    Disclosures {
+        /// Only disclosures at or after this time.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+    },
+    /// The recipients of your record's data (GDPR Art. 15): who received it, and who holds
+    /// access now.
+    Recipients,
     /// A contract as FHIR R4 Consent.
     #[command(subcommand)]
     Consent(ConsentCommand),
@@ -150,6 +160,12 @@ enum AuditAction {
     /// logs and the signing servers' keys.
     Export {
         /// Where to write it.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Your record's logged reads as FHIR R4 AuditEvents (IHE BALP), in a Bundle.
+    Fhir {
+        /// Where to write the Bundle.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },

@@ -1,8 +1,9 @@
 //! How results read: JSON with the spec's field names, and text lines for a person.
 
 use medrix_client::{Access, AddedEntry, ListedEntry, LoggedRead, PendingRequest, UnreadableEntry};
+use medrix_records::audit_reports::{Disclosure, Recipient};
 use medrix_records::fhir::datetime::format_instant;
-use medrix_records::{Denial, Grant, LogReader, ReadBasis};
+use medrix_records::{Denial, Grant, LogReader, Purpose, ReadBasis};
 use serde_json::{Map, Value, json};
 
 use crate::time::describe_duration;
@@ -230,5 +231,69 @@ pub fn read_line(read: &LoggedRead) -> String {
         count = entry.events.len(),
         class = read.class.map_or("the record space", |class| class.as_str()),
         path = entry.path.as_str(),
+    )
+}
+
+/// A disclosure as `disclosures --json` prints it.
+pub fn disclosure_json(disclosure: &Disclosure) -> Value {
+    json!({
+        "recipient": disclosure.recipient,
+        "recipient_kind": if disclosure.recipient_is_server { "server" } else { "user" },
+        "contract_id": disclosure.contract_id,
+        "purpose": disclosure.purpose,
+        "break_glass": disclosure.break_glass,
+        "classes": disclosure.classes,
+        "first": moment(disclosure.first_ms as i64),
+        "last": moment(disclosure.last_ms as i64),
+        "first_ms": disclosure.first_ms,
+        "last_ms": disclosure.last_ms,
+        "reads": disclosure.reads,
+        "events": disclosure.events,
+    })
+}
+
+/// A disclosure as one line: when, to whom, what, why.
+pub fn disclosure_line(disclosure: &Disclosure) -> String {
+    let purpose = Purpose::parse(&disclosure.purpose)
+        .map_or(disclosure.purpose.clone(), |p| format!("{} ({})", p.code(), p.display()));
+    format!(
+        "{first} to {last}  {recipient}  {events} entr(y/ies) of {classes}  for {purpose}  under {contract}{glass}",
+        first = moment(disclosure.first_ms as i64),
+        last = moment(disclosure.last_ms as i64),
+        recipient = disclosure.recipient,
+        events = disclosure.events,
+        classes = disclosure.classes.iter().cloned().collect::<Vec<_>>().join(","),
+        contract = disclosure.contract_id,
+        glass = if disclosure.break_glass { "  BREAK-GLASS" } else { "" },
+    )
+}
+
+/// A recipient as `recipients --json` prints it.
+pub fn recipient_json(recipient: &Recipient) -> Value {
+    json!({
+        "recipient": recipient.recipient,
+        "recipient_kind": if recipient.recipient_is_server { "server" } else { "user" },
+        "classes": recipient.classes,
+        "contracts": recipient.contracts,
+        "first_ms": recipient.first_ms,
+        "last_ms": recipient.last_ms,
+        "holds_access": recipient.holds_access,
+    })
+}
+
+/// A recipient as one line.
+pub fn recipient_line(recipient: &Recipient) -> String {
+    let received = match (recipient.first_ms, recipient.last_ms) {
+        (Some(first), Some(last)) => {
+            format!("received data {} to {}", moment(first as i64), moment(last as i64))
+        }
+        _ => "has received nothing yet".to_owned(),
+    };
+    format!(
+        "{}  {}  classes {}  {}",
+        recipient.recipient,
+        received,
+        recipient.classes.iter().cloned().collect::<Vec<_>>().join(","),
+        if recipient.holds_access { "holds access now" } else { "no access now" },
     )
 }

@@ -204,3 +204,124 @@ async fn an_exported_record_verifies_and_every_tampering_is_found_and_placed() {
         let _ = std::fs::remove_file(path);
     }
 }
+
+/// Waits until the executor has joined `room` (it answers break-glass knocks there).
+async fn wait_for_executor(server: &TestServer, patient: &Person, room: &str) {
+    let path =
+        format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@medrix-contracts:localhost");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, content) = server.call("GET", &path, Some(&patient.access_token()), None).await;
+        if content["membership"] == "join" {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the executor did not join: {content}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Two providers (one revoked) and a break-glass: the accounting of disclosures lists exactly
+/// their three, the recipients add who holds access now, and every read is a valid FHIR R4
+/// AuditEvent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disclosures_and_recipients_list_exactly_who_received_what_and_why() {
+    let server = TestServer::start(&medrix_binary()).await;
+    let patient = Person::registered(&server, "patient");
+    let alice = Person::registered(&server, "alice");
+    let bob = Person::registered(&server, "bob");
+    let medic = Person::registered(&server, "medic");
+    let space = patient.json(&["record", "create"])["space"].as_str().unwrap().to_owned();
+    patient.json(&["record", "add", &fixture("period-2024.ndjson")]);
+    let to_alice =
+        patient.json_line("grant alice --classes laboratory --purpose TREAT --until +1d");
+    let to_bob = patient.json_line("grant bob --classes vital-signs --purpose CAREMGT --until +1d");
+    alice.json(&["record", "list", "--patient", "patient"]);
+    bob.json(&["record", "list", "--patient", "patient"]);
+    patient.json(&["revoke", "bob"]);
+    wait_for_executor(&server, &patient, &space).await;
+    patient.json_line(
+        "emergency-contract localhost --classes allergies --until +1d --window-minutes 60",
+    );
+    let glass = medic.json(&[
+        "break-glass",
+        "@patient:localhost",
+        "--space",
+        &space,
+        "--reason",
+        "found unconscious",
+    ]);
+    medic.json(&["record", "list", "--patient", "patient"]);
+
+    let listed = patient.json(&["disclosures"]);
+    let disclosures = listed["disclosures"].as_array().unwrap();
+    let summary: Vec<(String, String, String, bool)> = disclosures
+        .iter()
+        .map(|d| {
+            (
+                d["recipient"].as_str().unwrap().to_owned(),
+                d["contract_id"].as_str().unwrap().to_owned(),
+                d["purpose"].as_str().unwrap().to_owned(),
+                d["break_glass"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("@alice:localhost", to_alice["contract_id"].as_str().unwrap(), "TREAT", false),
+        ("@bob:localhost", to_bob["contract_id"].as_str().unwrap(), "CAREMGT", false),
+        ("@medic:localhost", glass["contract_id"].as_str().unwrap(), "BTG", true),
+    ]
+    .map(|(r, c, p, g)| (r.to_owned(), c.to_owned(), p.to_owned(), g));
+    assert_eq!(summary, expected, "{listed}");
+    for (disclosure, class) in disclosures.iter().zip(["laboratory", "vital-signs", "allergies"]) {
+        assert!(
+            disclosure["classes"].as_array().unwrap().contains(&Value::from(class)),
+            "{disclosure}"
+        );
+        assert!(disclosure["events"].as_u64().unwrap() >= 1, "{disclosure}");
+    }
+    let later = patient.json(&["disclosures", "--since", "+1h"]);
+    assert!(later["disclosures"].as_array().unwrap().is_empty(), "{later}");
+
+    // The recipients: the three who received data (bob's access ended), and the medic's
+    // organisation, which holds the standing emergency contract and has received nothing.
+    let recipients = patient.json(&["recipients"]);
+    let holding: Vec<(String, bool, bool)> = recipients["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["recipient"].as_str().unwrap().to_owned(),
+                r["holds_access"].as_bool().unwrap(),
+                r["first_ms"].is_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        holding,
+        [
+            ("@alice:localhost".to_owned(), true, true),
+            ("@bob:localhost".to_owned(), false, true),
+            ("@medic:localhost".to_owned(), true, true),
+            ("localhost".to_owned(), true, false),
+        ],
+        "{recipients}"
+    );
+
+    // Every read as a FHIR R4 AuditEvent, valid.
+    let out = patient.file("audit-events.json");
+    let written = patient.json(&["audit", "fhir", "--out", out.to_str().unwrap()]);
+    assert!(written["audit_events"].as_u64().unwrap() >= 3, "{written}");
+    let bundle: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    if let Err(messages) = common::validate_fhir(&bundle) {
+        panic!("the audit events are not valid FHIR R4:\n{messages}");
+    }
+    let glass_events = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["agent"][0]["purposeOfUse"][0]["coding"][0]["code"] == "BTG")
+        .count();
+    assert!(glass_events >= 1, "the break-glass reads are flagged");
+    let _ = std::fs::remove_file(out);
+}

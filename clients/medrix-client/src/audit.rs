@@ -3,7 +3,7 @@
 //! checked as it arrives: every room's chain must hold and end at the head the server
 //! states, or the listing stops with the room and the entry at fault.
 
-use medrix_records::{DataClass, ReadEntry, RoomId, verify_chain};
+use medrix_records::{ReadEntry, RoomId, verify_chain};
 use serde_json::{Map, Value, json};
 
 use crate::client::MedrixClient;
@@ -14,11 +14,7 @@ use crate::record::{Record, sdk_room_id};
 const PAGE: u64 = 1000;
 
 /// One logged read, with the class of the room it was in (`None`: the record's space).
-#[derive(Debug, Clone)]
-pub struct LoggedRead {
-    pub class: Option<DataClass>,
-    pub entry: ReadEntry,
-}
+pub use medrix_records::audit_reports::ClassedRead as LoggedRead;
 
 impl MedrixClient {
     /// The logged reads of every room of the record the caller may see the log of, oldest

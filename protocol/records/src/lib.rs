@@ -8,6 +8,7 @@
 //! parsed once at the edge into typed values; errors say which field is at fault and whether
 //! its shape or its value is wrong. The normative text is `spec/records.md`.
 
+pub mod audit_reports;
 pub mod break_glass;
 pub mod class;
 pub mod entry;
