@@ -164,3 +164,75 @@ async fn every_read_of_a_record_room_is_logged_under_its_contract_and_the_chain_
     assert_eq!(&after[..log.len()], &log[..]);
     verify_chain(&lab, &after).unwrap();
 }
+
+/// `kill -9` while a provider reads as fast as they can: after the restart the chain holds and
+/// every read that was answered has its entry (an entry is durable before its answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answered_read_is_missing_from_the_log_after_kill_9_under_load() {
+    let mut server = start().await;
+    let patient = server.register("patient", "pw").await;
+    let doctor = server.register("doctor", "pw").await;
+    let doctor_id = whoami(&server, &doctor).await;
+    let record = create_record(&server, &patient, &["laboratory"]).await;
+    let lab = record.room("laboratory").to_owned();
+    let contract = grant("c-lab", &doctor_id, &["laboratory"], now_ms() + 3_600_000, "active");
+    let (status, body) = put_contract(&server, &patient, &record.space, &doctor_id, contract).await;
+    assert_eq!(status, 200, "{body}");
+    for room in [&record.space, &lab] {
+        let path = format!("/_matrix/client/v3/rooms/{room}/invite");
+        server.call("POST", &path, Some(&patient), Some(json!({"user_id": doctor_id}))).await;
+        server
+            .call(
+                "POST",
+                &format!("/_matrix/client/v3/join/{room}"),
+                Some(&doctor),
+                Some(json!({})),
+            )
+            .await;
+    }
+    send(&server, &patient, &lab, "potassium 4.1").await;
+
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = server.url(&format!("/_matrix/client/v3/rooms/{lab}/messages?dir=b&limit=10"));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, token, answered) = (url.clone(), doctor.clone(), answered.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                loop {
+                    let response = http.get(&url).bearer_auth(&token).send().await;
+                    let Ok(response) = response else { return };
+                    let Ok(body) = response.json::<Value>().await else { return };
+                    if body["chunk"].as_array().is_some_and(|chunk| !chunk.is_empty()) {
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    server.crash_and_restart().await;
+    for reader in readers {
+        let _ = reader.await;
+    }
+    let answered = answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(answered > 10, "the readers were answered {answered} times");
+
+    let mut log = Vec::new();
+    loop {
+        let path = format!("/_medrix/client/v1/rooms/{lab}/read_log?limit=1000&from={}", log.len());
+        let (status, body) = server.call("GET", &path, Some(&patient), None).await;
+        assert_eq!(status, 200, "{body}");
+        log.extend(entries(&body));
+        if body.get("next").is_none() {
+            break;
+        }
+    }
+    verify_chain(&lab, &log).unwrap();
+    let logged = log
+        .iter()
+        .filter(|e| e.path == ReadPath::Messages)
+        .filter(|e| matches!(&e.reader, LogReader::User { user_id, .. } if *user_id == doctor_id))
+        .count();
+    assert!(logged >= answered, "{answered} reads answered, {logged} logged");
+}
