@@ -533,12 +533,10 @@ async fn audit_fhir(profile: Profile, out: &Path) -> Result<Output> {
     let record = client.own_record().await?;
     let reads = client.read_log(&record).await?;
     let patient = record.patient().as_str();
-    let server = record.patient().server_name();
-    let server = server.as_str();
     let entries: Vec<Value> = reads
         .iter()
         .map(|read| {
-            let event = audit_reports::audit_event(read, patient, server);
+            let event = audit_reports::audit_event(read, patient);
             json!({"fullUrl": format!("urn:uuid:{}", uuid_like(&event["id"])), "resource": event})
         })
         .collect();

@@ -203,6 +203,7 @@ pub fn reader_is(reader: &LogReader, who: &str) -> bool {
 /// the time written out.
 pub fn read_json(read: &LoggedRead) -> Value {
     let mut entry = read.entry.to_json();
+    entry["logged_by"] = json!(read.server);
     entry["class"] = json!(read.class.map_or("space", |class| class.as_str()));
     entry["time"] = json!(moment(read.entry.ts as i64));
     entry
@@ -226,7 +227,8 @@ pub fn read_line(read: &LoggedRead) -> String {
         ),
     };
     format!(
-        "{time}  {who}  {count} event(s) of {class} via {path}  {why}",
+        "{time}  {who}  {count} event(s) of {class} via {path} on {server}  {why}",
+        server = read.server,
         time = moment(entry.ts as i64),
         count = entry.events.len(),
         class = read.class.map_or("the record space", |class| class.as_str()),

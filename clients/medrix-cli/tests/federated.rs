@@ -96,9 +96,28 @@ async fn a_doctor_on_another_server_reads_exactly_the_granted_classes_and_period
             && read["basis"]["contract_id"] == contract_id),
         "{audit}"
     );
+    // `--who` a server: the server's reads and its users' (the doctor's, below).
     assert!(
-        reads.iter().all(|read| read["reader"]["server_name"] == hospital.server_name.as_str())
+        reads.iter().all(|read| read["reader"]["server_name"] == hospital.server_name.as_str()
+            || read["reader"]["user_id"] == doctor.user_id.as_str())
     );
+
+    // The hospital logged the doctor's own reads there (sync, messages) and hands its log to
+    // the patient's server: the patient's audit shows them, logged by the hospital, under the
+    // contract the hospital found in the record's space.
+    let audit = patient.json(&["audit", "--who", &doctor.user_id]);
+    let reads = audit["reads"].as_array().unwrap();
+    assert!(
+        reads.iter().any(|read| read["class"] == "laboratory"
+            && read["logged_by"] == hospital.server_name.as_str()
+            && read["basis"]["contract_id"] == contract_id),
+        "{audit}"
+    );
+    // The doctor's own view, from their server: their reads only.
+    let own = doctor.json(&["audit", "--patient", &patient.user_id]);
+    let own = own["reads"].as_array().unwrap();
+    assert!(!own.is_empty());
+    assert!(own.iter().all(|read| read["reader"]["user_id"] == doctor.user_id.as_str()), "{own:?}");
 
     // Revoked: the doctor's server is out of the rooms and is handed nothing newer.
     let token = doctor.access_token();

@@ -22,17 +22,34 @@ impl MedrixClient {
     /// anyone else.
     pub async fn read_log(&self, record: &Record) -> Result<Vec<LoggedRead>> {
         let is_patient = record.patient() == &self.user;
+        let own_server = self.user.server_name().to_string();
         let space = record.space_id();
         let rooms = std::iter::once((None, &space))
             .chain(record.rooms().map(|(class, room)| (Some(class), room)));
         let mut reads = Vec::new();
         for (class, room) in rooms {
-            let Some(entries) = self.room_read_log(room, is_patient).await? else { continue };
-            reads.extend(entries.into_iter().map(|entry| LoggedRead { class, entry }));
+            let Some((entries, servers)) = self.room_read_log(room, None, is_patient).await? else {
+                continue;
+            };
+            let tagged = |server: &str, entries: Vec<ReadEntry>| -> Vec<LoggedRead> {
+                let server = server.to_owned();
+                entries
+                    .into_iter()
+                    .map(|entry| LoggedRead { class, server: server.clone(), entry })
+                    .collect()
+            };
+            reads.extend(tagged(&own_server, entries));
+            // The other servers of the room log their own users' reads there.
+            for server in servers {
+                if let Some((entries, _)) = self.room_read_log(room, Some(&server), true).await? {
+                    reads.extend(tagged(&server, entries));
+                }
+            }
         }
         reads.sort_by(|a, b| {
-            (a.entry.ts, &a.entry.room_id, a.entry.index).cmp(&(
+            (a.entry.ts, &a.server, &a.entry.room_id, a.entry.index).cmp(&(
                 b.entry.ts,
+                &b.server,
                 &b.entry.room_id,
                 b.entry.index,
             ))
@@ -69,20 +86,38 @@ impl MedrixClient {
         }))
     }
 
-    /// One room's log, every page; `None` where the server has none for the caller (a room
-    /// they were never in).
-    async fn room_read_log(&self, room: &RoomId, verify: bool) -> Result<Option<Vec<ReadEntry>>> {
+    /// One room's log, every page, as the caller's server keeps it (or, for the patient, as
+    /// `server` does), with the other servers of the room the caller's server names (for the
+    /// patient). `None` where there is no log for the caller (a room they were never in, or a
+    /// server that does not answer for it). `verify`: check the chain and the stated head.
+    async fn room_read_log(
+        &self,
+        room: &RoomId,
+        server: Option<&str>,
+        verify: bool,
+    ) -> Result<Option<(Vec<ReadEntry>, Vec<String>)>> {
         let room_id = sdk_room_id(room)?;
+        let place = server.map_or_else(|| room.to_string(), |s| format!("{room} on {s}"));
+        let broken = |what: String| ClientError::BrokenReadLog { room: place.clone(), what };
         let mut entries = Vec::new();
+        let mut servers = Vec::new();
         let mut from = 0;
         let mut head = None;
         loop {
-            let request = read_log::Request { room_id: room_id.clone(), from, limit: PAGE };
+            let request = read_log::Request {
+                room_id: room_id.clone(),
+                from,
+                limit: PAGE,
+                server: server.map(ToOwned::to_owned),
+            };
             let page = match self.client.send(request).await {
                 Ok(page) => page,
                 Err(err) => {
                     let err = ClientError::from(err);
-                    if err.errcode() == Some("M_NOT_FOUND") {
+                    // A server that keeps no log (not Medrix) or is unreachable: nothing from it.
+                    if err.errcode() == Some("M_NOT_FOUND")
+                        || (server.is_some() && err.errcode() != Some("M_FORBIDDEN"))
+                    {
                         return Ok(None);
                     }
                     return Err(err);
@@ -90,12 +125,16 @@ impl MedrixClient {
             };
             let body = page.body;
             for entry in body["entries"].as_array().into_iter().flatten() {
-                entries.push(ReadEntry::from_json(entry).map_err(|err| {
-                    ClientError::BrokenReadLog { room: room.to_string(), what: err.to_string() }
-                })?);
+                entries.push(ReadEntry::from_json(entry).map_err(|err| broken(err.to_string()))?);
             }
             if head.is_none() {
                 head = body.get("head").cloned();
+                servers = body["servers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(ToOwned::to_owned))
+                    .collect();
             }
             match body["next"].as_u64() {
                 Some(next) if next > from => from = next,
@@ -103,7 +142,6 @@ impl MedrixClient {
             }
         }
         if verify {
-            let broken = |what: String| ClientError::BrokenReadLog { room: room.to_string(), what };
             let chain =
                 verify_chain(room.as_str(), &entries).map_err(|err| broken(err.to_string()))?;
             let stated = head.unwrap_or_default();
@@ -122,7 +160,7 @@ impl MedrixClient {
                 )));
             }
         }
-        Ok(Some(entries))
+        Ok(Some((entries, servers)))
     }
 }
 
@@ -184,7 +222,7 @@ mod read_log {
             error::{Error, FromHttpResponseError, IntoHttpError},
             metadata,
         },
-        exports::{bytes::BufMut, http, serde_json},
+        exports::{bytes::BufMut, http, serde_html_form, serde_json},
     };
     use serde_json::Value;
 
@@ -200,6 +238,8 @@ mod read_log {
         pub room_id: OwnedRoomId,
         pub from: u64,
         pub limit: u64,
+        /// Another server whose log of the room to fetch (the patient only).
+        pub server: Option<String>,
     }
 
     /// A JSON answer as the server wrote it (a page: `entries`, `next`, `head`).
@@ -217,7 +257,11 @@ mod read_log {
             access_token: SendAccessToken<'_>,
             path_builder_input: (),
         ) -> Result<http::Request<T>, IntoHttpError> {
-            let query = format!("from={}&limit={}", self.from, self.limit);
+            let mut query = format!("from={}&limit={}", self.from, self.limit);
+            if let Some(server) = &self.server {
+                query.push('&');
+                query.push_str(&serde_html_form::to_string([("server", server)])?);
+            }
             let url =
                 Self::make_endpoint_url(path_builder_input, base_url, &[&self.room_id], &query)?;
             let mut request =

@@ -21,10 +21,12 @@ use crate::class::DataClass;
 use crate::fhir::datetime::format_instant;
 use crate::read_log::{LogReader, ReadBasis, ReadEntry, ReadPath};
 
-/// A logged read with the class of its room (`None`: the record's space).
+/// A logged read with the class of its room (`None`: the record's space) and the server
+/// whose log it is (the server that served it).
 #[derive(Debug, Clone)]
 pub struct ClassedRead {
     pub class: Option<DataClass>,
+    pub server: String,
     pub entry: ReadEntry,
 }
 
@@ -135,9 +137,10 @@ pub fn recipients(reads: &[ClassedRead], holding: &[(String, Vec<DataClass>)]) -
 }
 
 /// A read as a FHIR R4 `AuditEvent` (IHE BALP: a `read` of one event, else a query), for the
-/// record of `patient`, logged by `server`.
-pub fn audit_event(read: &ClassedRead, patient: &str, server: &str) -> Value {
+/// record of `patient`.
+pub fn audit_event(read: &ClassedRead, patient: &str) -> Value {
     let entry = &read.entry;
+    let server = read.server.as_str();
     let single = matches!(entry.path, ReadPath::Event | ReadPath::FederationEvent);
     let (subtype, subtype_display, action) =
         if single { ("read", "read", "R") } else { ("search-type", "search type", "E") };
@@ -279,6 +282,7 @@ mod tests {
         };
         ClassedRead {
             class: Some(DataClass::Laboratory),
+            server: "s".into(),
             entry: ReadEntry {
                 room_id: "!lab:s".into(),
                 index: ts,

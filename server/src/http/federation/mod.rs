@@ -1,6 +1,7 @@
 //! The server-server API, served on its own TLS listener: key publication and version now;
 //! every endpoint that acts for another server authenticates it with X-Matrix.
 
+mod audit;
 mod auth;
 mod events;
 mod keys;
@@ -42,6 +43,7 @@ pub fn router(services: Services) -> Router {
         .route("/_matrix/key/v2/server", get(own_keys))
         .route("/_matrix/key/v2/server/{key_id}", get(own_keys))
         .route("/_matrix/federation/v1/version", get(version))
+        .route("/_medrix/federation/v1/rooms/{room_id}/read_log", get(audit::read_log))
         .route(path::<get_remote_server_keys_batch::v2::Request>(), post(notary::query_batch))
         .route(path::<get_remote_server_keys::v2::Request>(), get(notary::query_one))
         .route(path::<get_profile_information::v1::Request>(), get(query::profile))

@@ -19,7 +19,11 @@ use crate::{
         error::ApiError,
         ruma_request::{authenticate, check_rate_limit, missing_token},
     },
-    service::{Services, access::MAX_LISTED},
+    service::{
+        Services,
+        access::{MAX_LISTED, ReadLogPage},
+        federation::read_logs,
+    },
 };
 
 /// Entries per page when the client does not say.
@@ -43,17 +47,45 @@ pub async fn read_log(
     };
     let from = number("from", 0)?;
     let limit = number("limit", DEFAULT_LIMIT as u64)?.clamp(1, MAX_LISTED as u64) as usize;
+    // Another server's log of the room (its users' reads), for the patient: fetched from it.
+    if let Some(server) = query.get("server").filter(|s| **s != services.config.server_name) {
+        let server = ServerName::parse(server)
+            .map_err(|_| ApiError::invalid_param("`server` is not a server name"))?;
+        let own = services.access.read_log(&session.user_id, &room_id, 0, 1)?;
+        if own.head.is_none() {
+            return Err(ApiError::forbidden("only the patient reads other servers' logs"));
+        }
+        let federation = services
+            .federation
+            .as_ref()
+            .ok_or_else(|| ApiError::not_found("this server does not federate"))?;
+        let page =
+            read_logs::fetch(&federation.client, &server, room_id, from, limit as u64).await?;
+        return Ok(Json(page));
+    }
     let page = services.access.read_log(&session.user_id, &room_id, from, limit)?;
+    let mut body = page_json(&page);
+    // The patient learns which other servers of the room keep a log of their users' reads.
+    if page.head.is_some() {
+        let own = services.rooms.server_name();
+        let servers = services.access.servers_in_room(&room_id, own)?;
+        body["servers"] = json!(servers);
+    }
+    Ok(Json(body))
+}
+
+/// A page of a read log as the endpoints answer it: `entries`, `next`, and `head` when given.
+pub fn page_json(page: &ReadLogPage) -> Value {
     let mut body = json!({
         "entries": page.entries.iter().map(|entry| entry.to_json()).collect::<Vec<_>>(),
     });
     if let Some(next) = page.next {
         body["next"] = json!(next);
     }
-    if let Some(head) = page.head {
+    if let Some(head) = &page.head {
         body["head"] = json!({ "count": head.count, "hash": head.hash });
     }
-    Ok(Json(body))
+    body
 }
 
 pub async fn export(

@@ -129,6 +129,31 @@ impl Access {
         Ok(self.read_log.append(reader, pending.0).await?)
     }
 
+    /// This server's read log of a record room, for the server of the room's patient (which
+    /// shows its patient the reads this server's users made): every entry, with the head.
+    /// Not found for anyone else, or a room that is not part of a record.
+    pub fn read_log_for_patients_server(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        from: u64,
+        limit: usize,
+    ) -> Result<ReadLogPage, AccessError> {
+        let place = self.record_place(room_id)?;
+        let patients_server = place
+            .as_ref()
+            .and_then(|place| UserId::parse(place.patient()).ok())
+            .map(|patient| patient.server_name().to_owned());
+        if patients_server.as_deref() != Some(server) {
+            return Err(AccessError::NotFound("no health record of your patients by this ID"));
+        }
+        let limit = limit.clamp(1, MAX_LISTED);
+        let entries = self.read_log.entries(room_id, from, limit)?;
+        let next = entries.last().filter(|_| entries.len() == limit).map(|last| last.index + 1);
+        let head = Some(self.read_log.stored_head(room_id)?);
+        Ok(ReadLogPage { entries, next, head })
+    }
+
     /// The record rooms of this server's patients whose read log grew since the last call,
     /// with their heads: what the executor anchors next (`spec/audit.md` §5).
     pub fn grown_read_logs(

@@ -70,7 +70,10 @@ impl Access {
 
     /// The room's place in a record, read from its current state (its `org.medrix.record`
     /// and its creator).
-    fn record_place(&self, room_id: &RoomId) -> Result<Option<RecordPlace>, AccessError> {
+    pub(super) fn record_place(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<Option<RecordPlace>, AccessError> {
         let state_content =
             |kind: &str| -> Result<Option<serde_json::Map<String, Value>>, AccessError> {
                 let Some(id) = self.rooms.state_event(room_id, &StateEventType::from(kind), "")?

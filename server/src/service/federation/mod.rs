@@ -11,6 +11,7 @@ pub mod destinations;
 pub mod edus_in;
 pub mod edus_out;
 pub mod public_address;
+pub mod read_logs;
 pub mod remote_keys;
 pub mod resolve;
 pub mod rooms;
