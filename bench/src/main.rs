@@ -5,7 +5,8 @@
 //! - `loadgen compare` prints the side-by-side markdown table (medians over each server's runs);
 //! - `loadgen federation-certs`, `loadgen federation` and `loadgen federation-compare` do the
 //!   same for federation ingest (`bench/run-federation`);
-//! - `loadgen contracts` measures the contract executor (`bench/run-contracts`).
+//! - `loadgen contracts` measures the contract executor (`bench/run-contracts`);
+//! - `loadgen read-log` measures what the read log costs readers (`bench/run-read-log`).
 
 mod contracts;
 mod federation;
@@ -13,6 +14,7 @@ mod http;
 mod load;
 mod matrix;
 mod procfs;
+mod read_log;
 mod report;
 mod stats;
 
@@ -66,6 +68,8 @@ enum Command {
     Federation(FederationArgs),
     /// Measures the contract executor: many contracts ending at once or spread; writes JSON.
     Contracts(ContractsArgs),
+    /// Measures reads of a record room (logged) beside a plain room (not); writes JSON.
+    ReadLog(ReadLogArgs),
     /// Prints the markdown table of the federation runs (medians over runs).
     FederationCompare {
         #[arg(long, num_args = 1.., required = true)]
@@ -141,6 +145,26 @@ struct ContractsArgs {
 }
 
 #[derive(clap::Args)]
+struct ReadLogArgs {
+    /// The server's client API, e.g. http://127.0.0.1:8008 (loopback only).
+    #[arg(long)]
+    base_url: String,
+    #[arg(long)]
+    registration_token: Option<String>,
+    /// Readers per room.
+    #[arg(long, default_value_t = 8)]
+    readers: usize,
+    #[arg(long, default_value_t = 200)]
+    messages: usize,
+    #[arg(long, default_value_t = 10)]
+    round_secs: u64,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
 struct RunArgs {
     /// The server, e.g. http://127.0.0.1:8008 (loopback only).
     #[arg(long)]
@@ -199,6 +223,7 @@ fn main() -> ExitCode {
         Command::Compare { medrix, synapse } => compare(&medrix, &synapse),
         Command::FederationCerts { dir } => federation::certs::write(&dir),
         Command::Contracts(args) => runtime.block_on(run_contracts(args)),
+        Command::ReadLog(args) => runtime.block_on(run_read_log(args)),
         Command::Federation(args) => runtime.block_on(run_federation(args)),
         Command::FederationCompare { medrix, synapse } => {
             read_results(&medrix).and_then(|medrix| {
@@ -292,6 +317,21 @@ async fn run_contracts(args: ContractsArgs) -> Result<(), String> {
         server_pid: args.server_pid,
     };
     let result = contracts::run(&config).await?;
+    let json = serde_json::to_string_pretty(&result).expect("results serialize");
+    eprintln!("{json}");
+    std::fs::write(&args.out, json).map_err(|e| format!("{}: {e}", args.out.display()))
+}
+
+async fn run_read_log(args: ReadLogArgs) -> Result<(), String> {
+    let config = read_log::ReadLogConfig {
+        addr: http::loopback_addr(&args.base_url).map_err(|e| e.to_string())?,
+        registration_token: args.registration_token,
+        readers: args.readers,
+        messages: args.messages,
+        round: Duration::from_secs(args.round_secs),
+        rounds: args.rounds,
+    };
+    let result = read_log::run(&config).await?;
     let json = serde_json::to_string_pretty(&result).expect("results serialize");
     eprintln!("{json}");
     std::fs::write(&args.out, json).map_err(|e| format!("{}: {e}", args.out.display()))
