@@ -109,20 +109,20 @@ pub fn check_room_log(
     }
     let checkpoints = check_checkpoints(room, events, record, &entries, problems);
     let class = record.classes.get(&room.room_id).copied();
-    let known: std::collections::HashSet<&str> =
-        events.events.keys().map(|id| id.as_str()).collect();
+    let by_id: HashMap<&str, &Pdu> =
+        events.events.iter().map(|(id, pdu)| (id.as_str(), pdu)).collect();
     for (index, entry) in entries.iter().enumerate() {
         // What was served was in the room: an event a read names that the export lacks was
         // removed from the DAG (even a tip, which no later event names).
         for id in &entry.events {
-            if !known.contains(id.as_str()) {
+            if !by_id.contains_key(id.as_str()) {
                 problems.push(Problem {
                     place: entry_place(index),
                     what: format!("names {id}, which is not in the room (removed from the DAG?)"),
                 });
             }
         }
-        if let Err(what) = check_basis(entry, class, events, record) {
+        if let Err(what) = check_basis(entry, class, &by_id, record) {
             problems.push(Problem { place: entry_place(index), what });
         }
     }
@@ -183,7 +183,7 @@ fn check_checkpoints(
 fn check_basis(
     entry: &ReadEntry,
     class: Option<Option<DataClass>>,
-    events: &RoomEvents,
+    by_id: &HashMap<&str, &Pdu>,
     record: &Record,
 ) -> Result<(), String> {
     let Some(class) = class else {
@@ -202,9 +202,8 @@ fn check_basis(
         (ReadBasis::Membership, LogReader::Server { .. }) => Ok(()),
         (ReadBasis::Membership, LogReader::User { user_id, .. }) => {
             let own_membership = |id: &String| {
-                events.events.iter().any(|(event_id, pdu)| {
-                    event_id.as_str() == id
-                        && pdu.kind().to_string() == "m.room.member"
+                by_id.get(id.as_str()).is_some_and(|pdu| {
+                    pdu.kind().to_string() == "m.room.member"
                         && pdu.state_key() == Some(user_id.as_str())
                 })
             };

@@ -39,6 +39,14 @@ pub use view::{Reader, RoomView};
 
 use read_log::{Disclosure, ReadLogStore};
 
+/// Record places by their `org.medrix.record` event (see `record_reads`).
+type PlaceCache = std::sync::Mutex<
+    std::collections::HashMap<
+        ruma::OwnedEventId,
+        Option<crate::service::rooms::record_gate::RecordPlace>,
+    >,
+>;
+
 /// Room data read but not yet handed out: a handler gets it through [`Access::log`] (or,
 /// for a response put together from several reads, [`Unlogged::defer`] and
 /// [`Access::log_pending`]), which first makes the read's log entry durable.
@@ -103,11 +111,17 @@ pub struct Access {
     rooms: Rooms,
     storage: Storage,
     read_log: Arc<ReadLogStore>,
+    record_places: Arc<PlaceCache>,
 }
 
 impl Access {
     pub fn new(rooms: Rooms, storage: Storage) -> Self {
-        Self { read_log: Arc::new(ReadLogStore::new(storage.clone())), rooms, storage }
+        Self {
+            read_log: Arc::new(ReadLogStore::new(storage.clone())),
+            record_places: Arc::default(),
+            rooms,
+            storage,
+        }
     }
 
     /// Logs the reads behind `unlogged` as `reader`'s (durably), then hands out the data.

@@ -16,10 +16,13 @@ use serde_json::Value;
 
 use super::{Access, AccessError, Reader};
 use crate::{
+    locks::LockExt,
     service::rooms::record_gate::{RecordPlace, executor_of, place_from},
     storage::{catalogue as cf, compound_key},
 };
 
+/// Record places remembered (by their `org.medrix.record` event); past this, forgotten.
+const MAX_CACHED_PLACES: usize = 10_000;
 /// The most grants of one space looked through for a server's users.
 const MAX_GRANTS_SCANNED: usize = 1000;
 
@@ -82,11 +85,24 @@ impl Access {
                 };
                 Ok(self.rooms.event_json(&id)?)
             };
-        let Some(record) = state_content(RECORD_EVENT_TYPE)? else { return Ok(None) };
+        let kind = StateEventType::from(RECORD_EVENT_TYPE);
+        let Some(record_id) = self.rooms.state_event(room_id, &kind, "")? else { return Ok(None) };
+        // Every read of a record room asks this: the place is parsed once per record event
+        // (an event's content does not change; a new record event has a new ID).
+        if let Some(place) = self.record_places.locked().get(&record_id) {
+            return Ok(place.clone());
+        }
+        let Some(record) = self.rooms.event_json(&record_id)? else { return Ok(None) };
         let Some(create) = state_content("m.room.create")? else { return Ok(None) };
         let Some(creator) = create.get("sender").and_then(Value::as_str) else { return Ok(None) };
         let content = record.get("content").cloned().unwrap_or(Value::Null);
-        Ok(place_from(&content, creator))
+        let place = place_from(&content, creator);
+        let mut places = self.record_places.locked();
+        if places.len() >= MAX_CACHED_PLACES {
+            places.clear();
+        }
+        places.insert(record_id, place.clone());
+        Ok(place)
     }
 
     /// The contract among `users`' that covers one of `classes` now, else `Membership`.
