@@ -1,5 +1,5 @@
 //! The read log over real HTTP: every read of a record room's events a client is served
-//! (`/messages`, `/event`, `/context`, `/sync`) is an entry of the room's hash chain, naming
+//! (`/messages`, `/event`, `/context`, `/sync`, and a file's download) is an entry of the room's hash chain, naming
 //! the reader's user and device and the contract that allowed it; the patient reads the whole
 //! log, a grantee only their own reads, anyone else nothing; the chain verifies with the pure
 //! function the verifier uses, and survives `kill -9`. A read after the contract's end serves
@@ -102,6 +102,19 @@ async fn every_read_of_a_record_room_is_logged_under_its_contract_and_the_chain_
     let (status, _) = server.call("GET", "/_matrix/client/v3/sync", Some(&doctor), None).await;
     assert_eq!(status, 200);
     messages(&server, &patient, &lab).await;
+    // A file the patient attached while both are in the room: the doctor's download is a read.
+    let uploaded = server
+        .http
+        .post(server.url("/_matrix/media/v3/upload"))
+        .bearer_auth(&patient)
+        .header("content-type", "application/octet-stream")
+        .body(b"encrypted scan".to_vec())
+        .send()
+        .await
+        .unwrap();
+    let mxc = uploaded.json::<Value>().await.unwrap()["content_uri"].as_str().unwrap().to_owned();
+    let (status, bytes) = server.download_media(&doctor, &mxc).await;
+    assert_eq!((status, bytes.as_slice()), (200, b"encrypted scan".as_slice()));
 
     // The patient's view: every read, the doctor's under the contract.
     let (status, body) = read_log(&server, &patient, &lab).await;
@@ -114,7 +127,9 @@ async fn every_read_of_a_record_room_is_logged_under_its_contract_and_the_chain_
         .filter(|e| matches!(&e.reader, LogReader::User { user_id, device_id: Some(_) } if *user_id == doctor_id))
         .collect();
     let paths: Vec<ReadPath> = doctors.iter().map(|e| e.path).collect();
-    for path in [ReadPath::Messages, ReadPath::Event, ReadPath::Context, ReadPath::Sync] {
+    for path in
+        [ReadPath::Messages, ReadPath::Event, ReadPath::Context, ReadPath::Sync, ReadPath::Media]
+    {
         assert!(paths.contains(&path), "{path:?} read not logged: {paths:?}");
     }
     for entry in &doctors {
@@ -129,6 +144,8 @@ async fn every_read_of_a_record_room_is_logged_under_its_contract_and_the_chain_
     }
     let event_read = doctors.iter().find(|e| e.path == ReadPath::Event).unwrap();
     assert_eq!(event_read.events, vec![first.clone()]);
+    let file_read = doctors.iter().find(|e| e.path == ReadPath::Media).unwrap();
+    assert_eq!(file_read.events, vec![mxc.clone()]);
     assert!(log.iter().any(|e| e.basis == ReadBasis::Patient), "the patient's own read");
 
     // The doctor sees only their own reads; the nurse, never in the room, nothing at all.

@@ -36,6 +36,8 @@ pub enum ReadPath {
     Context,
     /// The room exported whole for the verifier (the patient's `audit export`).
     Export,
+    /// A file downloaded (`events` holds its `mxc://` URI).
+    Media,
     FederationEvent,
     FederationBackfill,
     FederationMissingEvents,
@@ -43,15 +45,18 @@ pub enum ReadPath {
     FederationStateIds,
     FederationEventAuth,
     FederationSendJoin,
+    /// A file another server downloaded (`events` holds its `mxc://` URI).
+    FederationMedia,
 }
 
 impl ReadPath {
-    pub const ALL: [ReadPath; 12] = [
+    pub const ALL: [ReadPath; 14] = [
         ReadPath::Sync,
         ReadPath::Messages,
         ReadPath::Event,
         ReadPath::Context,
         ReadPath::Export,
+        ReadPath::Media,
         ReadPath::FederationEvent,
         ReadPath::FederationBackfill,
         ReadPath::FederationMissingEvents,
@@ -59,6 +64,7 @@ impl ReadPath {
         ReadPath::FederationStateIds,
         ReadPath::FederationEventAuth,
         ReadPath::FederationSendJoin,
+        ReadPath::FederationMedia,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +74,7 @@ impl ReadPath {
             ReadPath::Event => "event",
             ReadPath::Context => "context",
             ReadPath::Export => "export",
+            ReadPath::Media => "media",
             ReadPath::FederationEvent => "federation/event",
             ReadPath::FederationBackfill => "federation/backfill",
             ReadPath::FederationMissingEvents => "federation/get_missing_events",
@@ -75,11 +82,17 @@ impl ReadPath {
             ReadPath::FederationStateIds => "federation/state_ids",
             ReadPath::FederationEventAuth => "federation/event_auth",
             ReadPath::FederationSendJoin => "federation/send_join",
+            ReadPath::FederationMedia => "federation/media",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|path| path.as_str() == text)
+    }
+
+    /// Whether the entry's `events` are files (`mxc://` URIs) rather than event IDs.
+    pub fn serves_files(self) -> bool {
+        matches!(self, ReadPath::Media | ReadPath::FederationMedia)
     }
 }
 

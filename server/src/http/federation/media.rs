@@ -44,7 +44,11 @@ async fn file_for(
         return Err(not_found());
     }
     let info = services.media.info(media_id)?.ok_or_else(not_found)?;
-    if !services.access.server_may_download(origin, &info.uploader, info.position)? {
+    let mxc = format!("mxc://{}/{media_id}", services.config.server_name);
+    let allowed =
+        services.access.server_may_download(origin, &info.uploader, info.position, &mxc)?;
+    let reader = medrix_records::LogReader::Server { server_name: origin.to_string() };
+    if !services.access.log(&reader, allowed).await? {
         tracing::info!(%origin, "a file refused to another server");
         return Err(not_found());
     }

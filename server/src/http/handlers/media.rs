@@ -74,17 +74,17 @@ pub async fn download(
     State(services): State<Services>,
     request: Ruma<get_content::v1::Request>,
 ) -> Result<Response, ApiError> {
-    let user = &request.session().user_id;
-    serve(&services, user, request.body.server_name.as_str(), &request.body.media_id, None).await
+    let session = request.session();
+    serve(&services, session, request.body.server_name.as_str(), &request.body.media_id, None).await
 }
 
 pub async fn download_as(
     State(services): State<Services>,
     request: Ruma<get_content_as_filename::v1::Request>,
 ) -> Result<Response, ApiError> {
-    let user = &request.session().user_id;
+    let session = request.session();
     let body = &request.body;
-    serve(&services, user, body.server_name.as_str(), &body.media_id, Some(&body.filename)).await
+    serve(&services, session, body.server_name.as_str(), &body.media_id, Some(&body.filename)).await
 }
 
 /// Thumbnails: the server does not scale images (most files here are encrypted and cannot
@@ -93,18 +93,19 @@ pub async fn thumbnail(
     State(services): State<Services>,
     request: Ruma<get_content_thumbnail::v1::Request>,
 ) -> Result<Response, ApiError> {
-    let user = &request.session().user_id;
-    serve(&services, user, request.body.server_name.as_str(), &request.body.media_id, None).await
+    let session = request.session();
+    serve(&services, session, request.body.server_name.as_str(), &request.body.media_id, None).await
 }
 
 async fn serve(
     services: &Services,
-    user: &ruma::UserId,
+    session: &crate::service::accounts::Session,
     server_name: &str,
     media_id: &str,
     filename: Option<&str>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found("no such media");
+    let (user, reader) = (&session.user_id, &session.log_reader());
     if !is_valid_media_id(media_id) {
         return Err(not_found());
     }
@@ -112,7 +113,9 @@ async fn serve(
         return remote_file(services, server_name, media_id, filename).await;
     }
     let info = services.media.info(media_id)?.ok_or_else(not_found)?;
-    if !services.access.may_download(user, &info.uploader, info.position)? {
+    let mxc = format!("mxc://{server_name}/{media_id}");
+    let allowed = services.access.may_download(user, &info.uploader, info.position, &mxc)?;
+    if !services.access.log(reader, allowed).await? {
         // Not found rather than forbidden: a stranger learns nothing about the file.
         return Err(not_found());
     }

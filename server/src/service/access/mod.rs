@@ -256,35 +256,73 @@ impl Access {
         user: &UserId,
         uploader: &UserId,
         position: u64,
-    ) -> Result<bool, AccessError> {
+        media: &str,
+    ) -> Result<Unlogged<bool>, AccessError> {
         if user == uploader {
-            return Ok(true);
+            return Ok(Unlogged::new(true, None));
         }
+        let now = crate::clock::now_ms();
+        let mut allowed = false;
+        let mut disclosures = Vec::new();
         for (room_id, membership_now) in self.rooms.memberships(user)? {
-            if self.room_lets_download(&room_id, user, &membership_now, uploader, position)? {
-                return Ok(true);
+            if !self.room_lets_download(&room_id, user, &membership_now, uploader, position)? {
+                continue;
             }
+            // In a record of a patient of this server, a member no contract covers now gets
+            // no file through that room; a file of a record room is logged there.
+            match self.record_facts(&room_id, Reader::User(user), now)? {
+                Some(facts) if facts.withheld => continue,
+                Some(facts) => disclosures.push(Disclosure {
+                    room_id,
+                    at: now,
+                    path: medrix_records::ReadPath::Media,
+                    events: vec![media.to_owned()],
+                    basis: facts.basis,
+                }),
+                None => {}
+            }
+            allowed = true;
         }
-        Ok(false)
+        Ok(Unlogged::new(allowed, disclosures))
     }
 
     /// Whether another server may have a file of this server's user `uploader`: when one of
     /// its users could download it here (the rule of [`Access::may_download`], over the
-    /// uploader's rooms and that server's members of them).
+    /// uploader's rooms and that server's members of them). Logged in each record room that
+    /// lets it.
     pub fn server_may_download(
         &self,
         server: &ServerName,
         uploader: &UserId,
         position: u64,
-    ) -> Result<bool, AccessError> {
+        media: &str,
+    ) -> Result<Unlogged<bool>, AccessError> {
+        let now = crate::clock::now_ms();
+        let mut allowed = false;
+        let mut disclosures = Vec::new();
         for (room_id, _) in self.rooms.memberships(uploader)? {
+            let mut lets = false;
             for (user, membership_now) in self.members_of_server(&room_id, server)? {
                 if self.room_lets_download(&room_id, &user, &membership_now, uploader, position)? {
-                    return Ok(true);
+                    lets = true;
+                    break;
                 }
             }
+            if !lets {
+                continue;
+            }
+            allowed = true;
+            if let Some(facts) = self.record_facts(&room_id, Reader::Server(server), now)? {
+                disclosures.push(Disclosure {
+                    room_id,
+                    at: now,
+                    path: medrix_records::ReadPath::FederationMedia,
+                    events: vec![media.to_owned()],
+                    basis: facts.basis,
+                });
+            }
         }
-        Ok(false)
+        Ok(Unlogged::new(allowed, disclosures))
     }
 
     /// Whether the room makes a file of `uploader` (uploaded at `position`) `user`'s to
