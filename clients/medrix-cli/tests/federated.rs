@@ -96,6 +96,14 @@ async fn a_doctor_on_another_server_reads_exactly_the_granted_classes_and_period
             && read["basis"]["contract_id"] == contract_id),
         "{audit}"
     );
+    // What the clinic pushed to the hospital in `/send` transactions (the entry added after
+    // the grant) is a disclosure too.
+    assert!(
+        reads.iter().any(|read| read["class"] == "laboratory"
+            && read["path"] == "federation/send"
+            && read["basis"]["contract_id"] == contract_id),
+        "{audit}"
+    );
     // `--who` a server: the server's reads and its users' (the doctor's, below).
     assert!(
         reads.iter().all(|read| read["reader"]["server_name"] == hospital.server_name.as_str()

@@ -47,10 +47,12 @@ pub enum ReadPath {
     FederationSendJoin,
     /// A file another server downloaded (`events` holds its `mxc://` URI).
     FederationMedia,
+    /// Events this server pushed to another server in a `/send` transaction.
+    FederationSend,
 }
 
 impl ReadPath {
-    pub const ALL: [ReadPath; 14] = [
+    pub const ALL: [ReadPath; 15] = [
         ReadPath::Sync,
         ReadPath::Messages,
         ReadPath::Event,
@@ -65,6 +67,7 @@ impl ReadPath {
         ReadPath::FederationEventAuth,
         ReadPath::FederationSendJoin,
         ReadPath::FederationMedia,
+        ReadPath::FederationSend,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +86,7 @@ impl ReadPath {
             ReadPath::FederationEventAuth => "federation/event_auth",
             ReadPath::FederationSendJoin => "federation/send_join",
             ReadPath::FederationMedia => "federation/media",
+            ReadPath::FederationSend => "federation/send",
         }
     }
 

@@ -147,6 +147,10 @@ impl Services {
             None => None,
         };
         let federated_rooms = federation.as_ref().map(|federation| federation.rooms.clone());
+        let access = access::Access::new(rooms.clone(), storage.clone());
+        if let Some(federation) = &federation {
+            federation.sender.log_pushes_with(access.clone());
+        }
         Ok(Self {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),
             e2ee,
@@ -161,7 +165,7 @@ impl Services {
             server_keys: server_keys::ServerKeys::new(key, old_keys),
             federation,
             aliases: aliases::Aliases::new(storage.clone(), rooms.clone()),
-            access: access::Access::new(rooms.clone(), storage.clone()),
+            access,
             contracts: contracts::ContractExecutor::new(
                 storage.clone(),
                 rooms.clone(),

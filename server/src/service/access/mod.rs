@@ -168,6 +168,35 @@ impl Access {
         Ok(ReadLogPage { entries, next, head })
     }
 
+    /// Logs what a `/send` transaction to `server` discloses: per record room, the events it
+    /// carries, under the basis of that server (its users' contracts). Called by the sender
+    /// before the transaction first goes out; durable when it returns.
+    pub async fn log_push(
+        &self,
+        server: &ServerName,
+        events: Vec<(OwnedRoomId, String)>,
+    ) -> Result<(), AccessError> {
+        let now = crate::clock::now_ms();
+        let mut by_room: std::collections::BTreeMap<OwnedRoomId, Vec<String>> = Default::default();
+        for (room, event) in events {
+            by_room.entry(room).or_default().push(event);
+        }
+        let mut disclosures = Vec::new();
+        for (room_id, events) in by_room {
+            if let Some(facts) = self.record_facts(&room_id, Reader::Server(server), now)? {
+                disclosures.push(Disclosure {
+                    room_id,
+                    at: now,
+                    path: medrix_records::ReadPath::FederationSend,
+                    events,
+                    basis: facts.basis,
+                });
+            }
+        }
+        let reader = LogReader::Server { server_name: server.to_string() };
+        Ok(self.read_log.append(&reader, disclosures).await?)
+    }
+
     /// The record rooms of this server's patients whose read log grew since the last call,
     /// with their heads: what the executor anchors next (`spec/audit.md` §5).
     pub fn grown_read_logs(

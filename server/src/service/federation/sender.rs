@@ -80,6 +80,9 @@ pub struct Sender {
     next_txn: AtomicU64,
     sends: Semaphore,
     refused_logged: Mutex<HashSet<OwnedServerName>>,
+    /// The access service, which logs what each transaction discloses of a patient's record
+    /// before it goes out (set once the services exist; unset, nothing is logged).
+    read_log: std::sync::OnceLock<crate::service::access::Access>,
 }
 
 /// How the rest of the server reaches a running worker.
@@ -123,7 +126,13 @@ impl Sender {
             next_txn: AtomicU64::new(1),
             sends: Semaphore::new(MAX_CONCURRENT_SENDS),
             refused_logged: Mutex::default(),
+            read_log: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Logs every transaction's record data through `access` before it is sent.
+    pub fn log_pushes_with(&self, access: crate::service::access::Access) {
+        let _ = self.read_log.set(access);
     }
 
     /// Starts the dispatcher (once; needs a tokio runtime): a worker for every destination
@@ -339,6 +348,15 @@ impl Sender {
         backoff: &mut Backoff,
     ) {
         let txn_id = self.next_transaction_id();
+        // What the transaction discloses of patients' records is logged before it first
+        // leaves; without the entry, nothing goes (the rows wait for the next round).
+        if let Some(access) = self.read_log.get()
+            && let Err(err) = access.log_push(destination, transaction.events.clone()).await
+        {
+            tracing::error!(%destination, %err, "logging a transaction's reads failed; not sent");
+            tokio::time::sleep(backoff.next_delay(rand::random())).await;
+            return;
+        }
         loop {
             let request = transaction.request(txn_id.clone(), self.client.origin());
             let body = transaction.canonical_body(&request);
@@ -433,7 +451,14 @@ impl Sender {
             match self.storage.get(cf::EVENTID_PDU, &event_id)? {
                 Some(json) => {
                     match String::from_utf8(json).ok().and_then(|s| RawValue::from_string(s).ok()) {
-                        Some(raw) => transaction.pdus.push(raw),
+                        Some(raw) => {
+                            if let (Some(room), Ok(id)) =
+                                (room_of(&raw), String::from_utf8(event_id.to_vec()))
+                            {
+                                transaction.events.push((room, id));
+                            }
+                            transaction.pdus.push(raw);
+                        }
                         None => {
                             tracing::error!(%destination, "a queued event's stored JSON is unreadable")
                         }
@@ -510,11 +535,24 @@ fn split_queue_key(key: &[u8]) -> Option<(OwnedServerName, u64)> {
     Some((ServerName::parse(name).ok()?, number))
 }
 
+/// The room a stored PDU names (a v12 create event names none; it is not pushed).
+fn room_of(pdu: &RawValue) -> Option<ruma::OwnedRoomId> {
+    #[derive(serde::Deserialize)]
+    struct RoomOf<'a> {
+        #[serde(borrow)]
+        room_id: Option<&'a str>,
+    }
+    let room = serde_json::from_str::<RoomOf<'_>>(pdu.get()).ok()?.room_id?;
+    ruma::RoomId::parse(room).ok()
+}
+
 /// One transaction's worth of a destination's queue, and the rows it came from.
 #[derive(Default)]
 struct Transaction {
     pdu_keys: Vec<Vec<u8>>,
     pdus: Vec<Box<RawValue>>,
+    /// Each PDU's room and event ID, for the read log.
+    events: Vec<(ruma::OwnedRoomId, String)>,
     edu_keys: Vec<Vec<u8>>,
     edus: Vec<Raw<Edu>>,
 }
