@@ -34,7 +34,9 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     pub rooms: rooms::Rooms,
     /// The one way to read room data, for local users and other servers.
-    pub access: access::Access,
+    /// Shared, so the federation sender can hold it weakly (it logs pushes through it) without
+    /// a reference cycle through `Rooms`, which holds the sender.
+    pub access: Arc<access::Access>,
     pub aliases: aliases::Aliases,
     pub user_data: user_data::UserData,
     pub e2ee: e2ee::E2ee,
@@ -147,9 +149,9 @@ impl Services {
             None => None,
         };
         let federated_rooms = federation.as_ref().map(|federation| federation.rooms.clone());
-        let access = access::Access::new(rooms.clone(), storage.clone());
+        let access = Arc::new(access::Access::new(rooms.clone(), storage.clone()));
         if let Some(federation) = &federation {
-            federation.sender.log_pushes_with(access.clone());
+            federation.sender.log_pushes_with(Arc::downgrade(&access));
         }
         Ok(Self {
             user_data: user_data::UserData::new(storage.clone(), rooms.stream.clone()),

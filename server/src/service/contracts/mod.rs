@@ -79,7 +79,7 @@ impl ContractExecutor {
     /// Anchors the read logs that grew, every `every`, until the process ends: in each such
     /// record room of this server's patients, a checkpoint state event (keyed by this
     /// server's name) carrying the log's head, signed as the executor (`spec/audit.md` §5).
-    pub fn start_checkpoints(&self, access: Access, every: Duration) {
+    pub fn start_checkpoints(&self, access: Arc<Access>, every: Duration) {
         let this = self.clone();
         tokio::spawn(async move {
             loop {

@@ -81,8 +81,9 @@ pub struct Sender {
     sends: Semaphore,
     refused_logged: Mutex<HashSet<OwnedServerName>>,
     /// The access service, which logs what each transaction discloses of a patient's record
-    /// before it goes out (set once the services exist; unset, nothing is logged).
-    read_log: std::sync::OnceLock<crate::service::access::Access>,
+    /// before it goes out (set once the services exist; unset, nothing is logged). Weak: the
+    /// access service holds `Rooms`, which holds this sender.
+    read_log: std::sync::OnceLock<std::sync::Weak<crate::service::access::Access>>,
 }
 
 /// How the rest of the server reaches a running worker.
@@ -131,7 +132,7 @@ impl Sender {
     }
 
     /// Logs every transaction's record data through `access` before it is sent.
-    pub fn log_pushes_with(&self, access: crate::service::access::Access) {
+    pub fn log_pushes_with(&self, access: std::sync::Weak<crate::service::access::Access>) {
         let _ = self.read_log.set(access);
     }
 
@@ -350,7 +351,7 @@ impl Sender {
         let txn_id = self.next_transaction_id();
         // What the transaction discloses of patients' records is logged before it first
         // leaves; without the entry, nothing goes (the rows wait for the next round).
-        if let Some(access) = self.read_log.get()
+        if let Some(access) = self.read_log.get().and_then(std::sync::Weak::upgrade)
             && let Err(err) = access.log_push(destination, transaction.events.clone()).await
         {
             tracing::error!(%destination, %err, "logging a transaction's reads failed; not sent");
