@@ -513,15 +513,39 @@ async fn audit(profile: Profile, args: AuditArgs) -> Result<Output> {
             && since.is_none_or(|since| read.entry.ts as i64 >= since)
             && who.as_deref().is_none_or(|who| render::reader_is(&read.entry.reader, who))
     });
-    let mut text = format!("{} read(s) of the record of {}", reads.len(), record.patient());
-    for read in &reads {
+    // The changes (the rooms' DAGs) are the patient's to list; a grantee sees their reads.
+    let mut changes = if record.patient() == client.user_id() {
+        client.changes(&record).await?
+    } else {
+        Vec::new()
+    };
+    changes.retain(|change| {
+        args.class.is_none_or(|class| change.class == Some(class))
+            && since.is_none_or(|since| change.ts as i64 >= since)
+            && who.as_deref().is_none_or(|who| render::sender_is(&change.sender, who))
+    });
+    let mut text = format!(
+        "{} read(s) and {} change(s) of the record of {}",
+        reads.len(),
+        changes.len(),
+        record.patient()
+    );
+    // One timeline, oldest first: reads and changes by their moment.
+    let mut lines: Vec<(u64, String)> = reads
+        .iter()
+        .map(|read| (read.entry.ts, render::read_line(read)))
+        .chain(changes.iter().map(|change| (change.ts, render::change_line(change))))
+        .collect();
+    lines.sort_by_key(|(ts, _)| *ts);
+    for (_, line) in lines {
         text.push('\n');
-        text.push_str(&render::read_line(read));
+        text.push_str(&line);
     }
     Ok(Output {
         json: json!({
             "patient": record.patient(),
             "reads": reads.iter().map(render::read_json).collect::<Vec<_>>(),
+            "changes": changes.iter().map(render::change_json).collect::<Vec<_>>(),
         }),
         text,
     })

@@ -1,6 +1,8 @@
 //! How results read: JSON with the spec's field names, and text lines for a person.
 
-use medrix_client::{Access, AddedEntry, ListedEntry, LoggedRead, PendingRequest, UnreadableEntry};
+use medrix_client::{
+    Access, AddedEntry, Change, ListedEntry, LoggedRead, PendingRequest, UnreadableEntry,
+};
 use medrix_records::audit_reports::{Disclosure, Recipient};
 use medrix_records::fhir::datetime::format_instant;
 use medrix_records::{Denial, Grant, LogReader, Purpose, ReadBasis};
@@ -297,5 +299,35 @@ pub fn recipient_line(recipient: &Recipient) -> String {
         received,
         recipient.classes.iter().cloned().collect::<Vec<_>>().join(","),
         if recipient.holds_access { "holds access now" } else { "no access now" },
+    )
+}
+
+/// Whether a change's sender is `who`: a user ID, or a server name (any of its users).
+pub fn sender_is(sender: &str, who: &str) -> bool {
+    sender == who || sender.split_once(':').is_some_and(|(_, server)| server == who)
+}
+
+/// A change as `audit --json` prints it.
+pub fn change_json(change: &Change) -> Value {
+    json!({
+        "ts": change.ts,
+        "time": moment(change.ts as i64),
+        "room_id": change.room_id,
+        "class": change.class.map_or("space", |class| class.as_str()),
+        "sender": change.sender,
+        "type": change.kind,
+        "state_key": change.state_key,
+        "summary": change.summary,
+    })
+}
+
+/// A change as one line: when, who, what, where.
+pub fn change_line(change: &Change) -> String {
+    format!(
+        "{time}  {sender}  changed {class}: {summary}",
+        time = moment(change.ts as i64),
+        sender = change.sender,
+        class = change.class.map_or("the record space", |class| class.as_str()),
+        summary = change.summary,
     )
 }

@@ -173,7 +173,8 @@ async fn an_exported_record_verifies_and_every_tampering_is_found_and_placed() {
             .iter_mut()
             .find(|event| event["type"] == "org.medrix.audit.checkpoint")
             .unwrap();
-        checkpoint["content"]["count"] = Value::from(1);
+        let anchored = checkpoint["content"]["count"].as_u64().unwrap();
+        checkpoint["content"]["count"] = Value::from(anchored + 7);
     });
     let (code, said) = verify(&forged);
     assert_eq!(code, 1, "{said}");
@@ -279,6 +280,28 @@ async fn disclosures_and_recipients_list_exactly_who_received_what_and_why() {
         );
         assert!(disclosure["events"].as_u64().unwrap() >= 1, "{disclosure}");
     }
+    // The changes beside the reads: who granted, who removed whom and why, who broke the
+    // glass (the rooms' DAGs, as the patient's audit lists them).
+    let audit = patient.json(&["audit"]);
+    let changes = audit["changes"].as_array().unwrap();
+    let changed = |sender: &str, kind: &str, says: &str| {
+        changes.iter().any(|c| {
+            c["sender"] == sender
+                && c["type"] == kind
+                && c["summary"].as_str().unwrap_or_default().contains(says)
+        })
+    };
+    let executor = "@medrix-contracts:localhost";
+    let alice_contract = to_alice["contract_id"].as_str().unwrap();
+    assert!(changed("@patient:localhost", "org.medrix.grant", alice_contract), "{audit}");
+    // Revocation: the patient's client removes the grantee (the executor does on expiry).
+    assert!(changed("@patient:localhost", "m.room.member", "leave @bob:localhost"), "{audit}");
+    assert!(changed(executor, "org.medrix.grant", "(BTG)"), "the break-glass contract: {audit}");
+    assert!(changed("@medic:localhost", "m.room.member", "join @medic:localhost"), "{audit}");
+    let medics = patient.json(&["audit", "--who", "medic"]);
+    assert!(
+        medics["changes"].as_array().unwrap().iter().all(|c| c["sender"] == "@medic:localhost")
+    );
     let later = patient.json(&["disclosures", "--since", "+1h"]);
     assert!(later["disclosures"].as_array().unwrap().is_empty(), "{later}");
 

@@ -3,7 +3,7 @@
 //! checked as it arrives: every room's chain must hold and end at the head the server
 //! states, or the listing stops with the room and the entry at fault.
 
-use medrix_records::{ReadEntry, RoomId, verify_chain};
+use medrix_records::{DataClass, ReadEntry, RoomId, verify_chain};
 use serde_json::{Map, Value, json};
 
 use crate::client::MedrixClient;
@@ -15,6 +15,22 @@ const PAGE: u64 = 1000;
 
 /// One logged read, with the class of the room it was in (`None`: the record's space).
 pub use medrix_records::audit_reports::ClassedRead as LoggedRead;
+
+/// One change to the record: an event of its DAG, with who made it and when.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The class of the room (`None`: the record's space).
+    pub class: Option<DataClass>,
+    pub room_id: String,
+    /// `origin_server_ts`.
+    pub ts: u64,
+    pub sender: String,
+    /// The event type, and its state key for a state event.
+    pub kind: String,
+    pub state_key: Option<String>,
+    /// What changed, in a few words (never the content of an entry, which is encrypted).
+    pub summary: String,
+}
 
 impl MedrixClient {
     /// The logged reads of every room of the record the caller may see the log of, oldest
@@ -55,6 +71,25 @@ impl MedrixClient {
             ))
         });
         Ok(reads)
+    }
+
+    /// Every change to the caller's record, oldest first: the events of its rooms' DAGs as
+    /// the patient's server holds them (the export's events).
+    pub async fn changes(&self, record: &Record) -> Result<Vec<Change>> {
+        self.require_patient(record)?;
+        let space = record.space_id();
+        let rooms = std::iter::once((None, &space))
+            .chain(record.rooms().map(|(class, room)| (Some(class), room)));
+        let mut changes = Vec::new();
+        for (class, room) in rooms {
+            let request = room_export::Request { room_id: sdk_room_id(room)? };
+            let body = self.client.send(request).await.map_err(ClientError::from)?.body;
+            for event in body["events"].as_array().into_iter().flatten() {
+                changes.push(change_of(class, room.as_str(), event));
+            }
+        }
+        changes.sort_by(|a, b| (a.ts, &a.room_id).cmp(&(b.ts, &b.room_id)));
+        Ok(changes)
     }
 
     /// The caller's record exported for the independent verifier (`spec/audit.md` §6):
@@ -161,6 +196,52 @@ impl MedrixClient {
             }
         }
         Ok(Some((entries, servers)))
+    }
+}
+
+/// A DAG event as a change.
+fn change_of(class: Option<DataClass>, room_id: &str, event: &Value) -> Change {
+    let text = |key: &str| event[key].as_str().unwrap_or_default().to_owned();
+    let content = &event["content"];
+    let state_key = event["state_key"].as_str().map(ToOwned::to_owned);
+    let kind = text("type");
+    let summary = match kind.as_str() {
+        "m.room.member" => {
+            let mut summary = format!(
+                "{} {}",
+                content["membership"].as_str().unwrap_or("?"),
+                state_key.as_deref().unwrap_or_default()
+            );
+            if let Some(reason) = content["reason"].as_str() {
+                summary.push_str(&format!(" ({reason})"));
+            }
+            summary
+        }
+        medrix_records::GRANT_EVENT_TYPE => format!(
+            "contract {} {} for {} ({})",
+            content["contract_id"].as_str().unwrap_or("?"),
+            content["status"].as_str().unwrap_or("?"),
+            content["grantee"].as_str().unwrap_or("?"),
+            content["purpose"].as_str().unwrap_or("?"),
+        ),
+        medrix_records::CHECKPOINT_EVENT_TYPE => format!(
+            "read log anchored at {} entries",
+            content["count"].as_u64().unwrap_or_default()
+        ),
+        "m.room.encrypted" => "an encrypted entry or message".to_owned(),
+        other => match &state_key {
+            Some(key) if !key.is_empty() => format!("{other} {key}"),
+            _ => other.to_owned(),
+        },
+    };
+    Change {
+        class,
+        room_id: room_id.to_owned(),
+        ts: event["origin_server_ts"].as_u64().unwrap_or_default(),
+        sender: text("sender"),
+        kind,
+        state_key,
+        summary,
     }
 }
 

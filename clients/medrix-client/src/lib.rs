@@ -21,7 +21,7 @@ mod profile;
 mod record;
 mod requests;
 
-pub use audit::LoggedRead;
+pub use audit::{Change, LoggedRead};
 pub use client::{MedrixClient, Session};
 pub use entries::{
     AddedEntry, EntryList, ListedEntry, NewEntry, UnreadableEntry, describe, read_resources,
