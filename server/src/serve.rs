@@ -158,6 +158,7 @@ async fn serve(config: Config) -> Result<crate::storage::WriterThread, String> {
     services.contracts.start();
     services.contracts.start_checkpoints(
         services.access.clone(),
+        services.federation.as_ref().map(|federation| federation.client.clone()),
         std::time::Duration::from_secs(services.config.audit.checkpoint_every_secs.max(1)),
     );
     if let Some(federation) = &services.federation {

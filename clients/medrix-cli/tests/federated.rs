@@ -41,7 +41,17 @@ async fn encrypted_events_seen(server: &FederatingServer, token: &str, room: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_doctor_on_another_server_reads_exactly_the_granted_classes_and_period() {
     let net = TestNet::new();
-    let clinic = net.start("clinic", &[], &["hospital"]).await;
+    // The clinic anchors read logs every second, its own and the hospital's.
+    let resolve = ["clinic.test=127.0.0.1".to_owned(), "hospital.test=127.0.0.1".to_owned()];
+    let clinic = net
+        .start_medrix_with(
+            "clinic",
+            "clinic.test",
+            &[],
+            &resolve,
+            &["--audit-checkpoint-every-secs", "1"],
+        )
+        .await;
     let hospital = net.start("hospital", &[], &["clinic"]).await;
     let patient = Person::registered_on(&clinic.server, "patient", &clinic.server_name);
     let doctor = Person::registered_on(&hospital.server, "doctor", &hospital.server_name);
@@ -121,6 +131,57 @@ async fn a_doctor_on_another_server_reads_exactly_the_granted_classes_and_period
             && read["basis"]["contract_id"] == contract_id),
         "{audit}"
     );
+    // The clinic anchored the hospital's log of its users' reads too (a checkpoint keyed by
+    // the hospital's name); the patient's export carries that log, and the verifier holds it
+    // to the checkpoint: a hospital that dropped an entry afterwards is found out.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let export_file = patient.file("federated-export.json");
+    patient.json(&["audit", "export", "--out", export_file.to_str().unwrap()]);
+    let checked = patient.json(&["audit", "verify", export_file.to_str().unwrap()]);
+    assert_eq!(checked["valid"], true, "{checked}");
+    let mut export: Value =
+        serde_json::from_str(&std::fs::read_to_string(&export_file).unwrap()).unwrap();
+    let hospital_name = hospital.server_name.as_str();
+    let lab_room = export["rooms"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|room| room["room_id"] == laboratory.as_str())
+        .unwrap();
+    assert!(
+        lab_room["events"].as_array().unwrap().iter().any(|event| {
+            event["type"] == "org.medrix.audit.checkpoint" && event["state_key"] == hospital_name
+        }),
+        "the hospital's log is anchored in the room: {:?}",
+        lab_room["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|event| event["type"] == "org.medrix.audit.checkpoint")
+            .map(|event| (event["state_key"].clone(), event["content"].clone()))
+            .collect::<Vec<_>>()
+    );
+    let remote = lab_room["remote_logs"][hospital_name].as_array_mut().unwrap();
+    assert!(!remote.is_empty(), "the hospital's log is in the export");
+    remote.remove(0);
+    let mut head = medrix_records::ChainHead::default();
+    for value in remote.iter_mut() {
+        let mut entry = medrix_records::ReadEntry::from_json(value).unwrap();
+        entry.index = head.count;
+        entry.prev_hash = head.hash.clone();
+        head = entry.head_after();
+        *value = entry.to_json();
+    }
+    std::fs::write(&export_file, export.to_string()).unwrap();
+    let run = patient.run(&["audit", "verify", export_file.to_str().unwrap()]);
+    assert!(!run.success, "{run:?}");
+    assert!(
+        run.stdout.contains("rewritten after it") || run.stdout.contains("entries removed"),
+        "{}",
+        run.stdout
+    );
+    let _ = std::fs::remove_file(export_file);
+
     // The doctor's own view, from their server: their reads only.
     let own = doctor.json(&["audit", "--patient", &patient.user_id]);
     let own = own["reads"].as_array().unwrap();

@@ -107,8 +107,25 @@ impl MedrixClient {
             if let Some(Value::Object(keys)) = body.get_mut("server_keys").map(Value::take) {
                 server_keys.extend(keys);
             }
+            // The other Medrix servers' logs of their users' reads in the room, verified as
+            // they arrive; the verifier holds them to the checkpoints anchored for them.
+            let servers: Vec<String> = body["servers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(ToOwned::to_owned))
+                .collect();
+            let mut remote_logs = Map::new();
+            for server in servers {
+                if let Some((entries, _)) = self.room_read_log(room, Some(&server), true).await? {
+                    let entries: Vec<Value> = entries.iter().map(ReadEntry::to_json).collect();
+                    remote_logs.insert(server, Value::from(entries));
+                }
+            }
             if let Some(object) = body.as_object_mut() {
                 object.remove("server_keys");
+                object.remove("servers");
+                object.insert("remote_logs".to_owned(), Value::Object(remote_logs));
             }
             exported.push(body);
         }

@@ -179,6 +179,7 @@ fn events_share(export: &Export, whole: Duration, entries: usize) -> (f64, f64) 
                 version: room.version,
                 events: room.events.clone(),
                 read_log: vec![],
+                remote_logs: Default::default(),
             })
             .collect(),
         server_keys: export.server_keys.clone(),

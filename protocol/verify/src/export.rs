@@ -28,6 +28,8 @@ pub struct RoomExport {
     pub events: Vec<Value>,
     /// The read log's entries as exported (parsed when checked, so a damaged one is named).
     pub read_log: Vec<Value>,
+    /// The other Medrix servers' logs of their own users' reads in the room, by server.
+    pub remote_logs: BTreeMap<String, Vec<Value>>,
 }
 
 /// Why a file is not an export this verifier reads.
@@ -65,11 +67,24 @@ impl Export {
                         .cloned()
                         .ok_or_else(|| bad(&format!("{room_id}: `{key}` must be a list")))
                 };
+                let mut remote_logs = BTreeMap::new();
+                if let Some(logs) = room.get("remote_logs") {
+                    let logs = logs.as_object().ok_or_else(|| {
+                        bad(&format!("{room_id}: `remote_logs` must be an object"))
+                    })?;
+                    for (server, entries) in logs {
+                        let entries = entries.as_array().cloned().ok_or_else(|| {
+                            bad(&format!("{room_id}: the log of {server} must be a list"))
+                        })?;
+                        remote_logs.insert(server.clone(), entries);
+                    }
+                }
                 Ok(RoomExport {
                     room_id: room_id.to_owned(),
                     version,
                     events: list("events")?,
                     read_log: list("read_log")?,
+                    remote_logs,
                 })
             })
             .collect::<Result<_, ExportError>>()?;

@@ -6,8 +6,9 @@
 //! 2. the DAG: every `prev_events` and `auth_events` reference is in the export;
 //! 3. every event's authorization, replaying the room in DAG order (`decide`, with state
 //!    resolved where the DAG forks);
-//! 4. each read log's hash chain, and its agreement with the serving server's checkpoints
-//!    (`org.medrix.audit.checkpoint` events in the DAG);
+//! 4. each read log's hash chain (the patient's server's, and the other Medrix servers' logs of
+//!    their own users' reads), and its agreement with the checkpoints anchored for that server
+//!    (`org.medrix.audit.checkpoint` events in the DAG, keyed by its name);
 //! 5. each logged read's basis: the contract it names allowed the reader that room's class at
 //!    that moment (`medrix_records::evaluate`), or the reader was the patient, the executor,
 //!    or (under no contract) a user served only their own membership.
@@ -62,9 +63,14 @@ pub fn verify(export: &Export) -> Report {
     }
     let record = reads::Record::find(export, &replayed);
     for (room, room_events) in export.rooms.iter().zip(&replayed) {
-        let checked = reads::check_room_log(room, room_events, &record, &mut report.problems);
-        report.log_entries += checked.entries;
-        report.checkpoints += checked.checkpoints;
+        let logs = std::iter::once((record.server.as_str(), &room.read_log))
+            .chain(room.remote_logs.iter().map(|(server, log)| (server.as_str(), log)));
+        for (server, log) in logs {
+            let log = reads::Log { room, server, entries: log };
+            let checked = reads::check_room_log(&log, room_events, &record, &mut report.problems);
+            report.log_entries += checked.entries;
+            report.checkpoints += checked.checkpoints;
+        }
     }
     report
 }

@@ -81,15 +81,27 @@ pub struct Checked {
     pub checkpoints: usize,
 }
 
+/// One server's log of one room.
+pub struct Log<'a> {
+    pub room: &'a RoomExport,
+    /// The server that kept it (whose checkpoints anchor it).
+    pub server: &'a str,
+    pub entries: &'a [Value],
+}
+
 pub fn check_room_log(
-    room: &RoomExport,
+    log: &Log<'_>,
     events: &RoomEvents,
     record: &Record,
     problems: &mut Vec<Problem>,
 ) -> Checked {
-    let entry_place = |index: usize| format!("room {}, read log entry {index}", room.room_id);
-    let mut entries = Vec::with_capacity(room.read_log.len());
-    for (index, value) in room.read_log.iter().enumerate() {
+    let room = log.room;
+    let whose =
+        if log.server == record.server { String::new() } else { format!(" of {}", log.server) };
+    let entry_place =
+        |index: usize| format!("room {}, read log{whose} entry {index}", room.room_id);
+    let mut entries = Vec::with_capacity(log.entries.len());
+    for (index, value) in log.entries.iter().enumerate() {
         match ReadEntry::from_json(value) {
             Ok(entry) => entries.push(entry),
             Err(err) => {
@@ -107,7 +119,7 @@ pub fn check_room_log(
         };
         problems.push(Problem { place, what });
     }
-    let checkpoints = check_checkpoints(room, events, record, &entries, problems);
+    let checkpoints = check_checkpoints(room, log.server, events, &entries, problems);
     let class = record.classes.get(&room.room_id).copied();
     let by_id: HashMap<&str, &Pdu> =
         events.events.iter().map(|(id, pdu)| (id.as_str(), pdu)).collect();
@@ -129,20 +141,18 @@ pub fn check_room_log(
     Checked { entries: entries.len(), checkpoints }
 }
 
-/// Every checkpoint the patient's server put in the room must name a head the log reaches.
+/// Every checkpoint anchoring `server`'s log of the room must name a head the log reaches.
 fn check_checkpoints(
     room: &RoomExport,
+    server: &str,
     events: &RoomEvents,
-    record: &Record,
     entries: &[ReadEntry],
     problems: &mut Vec<Problem>,
 ) -> usize {
     let mut count = 0;
     for id in &events.order {
         let pdu: &Pdu = &events.events[id];
-        if pdu.kind().to_string() != CHECKPOINT_EVENT_TYPE
-            || pdu.state_key() != Some(&record.server)
-        {
+        if pdu.kind().to_string() != CHECKPOINT_EVENT_TYPE || pdu.state_key() != Some(server) {
             continue;
         }
         count += 1;

@@ -116,8 +116,12 @@ pub async fn export(
             keys.insert(server.clone(), serde_json::to_value(document).unwrap_or(Value::Null));
         }
     }
+    // The other servers of the room, whose logs of their own users' reads the patient's
+    // client fetches beside this one (`?server=` on the read log).
+    let servers = services.access.servers_in_room(&room_id, services.rooms.server_name())?;
     Ok(Json(json!({
         "room_id": room_id,
+        "servers": servers,
         "room_version": export.version.as_str(),
         "events": export.events,
         "read_log": export.read_log.iter().map(|entry| entry.to_json()).collect::<Vec<_>>(),

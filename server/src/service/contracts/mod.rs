@@ -23,11 +23,12 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use crate::{
+    locks::LockExt,
     random,
     service::{
         access::Access,
         accounts::Accounts,
-        federation::rooms::FederatedRooms,
+        federation::{client::FederationClient, read_logs, rooms::FederatedRooms},
         rooms::{
             RoomError, Rooms,
             record_gate::{RecordPlace, executor_of},
@@ -36,6 +37,9 @@ use crate::{
     storage::Storage,
 };
 
+/// Record rooms whose other servers' logs are watched for checkpoints; past this, rooms that
+/// grow are not added until others leave the set.
+const MAX_WATCHED_ROOMS: usize = 10_000;
 /// Checks taken per round; the rest wait for the next round, which follows at once.
 const CHECKS_PER_ROUND: usize = 256;
 /// The longest the executor sleeps: a due moment, or a revocation, is acted on at most this
@@ -46,6 +50,8 @@ const MAX_SLEEP: Duration = Duration::from_millis(500);
 pub struct ContractExecutor {
     storage: Storage,
     rooms: Rooms,
+    /// Record rooms whose other servers' read logs are anchored each checkpoint round.
+    watched: Arc<std::sync::Mutex<std::collections::HashSet<OwnedRoomId>>>,
     /// For invitations of users of other servers (their server co-signs); none without
     /// federation.
     federated: Option<Arc<FederatedRooms>>,
@@ -55,7 +61,7 @@ pub struct ContractExecutor {
 impl ContractExecutor {
     pub fn new(storage: Storage, rooms: Rooms, federated: Option<Arc<FederatedRooms>>) -> Self {
         let user = executor_of(rooms.server_name());
-        Self { storage, rooms, federated, user }
+        Self { storage, rooms, federated, user, watched: Arc::default() }
     }
 
     /// Creates the executor's account if missing: it has no password and no device, so
@@ -79,17 +85,25 @@ impl ContractExecutor {
     /// Anchors the read logs that grew, every `every`, until the process ends: in each such
     /// record room of this server's patients, a checkpoint state event (keyed by this
     /// server's name) carrying the log's head, signed as the executor (`spec/audit.md` §5).
-    pub fn start_checkpoints(&self, access: Arc<Access>, every: Duration) {
+    /// With federation, the heads the room's other Medrix servers state for their own logs
+    /// of the room are anchored beside it (keyed by their names): once anchored, they cannot
+    /// rewrite those logs unseen either.
+    pub fn start_checkpoints(
+        &self,
+        access: Arc<Access>,
+        federation: Option<Arc<FederationClient>>,
+        every: Duration,
+    ) {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                this.checkpoint(&access).await;
+                this.checkpoint(&access, federation.as_deref()).await;
             }
         });
     }
 
-    async fn checkpoint(&self, access: &Access) {
+    async fn checkpoint(&self, access: &Access, federation: Option<&FederationClient>) {
         let grown = match access.grown_read_logs(&self.user) {
             Ok(grown) => grown,
             Err(err) => {
@@ -97,16 +111,69 @@ impl ContractExecutor {
                 return;
             }
         };
-        let server = self.rooms.server_name().to_string();
+        let own = self.rooms.server_name().to_owned();
         for (room, head) in grown {
-            let content = json!({ "count": head.count, "hash": head.hash });
-            if let Err(err) = self
-                .rooms
-                .append(&room, &self.user, CHECKPOINT_EVENT_TYPE, Some(&server), content, None)
-                .await
-            {
-                tracing::warn!(%room, %err, "a read-log checkpoint could not be sent");
+            self.anchor(&room, own.as_str(), head.count, head.hash.as_deref()).await;
+            let mut watched = self.watched.locked();
+            if watched.len() < MAX_WATCHED_ROOMS {
+                watched.insert(room);
             }
+        }
+        let Some(client) = federation else { return };
+        // The other servers' logs grow with their users' reads, which this server does not
+        // see: every record room that has grown here is asked about each round while other
+        // servers are in it.
+        let watched: Vec<OwnedRoomId> = self.watched.locked().iter().cloned().collect();
+        for room in watched {
+            let others = match access.servers_in_room(&room, &own) {
+                Ok(others) => others,
+                Err(err) => {
+                    tracing::warn!(%room, %err, "read-log checkpoints: the room's servers");
+                    continue;
+                }
+            };
+            if others.is_empty() {
+                self.watched.locked().remove(&room);
+                continue;
+            }
+            for server in others {
+                // A server that keeps no log (not Medrix) or does not answer: nothing to anchor.
+                let page = match read_logs::fetch(client, &server, room.clone(), 0, 1).await {
+                    Ok(page) => page,
+                    Err(err) => {
+                        tracing::info!(%room, %server, %err, "no read log from this server");
+                        continue;
+                    }
+                };
+                let count = page["head"]["count"].as_u64().unwrap_or_default();
+                if count > 0 && self.anchored_count(&room, server.as_str()) != Some(count) {
+                    self.anchor(&room, server.as_str(), count, page["head"]["hash"].as_str()).await;
+                }
+            }
+        }
+    }
+
+    /// The count the room's current checkpoint for `server` anchors, if any.
+    fn anchored_count(&self, room: &RoomId, server: &str) -> Option<u64> {
+        let kind = ruma::events::StateEventType::from(CHECKPOINT_EVENT_TYPE);
+        let id = self.rooms.state_event(room, &kind, server).ok()??;
+        let event = self.rooms.event_json(&id).ok()??;
+        event.get("content")?.get("count")?.as_u64()
+    }
+
+    async fn anchor(&self, room: &RoomId, server: &str, count: u64, hash: Option<&str>) {
+        // Before the executor has accepted the patient's invitation it cannot send; the log
+        // grows again, and is anchored then.
+        if !self.rooms.is_joined(room, &self.user).unwrap_or(false) {
+            return;
+        }
+        let content = json!({ "count": count, "hash": hash });
+        if let Err(err) = self
+            .rooms
+            .append(room, &self.user, CHECKPOINT_EVENT_TYPE, Some(server), content, None)
+            .await
+        {
+            tracing::warn!(%room, server, %err, "a read-log checkpoint could not be sent");
         }
     }
 
