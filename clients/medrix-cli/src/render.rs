@@ -169,26 +169,6 @@ pub fn request_line(pending: &PendingRequest) -> String {
     format!("{}  {}  {asked}{reason}", moment(pending.knocked_at_ms as i64), pending.user)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_resource_reads_by_its_code() {
-        let glucose = json!({"resourceType": "Observation", "id": "g1",
-            "code": {"coding": [{"display": "Glucose"}]}});
-        assert_eq!(title(&glucose), "Observation g1: Glucose");
-        let flu = json!({"resourceType": "Immunization", "vaccineCode": {"text": "Influenza"}});
-        assert_eq!(title(&flu), "Immunization: Influenza");
-        assert_eq!(title(&json!({"resourceType": "Encounter", "id": "v"})), "Encounter v");
-    }
-
-    #[test]
-    fn moments_read_in_utc_to_the_minute() {
-        assert_eq!(moment(1_709_649_000_000), "2024-03-05 14:30");
-    }
-}
-
 /// Whether a logged reader is `who`: a user ID, or a server name (that server, or any of its
 /// users).
 pub fn reader_is(reader: &LogReader, who: &str) -> bool {
@@ -330,4 +310,24 @@ pub fn change_line(change: &Change) -> String {
         class = change.class.map_or("the record space", |class| class.as_str()),
         summary = change.summary,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resource_reads_by_its_code() {
+        let glucose = json!({"resourceType": "Observation", "id": "g1",
+            "code": {"coding": [{"display": "Glucose"}]}});
+        assert_eq!(title(&glucose), "Observation g1: Glucose");
+        let flu = json!({"resourceType": "Immunization", "vaccineCode": {"text": "Influenza"}});
+        assert_eq!(title(&flu), "Immunization: Influenza");
+        assert_eq!(title(&json!({"resourceType": "Encounter", "id": "v"})), "Encounter v");
+    }
+
+    #[test]
+    fn moments_read_in_utc_to_the_minute() {
+        assert_eq!(moment(1_709_649_000_000), "2024-03-05 14:30");
+    }
 }
