@@ -181,18 +181,7 @@ async fn setup_patients(config: &ContractsConfig) -> Result<Vec<Patient>, String
                     matrix::register(&mut conn, &name, "bench-password", token.as_deref())
                         .await
                         .map_err(|e| e.to_string())?;
-                let whoami = conn
-                    .request::<Value>(
-                        Method::GET,
-                        "/_matrix/client/v3/account/whoami",
-                        Some(&account.access_token),
-                        None,
-                        TIMEOUT,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let me: Value = whoami.ok_json("whoami").map_err(|e| e.to_string())?;
-                let user = me["user_id"].as_str().unwrap_or_default().to_owned();
+                let user = matrix::user_id(&mut conn, &account).await?;
                 // As a patient's client makes a record (spec/records.md §2): the executor
                 // invited, with the power to act.
                 let server_name = user.split_once(':').map_or("", |(_, server)| server);

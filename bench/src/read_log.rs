@@ -72,7 +72,7 @@ pub async fn run(config: &ReadLogConfig) -> Result<ReadLogResult, String> {
     let token = config.registration_token.as_deref();
     let patient =
         matrix::register(&mut conn, "patient", "bench-password", token).await.map_err(err)?;
-    let patient_id = user_id(&mut conn, &patient).await?;
+    let patient_id = matrix::user_id(&mut conn, &patient).await?;
     let server = patient_id.split_once(':').map_or("", |(_, s)| s).to_owned();
     let executor = format!("@medrix-contracts:{server}");
 
@@ -107,7 +107,7 @@ pub async fn run(config: &ReadLogConfig) -> Result<ReadLogResult, String> {
         let reader = matrix::register(&mut conn, &format!("reader{n}"), "bench-password", token)
             .await
             .map_err(err)?;
-        let reader_id = user_id(&mut conn, &reader).await?;
+        let reader_id = matrix::user_id(&mut conn, &reader).await?;
         let is_record = n % 2 == 0;
         if is_record {
             let contract = json!({
@@ -239,19 +239,4 @@ async fn create_room(conn: &mut Conn, account: &Account, body: Value) -> Result<
         .as_str()
         .map(ToOwned::to_owned)
         .ok_or_else(|| "createRoom: no room_id".into())
-}
-
-async fn user_id(conn: &mut Conn, account: &Account) -> Result<String, String> {
-    let me = conn
-        .request::<Value>(
-            Method::GET,
-            "/_matrix/client/v3/account/whoami",
-            Some(&account.access_token),
-            None,
-            TIMEOUT,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let me: Value = me.ok_json("whoami").map_err(|e| e.to_string())?;
-    me["user_id"].as_str().map(ToOwned::to_owned).ok_or_else(|| "whoami: no user_id".into())
 }

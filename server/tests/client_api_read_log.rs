@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use medrix_records::{LogReader, ReadBasis, ReadEntry, ReadPath, verify_chain};
 use medrix_tests::records::{
-    contract as grant, create_record, now_ms, put_contract, wait_for_membership, whoami,
+    Record, contract as grant, create_record, now_ms, put_contract, wait_for_membership, whoami,
 };
 use serde_json::{Value, json};
 use support::{TestServer, start};
@@ -28,6 +28,29 @@ fn entries(body: &Value) -> Vec<ReadEntry> {
         .iter()
         .map(|entry| ReadEntry::from_json(entry).unwrap())
         .collect()
+}
+
+/// The patient's contract `c-lab` for the doctor (laboratory, until `end`), and the doctor in
+/// the record's space and laboratory room, given the patient's and the doctor's tokens
+/// and the doctor's user ID.
+async fn grant_laboratory(
+    server: &TestServer,
+    (patient, doctor, doctor_id): (&str, &str, &str),
+    record: &Record,
+    end: u64,
+) {
+    let contract = grant("c-lab", doctor_id, &["laboratory"], end, "active");
+    let (status, body) = put_contract(server, patient, &record.space, doctor_id, contract).await;
+    assert_eq!(status, 200, "{body}");
+    for room in [record.space.as_str(), record.room("laboratory")] {
+        let path = format!("/_matrix/client/v3/rooms/{room}/invite");
+        let (status, body) =
+            server.call("POST", &path, Some(patient), Some(json!({"user_id": doctor_id}))).await;
+        assert_eq!(status, 200, "{body}");
+        let join = format!("/_matrix/client/v3/join/{room}");
+        let (status, body) = server.call("POST", &join, Some(doctor), Some(json!({}))).await;
+        assert_eq!(status, 200, "{body}");
+    }
 }
 
 async fn send(server: &TestServer, token: &str, room: &str, txn: &str) -> String {
@@ -62,24 +85,7 @@ async fn every_read_of_a_record_room_is_logged_under_its_contract_and_the_chain_
     let lab = record.room("laboratory").to_owned();
 
     let end = now_ms() + 6_000;
-    let contract = grant("c-lab", &doctor_id, &["laboratory"], end, "active");
-    let (status, body) = put_contract(&server, &patient, &record.space, &doctor_id, contract).await;
-    assert_eq!(status, 200, "{body}");
-    for room in [&record.space, &lab] {
-        let path = format!("/_matrix/client/v3/rooms/{room}/invite");
-        let (status, body) =
-            server.call("POST", &path, Some(&patient), Some(json!({"user_id": doctor_id}))).await;
-        assert_eq!(status, 200, "{body}");
-        let (status, body) = server
-            .call(
-                "POST",
-                &format!("/_matrix/client/v3/join/{room}"),
-                Some(&doctor),
-                Some(json!({})),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-    }
+    grant_laboratory(&server, (&patient, &doctor, &doctor_id), &record, end).await;
     let first = send(&server, &patient, &lab, "potassium 4.1").await;
     let second = send(&server, &patient, &lab, "sodium 140").await;
 
@@ -192,21 +198,8 @@ async fn no_answered_read_is_missing_from_the_log_after_kill_9_under_load() {
     let doctor_id = whoami(&server, &doctor).await;
     let record = create_record(&server, &patient, &["laboratory"]).await;
     let lab = record.room("laboratory").to_owned();
-    let contract = grant("c-lab", &doctor_id, &["laboratory"], now_ms() + 3_600_000, "active");
-    let (status, body) = put_contract(&server, &patient, &record.space, &doctor_id, contract).await;
-    assert_eq!(status, 200, "{body}");
-    for room in [&record.space, &lab] {
-        let path = format!("/_matrix/client/v3/rooms/{room}/invite");
-        server.call("POST", &path, Some(&patient), Some(json!({"user_id": doctor_id}))).await;
-        server
-            .call(
-                "POST",
-                &format!("/_matrix/client/v3/join/{room}"),
-                Some(&doctor),
-                Some(json!({})),
-            )
-            .await;
-    }
+    let end = now_ms() + 3_600_000;
+    grant_laboratory(&server, (&patient, &doctor, &doctor_id), &record, end).await;
     send(&server, &patient, &lab, "potassium 4.1").await;
 
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -269,7 +269,7 @@ mod room_export {
         OwnedRoomId,
         api::{
             Metadata, OutgoingRequest,
-            auth_scheme::{AccessToken, AuthScheme, SendAccessToken},
+            auth_scheme::{AccessToken, SendAccessToken},
             error::{Error, IntoHttpError},
             metadata,
         },
@@ -301,11 +301,7 @@ mod room_export {
             path_builder_input: (),
         ) -> Result<http::Request<T>, IntoHttpError> {
             let url = Self::make_endpoint_url(path_builder_input, base_url, &[&self.room_id], "")?;
-            let mut request =
-                http::Request::builder().method(Self::METHOD).uri(url).body(T::default())?;
-            AccessToken::add_authentication(&mut request, access_token)
-                .map_err(|error| IntoHttpError::Authentication(error.into()))?;
-            Ok(request)
+            crate::requests::authorized(Self::METHOD, url, T::default(), access_token)
         }
     }
 }
@@ -316,7 +312,7 @@ mod read_log {
         OwnedRoomId,
         api::{
             EndpointError, IncomingResponse, Metadata, OutgoingRequest,
-            auth_scheme::{AccessToken, AuthScheme, SendAccessToken},
+            auth_scheme::{AccessToken, SendAccessToken},
             error::{Error, FromHttpResponseError, IntoHttpError},
             metadata,
         },
@@ -362,11 +358,7 @@ mod read_log {
             }
             let url =
                 Self::make_endpoint_url(path_builder_input, base_url, &[&self.room_id], &query)?;
-            let mut request =
-                http::Request::builder().method(Self::METHOD).uri(url).body(T::default())?;
-            AccessToken::add_authentication(&mut request, access_token)
-                .map_err(|error| IntoHttpError::Authentication(error.into()))?;
-            Ok(request)
+            crate::requests::authorized(Self::METHOD, url, T::default(), access_token)
         }
     }
 

@@ -221,6 +221,26 @@ impl MedrixClient {
     }
 }
 
+/// An HTTP request of Medrix's own endpoint types (ruma's request trait, written by hand where
+/// ruma has no type): `method` to `url` with `body`, carrying the access token.
+pub(crate) fn authorized<T: AsRef<[u8]>>(
+    method: matrix_sdk::ruma::exports::http::Method,
+    url: String,
+    body: T,
+    access_token: matrix_sdk::ruma::api::auth_scheme::SendAccessToken<'_>,
+) -> Result<matrix_sdk::ruma::exports::http::Request<T>, matrix_sdk::ruma::api::error::IntoHttpError>
+{
+    use matrix_sdk::ruma::api::{
+        auth_scheme::{AccessToken, AuthScheme},
+        error::IntoHttpError,
+    };
+    let mut request =
+        matrix_sdk::ruma::exports::http::Request::builder().method(method).uri(url).body(body)?;
+    AccessToken::add_authentication(&mut request, access_token)
+        .map_err(|error| IntoHttpError::Authentication(error.into()))?;
+    Ok(request)
+}
+
 /// `POST /_matrix/client/v3/knock/{roomId}` with Medrix's body fields: ruma's `knock_room`
 /// sends only `reason`.
 mod knock {
@@ -228,7 +248,7 @@ mod knock {
         OwnedRoomId, OwnedServerName,
         api::{
             Metadata, OutgoingRequest,
-            auth_scheme::{AccessToken, AuthScheme, SendAccessToken},
+            auth_scheme::{AccessToken, SendAccessToken},
             client::knock::knock_room::v3::Response,
             error::{Error, IntoHttpError},
             metadata,
@@ -290,13 +310,11 @@ mod knock {
                 Self::make_endpoint_url(path_builder_input, base_url, &[&self.room_id], &query)?;
             let mut body = T::default();
             body.put_slice(&serde_json::to_vec(&self.body)?);
-            let mut request = http::Request::builder()
-                .method(Self::METHOD)
-                .uri(url)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(body)?;
-            AccessToken::add_authentication(&mut request, access_token)
-                .map_err(|error| IntoHttpError::Authentication(error.into()))?;
+            let mut request = super::authorized(Self::METHOD, url, body, access_token)?;
+            request.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
             Ok(request)
         }
     }

@@ -11,7 +11,7 @@ use axum::{
     Json,
     extract::{Path, Query, Request, State},
 };
-use ruma::{RoomId, ServerName};
+use ruma::{OwnedRoomId, RoomId, ServerName};
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -22,6 +22,7 @@ use crate::{
     service::{
         Services,
         access::{MAX_LISTED, ReadLogPage},
+        accounts::Session,
         federation::read_logs,
     },
 };
@@ -29,24 +30,43 @@ use crate::{
 /// Entries per page when the client does not say.
 const DEFAULT_LIMIT: usize = 100;
 
-pub async fn read_log(
-    State(services): State<Services>,
-    Path(room_id): Path<String>,
-    request: Request,
-) -> Result<Json<Value>, ApiError> {
-    let (parts, _) = request.into_parts();
-    let session = authenticate(&parts, &services, true)?.ok_or_else(missing_token)?;
-    check_rate_limit(&parts, &services, Some(&session))?;
-    let room_id = RoomId::parse(&room_id).map_err(|_| ApiError::invalid_param("not a room ID"))?;
-    let query: Query<HashMap<String, String>> = Query::try_from_uri(&parts.uri)
-        .map_err(|_| ApiError::invalid_param("unreadable query string"))?;
+/// A request to one of these endpoints: its session (authenticated, rate-limited) and room.
+fn session_and_room(
+    parts: &http::request::Parts,
+    services: &Services,
+    room_id: &str,
+) -> Result<(Session, OwnedRoomId), ApiError> {
+    let session = authenticate(parts, services, true)?.ok_or_else(missing_token)?;
+    check_rate_limit(parts, services, Some(&session))?;
+    let room_id = RoomId::parse(room_id).map_err(|_| ApiError::invalid_param("not a room ID"))?;
+    Ok((session, room_id))
+}
+
+/// A read-log page's query: `from` and `limit` (at most `MAX_LISTED`), and the rest of it.
+pub fn page_query(
+    uri: &http::Uri,
+    default_limit: usize,
+) -> Result<(u64, usize, HashMap<String, String>), ApiError> {
+    let Query(query): Query<HashMap<String, String>> =
+        Query::try_from_uri(uri).map_err(|_| ApiError::invalid_param("unreadable query string"))?;
     let number = |key: &str, default: u64| -> Result<u64, ApiError> {
         query.get(key).map_or(Ok(default), |value| {
             value.parse().map_err(|_| ApiError::invalid_param(format!("`{key}` must be a number")))
         })
     };
     let from = number("from", 0)?;
-    let limit = number("limit", DEFAULT_LIMIT as u64)?.clamp(1, MAX_LISTED as u64) as usize;
+    let limit = number("limit", default_limit as u64)?.clamp(1, MAX_LISTED as u64) as usize;
+    Ok((from, limit, query))
+}
+
+pub async fn read_log(
+    State(services): State<Services>,
+    Path(room_id): Path<String>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (parts, _) = request.into_parts();
+    let (session, room_id) = session_and_room(&parts, &services, &room_id)?;
+    let (from, limit, query) = page_query(&parts.uri, DEFAULT_LIMIT)?;
     // Another server's log of the room (its users' reads), for the patient: fetched from it.
     if let Some(server) = query.get("server").filter(|s| **s != services.config.server_name) {
         let server = ServerName::parse(server)
@@ -94,9 +114,7 @@ pub async fn export(
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let (parts, _) = request.into_parts();
-    let session = authenticate(&parts, &services, true)?.ok_or_else(missing_token)?;
-    check_rate_limit(&parts, &services, Some(&session))?;
-    let room_id = RoomId::parse(&room_id).map_err(|_| ApiError::invalid_param("not a room ID"))?;
+    let (session, room_id) = session_and_room(&parts, &services, &room_id)?;
     let export = services.access.export_room(&session.user_id, &room_id)?;
     let export = services.access.log(&session.log_reader(), export).await?;
     let own = services.config.server_name.as_str();
