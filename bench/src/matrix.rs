@@ -382,6 +382,22 @@ pub async fn versions_ok(conn: &mut Conn) -> bool {
     .is_ok_and(|response| response.status == StatusCode::OK)
 }
 
+/// The account's user ID (`/account/whoami`).
+pub async fn user_id(conn: &mut Conn, account: &Account) -> Result<String, String> {
+    let me = conn
+        .request::<serde_json::Value>(
+            Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            Some(&account.access_token),
+            None,
+            SETUP_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let me: serde_json::Value = me.ok_json("whoami").map_err(|e| e.to_string())?;
+    me["user_id"].as_str().map(ToOwned::to_owned).ok_or_else(|| "whoami: no user_id".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,20 +428,4 @@ mod tests {
                 .unwrap();
         assert_eq!(member.message_body(), None);
     }
-}
-
-/// The account's user ID (`/account/whoami`).
-pub async fn user_id(conn: &mut Conn, account: &Account) -> Result<String, String> {
-    let me = conn
-        .request::<serde_json::Value>(
-            Method::GET,
-            "/_matrix/client/v3/account/whoami",
-            Some(&account.access_token),
-            None,
-            SETUP_TIMEOUT,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let me: serde_json::Value = me.ok_json("whoami").map_err(|e| e.to_string())?;
-    me["user_id"].as_str().map(ToOwned::to_owned).ok_or_else(|| "whoami: no user_id".into())
 }
