@@ -489,6 +489,9 @@ async fn audit(profile: Profile, args: AuditArgs) -> Result<Output> {
         Some(AuditAction::Export { out }) => return audit_export(profile, &out).await,
         Some(AuditAction::Verify { file }) => return audit_verify(&file),
         Some(AuditAction::Fhir { out }) => return audit_fhir(profile, &out).await,
+        Some(AuditAction::Delegate { user, remove }) => {
+            return audit_delegate(profile, &user, !remove).await;
+        }
         None => {}
     }
     let now = now_ms();
@@ -506,6 +509,28 @@ async fn audit(profile: Profile, args: AuditArgs) -> Result<Output> {
         }
         Some(server) => Some(server.to_owned()),
     };
+    if let Some(space) = args.space.as_deref() {
+        let space = RoomId::parse(space)
+            .ok_or_else(|| CliError::Input(format!("`{space}` is not a room ID")))?;
+        let mut reads = client.delegated_read_log(&space).await?;
+        reads.retain(|read| {
+            args.class.is_none_or(|class| read.class == Some(class))
+                && since.is_none_or(|since| read.entry.ts as i64 >= since)
+                && who.as_deref().is_none_or(|who| render::reader_is(&read.entry.reader, who))
+        });
+        let mut text = format!("{} read(s) of the record whose space is {space}", reads.len());
+        for read in &reads {
+            text.push('\n');
+            text.push_str(&render::read_line(read));
+        }
+        return Ok(Output {
+            json: json!({
+                "space": space.as_str(),
+                "reads": reads.iter().map(render::read_json).collect::<Vec<_>>(),
+            }),
+            text,
+        });
+    }
     let record = record_for(&client, args.patient.as_deref()).await?;
     let mut reads = client.read_log(&record).await?;
     reads.retain(|read| {
@@ -547,6 +572,26 @@ async fn audit(profile: Profile, args: AuditArgs) -> Result<Output> {
             "reads": reads.iter().map(render::read_json).collect::<Vec<_>>(),
             "changes": changes.iter().map(render::change_json).collect::<Vec<_>>(),
         }),
+        text,
+    })
+}
+
+/// Names (or stops naming) a delegate who reads the caller's whole audit trail.
+async fn audit_delegate(profile: Profile, user: &str, on: bool) -> Result<Output> {
+    let client = MedrixClient::open(profile).await?;
+    let delegate = resolve_user(user, client.user_id())?;
+    let record = client.own_record().await?;
+    client.name_audit_delegate(&record, &delegate, on).await?;
+    let text = if on {
+        format!(
+            "{delegate} now reads your record's audit trail (audit --space {}).",
+            record.space_id()
+        )
+    } else {
+        format!("{delegate} no longer reads your record's audit trail.")
+    };
+    Ok(Output {
+        json: json!({"delegate": delegate.as_str(), "active": on, "space": record.space_id().as_str()}),
         text,
     })
 }

@@ -152,6 +152,9 @@ struct AuditArgs {
     /// Another patient's record shared with you (your own reads of it).
     #[arg(long, value_name = "USER")]
     patient: Option<String>,
+    /// The record whose space this is, whose audit trail its patient named you to read.
+    #[arg(long, value_name = "ROOM_ID", conflicts_with = "patient")]
+    space: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +165,14 @@ enum AuditAction {
         /// Where to write it.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+    },
+    /// Name someone to read your record's whole audit trail as you do (a carer, a privacy
+    /// officer), without any access to the record itself; `--remove` ends it.
+    Delegate {
+        /// Who (user name on your server, or @name:server).
+        user: String,
+        #[arg(long)]
+        remove: bool,
     },
     /// Your record's logged reads as FHIR R4 AuditEvents (IHE BALP), in a Bundle.
     Fhir {

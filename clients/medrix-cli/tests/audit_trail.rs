@@ -331,6 +331,22 @@ async fn disclosures_and_recipients_list_exactly_who_received_what_and_why() {
         "{recipients}"
     );
 
+    // A carer the patient names reads the whole trail, with no access to the record itself;
+    // named no more, nothing.
+    let carer = Person::registered(&server, "carer");
+    assert!(!carer.run(&["audit", "--space", &space]).success, "not before being named");
+    patient.json(&["audit", "delegate", "carer"]);
+    let seen = carer.json(&["audit", "--space", &space]);
+    for reader in ["@alice:localhost", "@bob:localhost", "@medic:localhost"] {
+        assert!(
+            seen["reads"].as_array().unwrap().iter().any(|r| r["reader"]["user_id"] == reader),
+            "{reader}'s reads: {seen}"
+        );
+    }
+    assert!(carer.fails(&["record", "list", "--patient", "patient"]).contains("not shared"));
+    patient.json(&["audit", "delegate", "carer", "--remove"]);
+    assert!(!carer.run(&["audit", "--space", &space]).success, "no longer named");
+
     // Every read as a FHIR R4 AuditEvent, valid.
     let out = patient.file("audit-events.json");
     let written = patient.json(&["audit", "fhir", "--out", out.to_str().unwrap()]);

@@ -38,13 +38,47 @@ impl MedrixClient {
     /// anyone else.
     pub async fn read_log(&self, record: &Record) -> Result<Vec<LoggedRead>> {
         let is_patient = record.patient() == &self.user;
-        let own_server = self.user.server_name().to_string();
         let space = record.space_id();
-        let rooms = std::iter::once((None, &space))
-            .chain(record.rooms().map(|(class, room)| (Some(class), room)));
+        let rooms: Vec<(Option<DataClass>, RoomId)> = std::iter::once((None, space))
+            .chain(record.rooms().map(|(class, room)| (Some(class), room.clone())))
+            .collect();
+        self.read_logs_of(&rooms, is_patient).await
+    }
+
+    /// The whole audit trail of the record whose space is `space`, for someone the patient
+    /// named to read it (`org.medrix.audit.delegate`), who need not be in any of its rooms:
+    /// the space's log names the record's rooms. Every chain is verified.
+    pub async fn delegated_read_log(&self, space: &RoomId) -> Result<Vec<LoggedRead>> {
+        let request =
+            read_log::Request { room_id: sdk_room_id(space)?, from: 0, limit: 1, server: None };
+        let first = self.client.send(request).await.map_err(ClientError::from)?.body;
+        if first.get("head").is_none() {
+            return Err(ClientError::NotPatient(format!("the patient of {space}")));
+        }
+        let mut rooms = vec![(None, space.clone())];
+        for (class, ids) in first["rooms"].as_object().into_iter().flatten() {
+            let Some(class) = DataClass::parse(class) else { continue };
+            for id in ids.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                if let Some(room) = RoomId::parse(id) {
+                    rooms.push((Some(class), room));
+                }
+            }
+        }
+        self.read_logs_of(&rooms, true).await
+    }
+
+    /// The logs of these rooms (the caller's server's, and for a full view the other servers'
+    /// too), oldest first; `full`: the caller sees whole logs, whose chains are verified.
+    async fn read_logs_of(
+        &self,
+        rooms: &[(Option<DataClass>, RoomId)],
+        full: bool,
+    ) -> Result<Vec<LoggedRead>> {
+        let own_server = self.user.server_name().to_string();
         let mut reads = Vec::new();
         for (class, room) in rooms {
-            let Some((entries, servers)) = self.room_read_log(room, None, is_patient).await? else {
+            let class = *class;
+            let Some((entries, servers)) = self.room_read_log(room, None, full).await? else {
                 continue;
             };
             let tagged = |server: &str, entries: Vec<ReadEntry>| -> Vec<LoggedRead> {
@@ -90,6 +124,26 @@ impl MedrixClient {
         }
         changes.sort_by(|a, b| (a.ts, &a.room_id).cmp(&(b.ts, &b.room_id)));
         Ok(changes)
+    }
+
+    /// Names `delegate` to read the caller's record's whole audit trail, or (`on` false)
+    /// ends that (`spec/audit.md` §4).
+    pub async fn name_audit_delegate(
+        &self,
+        record: &Record,
+        delegate: &medrix_records::UserId,
+        on: bool,
+    ) -> Result<()> {
+        self.require_patient(record)?;
+        record
+            .space
+            .send_state_event_raw(
+                medrix_records::DELEGATE_EVENT_TYPE,
+                &format!("{}{delegate}", medrix_records::USER_STATE_KEY_PREFIX),
+                json!({ "delegate": on }),
+            )
+            .await?;
+        Ok(())
     }
 
     /// The caller's record exported for the independent verifier (`spec/audit.md` §6):

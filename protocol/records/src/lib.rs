@@ -41,8 +41,8 @@ pub use json::MAX_SAFE_INTEGER;
 pub use period::{DataPeriod, Validity};
 pub use purpose::{PURPOSE_SYSTEM, Purpose};
 pub use read_log::{
-    CHECKPOINT_EVENT_TYPE, ChainHead, LogReader, ReadBasis, ReadEntry, ReadLogError, ReadPath,
-    verify_chain,
+    CHECKPOINT_EVENT_TYPE, ChainHead, DELEGATE_EVENT_TYPE, LogReader, ReadBasis, ReadEntry,
+    ReadLogError, ReadPath, verify_chain,
 };
 pub use record::{RECORD_EVENT_TYPE, RECORD_STATE_KEY, RecordRoom, RecordSpace};
 pub use request::{AccessRequest, REQUEST_KEY};

@@ -17,6 +17,13 @@ use sha2::{Digest, Sha256};
 /// server whose log it anchors, its content `{"count", "hash"}` (`spec/audit.md` §5).
 pub const CHECKPOINT_EVENT_TYPE: &str = "org.medrix.audit.checkpoint";
 
+/// The state event by which a patient names someone who reads the record's whole audit trail
+/// as the patient does (a relative, a carer, a privacy officer) without any access to the
+/// record itself: in the record's space, state key `user:` + the delegate's user ID (as for
+/// contracts: a state key that is a bare user ID is that user's own to set), content
+/// `{"delegate": true}` (`false`, or any other content, ends it). `spec/audit.md` §4.
+pub const DELEGATE_EVENT_TYPE: &str = "org.medrix.audit.delegate";
+
 /// Who read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogReader {

@@ -105,6 +105,16 @@ pub fn page_json(page: &ReadLogPage) -> Value {
     if let Some(head) = &page.head {
         body["head"] = json!({ "count": head.count, "hash": head.hash });
     }
+    if let Some(rooms) = &page.rooms {
+        let rooms: serde_json::Map<String, Value> = rooms
+            .iter()
+            .map(|(class, ids)| {
+                let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+                (class.as_str().to_owned(), json!(ids))
+            })
+            .collect();
+        body["rooms"] = Value::Object(rooms);
+    }
     body
 }
 

@@ -39,6 +39,8 @@ pub use view::{Reader, RoomView};
 
 use read_log::{Disclosure, ReadLogStore};
 
+use crate::service::rooms::record_gate::RecordPlace;
+
 /// Record places by their `org.medrix.record` event (see `record_reads`).
 type PlaceCache = std::sync::Mutex<
     std::collections::HashMap<
@@ -80,6 +82,10 @@ pub struct ReadLogPage {
     pub entries: Vec<ReadEntry>,
     pub next: Option<u64>,
     pub head: Option<medrix_records::ChainHead>,
+    /// On the first page of the record's space, for the patient and their delegates: the
+    /// record's class rooms.
+    pub rooms:
+        Option<std::collections::BTreeMap<medrix_records::DataClass, Vec<medrix_records::RoomId>>>,
 }
 
 /// Reads gathered for one response (`/sync`), logged together by [`Access::log_pending`].
@@ -165,7 +171,7 @@ impl Access {
         let entries = self.read_log.entries(room_id, from, limit)?;
         let next = entries.last().filter(|_| entries.len() == limit).map(|last| last.index + 1);
         let head = Some(self.read_log.stored_head(room_id)?);
-        Ok(ReadLogPage { entries, next, head })
+        Ok(ReadLogPage { entries, next, head, rooms: None })
     }
 
     /// Logs what a `/send` transaction to `server` discloses: per record room, the events it
@@ -230,7 +236,9 @@ impl Access {
         let not_found = AccessError::NotFound("no health record room of yours by this ID");
         let facts = self.record_facts(room_id, Reader::User(user), crate::clock::now_ms())?;
         let Some(facts) = facts else { return Err(not_found) };
-        let is_patient = facts.basis == medrix_records::ReadBasis::Patient;
+        // The patient, and whom they named to read their audit trail, see all of it.
+        let is_patient = facts.basis == medrix_records::ReadBasis::Patient
+            || self.is_audit_delegate(room_id, user)?;
         if !is_patient && self.rooms.membership(room_id, user)?.is_none() {
             return Err(not_found);
         }
@@ -243,7 +251,12 @@ impl Access {
             });
         }
         let head = if is_patient { Some(self.read_log.stored_head(room_id)?) } else { None };
-        Ok(ReadLogPage { entries, next, head })
+        // The space's first page names the record's rooms, for a delegate who is in none.
+        let rooms = match self.record_place(room_id)? {
+            Some(RecordPlace::Space(space)) if is_patient && from == 0 => Some(space.classes),
+            _ => None,
+        };
+        Ok(ReadLogPage { entries, next, head, rooms })
     }
 
     /// A reader's view of one room, which decides event by event (remembering per state

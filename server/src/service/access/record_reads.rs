@@ -71,6 +71,26 @@ impl Access {
         Ok(Some(RecordFacts { basis, withheld }))
     }
 
+    /// Whether the patient named `user` in the record's space to read the audit trail
+    /// (`org.medrix.audit.delegate` with `{"delegate": true}`).
+    pub(super) fn is_audit_delegate(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<bool, AccessError> {
+        let Some(place) = self.record_place(room_id)? else { return Ok(false) };
+        let Ok(space) = RoomId::parse(place.space(room_id)) else { return Ok(false) };
+        let kind = StateEventType::from(medrix_records::DELEGATE_EVENT_TYPE);
+        let key = format!("{}{user}", medrix_records::USER_STATE_KEY_PREFIX);
+        let Some(id) = self.rooms.state_event(&space, &kind, &key)? else {
+            return Ok(false);
+        };
+        let Some(event) = self.rooms.event_json(&id)? else { return Ok(false) };
+        // Only the patient (or the executor) can set state in the space; a delegation the
+        // patient's server did not let through would not be current state.
+        Ok(event.get("content").and_then(|c| c.get("delegate")) == Some(&Value::Bool(true)))
+    }
+
     /// The room's place in a record, read from its current state (its `org.medrix.record`
     /// and its creator).
     pub(super) fn record_place(
