@@ -99,19 +99,28 @@ pub struct Recipient {
     pub holds_access: bool,
 }
 
-/// Everyone who received record data, and everyone who holds access now (`holding`: user
-/// IDs or server names with a contract in force, and its classes).
-pub fn recipients(reads: &[ClassedRead], holding: &[(String, Vec<DataClass>)]) -> Vec<Recipient> {
-    let mut by_recipient: BTreeMap<String, Recipient> = BTreeMap::new();
-    for disclosure in disclosures(reads, 0) {
-        let recipient = by_recipient.entry(disclosure.recipient.clone()).or_insert(Recipient {
-            recipient: disclosure.recipient.clone(),
-            recipient_is_server: disclosure.recipient_is_server,
+impl Recipient {
+    /// A recipient with nothing received and no access yet.
+    fn named(recipient: &str, is_server: bool) -> Self {
+        Self {
+            recipient: recipient.to_owned(),
+            recipient_is_server: is_server,
             classes: BTreeSet::new(),
             contracts: BTreeSet::new(),
             first_ms: None,
             last_ms: None,
             holds_access: false,
+        }
+    }
+}
+
+/// Everyone who received record data, and everyone who holds access now (`holding`: user
+/// IDs or server names with a contract in force, and its classes).
+pub fn recipients(reads: &[ClassedRead], holding: &[(String, Vec<DataClass>)]) -> Vec<Recipient> {
+    let mut by_recipient: BTreeMap<String, Recipient> = BTreeMap::new();
+    for disclosure in disclosures(reads, 0) {
+        let recipient = by_recipient.entry(disclosure.recipient.clone()).or_insert_with(|| {
+            Recipient::named(&disclosure.recipient, disclosure.recipient_is_server)
         });
         recipient.classes.extend(disclosure.classes);
         recipient.contracts.insert(disclosure.contract_id);
@@ -121,15 +130,9 @@ pub fn recipients(reads: &[ClassedRead], holding: &[(String, Vec<DataClass>)]) -
             Some(recipient.last_ms.map_or(disclosure.last_ms, |t| t.max(disclosure.last_ms)));
     }
     for (holder, classes) in holding {
-        let recipient = by_recipient.entry(holder.clone()).or_insert(Recipient {
-            recipient: holder.clone(),
-            recipient_is_server: !holder.starts_with('@'),
-            classes: BTreeSet::new(),
-            contracts: BTreeSet::new(),
-            first_ms: None,
-            last_ms: None,
-            holds_access: false,
-        });
+        let recipient = by_recipient
+            .entry(holder.clone())
+            .or_insert_with(|| Recipient::named(holder, !holder.starts_with('@')));
         recipient.holds_access = true;
         recipient.classes.extend(classes.iter().map(|class| class.as_str().to_owned()));
     }
