@@ -127,6 +127,7 @@ impl MedrixClient {
             status: Status::Active,
             emergency_access_ms: None,
             break_glass: None,
+            custodian: None,
         };
         grant.check()?;
         self.put_grant(record, grant).await
@@ -207,6 +208,7 @@ impl MedrixClient {
             status: Status::Active,
             emergency_access_ms: Some(terms.window_ms),
             break_glass: None,
+            custodian: None,
         };
         grant.check()?;
         let state_key = Grant::state_key_of(&grant.grantee);
@@ -420,6 +422,7 @@ mod tests {
             status,
             emergency_access_ms: None,
             break_glass: None,
+            custodian: None,
         }
     }
 

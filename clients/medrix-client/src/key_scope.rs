@@ -98,6 +98,7 @@ mod tests {
             status: Status::Active,
             emergency_access_ms: None,
             break_glass: None,
+            custodian: None,
         }
     }
 

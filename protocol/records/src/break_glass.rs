@@ -98,6 +98,8 @@ pub fn break_glass_grant(
             standing_contract: window.standing_contract,
             reason: reason.to_owned(),
         }),
+        // The custodian stays the standing contract's: it releases keys, it is no grantee.
+        custodian: None,
     };
     grant.check().map_err(BreakGlassError::Invalid)?;
     Ok(grant)

@@ -151,6 +151,19 @@ fn check(grant: &Grant, action: &Action, at_ms: u64) -> Result<(), Denial> {
     if let Grantee::Server(_) = grant.grantee {
         return Err(Denial::StandingContract);
     }
+    check_terms(grant, grant.mode, action, at_ms)
+}
+
+/// What a standing emergency contract allows the custodian it names: to hold its classes'
+/// rooms and read what its data period covers while it is in force (the keys a clinician
+/// who breaks the glass will need), never to contribute.
+fn check_as_custodian(grant: &Grant, action: &Action, at_ms: u64) -> Result<(), Denial> {
+    check_terms(grant, Mode::Read, action, at_ms)
+}
+
+/// The contract's terms (status, validity, classes, data period) applied to `action`, with
+/// `mode` as what the holder may do.
+fn check_terms(grant: &Grant, mode: Mode, action: &Action, at_ms: u64) -> Result<(), Denial> {
     if grant.status != Status::Active {
         return Err(Denial::NotActive);
     }
@@ -172,7 +185,7 @@ fn check(grant: &Grant, action: &Action, at_ms: u64) -> Result<(), Denial> {
                 Err(Denial::OutsideDataPeriod)
             }
         }
-        Action::Contribute { .. } => match grant.mode {
+        Action::Contribute { .. } => match mode {
             Mode::Contribute => Ok(()),
             Mode::Read => Err(Denial::ReadOnly),
         },
@@ -180,7 +193,8 @@ fn check(grant: &Grant, action: &Action, at_ms: u64) -> Result<(), Denial> {
 }
 
 /// The contract that allows `user` the action at `at_ms`, among several (a user may hold
-/// more than one). Grants for other grantees are ignored. Among those that allow it, the one
+/// more than one). Grants for other grantees are ignored, except that a standing emergency
+/// contract counts for the custodian it names, as a read-only contract. Among those that allow it, the one
 /// in force longest (latest `valid.end`) is chosen, then the smallest contract ID, so every
 /// party picks the same. When none allows it, the denial of the contract that came closest
 /// (the latest check it failed, then the smallest contract ID); [`Denial::NoContract`] when the
@@ -194,10 +208,14 @@ pub fn covering<'a>(
     let mut best_allowed: Option<&Grant> = None;
     let mut best_denied: Option<(Denial, &ContractId)> = None;
     for grant in grants {
-        if !matches!(&grant.grantee, Grantee::User(grantee) if grantee == user) {
-            continue;
-        }
-        match check(grant, action, at_ms) {
+        let checked = match &grant.grantee {
+            Grantee::User(grantee) if grantee == user => check(grant, action, at_ms),
+            Grantee::Server(_) if grant.custodian.as_ref() == Some(user) => {
+                check_as_custodian(grant, action, at_ms)
+            }
+            _ => continue,
+        };
+        match checked {
             Ok(()) => {
                 let better = best_allowed.is_none_or(|best| {
                     (grant.valid.end(), std::cmp::Reverse(&grant.contract_id))

@@ -133,6 +133,11 @@ pub struct Grant {
     pub emergency_access_ms: Option<u64>,
     /// For a grant created by break-glass (purpose `BTG`) only: what it was invoked under.
     pub break_glass: Option<BreakGlassOrigin>,
+    /// For a standing emergency contract only, when the patient opts in: the custodian, a
+    /// user of the patient's server that holds the keys of the contract's classes (it may
+    /// read them, as under a read-only contract of its own) so that a clinician who breaks
+    /// the glass can decrypt them while the patient's devices are offline.
+    pub custodian: Option<UserId>,
 }
 
 /// What precedes the grantee's user ID in a personal contract's state key.
@@ -186,6 +191,9 @@ impl Grant {
             content["break_glass"] =
                 json!({"standing_contract": origin.standing_contract, "reason": origin.reason});
         }
+        if let Some(custodian) = &self.custodian {
+            content["custodian"] = custodian.as_str().into();
+        }
         content
     }
 
@@ -230,6 +238,12 @@ impl Grant {
             }
             (Grantee::User(_), None) => {}
         }
+        if self.custodian.is_some() && !self.is_standing_emergency() {
+            return Err(Error::value(
+                "custodian",
+                "is only for a standing emergency contract, whose grantee is a server",
+            ));
+        }
         let is_break_glass = self.purpose == Purpose::BreakTheGlass;
         match (&self.break_glass, is_break_glass) {
             (Some(_), false) => Err(Error::value(
@@ -259,6 +273,7 @@ struct RawGrant<'a> {
     status: &'a str,
     emergency_access_ms: Option<i64>,
     break_glass: Option<(&'a str, &'a str)>,
+    custodian: Option<&'a str>,
 }
 
 impl<'a> RawGrant<'a> {
@@ -277,6 +292,7 @@ impl<'a> RawGrant<'a> {
             status: object.string("status")?,
             emergency_access_ms: object.optional_integer("emergency_access_ms")?,
             break_glass,
+            custodian: object.optional_string("custodian")?,
         })
     }
 
@@ -317,6 +333,13 @@ impl<'a> RawGrant<'a> {
             }),
             None => None,
         };
+        let custodian = match self.custodian {
+            Some(custodian) => Some(
+                UserId::parse(custodian)
+                    .ok_or_else(|| Error::value("custodian", "must be a Matrix user ID"))?,
+            ),
+            None => None,
+        };
         let grant = Grant {
             contract_id,
             grantee,
@@ -329,6 +352,7 @@ impl<'a> RawGrant<'a> {
             status,
             emergency_access_ms,
             break_glass,
+            custodian,
         };
         grant.check()?;
         Ok(grant)

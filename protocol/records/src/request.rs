@@ -98,6 +98,7 @@ impl AccessRequest {
             status: Status::Active,
             emergency_access_ms: None,
             break_glass: None,
+            custodian: None,
         };
         grant.check()?;
         Ok(grant)

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::break_glass::break_glass_window;
 use crate::class::DataClass;
-use crate::evaluate::{Action, Decision, evaluate};
+use crate::evaluate::{Action, Decision, covering, evaluate};
 use crate::fhir::clinical_time::clinical_time_ms;
 use crate::fhir::consent::to_consent;
 use crate::fhir::datetime::parse_interval;
@@ -131,14 +131,24 @@ fn decision_json(decision: &Decision) -> Value {
     }
 }
 
-/// `grant` (a key of the file's `grants`), `action`, `at` → `expect` (a decision).
+/// `grant` (a key of the file's `grants`), `action`, `at`, perhaps `user` → `expect` (a
+/// decision).
 fn check_evaluation(grants: &Value, case: &Value, report: &mut VectorReport) -> Result<(), String> {
     let name = case["name"].as_str().unwrap_or_default();
     let key = case["grant"].as_str().ok_or("no `grant`")?;
     let grant = read_grant(&grants[key])?;
     let action = read_action(&case["action"])?;
     let at = case["at"].as_u64().ok_or("no `at`")?;
-    report.expect_eq(name, decision_json(&evaluate(&grant, &action, at)), case["expect"].clone());
+    // With `user`, the contract is matched to who acts (`covering`, which also finds a
+    // standing contract's custodian); without, it is evaluated for its grantee.
+    let decision = match case.get("user") {
+        Some(user) => {
+            let user = user.as_str().and_then(UserId::parse).ok_or("`user` is no user ID")?;
+            covering([&grant], &user, &action, at)
+        }
+        None => evaluate(&grant, &action, at),
+    };
+    report.expect_eq(name, decision_json(&decision), case["expect"].clone());
     Ok(())
 }
 

@@ -25,12 +25,12 @@ fn check(file: &str) -> usize {
 
 #[test]
 fn evaluation_vectors_hold() {
-    assert_eq!(check("evaluation.json"), 19);
+    assert_eq!(check("evaluation.json"), 26);
 }
 
 #[test]
 fn grant_parsing_vectors_hold() {
-    assert_eq!(check("grant-parsing.json"), 32);
+    assert_eq!(check("grant-parsing.json"), 35);
 }
 
 #[test]

@@ -35,6 +35,10 @@ pub const EMERGENCY_ACCESS_EXTENSION: &str =
     "https://medrix.org/fhir/StructureDefinition/emergency-access-duration";
 /// Extension: where a break-glass grant comes from (`standingContract`, `reason`).
 pub const BREAK_GLASS_EXTENSION: &str = "https://medrix.org/fhir/StructureDefinition/break-glass";
+/// Extension: the custodian a standing emergency contract names (a Matrix user ID). An
+/// extension rather than a second `provision.actor`: the actor is whom the contract admits,
+/// and the custodian is admitted only to hold keys.
+pub const CUSTODIAN_EXTENSION: &str = "https://medrix.org/fhir/StructureDefinition/custodian";
 
 const CONSENT_SCOPE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/consentscope";
 const CONSENT_ACTION_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/consentaction";
@@ -126,6 +130,10 @@ pub fn to_consent(grant: &Grant, patient: &UserId, recorded_at_ms: u64) -> Value
             {"url": "standingContract", "valueString": origin.standing_contract},
             {"url": "reason", "valueString": origin.reason},
         ]}));
+    }
+    if let Some(custodian) = &grant.custodian {
+        extensions.push(json!({"url": CUSTODIAN_EXTENSION, "valueIdentifier": {
+            "system": MATRIX_USER_ID_SYSTEM, "value": custodian}}));
     }
     if !extensions.is_empty() {
         consent["extension"] = extensions.into();
@@ -223,6 +231,18 @@ pub fn from_consent(consent: &Value) -> Result<ImportedConsent, Error> {
         break_glass: match extension(consent, BREAK_GLASS_EXTENSION) {
             None => None,
             Some(ext) => Some(read_break_glass(ext)?),
+        },
+        custodian: match extension(consent, CUSTODIAN_EXTENSION) {
+            None => None,
+            Some(ext) => Some(
+                Some(&ext["valueIdentifier"])
+                    .filter(|identifier| identifier["system"] == MATRIX_USER_ID_SYSTEM)
+                    .and_then(|identifier| identifier["value"].as_str())
+                    .and_then(UserId::parse)
+                    .ok_or_else(|| {
+                        Error::fhir("Consent.extension", "custodian must identify a Matrix user")
+                    })?,
+            ),
         },
     };
     grant.check()?;

@@ -33,6 +33,7 @@ pub fn lab_grant() -> Grant {
         status: Status::Active,
         emergency_access_ms: None,
         break_glass: None,
+        custodian: None,
     }
 }
 
@@ -159,6 +160,7 @@ pub fn arb_user_grant() -> impl Strategy<Value = Grant> {
                 status,
                 emergency_access_ms: None,
                 break_glass: None,
+                custodian: None,
             },
         )
 }
