@@ -3,11 +3,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use medrix_client::{
-    ClientError, EmergencyTerms, GrantTerms, Granted, MedrixClient, NewEntry, Profile, Record,
-    consent, read_resources,
+    ClientError, EmergencyTerms, GrantTerms, Granted, KeyRelease, MedrixClient, NewEntry, Profile,
+    Record, consent, read_resources,
 };
 use medrix_records::{
     AccessRequest, DataClass, DataPeriod, EventId, Mode, Purpose, RoomId, ServerName, UserId,
@@ -19,8 +19,8 @@ use crate::progress::Progress;
 use crate::render;
 use crate::time::{Bound, parse_time};
 use crate::{
-    AuditAction, AuditArgs, Cli, Command, ConsentCommand, EmergencyArgs, GrantArgs, ModeArg,
-    RecordCommand, RequestArgs, TermsArgs,
+    AuditAction, AuditArgs, Cli, Command, ConsentCommand, CustodianCommand, EmergencyArgs,
+    GrantArgs, ModeArg, RecordCommand, RequestArgs, TermsArgs,
 };
 
 /// What a command prints: JSON with `--json`, else text.
@@ -60,7 +60,9 @@ type Result<T> = std::result::Result<T, CliError>;
 pub async fn run(cli: Cli) -> Result<Output> {
     let profile = Profile::new(profile_dir(cli.profile)?);
     let homeserver = cli.homeserver;
+    let json = cli.json;
     match cli.command {
+        Command::Custodian(CustodianCommand::Run) => custodian(profile, json).await,
         Command::Register { username, password, registration_token } => {
             let homeserver = homeserver.ok_or(CliError::NoHomeserver)?;
             let client = MedrixClient::register(
@@ -348,9 +350,15 @@ async fn emergency_contract(profile: Profile, args: EmergencyArgs) -> Result<Out
         classes: args.classes.iter().copied().collect(),
         valid,
         window_ms: args.window_minutes * 60_000,
-        text: args.text,
+        text: args.text.clone(),
+        custodian: None,
     };
     let client = MedrixClient::open(profile).await?;
+    let custodian = match &args.custodian {
+        Some(user) => Some(resolve_user(user, client.user_id())?),
+        None => None,
+    };
+    let terms = EmergencyTerms { custodian, ..terms };
     let record = client.own_record().await?;
     let grant = client.put_standing_emergency(&record, terms).await?;
     Ok(Output {
@@ -364,6 +372,49 @@ async fn emergency_contract(profile: Profile, args: EmergencyArgs) -> Result<Out
         ),
         json: render::grant_json(&grant, Map::new()),
     })
+}
+
+/// The custodian's service: rounds of `custodian_round` until the process is stopped, each
+/// release printed as it happens. A failed round (the server restarting, the network) is
+/// said on stderr and tried again after a pause: the service outlives them.
+async fn custodian(profile: Profile, json: bool) -> Result<Output> {
+    const ROUND_WAIT: Duration = Duration::from_secs(30);
+    const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(5);
+    let client = MedrixClient::open(profile).await?;
+    eprintln!("medrix-cli: custodian {} running", client.user_id());
+    loop {
+        match client.custodian_round(ROUND_WAIT).await {
+            Ok(releases) => {
+                for release in releases {
+                    crate::print(&release_output(&release), json);
+                }
+            }
+            Err(err) => {
+                let why = crate::one_line(&err.to_string());
+                eprintln!("medrix-cli: custodian round failed: {why}");
+                tokio::time::sleep(PAUSE_AFTER_FAILURE).await;
+            }
+        }
+    }
+}
+
+fn release_output(release: &KeyRelease) -> Output {
+    Output {
+        text: format!(
+            "Released the keys of {} room(s) of {}'s record to {} (contract {}).",
+            release.rooms.len(),
+            release.patient,
+            release.clinician,
+            release.contract_id
+        ),
+        json: json!({
+            "patient": release.patient,
+            "clinician": release.clinician,
+            "contract_id": release.contract_id,
+            "rooms": release.rooms,
+            "rooms_with_keys": release.rooms_with_keys,
+        }),
+    }
 }
 
 fn terms(args: &TermsArgs) -> Result<Terms> {

@@ -98,6 +98,10 @@ enum Command {
     /// A contract as FHIR R4 Consent.
     #[command(subcommand)]
     Consent(ConsentCommand),
+    /// The custodian's service (run by the patients' server's operator, logged in as the
+    /// custodian account patients name in their standing emergency contracts).
+    #[command(subcommand)]
+    Custodian(CustodianCommand),
     /// Ask a patient for access to classes of their record (a knock on their record space).
     Request(RequestArgs),
     /// The requests pending on your record.
@@ -133,6 +137,13 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CustodianCommand {
+    /// Hold the keys of the emergency classes patients entrust, and hand them to each
+    /// clinician who breaks the glass; runs until stopped, one line per release.
+    Run,
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +274,10 @@ struct EmergencyArgs {
     /// The terms in your words (written from the terms if not given).
     #[arg(long)]
     text: Option<String>,
+    /// Entrust these classes' keys to your server's custodian account (@name:server), so a
+    /// clinician who breaks the glass can read them while your devices are offline.
+    #[arg(long, value_name = "USER")]
+    custodian: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -381,7 +396,7 @@ fn main() -> ExitCode {
 }
 
 /// A command's output on stdout: JSON with `--json`, else text.
-fn print(output: &commands::Output, json: bool) {
+pub(crate) fn print(output: &commands::Output, json: bool) {
     let printed = if json { output.json.to_string() } else { output.text.trim_end().to_owned() };
     // A reader that stopped reading (`| head`) is not an error of this command.
     let mut stdout = std::io::stdout().lock();

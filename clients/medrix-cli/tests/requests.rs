@@ -2,7 +2,9 @@
 //! knocking on the patient's record space with terms, the patient lists the requests,
 //! approves one as asked (the provider then reads exactly those classes) and declines
 //! another; a clinician breaks the glass under the patient's standing emergency contract and
-//! is admitted at once, or turned away with the server's reason when there is none.
+//! is admitted at once, or turned away with the server's reason when there is none; with the
+//! patient's custodian holding the emergency classes' keys, the clinician decrypts them while
+//! the patient's devices are offline.
 
 mod common;
 
@@ -225,4 +227,102 @@ async fn break_glass_admits_a_clinician_under_a_standing_contract_and_only_then(
         "unconscious",
     ]);
     assert!(refused.starts_with("medrix-cli: break-glass refused: "), "{refused}");
+}
+
+/// The patient entrusts their medications and allergies to the server's custodian, then has
+/// no device running. A clinician who breaks the glass decrypts exactly those classes: the
+/// entries recorded before the custodian was named (handed over with its invitation) and
+/// after (shared with it live), and nothing of the other classes. The release is the
+/// custodian's invitation and a notice to the patient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinician_decrypts_the_emergency_classes_the_custodian_holds() {
+    let server = TestServer::start(&medrix_binary()).await;
+    let patient = Person::registered(&server, "patient");
+    let custodian = Person::registered(&server, "custodian");
+    let medic = Person::registered(&server, "er-medic");
+    let created = patient.json(&["record", "create"]);
+    let space = created["space"].as_str().unwrap().to_owned();
+    let room_of = |class: &str| created["classes"][class][0].as_str().unwrap().to_owned();
+    wait_for(&server, &patient, &space, "@medrix-contracts:localhost", "join").await;
+    // Recorded before the custodian is named: 2021's vital signs, laboratory, conditions
+    // and medications.
+    patient.json(&["record", "add", &fixture("period-2021.bundle.json")]);
+    let service = custodian.spawn(&["custodian", "run", "--json"]);
+
+    // A custodian must be of the patient's own server.
+    let refused = patient.fails(&[
+        "emergency-contract",
+        "localhost",
+        "--classes",
+        "allergies",
+        "--until",
+        "+1d",
+        "--custodian",
+        "@custodian:elsewhere.example",
+    ]);
+    assert!(refused.contains("custodian"), "{refused}");
+    let standing = patient.json(&[
+        "emergency-contract",
+        "localhost",
+        "--classes",
+        "allergies,medications",
+        "--until",
+        "+1d",
+        "--custodian",
+        "custodian",
+    ]);
+    assert_eq!(standing["custodian"], "@custodian:localhost");
+    for class in ["allergies", "medications"] {
+        wait_for(&server, &patient, &room_of(class), "@custodian:localhost", "join").await;
+    }
+    // Nothing else is the custodian's: no room of another class.
+    let lab = membership(&server, &patient, &room_of("laboratory"), "@custodian:localhost").await;
+    assert_eq!(lab, Value::Null, "the custodian holds no laboratory room");
+    // Recorded after: 2024's entries, among them a penicillin allergy.
+    patient.json(&["record", "add", &fixture("period-2024.ndjson")]);
+
+    // The patient's devices are offline (no medrix-cli of theirs runs): the medic breaks
+    // the glass and reads.
+    let contract = medic.json(&[
+        "break-glass",
+        "@patient:localhost",
+        "--space",
+        &space,
+        "--reason",
+        "anaphylaxis, unconscious",
+    ]);
+    assert_eq!(contract["joined"].as_array().unwrap().len(), 3, "the space and two rooms");
+    for class in ["allergies", "medications"] {
+        let invited_by =
+            membership(&server, &patient, &room_of(class), "@er-medic:localhost").await;
+        assert_eq!(invited_by["membership"], "join");
+    }
+    let list = medic.json(&["record", "list", "--patient", "@patient:localhost"]);
+    assert_eq!(listed_ids(&list), ["amlodipine-2021", "penicillin-2024"], "{list}");
+    assert_eq!(list["unreadable"], json!([]), "every entry the medic holds opens");
+
+    // The release, as the custodian said it and as the patient is told.
+    let printed = service.stop();
+    let release: Value = printed
+        .lines()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("the custodian printed no release: {printed:?}"));
+    assert_eq!(release["clinician"], "@er-medic:localhost");
+    assert_eq!(release["contract_id"], contract["contract_id"]);
+    assert_eq!(release["rooms_with_keys"], 2);
+    let path = format!("/_matrix/client/v3/rooms/{space}/messages?dir=b&limit=50");
+    let (status, messages) = server.call("GET", &path, Some(&patient.access_token()), None).await;
+    assert_eq!(status, 200);
+    let notice = messages["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["content"]["org.medrix.key_release_notice"].is_object())
+        .unwrap_or_else(|| panic!("no release notice in the space: {messages}"));
+    assert_eq!(notice["sender"], "@custodian:localhost");
+    assert_eq!(notice["content"]["msgtype"], "m.notice");
+    assert_eq!(
+        notice["content"]["org.medrix.key_release_notice"]["clinician"],
+        "@er-medic:localhost"
+    );
 }

@@ -40,8 +40,6 @@ pub struct GrantTerms {
     pub text: Option<String>,
 }
 
-/// A contract as it stands in the record, with when it was agreed (its event's
-/// `origin_server_ts`).
 /// A standing emergency contract (`spec/records.md` §8): a clinician of `server` who breaks
 /// the glass is admitted by the patient's server for `window_ms` to these classes, while the
 /// contract is valid. It admits nobody by itself.
@@ -57,8 +55,13 @@ pub struct EmergencyTerms {
     pub window_ms: u64,
     /// The terms as the patient reads them; written from the terms when not given.
     pub text: Option<String>,
+    /// The custodian (a user of the patient's server) that holds the classes' keys for
+    /// break-glass, if the patient opts in.
+    pub custodian: Option<UserId>,
 }
 
+/// A contract as it stands in the record, with when it was agreed (its event's
+/// `origin_server_ts`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contract {
     /// The contract.
@@ -145,6 +148,19 @@ impl MedrixClient {
         }
         let state_key = grant_state_key(user);
         record.space.send_state_event_raw(GRANT_EVENT_TYPE, &state_key, grant.to_content()).await?;
+        let (invited, removed) = self.admit(record, user, &grant).await?;
+        Ok(Granted { grant, invited, removed })
+    }
+
+    /// Brings `user` into the space and the class rooms `grant` covers them for, handing
+    /// them the keys of the past entries it covers before each invitation, and takes back the
+    /// rooms of classes it does not cover. Answers the rooms invited to and removed from.
+    async fn admit(
+        &self,
+        record: &Record,
+        user: &UserId,
+        grant: &Grant,
+    ) -> Result<(Vec<RoomId>, Vec<RoomId>)> {
         let grantee = sdk_user(user)?;
         let mut invited = Vec::new();
         let mut removed = Vec::new();
@@ -173,12 +189,15 @@ impl MedrixClient {
             invite(room, &grantee).await?;
             invited.push(room_id(room.room_id()));
         }
-        Ok(Granted { grant, invited, removed })
+        Ok((invited, removed))
     }
 
     /// Sets a standing emergency contract for `terms.server`'s clinicians (purpose ETREAT, read
-    /// only, every clinical time). Nobody is invited: the patient's contract executor answers
-    /// each break-glass under it. Setting one again for the same server replaces it.
+    /// only, every clinical time). No clinician is invited: the patient's contract executor
+    /// answers each break-glass under it. With a custodian, the custodian is brought into
+    /// the space and the classes' rooms with the keys of what they hold, so it can hand them
+    /// to a clinician who breaks the glass while the patient's devices are offline. Setting
+    /// one again for the same server replaces it.
     pub async fn put_standing_emergency(
         &self,
         record: &Record,
@@ -188,9 +207,15 @@ impl MedrixClient {
         let contract_id = new_contract_id();
         let classes: Vec<&str> = terms.classes.iter().map(|class| class.as_str()).collect();
         let text = terms.text.clone().unwrap_or_else(|| {
+            let custody = match &terms.custodian {
+                Some(custodian) => {
+                    format!(" My server's custodian {custodian} holds their keys for this.")
+                }
+                None => String::new(),
+            };
             format!(
                 "In an emergency, a clinician of {} who breaks the glass may read my {} for {} \
-                 (contract {contract_id}).",
+                 (contract {contract_id}).{custody}",
                 terms.server.as_str(),
                 classes.join(", "),
                 window_text(terms.window_ms)
@@ -208,11 +233,17 @@ impl MedrixClient {
             status: Status::Active,
             emergency_access_ms: Some(terms.window_ms),
             break_glass: None,
-            custodian: None,
+            custodian: terms.custodian,
         };
         grant.check()?;
+        if grant.custodian.as_ref() == Some(&self.user) {
+            return Err(ClientError::Terms("you cannot be your own custodian".to_owned()));
+        }
         let state_key = Grant::state_key_of(&grant.grantee);
         record.space.send_state_event_raw(GRANT_EVENT_TYPE, &state_key, grant.to_content()).await?;
+        if let Some(custodian) = &grant.custodian {
+            self.admit(record, custodian, &grant).await?;
+        }
         Ok(grant)
     }
 
@@ -367,10 +398,21 @@ fn read_grant(state_key: &str, content: &Value) -> Result<Grant, medrix_records:
 /// Invites `user` without matrix-sdk's history sharing, which would hand over every key of
 /// the room: `hand_over_history` has handed over what the contract covers.
 async fn invite(room: &Room, user: &OwnedUserId) -> Result<()> {
+    invite_with_reason(room, user, None).await
+}
+
+/// [`invite`], with the reason the invitation shows.
+pub(crate) async fn invite_with_reason(
+    room: &Room,
+    user: &OwnedUserId,
+    reason: Option<&str>,
+) -> Result<()> {
     use matrix_sdk::ruma::api::client::membership::invite_user::v3::{
         InvitationRecipient, InviteUserId, Request,
     };
-    let recipient = InvitationRecipient::UserId(InviteUserId::new(user.clone()));
+    let mut recipient = InviteUserId::new(user.clone());
+    recipient.reason = reason.map(str::to_owned);
+    let recipient = InvitationRecipient::UserId(recipient);
     room.client().send(Request::new(room.room_id().to_owned(), recipient)).await?;
     // The SDK reloads the members before its next send, so the invitee gets later keys.
     room.mark_members_missing();
@@ -378,7 +420,7 @@ async fn invite(room: &Room, user: &OwnedUserId) -> Result<()> {
 }
 
 /// Whether `user` is in the room or invited to it.
-async fn is_member(room: &Room, user: &OwnedUserId) -> Result<bool> {
+pub(crate) async fn is_member(room: &Room, user: &OwnedUserId) -> Result<bool> {
     use matrix_sdk::ruma::events::room::member::MembershipState;
     Ok(match room.get_member(user).await? {
         Some(member) => {

@@ -12,6 +12,7 @@
 
 mod audit;
 mod client;
+mod custodian;
 mod entries;
 mod error;
 mod grants;
@@ -23,6 +24,7 @@ mod requests;
 
 pub use audit::{Change, LoggedRead};
 pub use client::{MedrixClient, Session};
+pub use custodian::{KEY_RELEASE_NOTICE_KEY, KeyRelease};
 pub use entries::{
     AddedEntry, EntryList, ListedEntry, NewEntry, UnreadableEntry, describe, read_resources,
 };

@@ -171,7 +171,7 @@ impl MedrixClient {
     /// Waits a little (syncing) for the key bundles of rooms just joined: they travel as
     /// to-device messages the patient sent before inviting, so they are usually here. A room
     /// with nothing recorded yet gets no bundle, so the wait is short.
-    async fn await_key_bundles(&self, joined: &[RoomId]) -> Result<()> {
+    pub(crate) async fn await_key_bundles(&self, joined: &[RoomId]) -> Result<()> {
         for _ in 0..10 {
             let mut pending = false;
             for id in joined {
@@ -310,7 +310,7 @@ pub(crate) async fn record_room_state(room: &Room) -> Option<RecordRoom> {
 
 /// Whether `patient` created the room: a record's state is believed only in a room its
 /// patient created, so nobody can present a space of their own as someone's record.
-async fn space_creator_is(room: &Room, patient: &UserId) -> bool {
+pub(crate) async fn space_creator_is(room: &Room, patient: &UserId) -> bool {
     match state_event(room, "m.room.create", "").await {
         Some(create) => create["sender"].as_str() == Some(patient.as_str()),
         None => false,

@@ -86,6 +86,23 @@ impl Person {
         }
     }
 
+    /// Starts a long-running command (a service such as `custodian run`), its stdout piped;
+    /// killed when the returned guard is dropped.
+    pub fn spawn(&self, args: &[&str]) -> Service {
+        let child = Command::new(env!("CARGO_BIN_EXE_medrix-cli"))
+            .args(args)
+            .env("MEDRIX_PROFILE", &self.profile)
+            .env("MEDRIX_HOMESERVER", &self.homeserver)
+            .env_remove("MEDRIX_PASSWORD")
+            .env_remove("MEDRIX_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("medrix-cli starts");
+        Service { child }
+    }
+
     /// Runs a command that must succeed, with `--json`; its output.
     pub fn json(&self, args: &[&str]) -> Value {
         let mut with_json = args.to_vec();
@@ -124,6 +141,32 @@ impl Person {
     /// A file in this person's profile's parent, for exports.
     pub fn file(&self, name: &str) -> PathBuf {
         self.profile.with_extension(name)
+    }
+}
+
+/// A medrix-cli process left running; killed on drop.
+pub struct Service {
+    child: std::process::Child,
+}
+
+impl Service {
+    /// Stops it and answers what it printed on stdout.
+    pub fn stop(mut self) -> String {
+        use std::io::Read;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        out
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

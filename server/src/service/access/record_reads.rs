@@ -134,12 +134,12 @@ impl Access {
         now_ms: u64,
     ) -> Result<ReadBasis, AccessError> {
         for user in users {
-            let Some(grant) = self.rooms.contract_of(space, user)? else { continue };
+            let grants = self.rooms.contracts_for(space, user)?;
             let Some(grantee) = medrix_records::UserId::parse(user.as_str()) else { continue };
             for class in classes {
                 let action = Action::Hold { class: *class };
                 if let Decision::Allowed { contract_id, purpose } =
-                    medrix_records::covering([&grant], &grantee, &action, now_ms)
+                    medrix_records::covering(&grants, &grantee, &action, now_ms)
                 {
                     return Ok(ReadBasis::Contract {
                         contract_id: contract_id.as_str().to_owned(),

@@ -302,8 +302,9 @@ impl ContractExecutor {
 
     /// Answers a clinician's break-glass knock: under the standing emergency contract of
     /// their server, a personal contract (purpose `BTG`) for a short window, a notice to the
-    /// patient in the space, and invitations to the space and the emergency classes' rooms;
-    /// the window's end is then an ordinary contract end. A knock no standing contract
+    /// patient in the space, and invitations to the space and the emergency classes' rooms
+    /// (those the contract's custodian holds are left to the custodian, which invites with
+    /// the keys); the window's end is then an ordinary contract end. A knock no standing contract
     /// admits is turned away with the reason.
     async fn break_glass(
         &self,
@@ -370,7 +371,18 @@ impl ContractExecutor {
                 rooms.extend(RoomId::parse(id.as_str()).ok());
             }
         }
+        let custodian = standing
+            .and_then(|standing| standing.custodian)
+            .and_then(|custodian| UserId::parse(custodian.as_str()).ok());
         for room in rooms {
+            // A class room the custodian holds is the custodian's to open: its invitation
+            // carries the keys (MSC4268 accepts a key bundle only from the inviter).
+            if let Some(custodian) = &custodian
+                && room != space_id
+                && self.rooms.membership(&room, custodian)?.as_deref() == Some("join")
+            {
+                continue;
+            }
             self.invite(&room, clinician).await?;
         }
         Ok(())

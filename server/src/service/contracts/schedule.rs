@@ -4,6 +4,8 @@
 //! the server was down is acted on at its next start. Rows live in RocksDB, ordered by due
 //! time, so memory does not grow with the number of active contracts.
 
+use std::borrow::Cow;
+
 use medrix_protocol::Pdu;
 use medrix_records::{
     GRANT_EVENT_TYPE, Grant, RECORD_EVENT_TYPE, USER_STATE_KEY_PREFIX, expiry_at,
@@ -50,22 +52,28 @@ pub fn note_entered(batch: &mut Batch<'_>, room: &RoomId, entered: &[Pdu]) {
         };
         let (due_ms, user) = match custom.as_deref().unwrap_or("m.room.member") {
             GRANT_EVENT_TYPE => {
-                let Some(user) = state_key.strip_prefix(USER_STATE_KEY_PREFIX) else { continue };
-                let due = serde_json::from_str(event.content().get())
+                let grant = serde_json::from_str(event.content().get())
                     .ok()
-                    .and_then(|content| Grant::from_event(state_key, &content).ok())
-                    .and_then(|grant| expiry_at(&grant))
-                    .unwrap_or(0);
-                (due, user)
+                    .and_then(|content| Grant::from_event(state_key, &content).ok());
+                let due = grant.as_ref().and_then(expiry_at).unwrap_or(0);
+                match state_key.strip_prefix(USER_STATE_KEY_PREFIX) {
+                    Some(user) => (due, Cow::Borrowed(user)),
+                    // A standing contract admits its custodian: checked at its end (at once
+                    // when revoked), like a personal contract's grantee.
+                    None => match grant.and_then(|grant| grant.custodian) {
+                        Some(custodian) => (due, Cow::Owned(custodian.as_str().to_owned())),
+                        None => continue,
+                    },
+                }
             }
             "m.room.member" => match crate::service::rooms::membership_of(event).as_deref() {
-                Some("join" | "invite" | "knock") => (0, state_key),
+                Some("join" | "invite" | "knock") => (0, Cow::Borrowed(state_key)),
                 _ => continue,
             },
-            RECORD_EVENT_TYPE => (0, event.sender().as_str()),
+            RECORD_EVENT_TYPE => (0, Cow::Borrowed(event.sender().as_str())),
             _ => continue,
         };
-        batch.put(cf::DUEROOMUSER_CONTRACTCHECK, &key(due_ms, room, user), b"");
+        batch.put(cf::DUEROOMUSER_CONTRACTCHECK, &key(due_ms, room, &user), b"");
     }
 }
 

@@ -462,7 +462,7 @@ impl Rooms {
         state_key: Option<&str>,
         content: Value,
     ) -> Result<SignedEvent, RoomError> {
-        medrix_contents::check_local(kind, state_key, &content)?;
+        medrix_contents::check_local(kind, state_key, &content, sender)?;
         if kind == "m.room.member"
             && let (Some(target), Some(membership)) = (state_key, content["membership"].as_str())
         {

@@ -14,12 +14,17 @@ use std::collections::HashMap;
 use medrix_protocol::{Pdu, StateMap};
 use medrix_records::{
     Action, DataClass, Decision, GRANT_EVENT_TYPE, Grant, RECORD_EVENT_TYPE, RECORD_STATE_KEY,
-    RecordRoom, RecordSpace,
+    RecordRoom, RecordSpace, USER_STATE_KEY_PREFIX,
 };
 use ruma::{OwnedEventId, OwnedUserId, RoomId, ServerName, UserId, events::StateEventType};
 use serde_json::Value;
 
 use super::{RoomError, Rooms};
+use crate::storage::{catalogue as cf, compound_key};
+
+/// The most standing emergency contracts of one space looked through for a custodian (one
+/// per organisation the patient trusts in an emergency: a handful).
+const MAX_STANDING_SCANNED: usize = 256;
 
 /// The localpart of the contract executor, the service user that acts for contracts.
 pub const EXECUTOR_LOCALPART: &str = "medrix-contracts";
@@ -105,7 +110,7 @@ impl Rooms {
         {
             return Ok(());
         }
-        let grant = self.contract_of(place.space(room_id), target)?;
+        let grants = self.contracts_for(place.space(room_id), target)?;
         let Some(user) = medrix_records::UserId::parse(target.as_str()) else {
             return Err(RoomError::Forbidden("not a user ID".to_owned()));
         };
@@ -116,7 +121,7 @@ impl Rooms {
         };
         let mut denial = None;
         for class in classes {
-            match medrix_records::covering(grant.iter(), &user, &Action::Hold { class }, now_ms) {
+            match medrix_records::covering(&grants, &user, &Action::Hold { class }, now_ms) {
                 Decision::Allowed { .. } => return Ok(()),
                 Decision::Denied(why) => denial = Some(why),
             }
@@ -135,6 +140,54 @@ impl Rooms {
         server: &ServerName,
     ) -> Result<Option<Grant>, RoomError> {
         self.contract_keyed(space, server.as_str())
+    }
+
+    /// The contracts that may cover `user` in the record whose space is `space`: their
+    /// personal contract and, for a user of this server, the standing emergency contracts
+    /// that name them custodian (a custodian is always a user of the patient's server, the
+    /// one that enforces). `medrix_records::covering` decides among them.
+    pub fn contracts_for(&self, space: &str, user: &UserId) -> Result<Vec<Grant>, RoomError> {
+        let mut grants: Vec<Grant> = self.contract_of(space, user)?.into_iter().collect();
+        if user.server_name() == self.server_name() {
+            let named = |grant: &Grant| {
+                grant
+                    .custodian
+                    .as_ref()
+                    .is_some_and(|custodian| custodian.as_str() == user.as_str())
+            };
+            grants.extend(self.standing_contracts(space)?.into_iter().filter(named));
+        }
+        Ok(grants)
+    }
+
+    /// The space's standing emergency contracts (state keys that are server names, not
+    /// `user:`), well-formed ones only, at most `MAX_STANDING_SCANNED`.
+    fn standing_contracts(&self, space: &str) -> Result<Vec<Grant>, RoomError> {
+        let prefix = compound_key(&[space.as_bytes(), GRANT_EVENT_TYPE.as_bytes(), b""]);
+        let key_at = |state_key: &[u8]| [prefix.as_slice(), state_key].concat();
+        // Two ranges around the personal contracts, which may be many.
+        let user_keys_end = key_at(b"user;");
+        let ranges = [
+            (prefix.clone(), key_at(USER_STATE_KEY_PREFIX.as_bytes())),
+            (user_keys_end, key_at(&[0xFF])),
+        ];
+        let mut grants = Vec::new();
+        for (from, to) in ranges {
+            for (key, event_id) in self.storage.scan_range(
+                cf::ROOMSTATEKEY_EVENTID,
+                &from,
+                &to,
+                MAX_STANDING_SCANNED,
+            )? {
+                let state_key = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                let Some(json) = self.event_json(&super::parse_event_id(&event_id)?)? else {
+                    continue;
+                };
+                let content = json.get("content").cloned().unwrap_or(Value::Null);
+                grants.extend(Grant::from_event(&state_key, &content).ok());
+            }
+        }
+        Ok(grants)
     }
 
     /// The contract the record's space holds for `grantee`, if a well-formed one.
