@@ -375,11 +375,15 @@ impl ContractExecutor {
             .and_then(|standing| standing.custodian)
             .and_then(|custodian| UserId::parse(custodian.as_str()).ok());
         for room in rooms {
-            // A class room the custodian holds is the custodian's to open: its invitation
-            // carries the keys (MSC4268 accepts a key bundle only from the inviter).
+            // A class room the custodian holds (or is invited to with its keys, and will
+            // join) is the custodian's to open: its invitation carries the keys (MSC4268
+            // accepts a key bundle only from the inviter).
             if let Some(custodian) = &custodian
                 && room != space_id
-                && self.rooms.membership(&room, custodian)?.as_deref() == Some("join")
+                && matches!(
+                    self.rooms.membership(&room, custodian)?.as_deref(),
+                    Some("join" | "invite")
+                )
             {
                 continue;
             }
