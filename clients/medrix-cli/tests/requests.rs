@@ -325,4 +325,20 @@ async fn a_clinician_decrypts_the_emergency_classes_the_custodian_holds() {
         notice["content"]["org.medrix.key_release_notice"]["clinician"],
         "@er-medic:localhost"
     );
+
+    // The trail: the custodian's reads are logged under the standing contract, and the
+    // independent verifier holds every read to the contracts of its moment.
+    let reads = patient.json(&["audit", "--who", "@custodian:localhost"]);
+    let under: Vec<&Value> = reads["reads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|read| read["basis"].get("contract_id"))
+        .collect();
+    assert!(!under.is_empty(), "the custodian's reads are logged: {reads}");
+    assert!(under.iter().all(|id| **id == standing["contract_id"]), "{reads}");
+    let file = patient.file("custody-export.json");
+    patient.json(&["audit", "export", "--out", file.to_str().unwrap()]);
+    let checked = patient.json(&["audit", "verify", file.to_str().unwrap()]);
+    assert_eq!(checked["valid"], true, "{checked}");
 }

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 
 use medrix_protocol::Pdu;
 use medrix_records::{
-    Action, CHECKPOINT_EVENT_TYPE, DataClass, Decision, GRANT_EVENT_TYPE, Grant, LogReader,
+    Action, CHECKPOINT_EVENT_TYPE, DataClass, GRANT_EVENT_TYPE, Grant, Grantee, LogReader,
     RECORD_EVENT_TYPE, ReadBasis, ReadEntry, RecordRoom, RecordSpace, USER_STATE_KEY_PREFIX,
-    evaluate, verify_chain,
+    UserId, covering, verify_chain,
 };
 use serde_json::Value;
 
@@ -226,8 +226,16 @@ fn check_basis(
         }
         (ReadBasis::Contract { contract_id, purpose, .. }, reader) => {
             let keys: Vec<String> = match reader {
+                // Their personal contract, and any standing contract (keyed by a server
+                // name) that may name them custodian: `covering` decides among them.
                 LogReader::User { user_id, .. } => {
-                    vec![format!("{USER_STATE_KEY_PREFIX}{user_id}")]
+                    let personal = format!("{USER_STATE_KEY_PREFIX}{user_id}");
+                    let standing = record
+                        .grants
+                        .keys()
+                        .filter(|key| !key.starts_with(USER_STATE_KEY_PREFIX))
+                        .cloned();
+                    std::iter::once(personal).chain(standing).collect()
                 }
                 LogReader::Server { server_name } => record
                     .grants
@@ -244,17 +252,24 @@ fn check_basis(
                 Some(class) => vec![class],
                 None => DataClass::ALL.to_vec(),
             };
-            let allowed =
-                keys.iter().filter_map(|key| record.grant_at(key, entry.ts)).any(|grant| {
-                    grant.contract_id.as_str() == contract_id
-                        && grant.purpose.code() == purpose
-                        && classes.iter().any(|class| {
-                            matches!(
-                                evaluate(&grant, &Action::Hold { class: *class }, entry.ts),
-                                Decision::Allowed { .. }
-                            )
-                        })
-                });
+            let grants: Vec<Grant> =
+                keys.iter().filter_map(|key| record.grant_at(key, entry.ts)).collect();
+            let allowed = grants.iter().any(|grant| {
+                // Whom the read is judged for: the reading user, or (a server's read) the
+                // contract's own grantee among that server's users.
+                let user = match (reader, &grant.grantee) {
+                    (LogReader::User { user_id, .. }, _) => UserId::parse(user_id),
+                    (LogReader::Server { .. }, Grantee::User(grantee)) => Some(grantee.clone()),
+                    (LogReader::Server { .. }, Grantee::Server(_)) => None,
+                };
+                let Some(user) = user else { return false };
+                grant.contract_id.as_str() == contract_id
+                    && grant.purpose.code() == purpose
+                    && classes.iter().any(|class| {
+                        covering([grant], &user, &Action::Hold { class: *class }, entry.ts)
+                            .is_allowed()
+                    })
+            });
             if allowed {
                 Ok(())
             } else {
