@@ -203,6 +203,7 @@ pub fn read_line(read: &LoggedRead) -> String {
         ReadBasis::Patient => "as the patient".to_owned(),
         ReadBasis::Executor => "as the contract executor".to_owned(),
         ReadBasis::Membership => "by room membership, under no contract".to_owned(),
+        ReadBasis::Device => "as one of the patient's devices (its own events only)".to_owned(),
         ReadBasis::Contract { contract_id, purpose, break_glass } => format!(
             "under contract {contract_id} ({purpose}){}",
             if *break_glass { "  BREAK-GLASS" } else { "" }

@@ -238,7 +238,8 @@ impl MedrixClient {
     }
 
     async fn create_class_room(&self, class: DataClass, space: &RoomId) -> Result<Room> {
-        let record = RecordRoom { patient: self.user.clone(), class, space: space.clone() };
+        let record =
+            RecordRoom { patient: self.user.clone(), class, space: space.clone(), device: None };
         let mut request = self.record_room_request()?;
         request.name = Some(class.display().to_owned());
         request.initial_state = vec![

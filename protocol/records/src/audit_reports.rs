@@ -229,7 +229,7 @@ pub fn audit_event(read: &ClassedRead, patient: &str) -> Value {
                 }]}]);
             }
         }
-        ReadBasis::Patient | ReadBasis::Executor | ReadBasis::Membership => {}
+        ReadBasis::Patient | ReadBasis::Executor | ReadBasis::Membership | ReadBasis::Device => {}
     }
     event
 }

@@ -117,6 +117,10 @@ pub enum ReadBasis {
     /// A consent contract covering the reader (a server: one of its users) and the room's
     /// class at the moment of the read. `break_glass` flags a contract made by break-glass.
     Contract { contract_id: String, purpose: String, break_glass: bool },
+    /// One of the patient's device accounts, in the record's space or its own device room
+    /// (the class room whose `org.medrix.record` names it): it is shown the rooms' state
+    /// and its own events, never anyone else's.
+    Device,
     /// Room membership alone: no contract covers the reader now. In a record room this is
     /// what a server is served for the room's structure (state, auth chains) and what a
     /// removed member is served of their own removal.
@@ -200,6 +204,7 @@ impl ReadEntry {
             ReadBasis::Patient => json!({ "kind": "patient" }),
             ReadBasis::Executor => json!({ "kind": "executor" }),
             ReadBasis::Membership => json!({ "kind": "membership" }),
+            ReadBasis::Device => json!({ "kind": "device" }),
             ReadBasis::Contract { contract_id, purpose, break_glass } => json!({
                 "kind": "contract", "contract_id": contract_id, "purpose": purpose,
                 "break_glass": break_glass,
@@ -260,6 +265,7 @@ impl ReadEntry {
             "patient" => ReadBasis::Patient,
             "executor" => ReadBasis::Executor,
             "membership" => ReadBasis::Membership,
+            "device" => ReadBasis::Device,
             "contract" => ReadBasis::Contract {
                 contract_id: text(basis, "contract_id")?,
                 purpose: text(basis, "purpose")?,

@@ -27,6 +27,9 @@ pub struct RecordRoom {
     pub class: DataClass,
     /// The record space the room belongs to.
     pub space: RoomId,
+    /// For a device's own room: the device account (a bot of the patient's server) that
+    /// alone sends entries here, so no reader's room keys ever reach it.
+    pub device: Option<UserId>,
 }
 
 /// The record state of the record space.
@@ -52,12 +55,21 @@ impl RecordRoom {
             })?,
             space: RoomId::parse(space)
                 .ok_or_else(|| Error::value("space", "must be a Matrix room ID"))?,
+            device: match object.optional_string("device")? {
+                Some(device) => Some(parse_user(device, "device")?),
+                None => None,
+            },
         })
     }
 
     /// The event content.
     pub fn to_content(&self) -> Value {
-        json!({"patient": self.patient, "class": self.class, "space": self.space})
+        let mut content =
+            json!({"patient": self.patient, "class": self.class, "space": self.space});
+        if let Some(device) = &self.device {
+            content["device"] = json!(device);
+        }
+        content
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Record {
     pub classes: HashMap<String, Option<DataClass>>,
     /// The space's contracts: state key → (ts, content), oldest first.
     pub grants: HashMap<String, Vec<(u64, Value)>>,
+    /// The patient's device accounts: those a device room's record state names.
+    pub devices: Vec<String>,
 }
 
 impl Record {
@@ -36,6 +38,7 @@ impl Record {
             server,
             classes: HashMap::new(),
             grants: HashMap::new(),
+            devices: Vec::new(),
         };
         for (room, events) in export.rooms.iter().zip(rooms) {
             let in_order = events.order.iter().map(|id| &events.events[id]);
@@ -46,6 +49,7 @@ impl Record {
                     (RECORD_EVENT_TYPE, Some("")) => {
                         if let Ok(class_room) = RecordRoom::from_content(&content) {
                             place = Some(Some(class_room.class));
+                            record.devices.extend(class_room.device.map(|d| d.to_string()));
                         } else if RecordSpace::from_content(&content).is_ok() {
                             place = Some(None);
                         }
@@ -208,6 +212,22 @@ fn check_basis(
         (ReadBasis::Executor, LogReader::User { user_id, .. }) if *user_id == executor => Ok(()),
         (ReadBasis::Executor, _) => {
             Err("logged as the executor's read, by someone else".to_owned())
+        }
+        (ReadBasis::Device, LogReader::User { user_id, .. })
+            if record.devices.contains(user_id) =>
+        {
+            let others = |id: &&String| {
+                by_id.get(id.as_str()).is_some_and(|pdu| {
+                    pdu.state_key().is_none() && pdu.sender().as_str() != user_id
+                })
+            };
+            match entry.events.iter().find(others) {
+                None => Ok(()),
+                Some(id) => Err(format!("the device {user_id} was served {id}, another's event")),
+            }
+        }
+        (ReadBasis::Device, _) => {
+            Err("logged as a device's read, by no device of the record".to_owned())
         }
         (ReadBasis::Membership, LogReader::Server { .. }) => Ok(()),
         (ReadBasis::Membership, LogReader::User { user_id, .. }) => {

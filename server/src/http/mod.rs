@@ -301,6 +301,14 @@ pub fn router(services: Services) -> Router {
         router.route("/_medrix/client/v1/rooms/{room_id}/read_log", get(handlers::audit::read_log));
     router =
         router.route("/_medrix/client/v1/rooms/{room_id}/export", get(handlers::audit::export));
+    router = router.route(
+        "/_medrix/client/v1/devices",
+        get(handlers::device_accounts::list).post(handlers::device_accounts::add),
+    );
+    router = router.route(
+        "/_medrix/client/v1/devices/{user_id}",
+        axum::routing::delete(handlers::device_accounts::remove),
+    );
 
     router
         .fallback(unknown_endpoint)

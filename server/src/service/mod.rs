@@ -6,6 +6,7 @@ pub mod account_changes;
 pub mod accounts;
 pub mod aliases;
 pub mod contracts;
+pub mod device_accounts;
 pub mod e2ee;
 pub mod federation;
 pub mod key_backup;
@@ -49,6 +50,8 @@ pub struct Services {
     pub typing: typing::Typing,
     /// Carries out the patient's consent contracts (expiry, revocation, uncovered members).
     pub contracts: contracts::ContractExecutor,
+    /// The bot accounts patients register for their health devices.
+    pub device_accounts: device_accounts::DeviceAccounts,
 }
 
 /// The federation side: the outbound client, the remote key cache, the outbound queues and
@@ -150,6 +153,7 @@ impl Services {
         };
         let federated_rooms = federation.as_ref().map(|federation| federation.rooms.clone());
         let access = Arc::new(access::Access::new(rooms.clone(), storage.clone()));
+        let accounts = accounts::Accounts::new(storage.clone(), server_name.clone());
         if let Some(federation) = &federation {
             federation.sender.log_pushes_with(Arc::downgrade(&access));
         }
@@ -174,7 +178,8 @@ impl Services {
                 federated_rooms,
             ),
             rooms,
-            accounts: accounts::Accounts::new(storage.clone(), server_name),
+            device_accounts: device_accounts::DeviceAccounts::new(storage.clone(), accounts.clone()),
+            accounts,
             uia: Arc::new(uia::UiaSessions::default()),
             rate_limits: Arc::new(rate_limit::RateLimiter::new(&config.rate_limits)),
             metrics: Arc::new(Metrics::default()),

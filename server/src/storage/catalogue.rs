@@ -54,6 +54,8 @@ pub const ROOMALIAS_CREATOR: &str = "roomalias_creator";
 pub const USERID_MEDIABYTES: &str = "userid_mediabytes";
 pub const ROOMINDEX_READENTRY: &str = "roomindex_readentry";
 pub const ROOMID_READLOGHEAD: &str = "roomid_readloghead";
+pub const USERID_DEVICEACCOUNT: &str = "userid_deviceaccount";
+pub const PATIENTDEVICE_REGISTERED: &str = "patientdevice_registered";
 
 /// The catalogue, in creation order.
 pub const ALL: &[ColumnFamily] = &[
@@ -229,6 +231,14 @@ pub const ALL: &[ColumnFamily] = &[
     ColumnFamily {
         name: ROOMID_READLOGHEAD,
         holds: "room ID → the read log's head: big-endian u64 count, then the last entry's hash (base64)",
+    },
+    ColumnFamily {
+        name: USERID_DEVICEACCOUNT,
+        holds: "device account's user ID → JSON (patient, name, kind, added_at, removed_at): what makes a user a device bot",
+    },
+    ColumnFamily {
+        name: PATIENTDEVICE_REGISTERED,
+        holds: "patient's user ID 0xFF device account's user ID → empty: a patient's current devices",
     },
 ];
 

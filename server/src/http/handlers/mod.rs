@@ -4,6 +4,7 @@
 pub mod account;
 pub mod aliases;
 pub mod audit;
+pub mod device_accounts;
 pub mod devices;
 pub mod discovery;
 pub mod key_backup;

@@ -303,6 +303,10 @@ impl Access {
         if user == uploader {
             return Ok(Unlogged::new(true, None));
         }
+        // A device reads nothing of anyone else's, files included.
+        if crate::service::device_accounts::is_device_account(&self.storage, user)? {
+            return Ok(Unlogged::new(false, None));
+        }
         let now = crate::clock::now_ms();
         let mut allowed = false;
         let mut disclosures = Vec::new();

@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::{Access, AccessError, Reader};
 use crate::{
     locks::LockExt,
+    service::device_accounts,
     service::rooms::record_gate::{RecordPlace, executor_of, place_from},
     storage::{catalogue as cf, compound_key},
 };
@@ -56,6 +57,9 @@ impl Access {
             Reader::User(user) if *user == patient => ReadBasis::Patient,
             Reader::User(user) if *user == executor_of(patient.server_name()) => {
                 ReadBasis::Executor
+            }
+            Reader::User(user) if self.is_patients_device_here(&place, &patient, user)? => {
+                ReadBasis::Device
             }
             Reader::User(user) => {
                 self.contract_basis(space, &[user.to_owned()], &classes, now_ms)?
@@ -123,6 +127,26 @@ impl Access {
         }
         places.insert(record_id, place.clone());
         Ok(place)
+    }
+
+    /// Whether `user` is one of `patient`'s device accounts and this place is one it holds:
+    /// the record's space, or the class room whose record state names it.
+    fn is_patients_device_here(
+        &self,
+        place: &RecordPlace,
+        patient: &UserId,
+        user: &UserId,
+    ) -> Result<bool, AccessError> {
+        let Some(device) = device_accounts::device_account(&self.storage, user)? else {
+            return Ok(false);
+        };
+        Ok(device.patient == patient
+            && match place {
+                RecordPlace::Space(_) => true,
+                RecordPlace::ClassRoom(room) => {
+                    room.device.as_ref().is_some_and(|named| named.as_str() == user.as_str())
+                }
+            })
     }
 
     /// The contract among `users`' that covers one of `classes` now, else `Membership`.

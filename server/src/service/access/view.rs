@@ -17,7 +17,7 @@ use ruma::{EventId, OwnedRoomId, RoomId, ServerName, UserId, events::StateEventT
 use serde_json::{Map, Value};
 
 use super::{Access, AccessError, read_log::Disclosure, record_reads::RecordFacts};
-use crate::storage::StorageError;
+use crate::{service::device_accounts, storage::StorageError};
 use medrix_records::ReadPath;
 
 /// Who reads.
@@ -62,6 +62,9 @@ pub struct RoomView<'a> {
     reader: Reader<'a>,
     /// The reader (a server: one of its users) is joined to the room now.
     joined_now: bool,
+    /// The reader is a device account: shown the room's state and its own events, never
+    /// anyone else's (a device writes readings; it reads nothing).
+    device_reader: bool,
     /// In a room of a patient's record: what the reader's reads are logged under, and
     /// whether they are shut out; `None` elsewhere.
     record: Option<RecordFacts>,
@@ -84,12 +87,17 @@ impl<'a> RoomView<'a> {
         };
         let opened_at = crate::clock::now_ms();
         let record = access.record_facts(room_id, reader, opened_at)?;
+        let device_reader = match reader {
+            Reader::User(user) => device_accounts::is_device_account(&access.storage, user)?,
+            Reader::Server(_) => false,
+        };
         Ok(Self {
             access,
             room_id: room_id.to_owned(),
             version,
             reader,
             joined_now,
+            device_reader,
             record,
             opened_at,
             groups: HashMap::new(),
@@ -147,6 +155,15 @@ impl<'a> RoomView<'a> {
             return Ok(true);
         }
         if self.withheld() {
+            return Ok(false);
+        }
+        if self.device_reader
+            && state_key.is_none()
+            && !event
+                .get("sender")
+                .and_then(Value::as_str)
+                .is_some_and(|sender| self.reader.speaks_for(sender))
+        {
             return Ok(false);
         }
         let Some(group) = self.access.rooms.state_store.event_group(event_id)? else {

@@ -269,6 +269,9 @@ impl Rooms {
         creation_content: serde_json::Map<String, Value>,
         setup: Vec<(String, Option<String>, Value)>,
     ) -> Result<OwnedRoomId, RoomError> {
+        if crate::service::device_accounts::is_device_account(&self.storage, creator)? {
+            return Err(RoomError::Forbidden("a device account creates no rooms".to_owned()));
+        }
         let mut content = Value::Object(creation_content);
         content["room_version"] = json!(version.as_str());
         if let Some(content) = content.as_object_mut() {
@@ -463,6 +466,7 @@ impl Rooms {
         content: Value,
     ) -> Result<SignedEvent, RoomError> {
         medrix_contents::check_local(kind, state_key, &content, sender)?;
+        self.check_device_write(&room.state, &room.events, sender, kind, state_key)?;
         if kind == "m.room.member"
             && let (Some(target), Some(membership)) = (state_key, content["membership"].as_str())
         {

@@ -20,6 +20,7 @@ use ruma::{OwnedEventId, OwnedUserId, RoomId, ServerName, UserId, events::StateE
 use serde_json::Value;
 
 use super::{RoomError, Rooms};
+use crate::service::device_accounts;
 use crate::storage::{catalogue as cf, compound_key};
 
 /// The most standing emergency contracts of one space looked through for a custodian (one
@@ -87,6 +88,36 @@ pub fn place_from(content: &Value, creator: &str) -> Option<RecordPlace> {
 }
 
 impl Rooms {
+    /// Refuses any event a device account may not send: it changes its own membership (to
+    /// join its rooms, or leave them) and sends encrypted readings in its own device room
+    /// (the class room whose record state names it), and nothing else, anywhere.
+    pub(super) fn check_device_write(
+        &self,
+        state: &StateMap,
+        events: &HashMap<OwnedEventId, Pdu>,
+        sender: &UserId,
+        kind: &str,
+        state_key: Option<&str>,
+    ) -> Result<(), RoomError> {
+        if !device_accounts::is_device_account(&self.storage, sender)? {
+            return Ok(());
+        }
+        if kind == "m.room.member" && state_key == Some(sender.as_str()) {
+            return Ok(());
+        }
+        let own_room = matches!(
+            record_place(state, events),
+            Some(RecordPlace::ClassRoom(room))
+                if room.device.as_ref().is_some_and(|device| device.as_str() == sender.as_str())
+        );
+        if own_room && kind == "m.room.encrypted" && state_key.is_none() {
+            return Ok(());
+        }
+        Err(RoomError::Forbidden(
+            "a device account sends only encrypted readings, in its own device room".to_owned(),
+        ))
+    }
+
     /// Refuses a join or invite of `target` into a record room of a patient of this server
     /// unless a contract covers it at `now_ms` (see the module's comment).
     pub(super) fn check_record_membership(
@@ -109,6 +140,23 @@ impl Rooms {
             || *target == executor_of(self.server_name())
         {
             return Ok(());
+        }
+        // The patient's devices hold the space and each its own device room, nothing else;
+        // no other patient's device holds anything.
+        if let Some(device) = device_accounts::device_account(&self.storage, target)? {
+            let own_place = match &place {
+                RecordPlace::Space(_) => true,
+                RecordPlace::ClassRoom(room) => {
+                    room.device.as_ref().is_some_and(|named| named.as_str() == target.as_str())
+                }
+            };
+            if device.patient.as_str() == place.patient() && device.removed_at.is_none() && own_place
+            {
+                return Ok(());
+            }
+            return Err(RoomError::Forbidden(format!(
+                "{target} is a device account: it holds only its patient's record space and its own device room"
+            )));
         }
         let grants = self.contracts_for(place.space(room_id), target)?;
         let Some(user) = medrix_records::UserId::parse(target.as_str()) else {
