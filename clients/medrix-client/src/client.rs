@@ -56,7 +56,7 @@ impl MedrixClient {
         registration_token: Option<&str>,
     ) -> Result<MedrixClient> {
         refuse_if_logged_in(&profile)?;
-        let client = build(&profile, homeserver).await?;
+        let client = build_client(&profile, homeserver).await?;
         let mut request = register::v3::Request::new();
         request.username = Some(username.to_owned());
         request.password = Some(password.to_owned());
@@ -64,7 +64,7 @@ impl MedrixClient {
         // Each round completes one stage: the server answers 401 with what remains.
         for _ in 0..8 {
             match client.matrix_auth().register(request.clone()).await {
-                Ok(_) => return Self::logged_in(client, profile, homeserver, password).await,
+                Ok(_) => return Self::logged_in(client, profile, homeserver, Some(password)).await,
                 Err(err) => {
                     let Some(info) = err.as_uiaa_response() else { return Err(err.into()) };
                     // A stage the server did not accept (a wrong token) comes back with why.
@@ -92,20 +92,20 @@ impl MedrixClient {
         password: &str,
     ) -> Result<MedrixClient> {
         refuse_if_logged_in(&profile)?;
-        let client = build(&profile, homeserver).await?;
+        let client = build_client(&profile, homeserver).await?;
         client
             .matrix_auth()
             .login_username(user, password)
             .initial_device_display_name(DEVICE_NAME)
             .await?;
-        Self::logged_in(client, profile, homeserver, password).await
+        Self::logged_in(client, profile, homeserver, Some(password)).await
     }
 
     /// Opens the session saved in `profile`.
     pub async fn open(profile: Profile) -> Result<MedrixClient> {
         let saved =
             profile.load()?.ok_or_else(|| ClientError::NotLoggedIn(profile.dir().into()))?;
-        let client = build(&profile, &saved.homeserver).await?;
+        let client = build_client(&profile, &saved.homeserver).await?;
         let user = parse_user(saved.session.meta.user_id.as_str())?;
         client.matrix_auth().restore_session(saved.session, RoomLoadSettings::default()).await?;
         Ok(MedrixClient { client, user, profile })
@@ -156,11 +156,11 @@ impl MedrixClient {
 
     /// After a login or registration: the device's keys uploaded, cross-signing set up (the
     /// first upload needs no password; a server that asks gets it), the session saved.
-    async fn logged_in(
+    pub(crate) async fn logged_in(
         client: Client,
         profile: Profile,
         homeserver: &str,
-        password: &str,
+        password: Option<&str>,
     ) -> Result<MedrixClient> {
         let session = client.matrix_auth().session().ok_or_else(|| {
             ClientError::Sdk("the server answered the login without a session".to_owned())
@@ -177,12 +177,19 @@ impl MedrixClient {
         Ok(medrix)
     }
 
-    async fn set_up_cross_signing(&self, session: &MatrixSession, password: &str) -> Result<()> {
+    /// A server that asks for a password before the first upload gets it when there is one;
+    /// a device account has none (and this server asks none for the first upload).
+    async fn set_up_cross_signing(
+        &self,
+        session: &MatrixSession,
+        password: Option<&str>,
+    ) -> Result<()> {
         let encryption = self.client.encryption();
         match encryption.bootstrap_cross_signing_if_needed(None).await {
             Ok(()) => Ok(()),
             Err(err) => {
                 let Some(info) = err.as_uiaa_response() else { return Err(err.into()) };
+                let Some(password) = password else { return Err(err.into()) };
                 let identifier = uiaa::UserIdentifier::Matrix(uiaa::MatrixUserIdentifier::new(
                     session.meta.user_id.to_string(),
                 ));
@@ -233,7 +240,7 @@ fn next_stage(info: &UiaaInfo, token: Option<&str>) -> Result<AuthData> {
     })
 }
 
-fn refuse_if_logged_in(profile: &Profile) -> Result<()> {
+pub(crate) fn refuse_if_logged_in(profile: &Profile) -> Result<()> {
     if let Some(saved) = profile.load()? {
         return Err(ClientError::AlreadyLoggedIn(saved.session.meta.user_id.to_string()));
     }
@@ -242,7 +249,7 @@ fn refuse_if_logged_in(profile: &Profile) -> Result<()> {
     profile.clear()
 }
 
-async fn build(profile: &Profile, homeserver: &str) -> Result<Client> {
+pub(crate) async fn build_client(profile: &Profile, homeserver: &str) -> Result<Client> {
     let url = matrix_sdk::reqwest::Url::parse(homeserver)
         .ok()
         .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())

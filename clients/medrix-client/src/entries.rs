@@ -122,7 +122,7 @@ impl MedrixClient {
         let mut rooms: HashMap<DataClass, (Room, RoomRecipients)> = HashMap::new();
         for entry in entries {
             if let hash_map::Entry::Vacant(slot) = rooms.entry(entry.class) {
-                let room = self.class_room(record, entry.class)?;
+                let room = self.class_room(record, entry.class).await?;
                 let recipients = self.room_recipients(&room, record.patient()).await?;
                 slot.insert((room, recipients));
             }
@@ -174,7 +174,7 @@ impl MedrixClient {
                 to: replacement.class,
             });
         }
-        let room = self.class_room(record, replacement.class)?;
+        let room = self.class_room(record, replacement.class).await?;
         let entry = Entry {
             class: replacement.class,
             resource: replacement.resource.clone(),
@@ -197,12 +197,19 @@ impl MedrixClient {
     }
 
     /// The room entries of `class` go to: the first of the class the caller has joined.
-    fn class_room(&self, record: &Record, class: DataClass) -> Result<Room> {
-        record
-            .joined_rooms(self, class)
-            .into_iter()
-            .next()
-            .ok_or(ClientError::NoClassAccess { class, patient: record.patient().to_string() })
+    /// The room a person's entries of `class` go to: the first the caller has joined that is
+    /// not a device's own room (there, only the device sends, so that no reader's keys reach
+    /// it).
+    async fn class_room(&self, record: &Record, class: DataClass) -> Result<Room> {
+        for room in record.joined_rooms(self, class) {
+            let is_device_room = crate::record::record_room_state(&room)
+                .await
+                .is_some_and(|state| state.device.is_some());
+            if !is_device_room {
+                return Ok(room);
+            }
+        }
+        Err(ClientError::NoClassAccess { class, patient: record.patient().to_string() })
     }
 
     /// The entries of the record the caller can read (of one class, or all), decrypted, each

@@ -13,6 +13,7 @@
 mod audit;
 mod client;
 mod custodian;
+mod devices;
 mod entries;
 mod error;
 mod grants;
@@ -25,6 +26,7 @@ mod requests;
 pub use audit::{Change, LoggedRead};
 pub use client::{MedrixClient, Session};
 pub use custodian::{KEY_RELEASE_NOTICE_KEY, KeyRelease};
+pub use devices::{DeviceCredentials, Reading, RegisteredDevice, class_of_kind};
 pub use entries::{
     AddedEntry, EntryList, ListedEntry, NewEntry, UnreadableEntry, describe, read_resources,
 };

@@ -243,11 +243,7 @@ impl MedrixClient {
         let mut request = self.record_room_request()?;
         request.name = Some(class.display().to_owned());
         request.initial_state = vec![
-            raw(json!({"type": "m.room.encryption", "state_key": "", "content": {
-                "algorithm": "m.megolm.v1.aes-sha2",
-                "rotation_period_ms": ROTATION_PERIOD_MS,
-                "rotation_period_msgs": ROTATION_PERIOD_MSGS,
-            }})),
+            raw(encryption_state()),
             // MSC4268 shares only keys made while history is `shared`.
             raw(json!({"type": "m.room.history_visibility", "state_key": "",
                 "content": {"history_visibility": "shared"}})),
@@ -261,7 +257,7 @@ impl MedrixClient {
 
     /// What the space and every class room share: private, the executor invited with power
     /// 100 (room version 12: the creator, the patient, has unlimited power and is not listed).
-    fn record_room_request(&self) -> Result<CreateRoom> {
+    pub(crate) fn record_room_request(&self) -> Result<CreateRoom> {
         let executor = executor_of(&self.user);
         let mut request = CreateRoom::new();
         request.visibility = Visibility::Private;
@@ -274,6 +270,15 @@ impl MedrixClient {
         ];
         Ok(request)
     }
+}
+
+/// The `m.room.encryption` state every class room starts with.
+pub(crate) fn encryption_state() -> Value {
+    json!({"type": "m.room.encryption", "state_key": "", "content": {
+        "algorithm": "m.megolm.v1.aes-sha2",
+        "rotation_period_ms": ROTATION_PERIOD_MS,
+        "rotation_period_msgs": ROTATION_PERIOD_MSGS,
+    }})
 }
 
 /// The content of a room's current state event, if the caller has it.
@@ -327,6 +332,6 @@ pub(crate) fn sdk_room_id(id: &RoomId) -> Result<matrix_sdk::ruma::OwnedRoomId> 
         .map_err(|_| ClientError::Sdk(format!("`{id}` is not a room ID")))
 }
 
-fn raw<T>(value: Value) -> Raw<T> {
+pub(crate) fn raw<T>(value: Value) -> Raw<T> {
     Raw::new(&value).expect("a JSON value serializes").cast_unchecked()
 }
