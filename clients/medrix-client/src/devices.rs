@@ -223,7 +223,8 @@ impl MedrixClient {
             },
         };
         client.matrix_auth().restore_session(session, Default::default()).await?;
-        let medrix = MedrixClient::logged_in(client, profile, &credentials.homeserver, None).await?;
+        let medrix =
+            MedrixClient::logged_in(client, profile, &credentials.homeserver, None).await?;
         let patient = crate::client::parse_user(&credentials.patient)?;
         medrix.accept_invitations_from(&patient).await?;
         Ok(medrix)
@@ -238,8 +239,9 @@ impl MedrixClient {
             .find_record(&patient)
             .await?
             .ok_or_else(|| ClientError::NotShared(patient.to_string()))?;
-        let room_id = RoomId::parse(&credentials.room)
-            .ok_or_else(|| ClientError::Terms(format!("`{}` is not a room ID", credentials.room)))?;
+        let room_id = RoomId::parse(&credentials.room).ok_or_else(|| {
+            ClientError::Terms(format!("`{}` is not a room ID", credentials.room))
+        })?;
         let room = self
             .client
             .get_room(&sdk_room_id(&room_id)?)
@@ -289,9 +291,10 @@ impl MedrixClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value> {
-        let token = self.client.access_token().ok_or_else(|| {
-            ClientError::NotLoggedIn(self.profile.dir().to_path_buf())
-        })?;
+        let token = self
+            .client
+            .access_token()
+            .ok_or_else(|| ClientError::NotLoggedIn(self.profile.dir().to_path_buf()))?;
         let url = self
             .client
             .homeserver()
@@ -303,7 +306,8 @@ impl MedrixClient {
                 .header(matrix_sdk::reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_string());
         }
-        let unreachable = |err: matrix_sdk::reqwest::Error| ClientError::Unreachable(err.to_string());
+        let unreachable =
+            |err: matrix_sdk::reqwest::Error| ClientError::Unreachable(err.to_string());
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(unreachable)?;

@@ -1,27 +1,47 @@
-//! `medrix-device`: the device bot's decoder on the command line. `decode CHARACTERISTIC HEX`
-//! prints one Bluetooth GATT health reading as one JSON object (the keys are
-//! spec/devices.md's), with the exact decimals the device sent; with `--fhir`, the FHIR R4
-//! Observations it becomes instead, one per line (NDJSON, which `medrix-cli record add` reads).
+//! `medrix-device`: the device bot on the command line (spec/devices.md).
+//! - `decode CHARACTERISTIC HEX` prints one Bluetooth GATT health reading as one JSON object
+//!   (the keys are spec/devices.md's), with the exact decimals the device sent; with `--fhir`,
+//!   the FHIR R4 Observations it becomes instead, one per line (NDJSON).
+//! - `pair CREDENTIALS` makes a profile the device account's (the credentials `medrix-cli
+//!   device add` printed); `ingest [FILE]` queues readings durably (one per line); `run`
+//!   sends the queue into the device's room, resuming by itself after failures; `status`
+//!   says the backlog. Each prints one JSON object.
 //!
-//! Exit codes: 0 decoded; 1 the payload is malformed (`{"error": "malformed: ..."}` on
-//! stdout); 2 the arguments are wrong (one line on stderr).
+//! Exit codes: 0 done; 1 the payload (decode) or a line (ingest) is malformed, or the work
+//! failed (one line on stderr); 2 the arguments are wrong (one line on stderr).
 
-use std::io::Write;
+mod args;
+mod ingest;
+mod queue;
+mod uplink;
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use medrix_devices::fhir::{ObservationContext, observations};
 use medrix_devices::{Characteristic, decode, json_string};
-use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
-/// Decode Bluetooth GATT health readings into exact JSON.
+use crate::args::{parse_characteristic, parse_hex, parse_instant, parse_offset, parse_reference};
+use crate::uplink::DeviceProfile;
+
+/// The device bot: decode Bluetooth GATT health readings into exact JSON, and send them
+/// into the patient's record, none lost, none twice.
 #[derive(Debug, Parser)]
 #[command(name = "medrix-device", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The device's profile directory: its session, keys and queue.
+#[derive(Debug, clap::Args)]
+struct ProfileArg {
+    #[arg(long, env = "MEDRIX_DEVICE_PROFILE", value_name = "DIR")]
+    profile: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,6 +58,36 @@ enum Command {
         hex: Vec<String>,
         #[command(flatten)]
         fhir: FhirArgs,
+    },
+    /// Pair this profile with a device account: CREDENTIALS is the JSON file `medrix-cli
+    /// device add` wrote.
+    Pair {
+        credentials: PathBuf,
+        #[command(flatten)]
+        profile: ProfileArg,
+    },
+    /// Queue readings, one per line: CHARACTERISTIC HEX [RECEIVED_AT] (FILE, or stdin).
+    Ingest {
+        file: Option<PathBuf>,
+        /// The offset from UTC the device's clock keeps, e.g. +01:00.
+        #[arg(long, value_parser = parse_offset, default_value = "+00:00")]
+        device_clock_offset: UtcOffset,
+        #[command(flatten)]
+        profile: ProfileArg,
+    },
+    /// Send the queued readings into the record; keeps running (new readings are sent as
+    /// they are queued) unless --until-empty.
+    Run {
+        /// Stop once nothing is left to send.
+        #[arg(long)]
+        until_empty: bool,
+        #[command(flatten)]
+        profile: ProfileArg,
+    },
+    /// How many readings wait, and how many were sent.
+    Status {
+        #[command(flatten)]
+        profile: ProfileArg,
     },
 }
 
@@ -99,7 +149,126 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Pair { credentials, profile } => {
+            let profile = DeviceProfile::new(&profile.profile);
+            let read = std::fs::read_to_string(&credentials)
+                .map_err(|err| format!("cannot read {}: {err}", credentials.display()))
+                .and_then(|text| {
+                    serde_json::from_str::<medrix_client::DeviceCredentials>(&text).map_err(|err| {
+                        format!("{} is not device credentials: {err}", credentials.display())
+                    })
+                });
+            let credentials = match read {
+                Ok(credentials) => credentials,
+                Err(problem) => return failure(&problem),
+            };
+            let answer = serde_json::json!({
+                "user_id": credentials.user_id, "patient": credentials.patient,
+                "room": credentials.room, "kind": credentials.kind,
+            });
+            match block_on(uplink::pair(&profile, credentials)) {
+                Ok(()) => print_json(&answer.to_string(), ExitCode::SUCCESS),
+                Err(problem) => failure(&problem),
+            }
+        }
+        Command::Ingest { file, device_clock_offset, profile } => {
+            ingest(&DeviceProfile::new(&profile.profile), file, device_clock_offset)
+        }
+        Command::Run { until_empty, profile } => {
+            let profile = DeviceProfile::new(&profile.profile);
+            let mut report = |backlog: queue::Backlog| {
+                eprintln!("medrix-device: sent {}, {} waiting", backlog.sent, backlog.pending);
+            };
+            match block_on(uplink::run(&profile, until_empty, &mut report)) {
+                Ok(backlog) => print_json(&backlog_json(backlog).to_string(), ExitCode::SUCCESS),
+                Err(problem) => failure(&problem),
+            }
+        }
+        Command::Status { profile } => {
+            match DeviceProfile::new(&profile.profile)
+                .queue()
+                .and_then(|queue| queue.backlog().map_err(|err| format!("the queue: {err}")))
+            {
+                Ok(backlog) => print_json(&backlog_json(backlog).to_string(), ExitCode::SUCCESS),
+                Err(problem) => failure(&problem),
+            }
+        }
     }
+}
+
+/// Queues the readings of FILE (or stdin): every good line, in one commit; the lines that
+/// are not readings named with why (and the exit says so).
+fn ingest(profile: &DeviceProfile, file: Option<PathBuf>, clock_offset: UtcOffset) -> ExitCode {
+    let pairing = match profile.pairing() {
+        Ok(pairing) => pairing,
+        Err(problem) => return failure(&problem),
+    };
+    let identity = ingest::Identity::of(&pairing.user_id, &pairing.patient, clock_offset);
+    let reader: Box<dyn BufRead> = match &file {
+        Some(path) => match std::fs::File::open(path) {
+            Ok(file) => Box::new(std::io::BufReader::new(file)),
+            Err(err) => return failure(&format!("cannot read {}: {err}", path.display())),
+        },
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let mut queue = match profile.queue() {
+        Ok(queue) => queue,
+        Err(problem) => return failure(&problem),
+    };
+    let now = OffsetDateTime::now_utc();
+    let (mut readings, mut malformed, mut lines) = (Vec::new(), Vec::new(), 0usize);
+    let mut queued = 0;
+    for (number, line) in reader.lines().enumerate() {
+        let line = match line {
+            Ok(line) => line,
+            Err(err) => return failure(&format!("reading the input: {err}")),
+        };
+        lines += 1;
+        match ingest::readings_of_line(&line, &identity, now) {
+            Ok(found) => readings.extend(found),
+            Err(why) => malformed.push(serde_json::json!({"line": number + 1, "error": why})),
+        }
+        // Committed in slices, so a large file does not sit in memory.
+        if readings.len() >= 1000 {
+            match queue.add(&readings) {
+                Ok(added) => queued += added,
+                Err(err) => return failure(&format!("the queue: {err}")),
+            }
+            readings.clear();
+        }
+    }
+    match queue.add(&readings) {
+        Ok(added) => queued += added,
+        Err(err) => return failure(&format!("the queue: {err}")),
+    }
+    let answer = serde_json::json!({"lines": lines, "queued": queued, "malformed": malformed});
+    let code =
+        if malformed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MALFORMED) };
+    print_json(&answer.to_string(), code)
+}
+
+fn backlog_json(backlog: queue::Backlog) -> serde_json::Value {
+    serde_json::json!({"pending": backlog.pending, "sent": backlog.sent})
+}
+
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+    // A runtime cannot fail to start here short of the machine having no threads left.
+    #[allow(clippy::expect_used)]
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
+    runtime.block_on(work)
+}
+
+/// Work that failed: one line on stderr, exit 1.
+fn failure(problem: &str) -> ExitCode {
+    let _ = writeln!(
+        std::io::stderr(),
+        "medrix-device: {}",
+        problem.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    ExitCode::from(EXIT_MALFORMED)
 }
 
 /// Prints JSON lines (none for an empty text); a stdout that cannot be written to is a failure, not a panic.
@@ -143,103 +312,4 @@ fn one_line(rendered: &str) -> String {
 fn usage_error(problem: &str) -> ExitCode {
     let _ = writeln!(std::io::stderr(), "error: {problem}");
     ExitCode::from(EXIT_USAGE)
-}
-
-/// `2A35`, `2a35`, `0x2A35`: four hex digits naming a characteristic this tool decodes.
-fn parse_characteristic(text: &str) -> Result<Characteristic, String> {
-    let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).unwrap_or(text);
-    let uuid = Some(digits)
-        .filter(|digits| digits.len() == 4 && digits.chars().all(|c| c.is_ascii_hexdigit()))
-        .and_then(|digits| u16::from_str_radix(digits, 16).ok())
-        .ok_or_else(|| format!("not a 16-bit UUID in hex such as 2A35: `{text}`"))?;
-    Characteristic::from_uuid(uuid).ok_or_else(|| {
-        let known: Vec<String> =
-            Characteristic::ALL.iter().map(|known| format!("{:04X}", known.uuid())).collect();
-        format!("0x{uuid:04X} is not a characteristic this tool decodes ({})", known.join(", "))
-    })
-}
-
-/// `Type/id`: a FHIR relative reference (a resource type, then an id of 1-64 letters, digits,
-/// `-` and `.`).
-fn parse_reference(text: &str) -> Result<String, String> {
-    let valid = text.split_once('/').is_some_and(|(kind, id)| {
-        kind.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-            && kind.chars().all(|c| c.is_ascii_alphabetic())
-            && (1..=64).contains(&id.len())
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-    });
-    if valid {
-        Ok(text.to_owned())
-    } else {
-        Err(format!("not a FHIR reference such as Patient/p1: `{text}`"))
-    }
-}
-
-fn parse_instant(text: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|_| format!("not an RFC 3339 time such as 2024-03-05T07:30:00Z: `{text}`"))
-}
-
-/// `+01:00`, `-05:30`, `Z`.
-fn parse_offset(text: &str) -> Result<UtcOffset, String> {
-    let bad = || format!("not a UTC offset such as +01:00: `{text}`");
-    if text == "Z" {
-        return Ok(UtcOffset::UTC);
-    }
-    let (sign, rest) = match text.split_at_checked(1) {
-        Some(("+", rest)) => (1, rest),
-        Some(("-", rest)) => (-1, rest),
-        _ => return Err(bad()),
-    };
-    let (hours, minutes) = rest.split_once(':').ok_or_else(bad)?;
-    if hours.len() != 2 || minutes.len() != 2 {
-        return Err(bad());
-    }
-    let hours: i8 = hours.parse().map_err(|_| bad())?;
-    let minutes: i8 = minutes.parse().map_err(|_| bad())?;
-    UtcOffset::from_hms(sign * hours, sign * minutes, 0).map_err(|_| bad())
-}
-
-/// Hex digits, whitespace between them ignored, into bytes.
-fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> = text.bytes().filter(|byte| !byte.is_ascii_whitespace()).collect();
-    if let Some(bad) = text.chars().find(|c| !c.is_ascii_hexdigit() && !c.is_ascii_whitespace()) {
-        return Err(format!("HEX has a character that is not a hex digit: `{bad}`"));
-    }
-    if !digits.len().is_multiple_of(2) {
-        return Err(format!("HEX has an odd number of digits ({})", digits.len()));
-    }
-    digits
-        .chunks(2)
-        .map(|pair| {
-            let pair = std::str::from_utf8(pair).map_err(|error| error.to_string())?;
-            u8::from_str_radix(pair, 16).map_err(|error| error.to_string())
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{parse_characteristic, parse_hex};
-    use medrix_devices::Characteristic;
-
-    #[test]
-    fn characteristics_are_four_hex_digits_with_an_optional_prefix() {
-        for text in ["2A35", "2a35", "0x2a35", "0X2A35"] {
-            assert_eq!(parse_characteristic(text), Ok(Characteristic::BloodPressureMeasurement));
-        }
-        assert!(parse_characteristic("2A3").is_err());
-        assert!(parse_characteristic("0x").is_err());
-        assert!(parse_characteristic("+2A3").is_err());
-        assert!(parse_characteristic("2A00").unwrap_err().contains("2A37, 2A35"));
-    }
-
-    #[test]
-    fn hex_may_have_spaces_but_not_odd_digits_or_other_characters() {
-        assert_eq!(parse_hex("00 78 00\t50"), Ok(vec![0x00, 0x78, 0x00, 0x50]));
-        assert_eq!(parse_hex(""), Ok(vec![]));
-        assert!(parse_hex("007").unwrap_err().contains("odd"));
-        assert!(parse_hex("0g").unwrap_err().contains("`g`"));
-        assert!(parse_hex("é0").unwrap_err().contains("`é`"));
-    }
 }

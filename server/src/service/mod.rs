@@ -178,7 +178,10 @@ impl Services {
                 federated_rooms,
             ),
             rooms,
-            device_accounts: device_accounts::DeviceAccounts::new(storage.clone(), accounts.clone()),
+            device_accounts: device_accounts::DeviceAccounts::new(
+                storage.clone(),
+                accounts.clone(),
+            ),
             accounts,
             uia: Arc::new(uia::UiaSessions::default()),
             rate_limits: Arc::new(rate_limit::RateLimiter::new(&config.rate_limits)),

@@ -42,8 +42,8 @@ pub async fn add(
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|err| ApiError::unreadable_body(&err, || ApiError::too_large("body too large")))?;
-    let body: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| ApiError::not_json("the body is not JSON"))?;
+    let body: Value =
+        serde_json::from_slice(&bytes).map_err(|_| ApiError::not_json("the body is not JSON"))?;
     let field = |key: &str| {
         body.get(key)
             .and_then(Value::as_str)
@@ -84,8 +84,7 @@ pub async fn remove(
 ) -> Result<Json<Value>, ApiError> {
     let (parts, _) = request.into_parts();
     let session = session(&parts, &services)?;
-    let device =
-        UserId::parse(&user_id).map_err(|_| ApiError::invalid_param("not a user ID"))?;
+    let device = UserId::parse(&user_id).map_err(|_| ApiError::invalid_param("not a user ID"))?;
     let removed = services
         .device_accounts
         .remove(&session.user_id, &device, crate::clock::now_ms())

@@ -150,7 +150,9 @@ impl Rooms {
                     room.device.as_ref().is_some_and(|named| named.as_str() == target.as_str())
                 }
             };
-            if device.patient.as_str() == place.patient() && device.removed_at.is_none() && own_place
+            if device.patient.as_str() == place.patient()
+                && device.removed_at.is_none()
+                && own_place
             {
                 return Ok(());
             }

@@ -1,0 +1,187 @@
+//! Readings in, as a gateway hands them over: one per line, `CHARACTERISTIC HEX [RECEIVED_AT]`
+//! (`2A35 00780050005d00 2026-03-01T08:00:00Z`; blank lines and `#` comments skipped). Each
+//! becomes the FHIR Observations `medrix_devices` makes of it, and each Observation gets its
+//! reading ID: a hash of the device account and the Observation itself. A reading the device
+//! time-stamped has the same Observation, so the same ID, however often the gateway reads it
+//! from the device's memory; one without a time stamp is dated by its receipt, so two
+//! readings of the same value at two moments stay two.
+
+use medrix_devices::decode;
+use medrix_devices::fhir::{ObservationContext, observations};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::args::{parse_characteristic, parse_hex, parse_instant};
+use crate::queue::Queued;
+
+/// The system of the reading IDs in an Observation's `identifier`.
+pub const READING_ID_SYSTEM: &str = "https://medrix.org/fhir/sid/reading-id";
+
+/// Whose readings these are, as the Observations name them.
+pub struct Identity {
+    /// The device account's user ID (part of every reading ID).
+    pub device_user: String,
+    /// The patient, as a FHIR reference.
+    pub subject: String,
+    /// The device, as a FHIR reference.
+    pub device: String,
+    /// The offset from UTC the device's clock keeps.
+    pub clock_offset: UtcOffset,
+}
+
+impl Identity {
+    /// The FHIR references a paired device uses: `Patient/` and `Device/` with the Matrix
+    /// localparts, made FHIR ids (letters, digits, `-`, `.`).
+    pub fn of(device_user: &str, patient: &str, clock_offset: UtcOffset) -> Identity {
+        Identity {
+            device_user: device_user.to_owned(),
+            subject: format!("Patient/{}", fhir_id(patient)),
+            device: format!("Device/{}", fhir_id(device_user)),
+            clock_offset,
+        }
+    }
+}
+
+/// The readings of one line; `Ok(empty)` for a blank line or a comment; `Err` says why the
+/// line is not a reading.
+pub fn readings_of_line(
+    line: &str,
+    identity: &Identity,
+    now: OffsetDateTime,
+) -> Result<Vec<Queued>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(Vec::new());
+    }
+    let mut words: Vec<&str> = line.split_whitespace().collect();
+    let characteristic = parse_characteristic(words.remove(0))?;
+    let received_at = match words.last().map(|word| parse_instant(word)) {
+        Some(Ok(at)) => {
+            words.pop();
+            at
+        }
+        _ => now,
+    };
+    if words.is_empty() {
+        return Err("no HEX value after the characteristic".to_owned());
+    }
+    let payload = parse_hex(&words.concat())?;
+    let reading = decode(characteristic, &payload).map_err(|error| error.to_string())?;
+    let context = ObservationContext {
+        subject: identity.subject.clone(),
+        device: Some(identity.device.clone()),
+        received_at,
+        device_clock_offset: identity.clock_offset,
+        cgm_session_start: None,
+    };
+    let mut queued = Vec::new();
+    for text in observations(&reading, &context) {
+        let Ok(Value::Object(mut resource)) = serde_json::from_str::<Value>(&text) else {
+            return Err("the decoder made an Observation that is not a JSON object".to_owned());
+        };
+        let id = reading_id(&identity.device_user, &text);
+        let clinical_time_ms =
+            medrix_records::fhir::clinical_time::clinical_time_ms(&Value::Object(resource.clone()))
+                .ok()
+                .flatten();
+        stamp(&mut resource, &id);
+        queued.push(Queued { id, resource, clinical_time_ms });
+    }
+    Ok(queued)
+}
+
+/// The reading ID: SHA-256 of the device account and the Observation, 32 hex digits (a
+/// FHIR id, and a Matrix transaction ID).
+pub fn reading_id(device_user: &str, observation: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(device_user.as_bytes());
+    hash.update([0]);
+    hash.update(observation.as_bytes());
+    hash.finalize().iter().take(16).map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The ID as the Observation's `id` and an `identifier`, so every reader can tell the same
+/// reading apart from a second one.
+fn stamp(resource: &mut Map<String, Value>, id: &str) {
+    resource.insert("id".to_owned(), json!(id));
+    resource.insert("identifier".to_owned(), json!([{"system": READING_ID_SYSTEM, "value": id}]));
+}
+
+fn fhir_id(user_id: &str) -> String {
+    let localpart = user_id.trim_start_matches('@').split(':').next().unwrap_or_default();
+    let id: String = localpart
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .take(64)
+        .collect();
+    if id.is_empty() { "unknown".to_owned() } else { id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> Identity {
+        Identity::of("@device-0123:home.example", "@alice:home.example", UtcOffset::UTC)
+    }
+
+    fn at(text: &str) -> OffsetDateTime {
+        parse_instant(text).unwrap()
+    }
+
+    #[test]
+    fn a_time_stamped_reading_has_one_id_whenever_it_is_received() {
+        // Blood pressure 120/80, MAP 93, time-stamped 2024-03-05 07:30:00 by the cuff.
+        let line = "2A35 02 7800 5000 5d00 e807 03 05 07 1e 00";
+        let first = readings_of_line(line, &identity(), at("2024-03-05T07:31:00Z")).unwrap();
+        let again = readings_of_line(line, &identity(), at("2024-03-06T10:00:00Z")).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first, again);
+        assert_eq!(first[0].resource["id"], json!(first[0].id));
+        assert_eq!(first[0].resource["subject"], json!({"reference": "Patient/alice"}));
+        // Another device's identical reading is another reading.
+        let other =
+            Identity::of("@device-4567:home.example", "@alice:home.example", UtcOffset::UTC);
+        let theirs = readings_of_line(line, &other, at("2024-03-05T07:31:00Z")).unwrap();
+        assert_ne!(theirs[0].id, first[0].id);
+    }
+
+    #[test]
+    fn an_untimed_reading_is_dated_and_identified_by_its_receipt() {
+        let one = readings_of_line(
+            "2A37 00 48 2024-03-05T07:30:00Z",
+            &identity(),
+            at("2030-01-01T00:00:00Z"),
+        )
+        .unwrap();
+        let two = readings_of_line(
+            "2A37 00 48 2024-03-05T07:30:01Z",
+            &identity(),
+            at("2030-01-01T00:00:00Z"),
+        )
+        .unwrap();
+        assert_ne!(one[0].id, two[0].id);
+        assert_eq!(one[0].resource["effectiveDateTime"], json!("2024-03-05T07:30:00Z"));
+        assert_eq!(one[0].clinical_time_ms, Some(1_709_623_800_000));
+    }
+
+    #[test]
+    fn lines_that_are_not_readings_say_why() {
+        assert_eq!(
+            readings_of_line("  # a comment", &identity(), at("2024-03-05T07:30:00Z")),
+            Ok(vec![])
+        );
+        assert!(
+            readings_of_line("2A35", &identity(), at("2024-03-05T07:30:00Z"))
+                .unwrap_err()
+                .contains("HEX")
+        );
+        assert!(
+            readings_of_line("2A35 0078", &identity(), at("2024-03-05T07:30:00Z"))
+                .unwrap_err()
+                .contains("malformed")
+        );
+        assert!(readings_of_line("9999 00", &identity(), at("2024-03-05T07:30:00Z")).is_err());
+    }
+}
