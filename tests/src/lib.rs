@@ -12,6 +12,7 @@ use std::{
 use serde_json::{Value, json};
 
 pub mod clients;
+pub mod proxy;
 pub mod records;
 
 pub const REGISTRATION_TOKEN: &str = "test-registration-token-0123456789";
@@ -258,12 +259,18 @@ pub async fn call_json(
 /// The `medrix` binary that `cargo test --workspace` built beside this test executable
 /// (`target/<profile>/medrix`), for tests outside the server package.
 pub fn medrix_binary() -> String {
+    workspace_binary("medrix")
+}
+
+/// A binary of the workspace (`medrix`, `medrix-device`, ...) beside the test executable,
+/// as `cargo test --workspace` builds them all.
+pub fn workspace_binary(name: &str) -> String {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
-    let binary = profile_dir.join("medrix");
+    let binary = profile_dir.join(name);
     assert!(
         binary.exists(),
-        "{} is missing: run `cargo build -p medrix-server` first",
+        "{} is missing: run `cargo build --workspace --bins` first",
         binary.display()
     );
     binary.to_string_lossy().into_owned()

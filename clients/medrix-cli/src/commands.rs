@@ -19,8 +19,8 @@ use crate::progress::Progress;
 use crate::render;
 use crate::time::{Bound, parse_time};
 use crate::{
-    AuditAction, AuditArgs, Cli, Command, ConsentCommand, CustodianCommand, EmergencyArgs,
-    GrantArgs, ModeArg, RecordCommand, RequestArgs, TermsArgs,
+    AuditAction, AuditArgs, Cli, Command, ConsentCommand, CustodianCommand, DeviceCommand,
+    EmergencyArgs, GrantArgs, ModeArg, RecordCommand, RequestArgs, TermsArgs,
 };
 
 /// What a command prints: JSON with `--json`, else text.
@@ -63,6 +63,7 @@ pub async fn run(cli: Cli) -> Result<Output> {
     let json = cli.json;
     match cli.command {
         Command::Custodian(CustodianCommand::Run) => custodian(profile, json).await,
+        Command::Device(command) => device(profile, command).await,
         Command::Register { username, password, registration_token } => {
             let homeserver = homeserver.ok_or(CliError::NoHomeserver)?;
             let client = MedrixClient::register(
@@ -372,6 +373,80 @@ async fn emergency_contract(profile: Profile, args: EmergencyArgs) -> Result<Out
         ),
         json: render::grant_json(&grant, Map::new()),
     })
+}
+
+async fn device(profile: Profile, command: DeviceCommand) -> Result<Output> {
+    let client = MedrixClient::open(profile).await?;
+    match command {
+        DeviceCommand::Add { name, kind, out } => {
+            let record = client.own_record().await?;
+            let credentials = client.add_device(&record, &name, &kind).await?;
+            let credentials_json = serde_json::to_value(&credentials)
+                .map_err(|err| CliError::Input(format!("the credentials: {err}")))?;
+            match out {
+                Some(path) => {
+                    write_secret(&path, &credentials_json)?;
+                    Ok(Output {
+                        json: json!({"user_id": credentials.user_id, "room": credentials.room,
+                            "name": name, "kind": kind, "out": path}),
+                        text: format!(
+                            "Device {name} ({kind}) is {}, with its own room {}. Its credentials \
+                             are in {}: `medrix-device pair {}` on the device.",
+                            credentials.user_id,
+                            credentials.room,
+                            path.display(),
+                            path.display()
+                        ),
+                    })
+                }
+                None => Ok(Output { text: pretty(&credentials_json), json: credentials_json }),
+            }
+        }
+        DeviceCommand::List => {
+            let devices = client.devices().await?;
+            let mut text = format!("{} device(s)", devices.len());
+            for device in &devices {
+                text.push_str(&format!(
+                    "\n{}  {} ({}) since {}",
+                    device.name,
+                    device.user_id,
+                    device.kind,
+                    render::moment(device.added_at as i64)
+                ));
+            }
+            let listed: Vec<Value> = devices
+                .iter()
+                .map(|d| json!({"name": d.name, "user_id": d.user_id, "kind": d.kind, "added_at": d.added_at}))
+                .collect();
+            Ok(Output { json: json!({"devices": listed}), text })
+        }
+        DeviceCommand::Remove { name } => {
+            let record = client.own_record().await?;
+            let removed = client.remove_device(&record, &name).await?;
+            Ok(Output {
+                json: json!({"name": removed.name, "user_id": removed.user_id, "removed": true}),
+                text: format!(
+                    "Removed device {} ({}): its account is closed; its readings stay.",
+                    removed.name, removed.user_id
+                ),
+            })
+        }
+    }
+}
+
+/// Writes credentials where only the caller can read them.
+fn write_secret(path: &Path, value: &Value) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .map_err(|error| CliError::Write { path: path.to_owned(), error })
 }
 
 /// The custodian's service: rounds of `custodian_round` until the process is stopped, each

@@ -98,6 +98,10 @@ enum Command {
     /// A contract as FHIR R4 Consent.
     #[command(subcommand)]
     Consent(ConsentCommand),
+    /// Your health devices: each a device account that writes readings into your record
+    /// and reads nothing.
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// The custodian's service (run by the patients' server's operator, logged in as the
     /// custodian account patients name in their standing emergency contracts).
     #[command(subcommand)]
@@ -136,6 +140,31 @@ enum Command {
         /// Why, recorded in the contract and shown to the patient.
         #[arg(long)]
         reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Register a device: its account and its own room in your record. Prints the
+    /// credentials `medrix-device pair` takes (shown once; keep them secret).
+    Add {
+        /// Your name for it (e.g. cuff, watch).
+        name: String,
+        /// What it is: blood-pressure, heart-rate, pulse-oximeter, glucose-meter, cgm,
+        /// thermometer, scale, fitness-tracker or gateway.
+        #[arg(long)]
+        kind: String,
+        /// Write the credentials to this file (created readable by you alone) instead of
+        /// printing them.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Your registered devices.
+    List,
+    /// Remove a device: its account is closed at once; its readings stay.
+    Remove {
+        /// The device's name.
+        name: String,
     },
 }
 

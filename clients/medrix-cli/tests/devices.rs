@@ -1,0 +1,309 @@
+//! Health devices, end to end, with the real binaries on one `medrix serve`: the patient
+//! registers a device with `medrix-cli device add`, the device pairs and sends its readings
+//! with `medrix-device`; it reads nothing of anyone else's and writes nothing but readings in
+//! its own room; a grantee of the class reads its readings; removing it closes it at once.
+//! And through a relay the test cuts, and a `kill -9` of the sender, every reading is stored
+//! exactly once.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Person, Run};
+use medrix_tests::{
+    TestServer, medrix_binary, proxy::CuttableProxy, unique_temp_dir, workspace_binary,
+};
+use serde_json::{Value, json};
+
+/// A device's side: `medrix-device` with a profile of its own.
+struct Device {
+    profile: PathBuf,
+}
+
+impl Device {
+    fn new() -> Device {
+        Device { profile: unique_temp_dir("medrix-device") }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(workspace_binary("medrix-device"));
+        command
+            .args(args)
+            .env("MEDRIX_DEVICE_PROFILE", &self.profile)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let output = self.command(args).output().expect("medrix-device runs");
+        Run {
+            success: output.status.success(),
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let run = self.run(args);
+        assert!(run.success, "medrix-device {args:?} failed: {run:?}");
+        serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("no JSON: {run:?}"))
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// A blood pressure of 120/80 (MAP 93) the cuff time-stamped 2024-03-05 07:`minute`.
+fn blood_pressure(minute: u8) -> String {
+    format!("2A35 02 7800 5000 5d00 e807 03 05 07 {minute:02x} 00")
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// The patient's entries of `class`, as `record list` gives them.
+fn entries(patient: &Person, class: &str) -> Vec<Value> {
+    patient.json(&["record", "list", "--class", class])["entries"].as_array().unwrap().clone()
+}
+
+async fn wait_for_join(server: &TestServer, patient: &Person, room: &str, user: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{user}");
+    loop {
+        let (_, content) = server.call("GET", &path, Some(&patient.access_token()), None).await;
+        if content["membership"] == "join" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{user} did not join {room}: {content}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every event the device account sent into `room`, as the patient pages the room.
+async fn sent_by(server: &TestServer, patient: &Person, room: &str, sender: &str) -> usize {
+    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1000");
+    let (status, page) = server.call("GET", &path, Some(&patient.access_token()), None).await;
+    assert_eq!(status, 200, "{page}");
+    page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["sender"] == sender && event["type"] == "m.room.encrypted")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_writes_readings_and_reads_nothing_else() {
+    let server = TestServer::start(&medrix_binary()).await;
+    let patient = Person::registered(&server, "patient");
+    let doctor = Person::registered(&server, "doctor");
+    let created = patient.json(&["record", "create"]);
+    let space = created["space"].as_str().unwrap().to_owned();
+    let own_room = created["classes"]["vital-signs"][0].as_str().unwrap().to_owned();
+    wait_for_join(&server, &patient, &space, "@medrix-contracts:localhost").await;
+
+    // Bad input is refused with the reason, and changes nothing.
+    let refused = patient.fails(&["device", "add", "cuff", "--kind", "toaster"]);
+    assert!(refused.contains("device kind"), "{refused}");
+    let credentials_file = patient.file("cuff.json");
+    let added = patient.json(&[
+        "device",
+        "add",
+        "cuff",
+        "--kind",
+        "blood-pressure",
+        "--out",
+        credentials_file.to_str().unwrap(),
+    ]);
+    let device_user = added["user_id"].as_str().unwrap().to_owned();
+    let device_room = added["room"].as_str().unwrap().to_owned();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&credentials_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "credentials are the patient's alone");
+    let credentials: Value =
+        serde_json::from_str(&std::fs::read_to_string(&credentials_file).unwrap()).unwrap();
+    let token = credentials["access_token"].as_str().unwrap().to_owned();
+    let listed = patient.json(&["device", "list"]);
+    assert_eq!(listed["devices"][0]["name"], "cuff");
+    assert!(patient.fails(&["device", "add", "cuff", "--kind", "scale"]).contains("already"));
+
+    let device = Device::new();
+    let paired = device.json(&["pair", credentials_file.to_str().unwrap()]);
+    assert_eq!(paired["user_id"], device_user.as_str());
+    wait_for_join(&server, &patient, &device_room, &device_user).await;
+
+    // Three readings and a line that is not one; the same file again adds nothing.
+    let input = patient.file("readings.txt");
+    let mut lines: Vec<String> = (0x1e..0x21).map(blood_pressure).collect();
+    lines.push("2A35 0078".to_owned());
+    write_lines(&input, &lines);
+    let ingested = device.run(&["ingest", input.to_str().unwrap()]);
+    assert_eq!(ingested.code, Some(1), "a malformed line fails the exit: {ingested:?}");
+    let ingested: Value = serde_json::from_str(&ingested.stdout).unwrap();
+    assert_eq!(ingested["queued"], 3);
+    assert_eq!(ingested["malformed"][0]["line"], 4);
+    let again: Value =
+        serde_json::from_str(&device.run(&["ingest", input.to_str().unwrap()]).stdout).unwrap();
+    assert_eq!(again["queued"], 0, "the same readings are queued once");
+    assert_eq!(device.json(&["status"]), json!({"pending": 3, "sent": 0}));
+    assert_eq!(device.json(&["run", "--until-empty"]), json!({"pending": 0, "sent": 3}));
+    assert_eq!(device.json(&["run", "--until-empty"]), json!({"pending": 0, "sent": 3}));
+
+    let readings = entries(&patient, "vital-signs");
+    assert_eq!(readings.len(), 3, "{readings:?}");
+    for reading in &readings {
+        assert_eq!(reading["source"], json!({"kind": "device", "id": device_user}));
+        assert_eq!(reading["resource"]["code"]["coding"][0]["code"], "85354-9");
+    }
+    assert_eq!(sent_by(&server, &patient, &device_room, &device_user).await, 3);
+
+    // It reads nothing of anyone else's: the patient's message in the space is not shown to
+    // it, in /messages or /sync; it sees the rooms' state (whom to encrypt for).
+    let said = json!({"msgtype": "m.text", "body": "my own note"});
+    let path = format!("/_matrix/client/v3/rooms/{space}/send/m.room.message/note1");
+    let (status, _) = server.call("PUT", &path, Some(&patient.access_token()), Some(said)).await;
+    assert_eq!(status, 200);
+    let path = format!("/_matrix/client/v3/rooms/{space}/messages?dir=b&limit=100");
+    let (status, page) = server.call("GET", &path, Some(&token), None).await;
+    assert_eq!(status, 200, "{page}");
+    let chunk = page["chunk"].as_array().unwrap();
+    assert!(chunk.iter().all(|e| e["type"] != "m.room.message"), "{page}");
+    assert!(chunk.iter().any(|e| e["type"] == "org.medrix.record"), "state is shown: {page}");
+    let (_, synced) = server.call("GET", "/_matrix/client/v3/sync", Some(&token), None).await;
+    assert!(!synced.to_string().contains("my own note"), "{synced}");
+
+    // It writes nothing but encrypted readings in its own room, and joins no other room.
+    for (room, kind) in
+        [(&space, "m.room.message"), (&device_room, "m.room.message"), (&space, "m.room.encrypted")]
+    {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/{kind}/t-{kind}");
+        let (status, answer) =
+            server.call("PUT", &path, Some(&token), Some(json!({"body": "x"}))).await;
+        assert_eq!(
+            (status, answer["errcode"].as_str()),
+            (403, Some("M_FORBIDDEN")),
+            "{room} {kind}"
+        );
+    }
+    let path = format!("/_matrix/client/v3/join/{own_room}");
+    let (status, _) = server.call("POST", &path, Some(&token), Some(json!({}))).await;
+    assert_eq!(status, 403, "the patient's own vital-signs room is not the device's");
+    let (status, _) =
+        server.call("POST", "/_matrix/client/v3/createRoom", Some(&token), Some(json!({}))).await;
+    assert_eq!(status, 403);
+
+    // A grantee of vital signs reads the device's readings as any of the class.
+    patient.json(&[
+        "grant",
+        "doctor",
+        "--classes",
+        "vital-signs",
+        "--purpose",
+        "TREAT",
+        "--until",
+        "+1d",
+    ]);
+    let seen = doctor.json(&["record", "list", "--patient", "@patient:localhost"]);
+    assert_eq!(seen["entries"].as_array().unwrap().len(), 3, "{seen}");
+    assert_eq!(seen["unreadable"], json!([]));
+
+    // Removed: its token stops working at once; what it still holds goes nowhere.
+    let removed = patient.json(&["device", "remove", "cuff"]);
+    assert_eq!(removed["removed"], true);
+    let (status, answer) = server.call("GET", "/_matrix/client/v3/sync", Some(&token), None).await;
+    assert_eq!((status, answer["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")));
+    write_lines(&input, &[blood_pressure(0x30)]);
+    device.json(&["ingest", input.to_str().unwrap()]);
+    let refused = device.run(&["run", "--until-empty"]);
+    assert!(!refused.success && refused.stderr.contains("no longer knows"), "{refused:?}");
+    assert_eq!(entries(&patient, "vital-signs").len(), 3);
+    assert_eq!(patient.json(&["device", "list"])["devices"], json!([]));
+}
+
+/// Sixty heart-rate readings through a relay cut twice while they are sent, and a sender
+/// killed with SIGKILL half way and started again: every reading is stored, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reading_is_lost_or_doubled_by_cuts_and_kills() {
+    let server = TestServer::start(&medrix_binary()).await;
+    let patient = Person::registered(&server, "patient");
+    let created = patient.json(&["record", "create"]);
+    let space = created["space"].as_str().unwrap().to_owned();
+    wait_for_join(&server, &patient, &space, "@medrix-contracts:localhost").await;
+    let relay = CuttableProxy::start(server.base.trim_start_matches("http://")).await;
+    let credentials_file = patient.file("strap.json");
+    patient.json(&[
+        "device",
+        "add",
+        "strap",
+        "--kind",
+        "heart-rate",
+        "--out",
+        credentials_file.to_str().unwrap(),
+    ]);
+    // The device reaches the server through the relay.
+    let mut credentials: Value =
+        serde_json::from_str(&std::fs::read_to_string(&credentials_file).unwrap()).unwrap();
+    credentials["homeserver"] = json!(relay.base);
+    std::fs::write(&credentials_file, credentials.to_string()).unwrap();
+    let device_user = credentials["user_id"].as_str().unwrap().to_owned();
+    let device_room = credentials["room"].as_str().unwrap().to_owned();
+    let device = Device::new();
+    device.json(&["pair", credentials_file.to_str().unwrap()]);
+
+    // 60 readings of 1 Hz heart rate, 60 to 119 bpm, each with its moment of receipt.
+    let input = patient.file("hr.txt");
+    let lines: Vec<String> = (0..60)
+        .map(|second| format!("2A37 00 {:02x} 2024-03-05T07:31:{second:02}Z", 60 + second))
+        .collect();
+    write_lines(&input, &lines);
+    assert_eq!(device.json(&["ingest", input.to_str().unwrap()])["queued"], 60);
+
+    let mut sender =
+        device.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let progress = |least: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = device.json(&["status"]);
+            if status["sent"].as_u64().unwrap() >= least {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "stuck: {status}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Cut while sending, twice; the sender goes on by itself once the relay is back.
+    let at_cut = progress(5);
+    assert!(at_cut["pending"].as_u64().unwrap() > 0, "cut while readings wait: {at_cut}");
+    relay.cut();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    relay.restore();
+    progress(20);
+    relay.cut();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    relay.restore();
+    let at_kill = progress(30);
+    assert!(at_kill["pending"].as_u64().unwrap() > 0, "killed while readings wait: {at_kill}");
+    // Killed half way (SIGKILL: no chance to tidy up), then started again.
+    sender.kill().unwrap();
+    sender.wait().unwrap();
+    let finished = device.json(&["run", "--until-empty"]);
+    assert_eq!(finished, json!({"pending": 0, "sent": 60}));
+    assert!(relay.relayed() > 2, "the relay carried the traffic");
+
+    let readings = entries(&patient, "vital-signs");
+    let mut bpm: Vec<i64> = readings
+        .iter()
+        .map(|reading| reading["resource"]["valueQuantity"]["value"].as_i64().unwrap())
+        .collect();
+    bpm.sort_unstable();
+    assert_eq!(bpm, (60..120).collect::<Vec<i64>>(), "every reading, once");
+    assert_eq!(sent_by(&server, &patient, &device_room, &device_user).await, 60, "stored once");
+}
