@@ -64,6 +64,20 @@ pub async fn run(cli: Cli) -> Result<Output> {
     match cli.command {
         Command::Custodian(CustodianCommand::Run) => custodian(profile, json).await,
         Command::Device(command) => device(profile, command).await,
+        Command::Alerts => {
+            let client = MedrixClient::open(profile).await?;
+            let record = client.own_record().await?;
+            let alerts = client.alerts(&record).await?;
+            let mut text = format!("{} alert(s)", alerts.len());
+            for alert in &alerts {
+                text.push_str(&format!(
+                    "\n{}  {}",
+                    render::moment(alert["sent_at"].as_i64().unwrap_or_default()),
+                    alert["body"].as_str().unwrap_or_default()
+                ));
+            }
+            Ok(Output { json: json!({"alerts": alerts}), text })
+        }
         Command::Register { username, password, registration_token } => {
             let homeserver = homeserver.ok_or(CliError::NoHomeserver)?;
             let client = MedrixClient::register(

@@ -102,6 +102,8 @@ enum Command {
     /// and reads nothing.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// The alerts your devices raised (a reading past a threshold), oldest first.
+    Alerts,
     /// The custodian's service (run by the patients' server's operator, logged in as the
     /// custodian account patients name in their standing emergency contracts).
     #[command(subcommand)]

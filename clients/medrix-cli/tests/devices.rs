@@ -307,3 +307,57 @@ async fn no_reading_is_lost_or_doubled_by_cuts_and_kills() {
     assert_eq!(bpm, (60..120).collect::<Vec<i64>>(), "every reading, once");
     assert_eq!(sent_by(&server, &patient, &device_room, &device_user).await, 60, "stored once");
 }
+
+/// A reading past a threshold raises its alert, a notice every client shows, which the
+/// patient lists; a reading within raises nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_past_a_threshold_raises_an_alert_and_one_within_none() {
+    let server = TestServer::start(&medrix_binary()).await;
+    let patient = Person::registered(&server, "patient");
+    let created = patient.json(&["record", "create"]);
+    let space = created["space"].as_str().unwrap().to_owned();
+    wait_for_join(&server, &patient, &space, "@medrix-contracts:localhost").await;
+    let credentials_file = patient.file("cuff.json");
+    patient.json(&[
+        "device",
+        "add",
+        "cuff",
+        "--kind",
+        "blood-pressure",
+        "--out",
+        credentials_file.to_str().unwrap(),
+    ]);
+    let device = Device::new();
+    device.json(&["pair", credentials_file.to_str().unwrap()]);
+    // 185/95 (MAP 111) at 07:30, then 120/80 at 07:31.
+    let input = patient.file("readings.txt");
+    write_lines(
+        &input,
+        &["2A35 02 b900 5f00 6f00 e807 03 05 07 1e 00".to_owned(), blood_pressure(0x1f)],
+    );
+    let ingested = device.json(&["ingest", input.to_str().unwrap()]);
+    assert_eq!(ingested["queued"], 3, "two readings and one alert: {ingested}");
+    assert_eq!(device.json(&["run", "--until-empty"]), json!({"pending": 0, "sent": 3}));
+
+    let readings = entries(&patient, "vital-signs");
+    assert_eq!(readings.len(), 2);
+    let high = readings
+        .iter()
+        .find(|r| r["resource"]["component"][0]["valueQuantity"]["value"] == json!(185))
+        .unwrap_or_else(|| panic!("no 185 reading: {readings:?}"));
+    let alerts = patient.json(&["alerts"])["alerts"].as_array().unwrap().clone();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let alert = &alerts[0];
+    assert_eq!(alert["rule"], "hypertensive-crisis");
+    assert_eq!(alert["severity"], "critical");
+    assert_eq!(alert["reading_id"], high["resource"]["id"]);
+    assert!(alert["body"].as_str().unwrap().contains("185"), "{alert}");
+    // Raised by the room's own device (only its notices count).
+    assert_eq!(alert["device"], device_of(&credentials_file));
+}
+
+fn device_of(credentials: &Path) -> Value {
+    let credentials: Value =
+        serde_json::from_str(&std::fs::read_to_string(credentials).unwrap()).unwrap();
+    credentials["user_id"].clone()
+}

@@ -8,11 +8,12 @@
 use matrix_sdk::{
     Room, SessionMeta, SessionTokens,
     authentication::matrix::MatrixSession,
+    deserialized_responses::TimelineEventKind,
     ruma::{OwnedDeviceId, OwnedUserId, api::client::room::create_room::v3::Request as CreateRoom},
 };
 use medrix_records::{
-    Action, DataClass, Entry, Grantee, RECORD_EVENT_TYPE, RECORD_STATE_KEY, RecordRoom, RoomId,
-    Source, SourceKind, Status, UserId, evaluate,
+    Action, DataClass, ENTRY_EVENT_TYPE, Entry, Grantee, RECORD_EVENT_TYPE, RECORD_STATE_KEY,
+    RecordRoom, RoomId, Source, SourceKind, Status, UserId, evaluate,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -24,6 +25,9 @@ use crate::key_scope::KeyScope;
 use crate::keys::{OutgoingEntry, now_ms};
 use crate::profile::Profile;
 use crate::record::{Record, encryption_state, executor_of, raw, room_id, sdk_room_id};
+
+/// The content key of a device's alert notice (`spec/devices.md`, "Alerts").
+pub const ALERT_KEY: &str = "org.medrix.alert";
 
 /// What a device needs to pair: shown to the patient once, as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,13 +52,23 @@ pub struct RegisteredDevice {
     pub added_at: u64,
 }
 
-/// One reading on its way: a stable ID (the same reading always has the same one, so a
-/// retry is the same request) and its FHIR resource.
+/// One reading (or an alert it raised) on its way: a stable ID (the same reading always has
+/// the same one, so a retry is the same request) and what is sent.
 #[derive(Debug, Clone)]
 pub struct Reading {
     pub id: String,
-    pub resource: serde_json::Map<String, Value>,
+    pub body: ReadingBody,
+    /// The reading's clinical time, which decides who may have the key.
     pub clinical_time_ms: Option<i64>,
+}
+
+/// What a reading sends.
+#[derive(Debug, Clone)]
+pub enum ReadingBody {
+    /// The FHIR Observation, as an `org.medrix.entry`.
+    Observation(serde_json::Map<String, Value>),
+    /// An alert: an `m.room.message` (an `m.notice` every client shows), this content.
+    Notice(serde_json::Map<String, Value>),
 }
 
 /// The class a device's readings belong to: glucose is laboratory data, the rest vital signs
@@ -266,21 +280,61 @@ impl MedrixClient {
         let recipients = self.room_recipients(room, record.patient()).await?;
         let mut sent = Vec::with_capacity(readings.len());
         for reading in readings {
-            let entry = Entry {
-                class,
-                resource: reading.resource.clone(),
-                source: Source { kind: SourceKind::Device, id: self.user.clone() },
-                replaces: None,
+            let (event_type, content) = match &reading.body {
+                ReadingBody::Observation(resource) => {
+                    let entry = Entry {
+                        class,
+                        resource: resource.clone(),
+                        source: Source { kind: SourceKind::Device, id: self.user.clone() },
+                        replaces: None,
+                    };
+                    (ENTRY_EVENT_TYPE, entry.to_content())
+                }
+                ReadingBody::Notice(content) => ("m.room.message", Value::Object(content.clone())),
             };
             let outgoing = OutgoingEntry {
+                event_type,
                 class,
                 clinical_time_ms: reading.clinical_time_ms,
-                content: entry.to_content(),
+                content,
                 txn: reading.id.as_str().into(),
             };
             sent.push(self.send_entry(room, &recipients, &scope, outgoing).await?.to_string());
         }
         Ok(sent)
+    }
+
+    /// The alerts the record's devices raised (the `m.notice`s with `org.medrix.alert` in
+    /// their rooms) that the caller can decrypt, oldest first: each the alert's fields, with
+    /// `device`, `event_id`, `sent_at` and `body` beside them.
+    pub async fn alerts(&self, record: &Record) -> Result<Vec<Value>> {
+        let mut alerts = Vec::new();
+        for (_, id) in record.rooms() {
+            let Some(room) = self.client.get_room(&sdk_room_id(id)?) else { continue };
+            let device_room =
+                crate::record::record_room_state(&room).await.and_then(|state| state.device);
+            let Some(device) = device_room else { continue };
+            for event in crate::entries::room_history(&room).await? {
+                let TimelineEventKind::Decrypted(decrypted) = &event.kind else { continue };
+                let Ok(json) = serde_json::from_str::<Value>(decrypted.event.json().get()) else {
+                    continue;
+                };
+                // Only what the room's device sent counts as its alert.
+                let from_device = json["sender"].as_str() == Some(device.as_str());
+                let alert = &json["content"][ALERT_KEY];
+                if json["type"] != "m.room.message" || !from_device || !alert.is_object() {
+                    continue;
+                }
+                let mut listed = alert.clone();
+                listed["device"] = json!(device);
+                listed["event_id"] = json["event_id"].clone();
+                listed["sent_at"] = json["origin_server_ts"].clone();
+                listed["body"] = json["content"]["body"].clone();
+                alerts.push(listed);
+            }
+        }
+        alerts.sort_by_key(|alert| alert["sent_at"].as_u64().unwrap_or_default());
+        Ok(alerts)
     }
 
     /// A Medrix endpoint (`/_medrix/...`), with the session's token: its JSON answer, or the

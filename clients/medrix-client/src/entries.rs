@@ -139,6 +139,7 @@ impl MedrixClient {
             let content = entry.to_content();
             let txn = transaction_id(room, &content);
             let outgoing = OutgoingEntry {
+                event_type: ENTRY_EVENT_TYPE,
                 class: new.class,
                 clinical_time_ms: new.clinical_time_ms,
                 content,
@@ -187,6 +188,7 @@ impl MedrixClient {
         let scope = KeyScope::new(record.patient(), &grants, now_ms());
         let recipients = self.room_recipients(&room, record.patient()).await?;
         let outgoing = OutgoingEntry {
+            event_type: ENTRY_EVENT_TYPE,
             class: replacement.class,
             clinical_time_ms: replacement.clinical_time_ms,
             content,

@@ -38,6 +38,8 @@ const KEY_BUNDLE_EVENT_TYPE: &str = "m.room_key_bundle";
 
 /// An entry's content on its way, with what decides who may read it.
 pub(crate) struct OutgoingEntry {
+    /// `org.medrix.entry`, or `m.room.message` for a device's alert notice.
+    pub event_type: &'static str,
     pub class: DataClass,
     pub clinical_time_ms: Option<i64>,
     pub content: Value,
@@ -91,7 +93,7 @@ impl MedrixClient {
         scope: &KeyScope<'_>,
         entry: OutgoingEntry,
     ) -> Result<OwnedEventId> {
-        let OutgoingEntry { class, clinical_time_ms, content, txn } = entry;
+        let OutgoingEntry { event_type, class, clinical_time_ms, content, txn } = entry;
         let withheld: Vec<&Device> = recipients
             .members
             .iter()
@@ -104,7 +106,7 @@ impl MedrixClient {
         for device in &withheld {
             set_trust(device, LocalTrust::BlackListed).await?;
         }
-        let sent = room.send_raw(ENTRY_EVENT_TYPE, content).with_transaction_id(&txn).await;
+        let sent = room.send_raw(event_type, content).with_transaction_id(&txn).await;
         for device in &withheld {
             set_trust(device, LocalTrust::Unset).await?;
         }

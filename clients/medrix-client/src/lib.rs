@@ -26,7 +26,9 @@ mod requests;
 pub use audit::{Change, LoggedRead};
 pub use client::{MedrixClient, Session};
 pub use custodian::{KEY_RELEASE_NOTICE_KEY, KeyRelease};
-pub use devices::{DeviceCredentials, Reading, RegisteredDevice, class_of_kind};
+pub use devices::{
+    ALERT_KEY, DeviceCredentials, Reading, ReadingBody, RegisteredDevice, class_of_kind,
+};
 pub use entries::{
     AddedEntry, EntryList, ListedEntry, NewEntry, UnreadableEntry, describe, read_resources,
 };

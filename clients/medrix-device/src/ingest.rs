@@ -6,6 +6,7 @@
 //! from the device's memory; one without a time stamp is dated by its receipt, so two
 //! readings of the same value at two moments stay two.
 
+use medrix_devices::alerts::{Alert, alerts};
 use medrix_devices::decode;
 use medrix_devices::fhir::{ObservationContext, observations};
 use serde_json::{Map, Value, json};
@@ -13,7 +14,8 @@ use sha2::{Digest, Sha256};
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::args::{parse_characteristic, parse_hex, parse_instant};
-use crate::queue::Queued;
+use crate::queue::{Kind, Queued};
+use medrix_client::ALERT_KEY;
 
 /// The system of the reading IDs in an Observation's `identifier`.
 pub const READING_ID_SYSTEM: &str = "https://medrix.org/fhir/sid/reading-id";
@@ -86,9 +88,52 @@ pub fn readings_of_line(
                 .ok()
                 .flatten();
         stamp(&mut resource, &id);
-        queued.push(Queued { id, resource, clinical_time_ms });
+        let raised = alerts(&resource);
+        queued.push(Queued {
+            id: id.clone(),
+            kind: Kind::Reading,
+            content: resource.clone(),
+            clinical_time_ms,
+        });
+        for alert in raised {
+            queued.push(Queued {
+                id: format!("{id}-{}", alert.rule),
+                kind: Kind::Alert,
+                content: notice(&alert, &id, &resource),
+                clinical_time_ms,
+            });
+        }
     }
     Ok(queued)
+}
+
+/// An alert as the message every Matrix client shows (an `m.notice`), with what raised it
+/// under `org.medrix.alert`.
+fn notice(alert: &Alert, reading_id: &str, observation: &Map<String, Value>) -> Map<String, Value> {
+    let effective = observation.get("effectiveDateTime").cloned().unwrap_or(Value::Null);
+    let body = format!(
+        "Alert, {}. Reading {reading_id} at {}.",
+        alert.describe(),
+        effective.as_str().unwrap_or("an unknown time")
+    );
+    let content = json!({
+        "msgtype": "m.notice",
+        "body": body,
+        ALERT_KEY: {
+            "rule": alert.rule,
+            "severity": alert.severity.as_str(),
+            "measured": alert.measured,
+            "value": alert.value,
+            "unit": alert.unit,
+            "comparison": alert.comparison,
+            "threshold": alert.threshold,
+            "threshold_unit": alert.threshold_unit,
+            "reading_id": reading_id,
+            "effective": effective,
+        },
+    });
+    let Value::Object(content) = content else { unreachable!("a JSON object literal") };
+    content
 }
 
 /// The reading ID: SHA-256 of the device account and the Observation, 32 hex digits (a
@@ -138,8 +183,8 @@ mod tests {
         let again = readings_of_line(line, &identity(), at("2024-03-06T10:00:00Z")).unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!(first, again);
-        assert_eq!(first[0].resource["id"], json!(first[0].id));
-        assert_eq!(first[0].resource["subject"], json!({"reference": "Patient/alice"}));
+        assert_eq!(first[0].content["id"], json!(first[0].id));
+        assert_eq!(first[0].content["subject"], json!({"reference": "Patient/alice"}));
         // Another device's identical reading is another reading.
         let other =
             Identity::of("@device-4567:home.example", "@alice:home.example", UtcOffset::UTC);
@@ -162,8 +207,29 @@ mod tests {
         )
         .unwrap();
         assert_ne!(one[0].id, two[0].id);
-        assert_eq!(one[0].resource["effectiveDateTime"], json!("2024-03-05T07:30:00Z"));
+        assert_eq!(one[0].content["effectiveDateTime"], json!("2024-03-05T07:30:00Z"));
         assert_eq!(one[0].clinical_time_ms, Some(1_709_623_800_000));
+    }
+
+    #[test]
+    fn a_reading_past_a_threshold_is_followed_by_its_alert() {
+        // 185/95 mmHg: a hypertensive crisis; 120/80 raises nothing.
+        let high = "2A35 02 b900 5f00 6f00 e807 03 05 07 1e 00";
+        let queued = readings_of_line(high, &identity(), at("2024-03-05T07:31:00Z")).unwrap();
+        assert_eq!(queued.len(), 2);
+        assert_eq!((queued[0].kind, queued[1].kind), (Kind::Reading, Kind::Alert));
+        assert_eq!(queued[1].id, format!("{}-hypertensive-crisis", queued[0].id));
+        let alert = &queued[1].content[ALERT_KEY];
+        assert_eq!(alert["severity"], "critical");
+        assert_eq!(alert["value"], json!(185.0));
+        assert_eq!(alert["reading_id"], json!(queued[0].id));
+        assert_eq!(queued[1].content["msgtype"], "m.notice");
+        let normal = readings_of_line(
+            &"2A35 02 7800 5000 5d00 e807 03 05 07 1e 00",
+            &identity(),
+            at("2024-03-05T07:31:00Z"),
+        );
+        assert_eq!(normal.unwrap().len(), 1);
     }
 
     #[test]

@@ -10,11 +10,31 @@ use std::path::Path;
 use rusqlite::{Connection, params};
 use serde_json::{Map, Value};
 
-/// One queued reading.
+/// What a queued item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A reading: `content` is its FHIR Observation, sent as an entry.
+    Reading,
+    /// An alert a reading raised: `content` is the notice's message content.
+    Alert,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Reading => "reading",
+            Kind::Alert => "alert",
+        }
+    }
+}
+
+/// One queued item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Queued {
     pub id: String,
-    pub resource: Map<String, Value>,
+    pub kind: Kind,
+    pub content: Map<String, Value>,
+    /// The reading's clinical time (for an alert, its reading's): who may have its key.
     pub clinical_time_ms: Option<i64>,
 }
 
@@ -41,7 +61,8 @@ impl Queue {
             "CREATE TABLE IF NOT EXISTS readings (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
                 id TEXT NOT NULL UNIQUE,
-                resource TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                content TEXT NOT NULL,
                 clinical_time_ms INTEGER,
                 event_id TEXT
             );
@@ -57,11 +78,17 @@ impl Queue {
         let mut added = 0;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO readings (id, resource, clinical_time_ms) VALUES (?1, ?2, ?3)",
+                "INSERT OR IGNORE INTO readings (id, kind, content, clinical_time_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
             )?;
             for reading in readings {
-                let resource = Value::Object(reading.resource.clone()).to_string();
-                added += insert.execute(params![reading.id, resource, reading.clinical_time_ms])?;
+                let content = Value::Object(reading.content.clone()).to_string();
+                added += insert.execute(params![
+                    reading.id,
+                    reading.kind.as_str(),
+                    content,
+                    reading.clinical_time_ms
+                ])?;
             }
         }
         tx.commit()?;
@@ -71,28 +98,33 @@ impl Queue {
     /// The oldest readings not yet sent, at most `limit`.
     pub fn pending(&self, limit: usize) -> rusqlite::Result<Vec<Queued>> {
         let mut select = self.db.prepare_cached(
-            "SELECT id, resource, clinical_time_ms FROM readings
+            "SELECT id, kind, content, clinical_time_ms FROM readings
              WHERE event_id IS NULL ORDER BY seq LIMIT ?1",
         )?;
         let rows = select.query_map(params![limit as i64], |row| {
-            let text: String = row.get(1)?;
-            Ok((row.get::<_, String>(0)?, text, row.get::<_, Option<i64>>(2)?))
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, Option<i64>>(3)?,
+            ))
         })?;
         let mut readings = Vec::new();
         for row in rows {
-            let (id, text, clinical_time_ms) = row?;
+            let (id, kind, text, clinical_time_ms) = row?;
+            let kind = if kind == Kind::Alert.as_str() { Kind::Alert } else { Kind::Reading };
             // Written by `add` from a JSON object; anything else is a damaged file.
-            let resource = match serde_json::from_str::<Value>(&text) {
-                Ok(Value::Object(resource)) => resource,
+            let content = match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(content)) => content,
                 _ => {
                     return Err(rusqlite::Error::InvalidColumnType(
-                        1,
-                        "resource".to_owned(),
+                        2,
+                        "content".to_owned(),
                         rusqlite::types::Type::Text,
                     ));
                 }
             };
-            readings.push(Queued { id, resource, clinical_time_ms });
+            readings.push(Queued { id, kind, content, clinical_time_ms });
         }
         Ok(readings)
     }
@@ -137,9 +169,9 @@ mod tests {
     use super::*;
 
     fn reading(id: &str, value: i64) -> Queued {
-        let resource = serde_json::json!({"resourceType": "Observation", "id": id, "value": value});
-        let Value::Object(resource) = resource else { unreachable!() };
-        Queued { id: id.to_owned(), resource, clinical_time_ms: Some(value) }
+        let content = serde_json::json!({"resourceType": "Observation", "id": id, "value": value});
+        let Value::Object(content) = content else { unreachable!() };
+        Queued { id: id.to_owned(), kind: Kind::Reading, content, clinical_time_ms: Some(value) }
     }
 
     fn temp_path(name: &str) -> std::path::PathBuf {

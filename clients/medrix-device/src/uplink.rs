@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use medrix_client::{
-    ClientError, DeviceCredentials, MedrixClient, Profile, Reading, class_of_kind,
+    ClientError, DeviceCredentials, MedrixClient, Profile, Reading, ReadingBody, class_of_kind,
 };
 
-use crate::queue::{Backlog, Queue};
+use crate::queue::{Backlog, Kind, Queue};
 
 /// Readings sent between two commits of the queue: a failure resends at most these.
 const BATCH: usize = 20;
@@ -105,7 +105,10 @@ pub async fn run(
                 .iter()
                 .map(|queued| Reading {
                     id: queued.id.clone(),
-                    resource: queued.resource.clone(),
+                    body: match queued.kind {
+                        Kind::Reading => ReadingBody::Observation(queued.content.clone()),
+                        Kind::Alert => ReadingBody::Notice(queued.content.clone()),
+                    },
                     clinical_time_ms: queued.clinical_time_ms,
                 })
                 .collect();

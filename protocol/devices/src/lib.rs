@@ -9,6 +9,7 @@
 //! distinct. Field layouts and JSON keys are in `spec/devices.md`. `fhir` maps readings to
 //! FHIR R4 Observations.
 
+pub mod alerts;
 pub mod blood_pressure;
 pub mod cgm;
 pub mod date_time;
