@@ -225,7 +225,7 @@ mod tests {
         assert_eq!(alert["reading_id"], json!(queued[0].id));
         assert_eq!(queued[1].content["msgtype"], "m.notice");
         let normal = readings_of_line(
-            &"2A35 02 7800 5000 5d00 e807 03 05 07 1e 00",
+            "2A35 02 7800 5000 5d00 e807 03 05 07 1e 00",
             &identity(),
             at("2024-03-05T07:31:00Z"),
         );

@@ -91,8 +91,11 @@ struct Quantity {
     name: &'static str,
     loinc: &'static [&'static str],
     unit: &'static str,
-    other_units: &'static [(&'static str, fn(f64) -> f64)],
+    other_units: &'static [OtherUnit],
 }
+
+/// A UCUM unit a quantity also arrives in, and how to bring a value of it into the rule unit.
+type OtherUnit = (&'static str, fn(f64) -> f64);
 
 struct Rule {
     name: &'static str,
