@@ -100,29 +100,35 @@ async fn sent_by(server: &TestServer, patient: &Person, room: &str, sender: &str
         .count()
 }
 
+/// The patient's record, created, with the executor in it.
+async fn record_of(server: &TestServer, patient: &Person) -> Value {
+    let created = patient.json(&["record", "create"]);
+    let space = created["space"].as_str().unwrap();
+    wait_for_join(server, patient, space, "@medrix-contracts:localhost").await;
+    created
+}
+
+/// `device add NAME --kind KIND --out FILE`: the file, and what the command printed.
+fn add_device(patient: &Person, name: &str, kind: &str) -> (PathBuf, Value) {
+    let file = patient.file(&format!("{name}.json"));
+    let added =
+        patient.json(&["device", "add", name, "--kind", kind, "--out", file.to_str().unwrap()]);
+    (file, added)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_writes_readings_and_reads_nothing_else() {
     let server = TestServer::start(&medrix_binary()).await;
     let patient = Person::registered(&server, "patient");
     let doctor = Person::registered(&server, "doctor");
-    let created = patient.json(&["record", "create"]);
+    let created = record_of(&server, &patient).await;
     let space = created["space"].as_str().unwrap().to_owned();
     let own_room = created["classes"]["vital-signs"][0].as_str().unwrap().to_owned();
-    wait_for_join(&server, &patient, &space, "@medrix-contracts:localhost").await;
 
     // Bad input is refused with the reason, and changes nothing.
     let refused = patient.fails(&["device", "add", "cuff", "--kind", "toaster"]);
     assert!(refused.contains("device kind"), "{refused}");
-    let credentials_file = patient.file("cuff.json");
-    let added = patient.json(&[
-        "device",
-        "add",
-        "cuff",
-        "--kind",
-        "blood-pressure",
-        "--out",
-        credentials_file.to_str().unwrap(),
-    ]);
+    let (credentials_file, added) = add_device(&patient, "cuff", "blood-pressure");
     let device_user = added["user_id"].as_str().unwrap().to_owned();
     let device_room = added["room"].as_str().unwrap().to_owned();
     use std::os::unix::fs::PermissionsExt;
@@ -234,20 +240,9 @@ async fn a_device_writes_readings_and_reads_nothing_else() {
 async fn no_reading_is_lost_or_doubled_by_cuts_and_kills() {
     let server = TestServer::start(&medrix_binary()).await;
     let patient = Person::registered(&server, "patient");
-    let created = patient.json(&["record", "create"]);
-    let space = created["space"].as_str().unwrap().to_owned();
-    wait_for_join(&server, &patient, &space, "@medrix-contracts:localhost").await;
+    record_of(&server, &patient).await;
     let relay = CuttableProxy::start(server.base.trim_start_matches("http://")).await;
-    let credentials_file = patient.file("strap.json");
-    patient.json(&[
-        "device",
-        "add",
-        "strap",
-        "--kind",
-        "heart-rate",
-        "--out",
-        credentials_file.to_str().unwrap(),
-    ]);
+    let (credentials_file, _) = add_device(&patient, "strap", "heart-rate");
     // The device reaches the server through the relay.
     let mut credentials: Value =
         serde_json::from_str(&std::fs::read_to_string(&credentials_file).unwrap()).unwrap();
@@ -314,19 +309,8 @@ async fn no_reading_is_lost_or_doubled_by_cuts_and_kills() {
 async fn a_reading_past_a_threshold_raises_an_alert_and_one_within_none() {
     let server = TestServer::start(&medrix_binary()).await;
     let patient = Person::registered(&server, "patient");
-    let created = patient.json(&["record", "create"]);
-    let space = created["space"].as_str().unwrap().to_owned();
-    wait_for_join(&server, &patient, &space, "@medrix-contracts:localhost").await;
-    let credentials_file = patient.file("cuff.json");
-    patient.json(&[
-        "device",
-        "add",
-        "cuff",
-        "--kind",
-        "blood-pressure",
-        "--out",
-        credentials_file.to_str().unwrap(),
-    ]);
+    record_of(&server, &patient).await;
+    let (credentials_file, _) = add_device(&patient, "cuff", "blood-pressure");
     let device = Device::new();
     device.json(&["pair", credentials_file.to_str().unwrap()]);
     // 185/95 (MAP 111) at 07:30, then 120/80 at 07:31.

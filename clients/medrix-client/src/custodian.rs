@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use matrix_sdk::{Room, RoomState, config::SyncSettings};
 use medrix_records::{
-    DataClass, Grant, Grantee, RECORD_EVENT_TYPE, RECORD_STATE_KEY, RecordSpace, RoomId, Status,
-    UserId,
+    DataClass, Grant, Grantee, RECORD_EVENT_TYPE, RECORD_STATE_KEY, RoomId, Status, UserId,
 };
 use serde_json::json;
 
@@ -22,7 +21,7 @@ use crate::error::Result;
 use crate::grants::{invite_with_reason, is_member, sdk_user};
 use crate::key_scope::KeyScope;
 use crate::keys::now_ms;
-use crate::record::{Record, room_id, space_creator_is, state_content};
+use crate::record::{Record, room_id, state_content};
 
 /// The content key of the notice a release posts in the record space.
 pub const KEY_RELEASE_NOTICE_KEY: &str = "org.medrix.key_release_notice";
@@ -52,7 +51,7 @@ impl MedrixClient {
         self.accept_custody().await?;
         let now = now_ms();
         let mut releases = Vec::new();
-        for record in self.records_in_custody().await {
+        for record in self.joined_records().await {
             let grants = self.grants(&record).await?;
             for grant in break_glass_in_custody(&grants, &self.user, now) {
                 if let Some(release) = self.release(&record, grant, now).await? {
@@ -87,25 +86,6 @@ impl MedrixClient {
             }
         }
         Ok(())
-    }
-
-    /// The record spaces the custodian has joined.
-    async fn records_in_custody(&self) -> Vec<Record> {
-        let mut records = Vec::new();
-        for space in self.client.joined_rooms() {
-            let Some(content) = state_content(&space, RECORD_EVENT_TYPE, RECORD_STATE_KEY).await
-            else {
-                continue;
-            };
-            if content.get("classes").is_none() {
-                continue;
-            }
-            let Ok(state) = RecordSpace::from_content(&content) else { continue };
-            if space_creator_is(&space, &state.patient).await {
-                records.push(Record { space, state });
-            }
-        }
-        records
     }
 
     /// Opens to the clinician of `grant` the rooms of its classes the custodian holds and

@@ -203,6 +203,13 @@ impl MedrixClient {
 
     /// The record space of `patient` among the joined rooms.
     pub(crate) async fn find_record(&self, patient: &UserId) -> Result<Option<Record>> {
+        Ok(self.joined_records().await.into_iter().find(|record| record.patient() == patient))
+    }
+
+    /// Every record space the caller has joined: a space whose record state names its
+    /// creator as the patient.
+    pub(crate) async fn joined_records(&self) -> Vec<Record> {
+        let mut records = Vec::new();
         for space in self.client.joined_rooms() {
             let Some(content) = state_content(&space, RECORD_EVENT_TYPE, RECORD_STATE_KEY).await
             else {
@@ -212,11 +219,11 @@ impl MedrixClient {
                 continue;
             }
             let Ok(state) = RecordSpace::from_content(&content) else { continue };
-            if &state.patient == patient && space_creator_is(&space, patient).await {
-                return Ok(Some(Record { space, state }));
+            if space_creator_is(&space, &state.patient).await {
+                records.push(Record { space, state });
             }
         }
-        Ok(None)
+        records
     }
 
     async fn create_space(&self) -> Result<Room> {
@@ -316,7 +323,7 @@ pub(crate) async fn record_room_state(room: &Room) -> Option<RecordRoom> {
 
 /// Whether `patient` created the room: a record's state is believed only in a room its
 /// patient created, so nobody can present a space of their own as someone's record.
-pub(crate) async fn space_creator_is(room: &Room, patient: &UserId) -> bool {
+async fn space_creator_is(room: &Room, patient: &UserId) -> bool {
     match state_event(room, "m.room.create", "").await {
         Some(create) => create["sender"].as_str() == Some(patient.as_str()),
         None => false,

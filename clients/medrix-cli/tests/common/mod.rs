@@ -68,16 +68,7 @@ impl Person {
     /// Runs medrix-cli with these arguments, the profile and homeserver from the environment
     /// as a script would set them.
     pub fn run(&self, args: &[&str]) -> Run {
-        let output = Command::new(env!("CARGO_BIN_EXE_medrix-cli"))
-            .args(args)
-            .env("MEDRIX_PROFILE", &self.profile)
-            .env("MEDRIX_HOMESERVER", &self.homeserver)
-            .env_remove("MEDRIX_PASSWORD")
-            .env_remove("MEDRIX_LOG")
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("medrix-cli runs");
+        let output = self.command(args).output().expect("medrix-cli runs");
         Run {
             success: output.status.success(),
             code: output.status.code(),
@@ -89,18 +80,27 @@ impl Person {
     /// Starts a long-running command (a service such as `custodian run`), its stdout piped;
     /// killed when the returned guard is dropped.
     pub fn spawn(&self, args: &[&str]) -> Service {
-        let child = Command::new(env!("CARGO_BIN_EXE_medrix-cli"))
-            .args(args)
-            .env("MEDRIX_PROFILE", &self.profile)
-            .env("MEDRIX_HOMESERVER", &self.homeserver)
-            .env_remove("MEDRIX_PASSWORD")
-            .env_remove("MEDRIX_LOG")
-            .stdin(Stdio::null())
+        let child = self
+            .command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("medrix-cli starts");
         Service { child }
+    }
+
+    /// medrix-cli with these arguments, as this person's terminal runs it.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_medrix-cli"));
+        command
+            .args(args)
+            .env("MEDRIX_PROFILE", &self.profile)
+            .env("MEDRIX_HOMESERVER", &self.homeserver)
+            .env_remove("MEDRIX_PASSWORD")
+            .env_remove("MEDRIX_LOG")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null());
+        command
     }
 
     /// Runs a command that must succeed, with `--json`; its output.
