@@ -2,8 +2,8 @@
 //! registers a device with `medrix-cli device add`, the device pairs and sends its readings
 //! with `medrix-device`; it reads nothing of anyone else's and writes nothing but readings in
 //! its own room; a grantee of the class reads its readings; removing it closes it at once.
-//! And through a relay the test cuts, and a `kill -9` of the sender, every reading is stored
-//! exactly once.
+//! And through a relay the test cuts, and a `kill -9` of the sender, every reading of an hour
+//! of heart rates (batched a minute to an Observation) is stored exactly once.
 
 mod common;
 
@@ -234,8 +234,9 @@ async fn a_device_writes_readings_and_reads_nothing_else() {
     assert_eq!(patient.json(&["device", "list"])["devices"], json!([]));
 }
 
-/// Sixty heart-rate readings through a relay cut twice while they are sent, and a sender
-/// killed with SIGKILL half way and started again: every reading is stored, once.
+/// An hour of heart rates (600 readings in 60 minute batches) through a relay cut twice while
+/// they are sent, and a sender killed with SIGKILL half way and started again: every reading
+/// is stored, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_reading_is_lost_or_doubled_by_cuts_and_kills() {
     let server = TestServer::start(&medrix_binary()).await;
@@ -253,11 +254,17 @@ async fn no_reading_is_lost_or_doubled_by_cuts_and_kills() {
     let device = Device::new();
     device.json(&["pair", credentials_file.to_str().unwrap()]);
 
-    // 60 readings of 1 Hz heart rate, 60 to 119 bpm, each with its moment of receipt.
+    // An hour of heart rates, one every 6 s (60 to 119 bpm, over and over), each with its
+    // moment of receipt: 600 readings, batched a minute to an Observation.
     let input = patient.file("hr.txt");
-    let lines: Vec<String> = (0..60)
-        .map(|second| format!("2A37 00 {:02x} 2024-03-05T07:31:{second:02}Z", 60 + second))
+    let sent: Vec<(String, i64)> = (0..600)
+        .map(|i| {
+            let (minute, second) = (i * 6 / 60, i * 6 % 60);
+            (format!("2024-03-05T07:{minute:02}:{second:02}Z"), 60 + i % 60)
+        })
         .collect();
+    let lines: Vec<String> =
+        sent.iter().map(|(at, bpm)| format!("2A37 00 {bpm:02x} {at}")).collect();
     write_lines(&input, &lines);
     assert_eq!(device.json(&["ingest", input.to_str().unwrap()])["queued"], 60);
 
@@ -293,13 +300,19 @@ async fn no_reading_is_lost_or_doubled_by_cuts_and_kills() {
     assert_eq!(finished, json!({"pending": 0, "sent": 60}));
     assert!(relay.relayed() > 2, "the relay carried the traffic");
 
-    let readings = entries(&patient, "vital-signs");
-    let mut bpm: Vec<i64> = readings
-        .iter()
-        .map(|reading| reading["resource"]["valueQuantity"]["value"].as_i64().unwrap())
-        .collect();
-    bpm.sort_unstable();
-    assert_eq!(bpm, (60..120).collect::<Vec<i64>>(), "every reading, once");
+    // Every reading back from the record, at its second, once.
+    let mut stored: Vec<(String, i64)> = Vec::new();
+    for entry in entries(&patient, "vital-signs") {
+        let resource = entry["resource"].as_object().unwrap();
+        for (at, value) in medrix_devices::sampled::samples(resource) {
+            let at = at.format(&time::format_description::well_known::Rfc3339).unwrap();
+            stored.push((at, value.parse().unwrap()));
+        }
+    }
+    stored.sort();
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(stored, expected, "every reading, once");
     assert_eq!(sent_by(&server, &patient, &device_room, &device_user).await, 60, "stored once");
 }
 

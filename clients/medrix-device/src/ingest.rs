@@ -4,18 +4,21 @@
 //! reading ID: a hash of the device account and the Observation itself. A reading the device
 //! time-stamped has the same Observation, so the same ID, however often the gateway reads it
 //! from the device's memory; one without a time stamp is dated by its receipt, so two
-//! readings of the same value at two moments stay two.
+//! readings of the same value at two moments stay two. Heart rates are batched, a minute to
+//! an Observation (`Batcher`).
 
+use std::collections::BTreeMap;
+
+use medrix_client::ALERT_KEY;
 use medrix_devices::alerts::{Alert, alerts};
-use medrix_devices::decode;
 use medrix_devices::fhir::{ObservationContext, observations};
+use medrix_devices::{decode, sampled};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::args::{parse_characteristic, parse_hex, parse_instant};
 use crate::queue::{Kind, Queued};
-use medrix_client::ALERT_KEY;
 
 /// The system of the reading IDs in an Observation's `identifier`.
 pub const READING_ID_SYSTEM: &str = "https://medrix.org/fhir/sid/reading-id";
@@ -45,13 +48,13 @@ impl Identity {
     }
 }
 
-/// The readings of one line; `Ok(empty)` for a blank line or a comment; `Err` says why the
-/// line is not a reading.
-pub fn readings_of_line(
+/// The Observations of one line, not yet identified; `Ok(empty)` for a blank line or a
+/// comment; `Err` says why the line is not a reading.
+pub fn observations_of_line(
     line: &str,
     identity: &Identity,
     now: OffsetDateTime,
-) -> Result<Vec<Queued>, String> {
+) -> Result<Vec<Map<String, Value>>, String> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return Ok(Vec::new());
@@ -77,34 +80,120 @@ pub fn readings_of_line(
         device_clock_offset: identity.clock_offset,
         cgm_session_start: None,
     };
+    observations(&reading, &context)
+        .into_iter()
+        .map(|text| match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(observation)) => Ok(observation),
+            _ => Err("the decoder made an Observation that is not a JSON object".to_owned()),
+        })
+        .collect()
+}
+
+/// The readings of one line, each Observation a reading of its own (no batches): what
+/// [`Batcher`] makes of a line whose readings are not batched.
+#[cfg(test)]
+pub fn readings_of_line(
+    line: &str,
+    identity: &Identity,
+    now: OffsetDateTime,
+) -> Result<Vec<Queued>, String> {
     let mut queued = Vec::new();
-    for text in observations(&reading, &context) {
-        let Ok(Value::Object(mut resource)) = serde_json::from_str::<Value>(&text) else {
-            return Err("the decoder made an Observation that is not a JSON object".to_owned());
-        };
-        let id = reading_id(&identity.device_user, &text);
-        let clinical_time_ms =
-            medrix_records::fhir::clinical_time::clinical_time_ms(&Value::Object(resource.clone()))
-                .ok()
-                .flatten();
-        stamp(&mut resource, &id);
-        let raised = alerts(&resource);
-        queued.push(Queued {
-            id: id.clone(),
-            kind: Kind::Reading,
-            content: resource.clone(),
-            clinical_time_ms,
-        });
-        for alert in raised {
-            queued.push(Queued {
-                id: format!("{id}-{}", alert.rule),
-                kind: Kind::Alert,
-                content: notice(&alert, &id, &resource),
-                clinical_time_ms,
-            });
-        }
+    for observation in observations_of_line(line, identity, now)? {
+        identified(&identity.device_user, observation, &[], &mut queued);
     }
     Ok(queued)
+}
+
+/// How many minutes of heart rates wait for their batch at once; past it the oldest is
+/// closed (memory stays bounded on a large file; readings come roughly in time order).
+const OPEN_MINUTES: usize = 10;
+
+/// Observations into queue items: heart rates gathered into one SampledData Observation per
+/// minute (`medrix_devices::sampled`), everything else as it comes. Each item identified,
+/// each followed by the alerts its readings raise.
+pub struct Batcher {
+    device_user: String,
+    batching: bool,
+    minutes: BTreeMap<OffsetDateTime, Vec<Map<String, Value>>>,
+}
+
+impl Batcher {
+    pub fn new(device_user: &str, batching: bool) -> Batcher {
+        Batcher { device_user: device_user.to_owned(), batching, minutes: BTreeMap::new() }
+    }
+
+    pub fn push(&mut self, observation: Map<String, Value>, out: &mut Vec<Queued>) {
+        let minute = self.batching.then(|| sampled::is_batched(&observation)).unwrap_or(false);
+        match minute.then(|| sampled::minute_of(&observation)).flatten() {
+            Some(minute) => {
+                self.minutes.entry(minute).or_default().push(observation);
+                if self.minutes.len() > OPEN_MINUTES {
+                    self.close_oldest(out);
+                }
+            }
+            None => identified(&self.device_user, observation, &[], out),
+        }
+    }
+
+    /// Closes every open minute.
+    pub fn finish(&mut self, out: &mut Vec<Queued>) {
+        while !self.minutes.is_empty() {
+            self.close_oldest(out);
+        }
+    }
+
+    fn close_oldest(&mut self, out: &mut Vec<Queued>) {
+        let Some((_, readings)) = self.minutes.pop_first() else { return };
+        let Some((batch, single)) = sampled::sampled_minute(readings.clone()) else { return };
+        // Alerts are judged reading by reading; they name the batch that holds the reading.
+        let batched: Vec<Map<String, Value>> =
+            readings.into_iter().filter(|reading| !single.contains(reading)).collect();
+        identified(&self.device_user, batch, &batched, out);
+        for reading in single {
+            identified(&self.device_user, reading, &[], out);
+        }
+    }
+}
+
+/// One Observation identified and queued, followed by the alerts it raises (or, for a
+/// batch, that the readings it holds raise).
+fn identified(
+    device_user: &str,
+    mut observation: Map<String, Value>,
+    batched: &[Map<String, Value>],
+    out: &mut Vec<Queued>,
+) {
+    let id = reading_id(device_user, &Value::Object(observation.clone()).to_string());
+    let clinical_time_ms =
+        medrix_records::fhir::clinical_time::clinical_time_ms(&Value::Object(observation.clone()))
+            .ok()
+            .flatten();
+    stamp(&mut observation, &id);
+    let judged: Vec<&Map<String, Value>> =
+        if batched.is_empty() { vec![&observation] } else { batched.iter().collect() };
+    let mut raised = Vec::new();
+    for reading in judged {
+        for alert in alerts(reading) {
+            // One alert per rule per item: a minute of tachycardia is one alert.
+            if !raised.iter().any(|(seen, _): &(Alert, _)| seen.rule == alert.rule) {
+                raised.push((alert, reading.clone()));
+            }
+        }
+    }
+    out.push(Queued {
+        id: id.clone(),
+        kind: Kind::Reading,
+        content: observation,
+        clinical_time_ms,
+    });
+    for (alert, reading) in raised {
+        out.push(Queued {
+            id: format!("{id}-{}", alert.rule),
+            kind: Kind::Alert,
+            content: notice(&alert, &id, &reading),
+            clinical_time_ms,
+        });
+    }
 }
 
 /// An alert as the message every Matrix client shows (an `m.notice`), with what raised it
@@ -136,8 +225,8 @@ fn notice(alert: &Alert, reading_id: &str, observation: &Map<String, Value>) -> 
     content
 }
 
-/// The reading ID: SHA-256 of the device account and the Observation, 32 hex digits (a
-/// FHIR id, and a Matrix transaction ID).
+/// The reading ID: SHA-256 of the device account and the Observation's JSON, 32 hex digits
+/// (a FHIR id, and a Matrix transaction ID).
 pub fn reading_id(device_user: &str, observation: &str) -> String {
     let mut hash = Sha256::new();
     hash.update(device_user.as_bytes());
@@ -230,6 +319,36 @@ mod tests {
             at("2024-03-05T07:31:00Z"),
         );
         assert_eq!(normal.unwrap().len(), 1);
+    }
+
+    /// 72, 133 and 73 bpm at 07:30:00, :01 and :02, through a batcher.
+    fn heart_rate_minute() -> Vec<Queued> {
+        let mut batcher = Batcher::new("@device-0123:home.example", true);
+        let mut out = Vec::new();
+        for (second, bpm) in [(0, 0x48), (1, 0x85), (2, 0x49)] {
+            let line = format!("2A37 00 {bpm:02x} 2024-03-05T07:30:{second:02}Z");
+            let now = at("2030-01-01T00:00:00Z");
+            for observation in observations_of_line(&line, &identity(), now).unwrap() {
+                batcher.push(observation, &mut out);
+            }
+        }
+        assert!(out.is_empty(), "the minute is still open");
+        batcher.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_minute_of_heart_rates_is_one_item_and_its_alert_names_it() {
+        let out = heart_rate_minute();
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].content["valueSampledData"]["data"], "72 133 73");
+        assert_eq!(out[0].clinical_time_ms, Some(1_709_623_800_000));
+        // 133 bpm: severe tachycardia, raised once, naming the batch.
+        assert_eq!(out[1].kind, Kind::Alert);
+        assert_eq!(out[1].content[ALERT_KEY]["reading_id"], json!(out[0].id));
+        assert_eq!(out[1].content[ALERT_KEY]["effective"], "2024-03-05T07:30:01Z");
+        // The same minute read again is the same item, with the same ID.
+        assert_eq!(heart_rate_minute(), out);
     }
 
     #[test]

@@ -72,6 +72,10 @@ enum Command {
         /// The offset from UTC the device's clock keeps, e.g. +01:00.
         #[arg(long, value_parser = parse_offset, default_value = "+00:00")]
         device_clock_offset: UtcOffset,
+        /// Each heart rate its own Observation, instead of one SampledData Observation per
+        /// minute.
+        #[arg(long)]
+        single: bool,
         #[command(flatten)]
         profile: ProfileArg,
     },
@@ -171,8 +175,8 @@ fn main() -> ExitCode {
                 Err(problem) => failure(&problem),
             }
         }
-        Command::Ingest { file, device_clock_offset, profile } => {
-            ingest(&DeviceProfile::new(&profile.profile), file, device_clock_offset)
+        Command::Ingest { file, device_clock_offset, single, profile } => {
+            ingest(&DeviceProfile::new(&profile.profile), file, device_clock_offset, !single)
         }
         Command::Run { until_empty, profile } => {
             let profile = DeviceProfile::new(&profile.profile);
@@ -196,9 +200,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Queues the readings of FILE (or stdin): every good line, in one commit; the lines that
-/// are not readings named with why (and the exit says so).
-fn ingest(profile: &DeviceProfile, file: Option<PathBuf>, clock_offset: UtcOffset) -> ExitCode {
+/// Queues the readings of FILE (or stdin): every good line, committed a thousand items at a
+/// time (heart rates a minute to an item); the lines that are not readings named with why
+/// (and the exit says so).
+fn ingest(
+    profile: &DeviceProfile,
+    file: Option<PathBuf>,
+    clock_offset: UtcOffset,
+    batching: bool,
+) -> ExitCode {
     let pairing = match profile.pairing() {
         Ok(pairing) => pairing,
         Err(problem) => return failure(&problem),
@@ -216,6 +226,7 @@ fn ingest(profile: &DeviceProfile, file: Option<PathBuf>, clock_offset: UtcOffse
         Err(problem) => return failure(&problem),
     };
     let now = OffsetDateTime::now_utc();
+    let mut batcher = ingest::Batcher::new(&identity.device_user, batching);
     let (mut readings, mut malformed, mut lines) = (Vec::new(), Vec::new(), 0usize);
     let mut queued = 0;
     for (number, line) in reader.lines().enumerate() {
@@ -224,8 +235,8 @@ fn ingest(profile: &DeviceProfile, file: Option<PathBuf>, clock_offset: UtcOffse
             Err(err) => return failure(&format!("reading the input: {err}")),
         };
         lines += 1;
-        match ingest::readings_of_line(&line, &identity, now) {
-            Ok(found) => readings.extend(found),
+        match ingest::observations_of_line(&line, &identity, now) {
+            Ok(found) => found.into_iter().for_each(|found| batcher.push(found, &mut readings)),
             Err(why) => malformed.push(serde_json::json!({"line": number + 1, "error": why})),
         }
         // Committed in slices, so a large file does not sit in memory.
@@ -237,6 +248,7 @@ fn ingest(profile: &DeviceProfile, file: Option<PathBuf>, clock_offset: UtcOffse
             readings.clear();
         }
     }
+    batcher.finish(&mut readings);
     match queue.add(&readings) {
         Ok(added) => queued += added,
         Err(err) => return failure(&format!("the queue: {err}")),

@@ -21,6 +21,7 @@ pub mod heart_rate;
 mod json;
 pub mod medfloat;
 pub mod pulse_oximetry;
+pub mod sampled;
 pub mod temperature;
 pub mod weight;
 mod wire;

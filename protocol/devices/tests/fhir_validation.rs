@@ -84,6 +84,20 @@ fn every_observation_a_reading_becomes_is_valid_r4_against_the_profile_it_claims
             sources.push(format!("entry[{}] is {characteristic:?} {what}", sources.len()));
         }
     }
+    // A minute of heart rates batched into one SampledData Observation.
+    let singles: Vec<serde_json::Map<String, Value>> = [0i64, 1, 3]
+        .iter()
+        .map(|second| {
+            let mut at = context();
+            at.received_at += time::Duration::seconds(*second);
+            let reading = decode(Characteristic::HeartRateMeasurement, &hex("0048")).unwrap();
+            serde_json::from_str(&observations(&reading, &at)[0]).unwrap()
+        })
+        .collect();
+    let (batch, single) = medrix_devices::sampled::sampled_minute(singles).unwrap();
+    assert!(single.is_empty());
+    entries.push(serde_json::json!({ "resource": batch }));
+    sources.push(format!("entry[{}] is a minute of heart rates (SampledData)", sources.len()));
     assert!(entries.len() > READINGS.len(), "{}", entries.len());
     let bundle =
         serde_json::json!({ "resourceType": "Bundle", "type": "collection", "entry": entries });
