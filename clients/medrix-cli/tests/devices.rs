@@ -358,3 +358,35 @@ fn device_of(credentials: &Path) -> Value {
         serde_json::from_str(&std::fs::read_to_string(credentials).unwrap()).unwrap();
     credentials["user_id"].clone()
 }
+
+/// A phone's Open mHealth export, one data point per line, enters the record through the
+/// same queue; a line that is no data point Medrix reads is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_mhealth_data_points_enter_the_record() {
+    let server = TestServer::start(&medrix_binary()).await;
+    let patient = Person::registered(&server, "patient");
+    record_of(&server, &patient).await;
+    let (credentials_file, _) = add_device(&patient, "phone", "gateway");
+    let device = Device::new();
+    device.json(&["pair", credentials_file.to_str().unwrap()]);
+    let input = patient.file("omh.ndjson");
+    write_lines(
+        &input,
+        &[
+            r#"{"header": {"schema_id": {"namespace": "omh", "name": "step-count", "version": "2.0"}}, "body": {"step_count": {"value": 8412, "unit": "steps"}, "effective_time_frame": {"time_interval": {"start_date_time": "2024-03-05T00:00:00Z", "end_date_time": "2024-03-06T00:00:00Z"}}}}"#.to_owned(),
+            r#"{"body_weight": {"value": 67.5, "unit": "kg"}, "effective_time_frame": {"date_time": "2024-03-05T07:00:00Z"}}"#.to_owned(),
+            r#"{"sleep_duration": {"value": 8, "unit": "h"}}"#.to_owned(),
+        ],
+    );
+    let ingested = device.run(&["ingest", "--format", "omh", input.to_str().unwrap()]);
+    let ingested: Value = serde_json::from_str(&ingested.stdout).unwrap();
+    assert_eq!(ingested["queued"], 2, "{ingested}");
+    assert_eq!(ingested["malformed"][0]["line"], 3);
+    assert_eq!(device.json(&["run", "--until-empty"]), json!({"pending": 0, "sent": 2}));
+    let mut codes: Vec<String> = entries(&patient, "vital-signs")
+        .iter()
+        .map(|entry| entry["resource"]["code"]["coding"][0]["code"].as_str().unwrap().to_owned())
+        .collect();
+    codes.sort();
+    assert_eq!(codes, ["29463-7", "55423-8"]);
+}

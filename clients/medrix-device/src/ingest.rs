@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use medrix_client::ALERT_KEY;
 use medrix_devices::alerts::{Alert, alerts};
 use medrix_devices::fhir::{ObservationContext, observations};
-use medrix_devices::{decode, sampled};
+use medrix_devices::{decode, omh, sampled};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use time::{OffsetDateTime, UtcOffset};
@@ -87,6 +87,25 @@ pub fn observations_of_line(
             _ => Err("the decoder made an Observation that is not a JSON object".to_owned()),
         })
         .collect()
+}
+
+/// The Observations of one line of Open mHealth NDJSON: a data point (or an array of them);
+/// `Ok(empty)` for a blank line.
+pub fn omh_observations_of_line(
+    line: &str,
+    identity: &Identity,
+) -> Result<Vec<Map<String, Value>>, String> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parsed: Value = serde_json::from_str(line).map_err(|err| format!("not JSON: {err}"))?;
+    let points = match parsed {
+        Value::Array(points) => points,
+        point => vec![point],
+    };
+    let context = omh::Context { subject: &identity.subject, device: Some(&identity.device) };
+    points.iter().map(|point| omh::observation(point, &context)).collect()
 }
 
 /// The readings of one line, each Observation a reading of its own (no batches): what
@@ -349,6 +368,20 @@ mod tests {
         assert_eq!(out[1].content[ALERT_KEY]["effective"], "2024-03-05T07:30:01Z");
         // The same minute read again is the same item, with the same ID.
         assert_eq!(heart_rate_minute(), out);
+    }
+
+    #[test]
+    fn open_mhealth_lines_are_data_points_or_arrays_of_them() {
+        let point = r#"{"heart_rate": {"value": 72, "unit": "beats/min"}, "effective_time_frame": {"date_time": "2024-03-05T07:30:00Z"}}"#;
+        let one = omh_observations_of_line(point, &identity()).unwrap();
+        assert_eq!(one[0]["subject"], json!({"reference": "Patient/alice"}));
+        assert_eq!(one[0]["device"], json!({"reference": "Device/device-0123"}));
+        assert_eq!(
+            omh_observations_of_line(&format!("[{point}, {point}]"), &identity()).unwrap().len(),
+            2
+        );
+        assert_eq!(omh_observations_of_line("  ", &identity()), Ok(vec![]));
+        assert!(omh_observations_of_line("{", &identity()).unwrap_err().starts_with("not JSON"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!   (the keys are spec/devices.md's), with the exact decimals the device sent; with `--fhir`,
 //!   the FHIR R4 Observations it becomes instead, one per line (NDJSON).
 //! - `pair CREDENTIALS` makes a profile the device account's (the credentials `medrix-cli
-//!   device add` printed); `ingest [FILE]` queues readings durably (one per line); `run`
+//!   device add` printed); `ingest [FILE]` queues readings durably (one per line: GATT
+//!   payloads, or Open mHealth data points with `--format omh`); `run`
 //!   sends the queue into the device's room, resuming by itself after failures; `status`
 //!   says the backlog. Each prints one JSON object.
 //!
@@ -35,6 +36,13 @@ use crate::uplink::DeviceProfile;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// What `ingest` reads.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum InputFormat {
+    Gatt,
+    Omh,
 }
 
 /// The device's profile directory: its session, keys and queue.
@@ -76,6 +84,10 @@ enum Command {
         /// minute.
         #[arg(long)]
         single: bool,
+        /// What the lines are: `gatt` (CHARACTERISTIC HEX [RECEIVED_AT]) or `omh` (Open
+        /// mHealth data points, one JSON object or array per line).
+        #[arg(long, value_enum, default_value = "gatt")]
+        format: InputFormat,
         #[command(flatten)]
         profile: ProfileArg,
     },
@@ -175,8 +187,9 @@ fn main() -> ExitCode {
                 Err(problem) => failure(&problem),
             }
         }
-        Command::Ingest { file, device_clock_offset, single, profile } => {
-            ingest(&DeviceProfile::new(&profile.profile), file, device_clock_offset, !single)
+        Command::Ingest { file, device_clock_offset, single, format, profile } => {
+            let profile = DeviceProfile::new(&profile.profile);
+            ingest(&profile, file, device_clock_offset, !single, format)
         }
         Command::Run { until_empty, profile } => {
             let profile = DeviceProfile::new(&profile.profile);
@@ -208,6 +221,7 @@ fn ingest(
     file: Option<PathBuf>,
     clock_offset: UtcOffset,
     batching: bool,
+    format: InputFormat,
 ) -> ExitCode {
     let pairing = match profile.pairing() {
         Ok(pairing) => pairing,
@@ -235,7 +249,11 @@ fn ingest(
             Err(err) => return failure(&format!("reading the input: {err}")),
         };
         lines += 1;
-        match ingest::observations_of_line(&line, &identity, now) {
+        let found = match format {
+            InputFormat::Gatt => ingest::observations_of_line(&line, &identity, now),
+            InputFormat::Omh => ingest::omh_observations_of_line(&line, &identity),
+        };
+        match found {
             Ok(found) => found.into_iter().for_each(|found| batcher.push(found, &mut readings)),
             Err(why) => malformed.push(serde_json::json!({"line": number + 1, "error": why})),
         }

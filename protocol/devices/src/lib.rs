@@ -20,6 +20,7 @@ pub mod glucose;
 pub mod heart_rate;
 mod json;
 pub mod medfloat;
+pub mod omh;
 pub mod pulse_oximetry;
 pub mod sampled;
 pub mod temperature;

@@ -98,6 +98,27 @@ fn every_observation_a_reading_becomes_is_valid_r4_against_the_profile_it_claims
     assert!(single.is_empty());
     entries.push(serde_json::json!({ "resource": batch }));
     sources.push(format!("entry[{}] is a minute of heart rates (SampledData)", sources.len()));
+    // Open mHealth data points of every schema read.
+    let at = serde_json::json!({"date_time": "2024-03-05T07:30:00Z"});
+    let day = serde_json::json!({"time_interval": {
+        "start_date_time": "2024-03-05T00:00:00Z", "end_date_time": "2024-03-06T00:00:00Z"}});
+    let points = [
+        serde_json::json!({"heart_rate": {"value": 72, "unit": "beats/min"}, "effective_time_frame": at}),
+        serde_json::json!({"systolic_blood_pressure": {"value": 120, "unit": "mmHg"},
+            "diastolic_blood_pressure": {"value": 80, "unit": "mmHg"}, "effective_time_frame": at}),
+        serde_json::json!({"body_weight": {"value": 67.5, "unit": "kg"}, "effective_time_frame": at}),
+        serde_json::json!({"oxygen_saturation": {"value": 97, "unit": "%"}, "effective_time_frame": at}),
+        serde_json::json!({"body_temperature": {"value": 37.2, "unit": "C"}, "effective_time_frame": at}),
+        serde_json::json!({"blood_glucose": {"value": 98, "unit": "mg/dL"},
+            "specimen_source": "interstitial fluid", "effective_time_frame": at}),
+        serde_json::json!({"step_count": {"value": 3214, "unit": "steps"}, "effective_time_frame": day}),
+    ];
+    let omh = medrix_devices::omh::Context { subject: "Patient/p1", device: Some("Device/watch") };
+    for point in points {
+        let observation = medrix_devices::omh::observation(&point, &omh).unwrap();
+        entries.push(serde_json::json!({ "resource": observation }));
+        sources.push(format!("entry[{}] is Open mHealth {point}", sources.len()));
+    }
     assert!(entries.len() > READINGS.len(), "{}", entries.len());
     let bundle =
         serde_json::json!({ "resourceType": "Bundle", "type": "collection", "entry": entries });
