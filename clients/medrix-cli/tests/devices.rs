@@ -390,3 +390,58 @@ async fn open_mhealth_data_points_enter_the_record() {
     codes.sort();
     assert_eq!(codes, ["29463-7", "55423-8"]);
 }
+
+/// A spreadsheet of home measurements, with a column mapping: a row with a blood pressure
+/// and a pulse is two readings, a row with a bad cell is named and the others go in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_rows_enter_the_record_by_their_column_mapping() {
+    let server = TestServer::start(&medrix_binary()).await;
+    let patient = Person::registered(&server, "patient");
+    record_of(&server, &patient).await;
+    let (credentials_file, _) = add_device(&patient, "notebook", "blood-pressure");
+    let device = Device::new();
+    device.json(&["pair", credentials_file.to_str().unwrap()]);
+    let input = patient.file("home.csv");
+    write_lines(
+        &input,
+        &[
+            "When,Sys,Dia,Pulse,Note".to_owned(),
+            "2024-03-05T07:30:00Z,121,79,64,\"after coffee, seated\"".to_owned(),
+            "2024-03-06T07:30:00Z,118,77,,".to_owned(),
+            "2024-03-07T07:30:00Z,high,77,,".to_owned(),
+        ],
+    );
+    let columns = [
+        "time=When",
+        "systolic_blood_pressure=Sys:mmHg",
+        "diastolic_blood_pressure=Dia:mmHg",
+        "heart_rate=Pulse:beats/min",
+    ];
+    let mut args = vec!["ingest", "--format", "csv", "--single", input.to_str().unwrap()];
+    for column in &columns {
+        args.extend(["--column", column]);
+    }
+    let ingested = device.run(&args);
+    let ingested: Value = serde_json::from_str(&ingested.stdout).unwrap();
+    assert_eq!(ingested["queued"], 3, "{ingested}");
+    assert_eq!(ingested["malformed"][0]["line"], 4);
+    assert_eq!(device.json(&["run", "--until-empty"]), json!({"pending": 0, "sent": 3}));
+    let mut systolic: Vec<i64> = entries(&patient, "vital-signs")
+        .iter()
+        .filter_map(|entry| entry["resource"]["component"][0]["valueQuantity"]["value"].as_i64())
+        .collect();
+    systolic.sort_unstable();
+    assert_eq!(systolic, [118, 121]);
+    // A mapping that names a column the file lacks is refused before anything is queued.
+    let refused = device.run(&[
+        "ingest",
+        "--format",
+        "csv",
+        input.to_str().unwrap(),
+        "--column",
+        "time=When",
+        "--column",
+        "body_weight=Kg:kg",
+    ]);
+    assert!(!refused.success && refused.stderr.contains("no column `Kg`"), "{refused:?}");
+}

@@ -104,8 +104,13 @@ pub fn omh_observations_of_line(
         Value::Array(points) => points,
         point => vec![point],
     };
+    points.iter().map(|point| omh_observation(point, identity)).collect()
+}
+
+/// One Open mHealth data point (or body) as this device's Observation.
+pub fn omh_observation(point: &Value, identity: &Identity) -> Result<Map<String, Value>, String> {
     let context = omh::Context { subject: &identity.subject, device: Some(&identity.device) };
-    points.iter().map(|point| omh::observation(point, &context)).collect()
+    omh::observation(point, &context)
 }
 
 /// The readings of one line, each Observation a reading of its own (no batches): what

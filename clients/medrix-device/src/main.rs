@@ -12,6 +12,7 @@
 //! failed (one line on stderr); 2 the arguments are wrong (one line on stderr).
 
 mod args;
+mod csv_input;
 mod ingest;
 mod queue;
 mod uplink;
@@ -43,6 +44,7 @@ struct Cli {
 enum InputFormat {
     Gatt,
     Omh,
+    Csv,
 }
 
 /// The device's profile directory: its session, keys and queue.
@@ -84,10 +86,17 @@ enum Command {
         /// minute.
         #[arg(long)]
         single: bool,
-        /// What the lines are: `gatt` (CHARACTERISTIC HEX [RECEIVED_AT]) or `omh` (Open
-        /// mHealth data points, one JSON object or array per line).
+        /// What the input is: `gatt` (lines CHARACTERISTIC HEX [RECEIVED_AT]), `omh` (Open
+        /// mHealth data points, one JSON object or array per line) or `csv` (a header row,
+        /// then rows; --column maps them).
         #[arg(long, value_enum, default_value = "gatt")]
         format: InputFormat,
+        /// For CSV: KEY=COLUMN[:UNIT], repeated; `time=COLUMN` and at least one measure
+        /// (heart_rate, systolic_blood_pressure, diastolic_blood_pressure, body_weight,
+        /// oxygen_saturation, body_temperature, blood_glucose, step_count) with its Open
+        /// mHealth unit, e.g. heart_rate=HR:beats/min.
+        #[arg(long = "column", value_name = "KEY=COLUMN[:UNIT]", value_parser = csv_input::parse_column)]
+        columns: Vec<csv_input::Column>,
         #[command(flatten)]
         profile: ProfileArg,
     },
@@ -187,9 +196,10 @@ fn main() -> ExitCode {
                 Err(problem) => failure(&problem),
             }
         }
-        Command::Ingest { file, device_clock_offset, single, format, profile } => {
+        Command::Ingest { file, device_clock_offset, single, format, columns, profile } => {
             let profile = DeviceProfile::new(&profile.profile);
-            ingest(&profile, file, device_clock_offset, !single, format)
+            let input = Input { file, clock_offset: device_clock_offset, format, columns };
+            ingest(&profile, input, !single)
         }
         Command::Run { until_empty, profile } => {
             let profile = DeviceProfile::new(&profile.profile);
@@ -216,19 +226,26 @@ fn main() -> ExitCode {
 /// Queues the readings of FILE (or stdin): every good line, committed a thousand items at a
 /// time (heart rates a minute to an item); the lines that are not readings named with why
 /// (and the exit says so).
-fn ingest(
-    profile: &DeviceProfile,
+/// What `ingest` reads, and how.
+struct Input {
     file: Option<PathBuf>,
     clock_offset: UtcOffset,
-    batching: bool,
     format: InputFormat,
-) -> ExitCode {
+    columns: Vec<csv_input::Column>,
+}
+
+/// Each unit of input (a line, a CSV row) with its line number, as Observations or why not.
+type Units<'a> =
+    Box<dyn Iterator<Item = Result<(usize, Result<Vec<Observation>, String>), String>> + 'a>;
+type Observation = serde_json::Map<String, serde_json::Value>;
+
+fn ingest(profile: &DeviceProfile, input: Input, batching: bool) -> ExitCode {
     let pairing = match profile.pairing() {
         Ok(pairing) => pairing,
         Err(problem) => return failure(&problem),
     };
-    let identity = ingest::Identity::of(&pairing.user_id, &pairing.patient, clock_offset);
-    let reader: Box<dyn BufRead> = match &file {
+    let identity = ingest::Identity::of(&pairing.user_id, &pairing.patient, input.clock_offset);
+    let reader: Box<dyn BufRead> = match &input.file {
         Some(path) => match std::fs::File::open(path) {
             Ok(file) => Box::new(std::io::BufReader::new(file)),
             Err(err) => return failure(&format!("cannot read {}: {err}", path.display())),
@@ -240,22 +257,54 @@ fn ingest(
         Err(problem) => return failure(&problem),
     };
     let now = OffsetDateTime::now_utc();
+    let units: Units<'_> = match input.format {
+        InputFormat::Gatt | InputFormat::Omh => {
+            let format = input.format;
+            let identity = &identity;
+            Box::new(reader.lines().enumerate().map(move |(index, line)| {
+                let line = line.map_err(|err| format!("reading the input: {err}"))?;
+                Ok((
+                    index + 1,
+                    match format {
+                        InputFormat::Omh => ingest::omh_observations_of_line(&line, identity),
+                        _ => ingest::observations_of_line(&line, identity, now),
+                    },
+                ))
+            }))
+        }
+        InputFormat::Csv => {
+            let mut rows = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+            let mapping = match rows
+                .headers()
+                .map_err(|err| err.to_string())
+                .and_then(|headers| csv_input::Mapping::new(&input.columns, headers))
+            {
+                Ok(mapping) => mapping,
+                Err(problem) => return failure(&format!("the CSV: {problem}")),
+            };
+            let identity = &identity;
+            Box::new(rows.into_records().enumerate().map(move |(index, row)| {
+                let row = row.map_err(|err| format!("reading the CSV: {err}"))?;
+                let found = mapping.bodies(&row).and_then(|bodies| {
+                    bodies.iter().map(|body| ingest::omh_observation(body, identity)).collect()
+                });
+                // The header is line 1.
+                Ok((index + 2, found))
+            }))
+        }
+    };
     let mut batcher = ingest::Batcher::new(&identity.device_user, batching);
     let (mut readings, mut malformed, mut lines) = (Vec::new(), Vec::new(), 0usize);
     let mut queued = 0;
-    for (number, line) in reader.lines().enumerate() {
-        let line = match line {
-            Ok(line) => line,
-            Err(err) => return failure(&format!("reading the input: {err}")),
+    for unit in units {
+        let (number, found) = match unit {
+            Ok(unit) => unit,
+            Err(problem) => return failure(&problem),
         };
         lines += 1;
-        let found = match format {
-            InputFormat::Gatt => ingest::observations_of_line(&line, &identity, now),
-            InputFormat::Omh => ingest::omh_observations_of_line(&line, &identity),
-        };
         match found {
             Ok(found) => found.into_iter().for_each(|found| batcher.push(found, &mut readings)),
-            Err(why) => malformed.push(serde_json::json!({"line": number + 1, "error": why})),
+            Err(why) => malformed.push(serde_json::json!({"line": number, "error": why})),
         }
         // Committed in slices, so a large file does not sit in memory.
         if readings.len() >= 1000 {

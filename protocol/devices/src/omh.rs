@@ -6,6 +6,8 @@
 //! measure names the schema. Values keep the digits JSON gave them.
 
 use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// The schemas read, by their `schema_id.name`.
 pub const SCHEMAS: &[&str] = &[
@@ -188,14 +190,24 @@ fn quantity(
 /// `time_interval` (`start_date_time` and `end_date_time`).
 fn effective(body: &Map<String, Value>) -> Result<(&'static str, Value), String> {
     let frame = body.get("effective_time_frame").ok_or("`effective_time_frame` is missing")?;
+    let instant = |at: &str, what: &str| -> Result<(), String> {
+        OffsetDateTime::parse(at, &Rfc3339)
+            .map(drop)
+            .map_err(|_| format!("`{what}` `{at}` is not an RFC 3339 date-time with its zone"))
+    };
     if let Some(at) = frame.get("date_time").and_then(Value::as_str) {
+        instant(at, "date_time")?;
         return Ok(("effectiveDateTime", json!(at)));
     }
     let interval = frame
         .get("time_interval")
         .ok_or("`effective_time_frame` has neither `date_time` nor `time_interval`")?;
     match (interval["start_date_time"].as_str(), interval["end_date_time"].as_str()) {
-        (Some(start), Some(end)) => Ok(("effectivePeriod", json!({"start": start, "end": end}))),
+        (Some(start), Some(end)) => {
+            instant(start, "start_date_time")?;
+            instant(end, "end_date_time")?;
+            Ok(("effectivePeriod", json!({"start": start, "end": end})))
+        }
         _ => Err("`time_interval` needs `start_date_time` and `end_date_time`".to_owned()),
     }
 }
@@ -348,5 +360,7 @@ mod tests {
                 .contains("sleep-duration")
         );
         assert!(refused(json!([1, 2])).contains("object"));
+        let local = json!({"date_time": "2024-03-05 07:30"});
+        assert!(refused(json!({"heart_rate": {"value": 72, "unit": "beats/min"}, "effective_time_frame": local})).contains("RFC 3339"));
     }
 }
