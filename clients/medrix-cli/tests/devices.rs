@@ -445,3 +445,65 @@ async fn csv_rows_enter_the_record_by_their_column_mapping() {
     ]);
     assert!(!refused.success && refused.stderr.contains("no column `Kg`"), "{refused:?}");
 }
+
+/// An Apple Health export of more than a gigabyte (written here: mostly record types Medrix
+/// does not read, as real exports are, with a heart rate every so often and a blood pressure)
+/// imports in bounded memory, and its readings reach the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gigabyte_apple_health_export_imports_in_bounded_memory() {
+    use std::io::Write;
+    let server = TestServer::start(&medrix_binary()).await;
+    let patient = Person::registered(&server, "patient");
+    record_of(&server, &patient).await;
+    let (credentials_file, _) = add_device(&patient, "phone", "gateway");
+    let device = Device::new();
+    device.json(&["pair", credentials_file.to_str().unwrap()]);
+
+    let export = patient.file("export.xml");
+    let mut out =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&export).unwrap());
+    out.write_all(
+        b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE HealthData [\n<!ELEMENT HealthData (ExportDate,Me,(Record|Correlation|Workout)*)>\n]>\n<HealthData locale=\"en_GB\">\n <ExportDate value=\"2024-03-06 10:00:00 +0100\"/>\n",
+    )
+    .unwrap();
+    let filler = b" <Record type=\"HKQuantityTypeIdentifierActiveEnergyBurned\" sourceName=\"Watch\" sourceVersion=\"10.3\" unit=\"kcal\" creationDate=\"2024-03-05 07:30:05 +0100\" startDate=\"2024-03-05 07:30:00 +0100\" endDate=\"2024-03-05 07:31:00 +0100\" value=\"1.25\"/>\n";
+    let (mut written, mut heart_rates) = (0u64, 0u32);
+    while written < (1 << 30) + (1 << 20) {
+        for _ in 0..20_000 {
+            out.write_all(filler).unwrap();
+        }
+        written += 20_000 * filler.len() as u64;
+        // One heart rate per block, each in a minute of its own.
+        let (hour, minute) = (heart_rates / 60, heart_rates % 60);
+        write!(
+            out,
+            " <Record type=\"HKQuantityTypeIdentifierHeartRate\" unit=\"count/min\" startDate=\"2024-03-05 {hour:02}:{minute:02}:00 +0100\" endDate=\"2024-03-05 {hour:02}:{minute:02}:00 +0100\" value=\"{}\"/>\n",
+            60 + heart_rates % 40
+        )
+        .unwrap();
+        heart_rates += 1;
+    }
+    out.write_all(b" <Correlation type=\"HKCorrelationTypeIdentifierBloodPressure\" startDate=\"2024-03-06 08:00:00 +0100\" endDate=\"2024-03-06 08:00:00 +0100\">\n  <Record type=\"HKQuantityTypeIdentifierBloodPressureSystolic\" unit=\"mmHg\" startDate=\"2024-03-06 08:00:00 +0100\" endDate=\"2024-03-06 08:00:00 +0100\" value=\"122\"/>\n  <Record type=\"HKQuantityTypeIdentifierBloodPressureDiastolic\" unit=\"mmHg\" startDate=\"2024-03-06 08:00:00 +0100\" endDate=\"2024-03-06 08:00:00 +0100\" value=\"81\"/>\n </Correlation>\n</HealthData>\n").unwrap();
+    out.flush().unwrap();
+    drop(out);
+    let size = std::fs::metadata(&export).unwrap().len();
+    assert!(size > 1 << 30, "{size} bytes");
+
+    let ingested = device.json(&["ingest", "--format", "apple-health", export.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&export);
+    assert_eq!(ingested["queued"], heart_rates + 1, "{ingested}");
+    assert_eq!(ingested["malformed"], json!([]));
+    let peak_kb = ingested["peak_rss_kb"].as_u64().unwrap();
+    eprintln!("a {} MB export imported with a peak RSS of {} MB", size >> 20, peak_kb >> 10);
+    assert!(peak_kb < 100 * 1024, "bounded memory: peak RSS {peak_kb} KiB for {size} bytes");
+
+    assert_eq!(
+        device.json(&["run", "--until-empty"]),
+        json!({"pending": 0, "sent": heart_rates + 1})
+    );
+    let readings = entries(&patient, "vital-signs");
+    let blood_pressures =
+        readings.iter().filter(|r| r["resource"]["code"]["coding"][0]["code"] == "85354-9").count();
+    assert_eq!((readings.len() as u32, blood_pressures), (heart_rates + 1, 1));
+}
+

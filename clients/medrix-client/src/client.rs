@@ -147,10 +147,21 @@ impl MedrixClient {
         })
     }
 
-    /// One sync round (returning at once when nothing is new): room state, memberships,
-    /// invitations, and the to-device messages that carry room keys.
+    /// A sync (returning at once when nothing is new): room state, memberships, invitations,
+    /// and the to-device messages that carry room keys. A homeserver hands out a page of
+    /// to-device messages per sync (100, as Synapse), and a device that was away may have
+    /// thousands waiting (a sensor's every reading has a key of its own): rounds go on while
+    /// a full page came, so every key that waited is here before anything is decrypted.
     pub async fn sync(&self) -> Result<()> {
-        self.client.sync_once(SyncSettings::default().timeout(Duration::ZERO)).await?;
+        const TO_DEVICE_PAGE: usize = 100;
+        // Bounded: 1,000 rounds are 100,000 keys.
+        for _ in 0..1000 {
+            let response =
+                self.client.sync_once(SyncSettings::default().timeout(Duration::ZERO)).await?;
+            if response.to_device.len() < TO_DEVICE_PAGE {
+                break;
+            }
+        }
         Ok(())
     }
 

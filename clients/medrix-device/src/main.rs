@@ -11,6 +11,7 @@
 //! Exit codes: 0 done; 1 the payload (decode) or a line (ingest) is malformed, or the work
 //! failed (one line on stderr); 2 the arguments are wrong (one line on stderr).
 
+mod apple_health;
 mod args;
 mod csv_input;
 mod ingest;
@@ -45,6 +46,7 @@ enum InputFormat {
     Gatt,
     Omh,
     Csv,
+    AppleHealth,
 }
 
 /// The device's profile directory: its session, keys and queue.
@@ -87,8 +89,8 @@ enum Command {
         #[arg(long)]
         single: bool,
         /// What the input is: `gatt` (lines CHARACTERISTIC HEX [RECEIVED_AT]), `omh` (Open
-        /// mHealth data points, one JSON object or array per line) or `csv` (a header row,
-        /// then rows; --column maps them).
+        /// mHealth data points, one JSON object or array per line), `csv` (a header row,
+        /// then rows; --column maps them) or `apple-health` (an `export.xml`, streamed).
         #[arg(long, value_enum, default_value = "gatt")]
         format: InputFormat,
         /// For CSV: KEY=COLUMN[:UNIT], repeated; `time=COLUMN` and at least one measure
@@ -223,9 +225,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Queues the readings of FILE (or stdin): every good line, committed a thousand items at a
-/// time (heart rates a minute to an item); the lines that are not readings named with why
-/// (and the exit says so).
 /// What `ingest` reads, and how.
 struct Input {
     file: Option<PathBuf>,
@@ -234,10 +233,61 @@ struct Input {
     columns: Vec<csv_input::Column>,
 }
 
-/// Each unit of input (a line, a CSV row) with its line number, as Observations or why not.
-type Units<'a> =
-    Box<dyn Iterator<Item = Result<(usize, Result<Vec<Observation>, String>), String>> + 'a>;
 type Observation = serde_json::Map<String, serde_json::Value>;
+
+/// Where ingested items go: batched, then committed to the queue a thousand at a time (so a
+/// large input never sits in memory), with the units that were not readings noted.
+struct Sink<'a> {
+    queue: queue::Queue,
+    batcher: ingest::Batcher,
+    readings: Vec<queue::Queued>,
+    malformed: Vec<serde_json::Value>,
+    units: usize,
+    queued: usize,
+    identity: &'a ingest::Identity,
+}
+
+impl Sink<'_> {
+    /// One unit of input (a line, a row, a record), placed by `place` (`{"line": n}`, ...).
+    fn take(
+        &mut self,
+        place: serde_json::Value,
+        found: Result<Vec<Observation>, String>,
+    ) -> Result<(), String> {
+        self.units += 1;
+        match found {
+            Ok(found) => {
+                for observation in found {
+                    self.batcher.push(observation, &mut self.readings);
+                }
+            }
+            Err(why) => {
+                let mut noted = place;
+                noted["error"] = serde_json::json!(why);
+                self.malformed.push(noted);
+            }
+        }
+        if self.readings.len() >= 1000 {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), String> {
+        self.queued += self.queue.add(&self.readings).map_err(|err| format!("the queue: {err}"))?;
+        self.readings.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<serde_json::Value, String> {
+        self.batcher.finish(&mut self.readings);
+        self.commit()?;
+        Ok(serde_json::json!({
+            "units": self.units, "queued": self.queued, "malformed": self.malformed,
+            "peak_rss_kb": peak_rss_kb(),
+        }))
+    }
+}
 
 fn ingest(profile: &DeviceProfile, input: Input, batching: bool) -> ExitCode {
     let pairing = match profile.pairing() {
@@ -245,85 +295,134 @@ fn ingest(profile: &DeviceProfile, input: Input, batching: bool) -> ExitCode {
         Err(problem) => return failure(&problem),
     };
     let identity = ingest::Identity::of(&pairing.user_id, &pairing.patient, input.clock_offset);
-    let reader: Box<dyn BufRead> = match &input.file {
+    let (reader, size): (Box<dyn BufRead>, Option<u64>) = match &input.file {
         Some(path) => match std::fs::File::open(path) {
-            Ok(file) => Box::new(std::io::BufReader::new(file)),
+            Ok(file) => {
+                let size = file.metadata().ok().map(|meta| meta.len());
+                (Box::new(std::io::BufReader::with_capacity(1 << 16, file)), size)
+            }
             Err(err) => return failure(&format!("cannot read {}: {err}", path.display())),
         },
-        None => Box::new(std::io::stdin().lock()),
+        None => (Box::new(std::io::stdin().lock()), None),
     };
-    let mut queue = match profile.queue() {
+    let queue = match profile.queue() {
         Ok(queue) => queue,
         Err(problem) => return failure(&problem),
     };
+    let mut sink = Sink {
+        queue,
+        batcher: ingest::Batcher::new(&identity.device_user, batching),
+        readings: Vec::new(),
+        malformed: Vec::new(),
+        units: 0,
+        queued: 0,
+        identity: &identity,
+    };
+    let read = read_input(reader, size, &input, &mut sink);
+    match read.and_then(|()| sink.finish()) {
+        Ok(answer) => {
+            let clean = answer["malformed"].as_array().is_some_and(Vec::is_empty);
+            let code = if clean { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MALFORMED) };
+            print_json(&answer.to_string(), code)
+        }
+        Err(problem) => failure(&problem),
+    }
+}
+
+/// Drives the sink with the input's units, by format.
+fn read_input(
+    reader: Box<dyn BufRead>,
+    size: Option<u64>,
+    input: &Input,
+    sink: &mut Sink<'_>,
+) -> Result<(), String> {
+    let identity = sink.identity;
     let now = OffsetDateTime::now_utc();
-    let units: Units<'_> = match input.format {
+    match input.format {
         InputFormat::Gatt | InputFormat::Omh => {
-            let format = input.format;
-            let identity = &identity;
-            Box::new(reader.lines().enumerate().map(move |(index, line)| {
+            for (index, line) in reader.lines().enumerate() {
                 let line = line.map_err(|err| format!("reading the input: {err}"))?;
-                Ok((
-                    index + 1,
-                    match format {
-                        InputFormat::Omh => ingest::omh_observations_of_line(&line, identity),
-                        _ => ingest::observations_of_line(&line, identity, now),
-                    },
-                ))
-            }))
+                let found = match input.format {
+                    InputFormat::Omh => ingest::omh_observations_of_line(&line, identity),
+                    _ => ingest::observations_of_line(&line, identity, now),
+                };
+                sink.take(serde_json::json!({"line": index + 1}), found)?;
+            }
         }
         InputFormat::Csv => {
             let mut rows = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
-            let mapping = match rows
-                .headers()
-                .map_err(|err| err.to_string())
-                .and_then(|headers| csv_input::Mapping::new(&input.columns, headers))
-            {
-                Ok(mapping) => mapping,
-                Err(problem) => return failure(&format!("the CSV: {problem}")),
-            };
-            let identity = &identity;
-            Box::new(rows.into_records().enumerate().map(move |(index, row)| {
+            let headers = rows.headers().map_err(|err| format!("the CSV: {err}"))?;
+            let mapping = csv_input::Mapping::new(&input.columns, headers)
+                .map_err(|problem| format!("the CSV: {problem}"))?;
+            for (index, row) in rows.into_records().enumerate() {
                 let row = row.map_err(|err| format!("reading the CSV: {err}"))?;
                 let found = mapping.bodies(&row).and_then(|bodies| {
                     bodies.iter().map(|body| ingest::omh_observation(body, identity)).collect()
                 });
                 // The header is line 1.
-                Ok((index + 2, found))
-            }))
-        }
-    };
-    let mut batcher = ingest::Batcher::new(&identity.device_user, batching);
-    let (mut readings, mut malformed, mut lines) = (Vec::new(), Vec::new(), 0usize);
-    let mut queued = 0;
-    for unit in units {
-        let (number, found) = match unit {
-            Ok(unit) => unit,
-            Err(problem) => return failure(&problem),
-        };
-        lines += 1;
-        match found {
-            Ok(found) => found.into_iter().for_each(|found| batcher.push(found, &mut readings)),
-            Err(why) => malformed.push(serde_json::json!({"line": number, "error": why})),
-        }
-        // Committed in slices, so a large file does not sit in memory.
-        if readings.len() >= 1000 {
-            match queue.add(&readings) {
-                Ok(added) => queued += added,
-                Err(err) => return failure(&format!("the queue: {err}")),
+                sink.take(serde_json::json!({"line": index + 2}), found)?;
             }
-            readings.clear();
+        }
+        InputFormat::AppleHealth => {
+            let mut failed = None;
+            let mut each = |unit: apple_health::Unit| {
+                let found = unit.bodies.and_then(|bodies| {
+                    bodies.iter().map(|body| ingest::omh_observation(body, identity)).collect()
+                });
+                if failed.is_none()
+                    && let Err(problem) = sink.take(serde_json::json!({"byte": unit.offset}), found)
+                {
+                    failed = Some(problem);
+                }
+            };
+            let mut shown = Progress::new(size);
+            apple_health::read(reader, &mut each, &mut |bytes| shown.at(bytes))?;
+            shown.done();
+            if let Some(problem) = failed {
+                return Err(problem);
+            }
         }
     }
-    batcher.finish(&mut readings);
-    match queue.add(&readings) {
-        Ok(added) => queued += added,
-        Err(err) => return failure(&format!("the queue: {err}")),
+    Ok(())
+}
+
+/// A progress line on stderr while a large file is read, when stderr is a terminal.
+struct Progress {
+    size: Option<u64>,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(size: Option<u64>) -> Progress {
+        use std::io::IsTerminal;
+        Progress { size, shown: std::io::stderr().is_terminal() }
     }
-    let answer = serde_json::json!({"lines": lines, "queued": queued, "malformed": malformed});
-    let code =
-        if malformed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MALFORMED) };
-    print_json(&answer.to_string(), code)
+
+    fn at(&mut self, bytes: u64) {
+        if !self.shown {
+            return;
+        }
+        let mb = bytes >> 20;
+        match self.size.filter(|size| *size > 0) {
+            Some(size) => {
+                eprint!("\rImporting: {:3}% ({mb} of {} MB)", bytes * 100 / size, size >> 20)
+            }
+            None => eprint!("\rImporting: {mb} MB"),
+        }
+    }
+
+    fn done(&self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}
+
+/// The most memory this process has held (Linux: `VmHWM`), in KiB.
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn backlog_json(backlog: queue::Backlog) -> serde_json::Value {
