@@ -475,9 +475,9 @@ async fn a_gigabyte_apple_health_export_imports_in_bounded_memory() {
         written += 20_000 * filler.len() as u64;
         // One heart rate per block, each in a minute of its own.
         let (hour, minute) = (heart_rates / 60, heart_rates % 60);
-        write!(
+        writeln!(
             out,
-            " <Record type=\"HKQuantityTypeIdentifierHeartRate\" unit=\"count/min\" startDate=\"2024-03-05 {hour:02}:{minute:02}:00 +0100\" endDate=\"2024-03-05 {hour:02}:{minute:02}:00 +0100\" value=\"{}\"/>\n",
+            " <Record type=\"HKQuantityTypeIdentifierHeartRate\" unit=\"count/min\" startDate=\"2024-03-05 {hour:02}:{minute:02}:00 +0100\" endDate=\"2024-03-05 {hour:02}:{minute:02}:00 +0100\" value=\"{}\"/>",
             60 + heart_rates % 40
         )
         .unwrap();
@@ -506,4 +506,3 @@ async fn a_gigabyte_apple_health_export_imports_in_bounded_memory() {
         readings.iter().filter(|r| r["resource"]["code"]["coding"][0]["code"] == "85354-9").count();
     assert_eq!((readings.len() as u32, blood_pressures), (heart_rates + 1, 1));
 }
-

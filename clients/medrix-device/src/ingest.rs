@@ -147,7 +147,7 @@ impl Batcher {
     }
 
     pub fn push(&mut self, observation: Map<String, Value>, out: &mut Vec<Queued>) {
-        let minute = self.batching.then(|| sampled::is_batched(&observation)).unwrap_or(false);
+        let minute = self.batching && sampled::is_batched(&observation);
         match minute.then(|| sampled::minute_of(&observation)).flatten() {
             Some(minute) => {
                 self.minutes.entry(minute).or_default().push(observation);

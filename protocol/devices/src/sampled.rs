@@ -12,6 +12,9 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::fhir::fhir_date_time;
 
+/// An Observation as JSON.
+type Observation = Map<String, Value>;
+
 /// The LOINC code of the readings batched: heart rate.
 const HEART_RATE: &str = "8867-4";
 /// One slot per second.
@@ -39,9 +42,7 @@ pub fn minute_of(observation: &Map<String, Value>) -> Option<OffsetDateTime> {
 /// One minute's heart rates (all with the same `minute_of`, the same subject and device) as
 /// one SampledData Observation, and the readings that had to stay single (a second already
 /// taken). The batch takes everything else from the first reading.
-pub fn sampled_minute(
-    readings: Vec<Map<String, Value>>,
-) -> Option<(Map<String, Value>, Vec<Map<String, Value>>)> {
+pub fn sampled_minute(readings: Vec<Observation>) -> Option<(Observation, Vec<Observation>)> {
     let first = readings.first()?.clone();
     let start = minute_of(&first)?;
     let mut slots: BTreeMap<i64, String> = BTreeMap::new();
