@@ -116,6 +116,18 @@ fn add_device(patient: &Person, name: &str, kind: &str) -> (PathBuf, Value) {
     (file, added)
 }
 
+/// A server, a patient with a record, and a device of theirs registered and paired: the
+/// server, the patient, the credentials file and the device.
+async fn paired_device(name: &str, kind: &str) -> (TestServer, Person, PathBuf, Device) {
+    let server = TestServer::start(&medrix_binary()).await;
+    let patient = Person::registered(&server, "patient");
+    record_of(&server, &patient).await;
+    let (credentials_file, _) = add_device(&patient, name, kind);
+    let device = Device::new();
+    device.json(&["pair", credentials_file.to_str().unwrap()]);
+    (server, patient, credentials_file, device)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_writes_readings_and_reads_nothing_else() {
     let server = TestServer::start(&medrix_binary()).await;
@@ -320,12 +332,8 @@ async fn no_reading_is_lost_or_doubled_by_cuts_and_kills() {
 /// patient lists; a reading within raises nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reading_past_a_threshold_raises_an_alert_and_one_within_none() {
-    let server = TestServer::start(&medrix_binary()).await;
-    let patient = Person::registered(&server, "patient");
-    record_of(&server, &patient).await;
-    let (credentials_file, _) = add_device(&patient, "cuff", "blood-pressure");
-    let device = Device::new();
-    device.json(&["pair", credentials_file.to_str().unwrap()]);
+    let (_server, patient, credentials_file, device) =
+        paired_device("cuff", "blood-pressure").await;
     // 185/95 (MAP 111) at 07:30, then 120/80 at 07:31.
     let input = patient.file("readings.txt");
     write_lines(
@@ -363,12 +371,7 @@ fn device_of(credentials: &Path) -> Value {
 /// same queue; a line that is no data point Medrix reads is named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_mhealth_data_points_enter_the_record() {
-    let server = TestServer::start(&medrix_binary()).await;
-    let patient = Person::registered(&server, "patient");
-    record_of(&server, &patient).await;
-    let (credentials_file, _) = add_device(&patient, "phone", "gateway");
-    let device = Device::new();
-    device.json(&["pair", credentials_file.to_str().unwrap()]);
+    let (_server, patient, _credentials, device) = paired_device("phone", "gateway").await;
     let input = patient.file("omh.ndjson");
     write_lines(
         &input,
@@ -395,12 +398,8 @@ async fn open_mhealth_data_points_enter_the_record() {
 /// and a pulse is two readings, a row with a bad cell is named and the others go in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_rows_enter_the_record_by_their_column_mapping() {
-    let server = TestServer::start(&medrix_binary()).await;
-    let patient = Person::registered(&server, "patient");
-    record_of(&server, &patient).await;
-    let (credentials_file, _) = add_device(&patient, "notebook", "blood-pressure");
-    let device = Device::new();
-    device.json(&["pair", credentials_file.to_str().unwrap()]);
+    let (_server, patient, _credentials, device) =
+        paired_device("notebook", "blood-pressure").await;
     let input = patient.file("home.csv");
     write_lines(
         &input,
@@ -452,12 +451,7 @@ async fn csv_rows_enter_the_record_by_their_column_mapping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gigabyte_apple_health_export_imports_in_bounded_memory() {
     use std::io::Write;
-    let server = TestServer::start(&medrix_binary()).await;
-    let patient = Person::registered(&server, "patient");
-    record_of(&server, &patient).await;
-    let (credentials_file, _) = add_device(&patient, "phone", "gateway");
-    let device = Device::new();
-    device.json(&["pair", credentials_file.to_str().unwrap()]);
+    let (_server, patient, _credentials, device) = paired_device("phone", "gateway").await;
 
     let export = patient.file("export.xml");
     let mut out =
