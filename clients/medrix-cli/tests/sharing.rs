@@ -153,16 +153,16 @@ async fn a_provider_reads_exactly_the_granted_classes_until_revoked() {
     let held = doctor.json(&["access", "--patient", "patient"]);
     assert_eq!(held["contracts"][0]["contract_id"], contract_id.as_str());
 
-    // A narrower contract replaces it: the doctor leaves the vital-signs room.
+    // Another contract replaces it: one class fewer, but every period. The doctor leaves the
+    // vital-signs room, and is invited to the laboratory room again with the keys the open
+    // data period now covers: the 2021 result opens to them.
     let narrowed =
         patient.json_line("grant doctor --classes laboratory --purpose TREAT --until +1d");
     assert_eq!(narrowed["removed_from"], json!([class_room(&created, "vital-signs")]));
-    assert!(narrowed["invited_to"].as_array().unwrap().is_empty());
+    assert_eq!(narrowed["invited_to"], json!([class_room(&created, "laboratory")]));
     let contract_id = narrowed["contract_id"].as_str().unwrap().to_owned();
-    // The new contract has an open data period, but keys handed out are not handed again to
-    // a member already in the room: the 2021 result stays closed to them.
     let seen = doctor.json(&["record", "list", "--patient", "patient"]);
-    assert_eq!(listed_ids(&seen), ["hba1c-2024", "ldl-doctor"]);
+    assert_eq!(listed_ids(&seen), ["glucose-2021", "hba1c-2024", "ldl-doctor"]);
 
     // Revocation: the contract says so, the doctor is out of every room and is handed
     // nothing the patient records afterwards.
@@ -208,4 +208,39 @@ async fn a_provider_reads_what_was_recorded_before_the_grant() {
     let seen = nurse.json(&["record", "list", "--patient", "patient"]);
     assert_eq!(listed_ids(&seen), ["hba1c-2024", "weight-2024"]);
     assert_eq!(unreadable_classes(&seen), ["laboratory", "vital-signs"], "{seen}");
+}
+
+/// A contract widened while its grantee is in the rooms: granted again with an earlier data
+/// period, the provider reads the entries it now covers (invited again, with their keys),
+/// and still nothing of the classes it does not grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_widened_contract_hands_over_the_newly_covered_entries() {
+    let server = TestServer::start(&medrix_binary()).await;
+    let patient = Person::registered(&server, "patient");
+    let doctor = Person::registered(&server, "doctor");
+    patient.json(&["record", "create"]);
+    patient.json_line(
+        "grant doctor --classes laboratory,vital-signs --purpose TREAT --until +1d \
+         --data-from 2024-01-01",
+    );
+    doctor.json(&["record", "list", "--patient", "patient"]);
+    patient.json(&["record", "add", &fixture("period-2021.bundle.json")]);
+    patient.json(&["record", "add", &fixture("period-2024.ndjson")]);
+    let narrow = doctor.json(&["record", "list", "--patient", "@patient:localhost"]);
+    assert_eq!(listed_ids(&narrow), ["hba1c-2024", "weight-2024"]);
+
+    // Every period now, the same two classes.
+    let widened = patient.json_line(
+        "grant doctor --classes laboratory,vital-signs --purpose TREAT --until +1d",
+    );
+    assert_eq!(widened["invited_to"].as_array().unwrap().len(), 2, "{widened}");
+    let wide = doctor.json(&["record", "list", "--patient", "@patient:localhost"]);
+    assert_eq!(listed_ids(&wide), ["glucose-2021", "hba1c-2024", "hr-2021", "weight-2024"]);
+    assert!(wide["unreadable"].as_array().unwrap().is_empty(), "{wide}");
+
+    // Granted again with the same terms: nobody is sent away and invited again.
+    let same = patient.json_line(
+        "grant doctor --classes laboratory,vital-signs --purpose TREAT --until +2d",
+    );
+    assert_eq!(same["invited_to"], json!([]), "{same}");
 }

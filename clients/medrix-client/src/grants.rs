@@ -146,20 +146,31 @@ impl MedrixClient {
         if user == &self.user {
             return Err(ClientError::Terms("you cannot grant access to yourself".to_owned()));
         }
+        let previous = self
+            .contracts(record)
+            .await?
+            .into_iter()
+            .map(|contract| contract.grant)
+            .find(|old| old.grantee == grant.grantee);
         let state_key = grant_state_key(user);
         record.space.send_state_event_raw(GRANT_EVENT_TYPE, &state_key, grant.to_content()).await?;
-        let (invited, removed) = self.admit(record, user, &grant).await?;
+        let (invited, removed) = self.admit(record, user, &grant, previous.as_ref()).await?;
         Ok(Granted { grant, invited, removed })
     }
 
     /// Brings `user` into the space and the class rooms `grant` covers them for, handing
     /// them the keys of the past entries it covers before each invitation, and takes back the
-    /// rooms of classes it does not cover. Answers the rooms invited to and removed from.
+    /// rooms of classes it does not cover. A room they are in already, which `grant` opens
+    /// wider than `previous` (their contract before), they leave and are invited to again:
+    /// matrix-sdk takes a key bundle only on joining after an invitation, so that is how the
+    /// newly covered keys reach a standard client. Answers the rooms invited to and removed
+    /// from.
     async fn admit(
         &self,
         record: &Record,
         user: &UserId,
         grant: &Grant,
+        previous: Option<&Grant>,
     ) -> Result<(Vec<RoomId>, Vec<RoomId>)> {
         let grantee = sdk_user(user)?;
         let mut invited = Vec::new();
@@ -174,6 +185,15 @@ impl MedrixClient {
             let Some(room) = self.client.get_room(&sdk_room_id(id)?) else { continue };
             let member = is_member(&room, &grantee).await?;
             if grant.classes.contains(&class) && !member {
+                to_invite.push((class, room));
+            } else if grant.classes.contains(&class)
+                && previous.is_some_and(|old| widens(old, grant, class))
+            {
+                let widened = format!(
+                    "Contract {} opens this class wider: invited again with the keys it now covers",
+                    grant.contract_id
+                );
+                room.kick_user(&grantee, Some(&widened)).await?;
                 to_invite.push((class, room));
             } else if !grant.classes.contains(&class) && member {
                 room.kick_user(&grantee, Some(&reason)).await?;
@@ -242,7 +262,7 @@ impl MedrixClient {
         let state_key = Grant::state_key_of(&grant.grantee);
         record.space.send_state_event_raw(GRANT_EVENT_TYPE, &state_key, grant.to_content()).await?;
         if let Some(custodian) = &grant.custodian {
-            self.admit(record, custodian, &grant).await?;
+            self.admit(record, custodian, &grant, None).await?;
         }
         Ok(grant)
     }
@@ -383,6 +403,15 @@ pub fn terms_text(patient: &UserId, terms: &GrantTerms, contract_id: &ContractId
         start = when(terms.valid.start()),
         end = when(terms.valid.end()),
     )
+}
+
+/// Whether `grant` lets its grantee read entries of `class` that `previous` did not: the
+/// class was not granted, the old contract no longer in force, or the data period reaches
+/// further. (Only what a member already holds keys for matters: a member of the room.)
+fn widens(previous: &Grant, grant: &Grant, class: DataClass) -> bool {
+    !previous.classes.contains(&class)
+        || previous.status != Status::Active
+        || !grant.data_period.within(&previous.data_period)
 }
 
 /// The state key of a personal contract: `user:@name:server` (spec/records.md §4).
