@@ -230,17 +230,15 @@ async fn a_widened_contract_hands_over_the_newly_covered_entries() {
     assert_eq!(listed_ids(&narrow), ["hba1c-2024", "weight-2024"]);
 
     // Every period now, the same two classes.
-    let widened = patient.json_line(
-        "grant doctor --classes laboratory,vital-signs --purpose TREAT --until +1d",
-    );
+    let widened = patient
+        .json_line("grant doctor --classes laboratory,vital-signs --purpose TREAT --until +1d");
     assert_eq!(widened["invited_to"].as_array().unwrap().len(), 2, "{widened}");
     let wide = doctor.json(&["record", "list", "--patient", "@patient:localhost"]);
     assert_eq!(listed_ids(&wide), ["glucose-2021", "hba1c-2024", "hr-2021", "weight-2024"]);
     assert!(wide["unreadable"].as_array().unwrap().is_empty(), "{wide}");
 
     // Granted again with the same terms: nobody is sent away and invited again.
-    let same = patient.json_line(
-        "grant doctor --classes laboratory,vital-signs --purpose TREAT --until +2d",
-    );
+    let same = patient
+        .json_line("grant doctor --classes laboratory,vital-signs --purpose TREAT --until +2d");
     assert_eq!(same["invited_to"], json!([]), "{same}");
 }

@@ -264,20 +264,18 @@ impl Access {
         Ok(Unlogged::new(Some(Context { event, before, after, start, end, state }), disclosure))
     }
 
-    /// The latest events of a room `user` may see, up to stream position `upto` (at most
-    /// `limit`, oldest first), and whether more visible events came before them.
-    pub fn recent(
+    /// The latest events `view` lets its reader see, up to `upto`; the read to log.
+    fn recent_in(
         &self,
-        user: &UserId,
-        room_id: &RoomId,
+        mut view: RoomView<'_>,
         upto: u64,
         limit: usize,
-    ) -> Result<Unlogged<(Vec<VisibleEvent>, bool)>, AccessError> {
-        let mut view = self.view(room_id, Reader::User(user))?;
+    ) -> Result<(Vec<VisibleEvent>, bool, Option<Disclosure>), AccessError> {
+        let room_id = view.room_id().to_owned();
         // Read a bounded window back from `upto`; events hidden from the user only shorten it.
         // Only the live timeline: a sync's timeline is what happened while this server was in
         // the room, and its `prev_batch` a stream position (backfilled history is paged to).
-        let mut rows = self.rows_back(room_id, TimelinePoint::Live(upto), 4 * limit + 1)?;
+        let mut rows = self.rows_back(&room_id, TimelinePoint::Live(upto), 4 * limit + 1)?;
         rows.retain(|row| matches!(row.point, TimelinePoint::Live(_)));
         let mut events = Vec::new();
         self.fill(&mut view, &rows, &mut events, limit + 1)?;
@@ -285,7 +283,28 @@ impl Access {
         events.truncate(limit);
         events.reverse();
         let disclosure = view.disclosure(ReadPath::Sync, served(&events));
-        Ok(Unlogged::new((events, limited), disclosure))
+        Ok((events, limited, disclosure))
+    }
+
+    /// The latest events of a room `user` may see, up to stream position `upto` (at most
+    /// `limit`, oldest first), whether more visible events came before them, and the room's
+    /// current state from the same view (one decision of what the user may see for both):
+    /// no state for a user no longer joined, or shut out of a record room.
+    pub fn recent_with_state(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Unlogged<(Vec<VisibleEvent>, bool, Vec<StateEvent>)>, AccessError> {
+        let view = self.view(room_id, Reader::User(user))?;
+        let state = if view.joined_now() && !view.withheld() {
+            self.state_events(room_id)?
+        } else {
+            vec![]
+        };
+        let (events, limited, disclosure) = self.recent_in(view, upto, limit)?;
+        Ok(Unlogged::new((events, limited, state), disclosure))
     }
 
     /// The events after stream position `since` up to `upto` that `user` may see, per room,

@@ -50,12 +50,16 @@ fn initial(window: &Window<'_>, pending: &mut PendingReads) -> Result<Value, Api
     for (room_id, membership) in services.access.memberships(user)? {
         match membership.as_str() {
             "join" => {
-                let (timeline, limited) = services
+                // One view of the room decides both the timeline and the state.
+                let (timeline, limited, state) = services
                     .access
-                    .recent(user, &room_id, upto, window.timeline_limit)?
+                    .recent_with_state(user, &room_id, upto, window.timeline_limit)?
                     .defer(pending);
                 let timeline = positioned(timeline);
-                let mut state = current_state(services, user, &room_id)?;
+                let mut state: Vec<Value> = state
+                    .into_iter()
+                    .map(|(event_id, event)| client_event(&event_id, event))
+                    .collect();
                 let summary = summary(&state, user);
                 state.retain(|event| {
                     !timeline.iter().any(|(_, e)| e["event_id"] == event["event_id"])
@@ -172,17 +176,19 @@ fn joined_incremental(
     let in_timeline = |event: &Value| shown.iter().any(|(_, e)| e["event_id"] == event["event_id"]);
     let members_changed =
         gap.iter().chain(&shown).any(|(_, event)| event["type"] == "m.room.member");
-    let room_summary = if newly_joined || members_changed {
-        Some(summary(&current_state(window.services, window.user, room_id)?, window.user))
+    // Read once for both: each read decides again what the user may see.
+    let current = if newly_joined || members_changed {
+        Some(current_state(window.services, window.user, room_id)?)
     } else {
         None
     };
-    let state = if newly_joined {
-        let mut state = current_state(window.services, window.user, room_id)?;
-        state.retain(|event| !in_timeline(event));
-        state
-    } else {
-        gap_state(&gap, &shown)
+    let room_summary = current.as_deref().map(|state| summary(state, window.user));
+    let state = match current {
+        Some(mut state) if newly_joined => {
+            state.retain(|event| !in_timeline(event));
+            state
+        }
+        _ => gap_state(&gap, &shown),
     };
     let mut room = joined_room(state, shown, limited, Some(format!("s{prev_batch}")));
     if let Some(room_summary) = room_summary {
