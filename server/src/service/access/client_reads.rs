@@ -77,6 +77,14 @@ pub const INVITE_STATE_TYPES: [&str; 8] = [
     medrix_records::RECORD_EVENT_TYPE,
 ];
 
+/// A joined room as an initial `/sync` shows it: the latest visible events (oldest first),
+/// whether more came before them, and the current state.
+pub struct RecentRoom {
+    pub events: Vec<VisibleEvent>,
+    pub limited: bool,
+    pub state: Vec<StateEvent>,
+}
+
 impl Access {
     /// A timeline event of the room by ID, if `user` may see it (`/event`).
     pub fn event_for_user(
@@ -296,7 +304,7 @@ impl Access {
         room_id: &RoomId,
         upto: u64,
         limit: usize,
-    ) -> Result<Unlogged<(Vec<VisibleEvent>, bool, Vec<StateEvent>)>, AccessError> {
+    ) -> Result<Unlogged<RecentRoom>, AccessError> {
         let view = self.view(room_id, Reader::User(user))?;
         let state = if view.joined_now() && !view.withheld() {
             self.state_events(room_id)?
@@ -304,7 +312,7 @@ impl Access {
             vec![]
         };
         let (events, limited, disclosure) = self.recent_in(view, upto, limit)?;
-        Ok(Unlogged::new((events, limited, state), disclosure))
+        Ok(Unlogged::new(RecentRoom { events, limited, state }, disclosure))
     }
 
     /// The events after stream position `since` up to `upto` that `user` may see, per room,

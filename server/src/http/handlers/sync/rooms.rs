@@ -51,10 +51,11 @@ fn initial(window: &Window<'_>, pending: &mut PendingReads) -> Result<Value, Api
         match membership.as_str() {
             "join" => {
                 // One view of the room decides both the timeline and the state.
-                let (timeline, limited, state) = services
+                let recent = services
                     .access
                     .recent_with_state(user, &room_id, upto, window.timeline_limit)?
                     .defer(pending);
+                let (timeline, limited, state) = (recent.events, recent.limited, recent.state);
                 let timeline = positioned(timeline);
                 let mut state: Vec<Value> = state
                     .into_iter()
