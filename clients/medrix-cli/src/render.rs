@@ -37,14 +37,42 @@ pub fn entry_line(listed: &ListedEntry) -> String {
     let when = listed.clinical_time_ms.map(moment).unwrap_or_else(|| "(no date)".to_owned());
     let resource = Value::Object(listed.entry.resource.clone());
     let corrected = if listed.corrected_by.is_some() { " (corrected)" } else { "" };
+    let what = match value_text(&resource) {
+        Some(value) => format!("{}: {value}", title(&resource)),
+        None => title(&resource),
+    };
     format!(
         "{when:<16}  {class:<14} {what}{corrected}  [{kind} {id}]  {event}",
         class = listed.entry.class.as_str(),
-        what = title(&resource),
         kind = listed.entry.source.kind.as_str(),
         id = listed.entry.source.id,
         event = listed.event_id,
     )
+}
+
+/// What an Observation measured, for a person: `72 /min`, `120/80 mm[Hg]` (components
+/// joined by `/`), or `60 samples` for a SampledData series; `None` for anything else.
+fn value_text(resource: &Value) -> Option<String> {
+    let quantity = |quantity: &Value| -> Option<(String, String)> {
+        let value = quantity.get("value")?.to_string();
+        let unit = quantity.get("code").or(quantity.get("unit"))?.as_str()?.to_owned();
+        Some((value, unit))
+    };
+    if let Some((value, unit)) = resource.get("valueQuantity").and_then(quantity) {
+        return Some(format!("{value} {unit}"));
+    }
+    if let Some(components) = resource.get("component").and_then(Value::as_array) {
+        let parts: Vec<(String, String)> = components
+            .iter()
+            .filter_map(|component| component.get("valueQuantity").and_then(quantity))
+            .collect();
+        let (_, unit) = parts.first()?.clone();
+        let values: Vec<&str> = parts.iter().map(|(value, _)| value.as_str()).collect();
+        return Some(format!("{} {unit}", values.join("/")));
+    }
+    let data = resource.get("valueSampledData")?.get("data")?.as_str()?;
+    let samples = data.split(' ').filter(|value| !matches!(*value, "E" | "L" | "U")).count();
+    Some(format!("{samples} samples"))
 }
 
 /// An event that could not be read, as JSON.
@@ -316,6 +344,20 @@ pub fn change_line(change: &Change) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_observation_says_what_it_measured() {
+        let bp = json!({"component": [
+            {"valueQuantity": {"value": 120, "code": "mm[Hg]"}},
+            {"valueQuantity": {"value": 80, "code": "mm[Hg]"}},
+            {"dataAbsentReason": {"text": "not-a-number"}}]});
+        assert_eq!(value_text(&bp).as_deref(), Some("120/80 mm[Hg]"));
+        let weight = json!({"valueQuantity": {"value": 67.5, "code": "kg"}});
+        assert_eq!(value_text(&weight).as_deref(), Some("67.5 kg"));
+        let minute = json!({"valueSampledData": {"data": "72 E 73"}});
+        assert_eq!(value_text(&minute).as_deref(), Some("2 samples"));
+        assert_eq!(value_text(&json!({"resourceType": "Condition"})), None);
+    }
 
     #[test]
     fn a_resource_reads_by_its_code() {
