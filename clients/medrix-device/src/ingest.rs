@@ -187,7 +187,7 @@ fn identified(
     batched: &[Map<String, Value>],
     out: &mut Vec<Queued>,
 ) {
-    let id = reading_id(device_user, &Value::Object(observation.clone()).to_string());
+    let id = reading_id(device_user, &serde_json::to_string(&observation).unwrap_or_default());
     let clinical_time_ms =
         medrix_records::fhir::clinical_time::clinical_time_ms(&Value::Object(observation.clone()))
             .ok()

@@ -9,7 +9,7 @@
 //! contracts, is logged.
 
 use medrix_records::{
-    Action, DataClass, Decision, GRANT_EVENT_TYPE, Purpose, RECORD_EVENT_TYPE, ReadBasis,
+    DataClass, Decision, GRANT_EVENT_TYPE, Purpose, RECORD_EVENT_TYPE, ReadBasis,
 };
 use ruma::{OwnedUserId, RoomId, ServerName, UserId, events::StateEventType};
 use serde_json::Value;
@@ -158,19 +158,14 @@ impl Access {
         now_ms: u64,
     ) -> Result<ReadBasis, AccessError> {
         for user in users {
-            let grants = self.rooms.contracts_for(space, user)?;
-            let Some(grantee) = medrix_records::UserId::parse(user.as_str()) else { continue };
-            for class in classes {
-                let action = Action::Hold { class: *class };
-                if let Decision::Allowed { contract_id, purpose } =
-                    medrix_records::covering(&grants, &grantee, &action, now_ms)
-                {
-                    return Ok(ReadBasis::Contract {
-                        contract_id: contract_id.as_str().to_owned(),
-                        purpose: purpose.code().to_owned(),
-                        break_glass: purpose == Purpose::BreakTheGlass,
-                    });
-                }
+            if let Decision::Allowed { contract_id, purpose } =
+                self.rooms.holding(space, user, classes, now_ms)?
+            {
+                return Ok(ReadBasis::Contract {
+                    contract_id: contract_id.as_str().to_owned(),
+                    purpose: purpose.code().to_owned(),
+                    break_glass: purpose == Purpose::BreakTheGlass,
+                });
             }
         }
         Ok(ReadBasis::Membership)

@@ -160,26 +160,43 @@ impl Rooms {
                 "{target} is a device account: it holds only its patient's record space and its own device room"
             )));
         }
-        let grants = self.contracts_for(place.space(room_id), target)?;
-        let Some(user) = medrix_records::UserId::parse(target.as_str()) else {
-            return Err(RoomError::Forbidden("not a user ID".to_owned()));
-        };
         let classes: Vec<DataClass> = match &place {
             RecordPlace::ClassRoom(room) => vec![room.class],
             // The space shows which rooms the record has: a contract for any class opens it.
             RecordPlace::Space(_) => DataClass::ALL.to_vec(),
         };
-        let mut denial = None;
+        match self.holding(place.space(room_id), target, &classes, now_ms)? {
+            Decision::Allowed { .. } => Ok(()),
+            Decision::Denied(why) => Err(RoomError::Forbidden(format!(
+                "{target} holds no active contract of the patient's covering this room ({})",
+                why.as_str()
+            ))),
+        }
+    }
+
+    /// Whether `user` may hold a room of one of `classes` in the record whose space is
+    /// `space`, at `now_ms`: the first class a contract of theirs covers (its decision), else
+    /// the last denial. The one question both a membership and a read ask.
+    pub fn holding(
+        &self,
+        space: &str,
+        user: &UserId,
+        classes: &[DataClass],
+        now_ms: u64,
+    ) -> Result<Decision, RoomError> {
+        let grants = self.contracts_for(space, user)?;
+        let Some(user) = medrix_records::UserId::parse(user.as_str()) else {
+            return Ok(Decision::Denied(medrix_records::Denial::NoContract));
+        };
+        let mut decision = Decision::Denied(medrix_records::Denial::NoContract);
         for class in classes {
-            match medrix_records::covering(&grants, &user, &Action::Hold { class }, now_ms) {
-                Decision::Allowed { .. } => return Ok(()),
-                Decision::Denied(why) => denial = Some(why),
+            decision =
+                medrix_records::covering(&grants, &user, &Action::Hold { class: *class }, now_ms);
+            if decision.is_allowed() {
+                break;
             }
         }
-        let why = denial.map_or("no_contract", |why| why.as_str());
-        Err(RoomError::Forbidden(format!(
-            "{target} holds no active contract of the patient's covering this room ({why})"
-        )))
+        Ok(decision)
     }
 
     /// The standing emergency contract the record's space holds for the server `server`, if
@@ -196,7 +213,7 @@ impl Rooms {
     /// personal contract and, for a user of this server, the standing emergency contracts
     /// that name them custodian (a custodian is always a user of the patient's server, the
     /// one that enforces). `medrix_records::covering` decides among them.
-    pub fn contracts_for(&self, space: &str, user: &UserId) -> Result<Vec<Grant>, RoomError> {
+    fn contracts_for(&self, space: &str, user: &UserId) -> Result<Vec<Grant>, RoomError> {
         let mut grants: Vec<Grant> = self.contract_of(space, user)?.into_iter().collect();
         if user.server_name() == self.server_name() {
             let named = |grant: &Grant| {
