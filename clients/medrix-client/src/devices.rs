@@ -171,15 +171,7 @@ impl MedrixClient {
         let bot = OwnedUserId::try_from(device.user_id.as_str())
             .map_err(|_| ClientError::BadUser(device.user_id.clone()))?;
         let reason = format!("device {name} removed by the patient");
-        for (_, id) in record.rooms() {
-            let Some(room) = self.client.get_room(&sdk_room_id(id)?) else { continue };
-            if is_member(&room, &bot).await? {
-                room.kick_user(&bot, Some(&reason)).await?;
-            }
-        }
-        if is_member(&record.space, &bot).await? {
-            record.space.kick_user(&bot, Some(&reason)).await?;
-        }
+        self.remove_from_record(record, &bot, &reason).await?;
         Ok(device)
     }
 

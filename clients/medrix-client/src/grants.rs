@@ -284,21 +284,32 @@ impl MedrixClient {
                 .await?;
         }
         let reason = format!("Contract {} revoked by the patient", grant.contract_id);
-        let target = sdk_user(grantee)?;
+        let removed = self.remove_from_record(record, &sdk_user(grantee)?, &reason).await?;
+        Ok(Revoked { grant, removed })
+    }
+
+    /// Removes `user` from every class room of the record they are in or invited to, then
+    /// from the space (last: the class rooms are what holds the data), with `reason`.
+    /// Answers the rooms they were removed from.
+    pub(crate) async fn remove_from_record(
+        &self,
+        record: &Record,
+        user: &OwnedUserId,
+        reason: &str,
+    ) -> Result<Vec<RoomId>> {
         let mut removed = Vec::new();
         for (_, id) in record.rooms() {
             let Some(room) = self.client.get_room(&sdk_room_id(id)?) else { continue };
-            if is_member(&room, &target).await? {
-                room.kick_user(&target, Some(&reason)).await?;
+            if is_member(&room, user).await? {
+                room.kick_user(user, Some(reason)).await?;
                 removed.push(id.clone());
             }
         }
-        // The space last: the class rooms are what holds the data.
-        if is_member(&record.space, &target).await? {
-            record.space.kick_user(&target, Some(&reason)).await?;
+        if is_member(&record.space, user).await? {
+            record.space.kick_user(user, Some(reason)).await?;
             removed.push(record.space_id());
         }
-        Ok(Revoked { grant, removed })
+        Ok(removed)
     }
 
     /// Every personal contract in the record (one per grantee), oldest agreed first.
