@@ -472,7 +472,10 @@ impl Rooms {
         let before_group = match reusable_group {
             Some(group) => group,
             None if has_current && *before == room.state => room.head.state_group,
-            None => self.state_store.put_group(batch, &before),
+            None => {
+                let base = has_current.then_some((room.head.state_group, &room.state));
+                self.state_store.put_group(batch, base, &before)
+            }
         };
         let Some((extremities, current, entered, position, redacted)) = accepted else {
             // Kept for the audit trail, but neither served to clients nor built upon.
@@ -503,7 +506,11 @@ impl Rooms {
         } else if has_current && current == room.state {
             room.head.state_group
         } else {
-            self.state_store.put_group(batch, &current)
+            let base = match has_current {
+                true => (room.head.state_group, &room.state),
+                false => (before_group, &*before),
+            };
+            self.state_store.put_group(batch, Some(base), &current)
         };
         let head = RoomHead {
             version: version.as_str().to_owned(),

@@ -1,9 +1,11 @@
 //! Room state at every event. Each stored event points to a *state group*: the state before
 //! it. Events that do not change state share their predecessor's group, so a message costs
-//! one small row; a new group (a full copy of the state map) is written only when state
-//! changes or forks are resolved. Health-record rooms hold a handful of members, so full
-//! copies are cheaper to read than delta chains; a room with thousands of members would want
-//! deltas, and the encoding leaves room for that.
+//! one small row; a new group is written only when state changes or forks are resolved.
+//! A new group is stored as the slots it changes over the room's group before it (a delta),
+//! so a state event costs a row the size of its change, not of the room's state: a record
+//! space holding hundreds of contracts, or a room of thousands of members, would otherwise
+//! copy its whole state with every contract or join. Every `MAX_DELTA_CHAIN` deltas a full
+//! copy is written again, which bounds what reading a group that is not cached costs.
 //!
 //! Also here: [`StoredEvents`], the lookup that lends stored events to the pure rules
 //! (authorization, auth chains, state resolution), loading them on demand.
@@ -30,11 +32,22 @@ use crate::{
 
 /// Groups kept parsed in memory; past this the cache starts over.
 const MAX_CACHED_GROUPS: usize = 2048;
+/// The most deltas between a group and the full copy it is read from.
+const MAX_DELTA_CHAIN: u8 = 32;
+/// The first byte of a delta row; a full copy is a JSON array, so it starts with `[`.
+const DELTA_ROW: u8 = 1;
+
+/// A parsed group and how many deltas lie between it and its full copy.
+#[derive(Clone)]
+struct CachedGroup {
+    state: Arc<StateMap>,
+    chain: u8,
+}
 
 pub struct StateStore {
     storage: Storage,
     next_group: AtomicU64,
-    cache: Mutex<HashMap<u64, Arc<StateMap>>>,
+    cache: Mutex<HashMap<u64, CachedGroup>>,
 }
 
 impl StateStore {
@@ -47,11 +60,39 @@ impl StateStore {
         Ok(Self { storage, next_group: AtomicU64::new(next), cache: Mutex::new(HashMap::new()) })
     }
 
-    /// Stores `state` as a new group in `batch`, answering its number.
-    pub fn put_group(&self, batch: &mut Batch<'_>, state: &StateMap) -> u64 {
+    /// Stores `state` as a new group in `batch`, answering its number: as its changes over
+    /// `base` (a group of the same room, with the state it holds), when that is shorter and
+    /// the chain of deltas behind `base` not too long; otherwise as a full copy.
+    pub fn put_group(
+        &self,
+        batch: &mut Batch<'_>,
+        base: Option<(u64, &StateMap)>,
+        state: &StateMap,
+    ) -> u64 {
         let group = self.next_group.fetch_add(1, Ordering::Relaxed);
-        batch.put(cf::STATEGROUP_STATE, &group.to_be_bytes(), &encode_state(state));
-        self.remember(group, Arc::new(state.clone()));
+        // A base not found (its write still queued, and the cache started over since) is
+        // simply not built upon.
+        let delta = base.and_then(|(base_group, base_state)| {
+            let chain = self.chain_of(base_group).ok().flatten()?;
+            let changes = changes_between(base_state, state);
+            (chain < MAX_DELTA_CHAIN && changes.len() * 2 < state.len())
+                .then(|| (base_group, chain + 1, changes))
+        });
+        let chain = match delta {
+            Some((base_group, chain, changes)) => {
+                batch.put(
+                    cf::STATEGROUP_STATE,
+                    &group.to_be_bytes(),
+                    &encode_delta(base_group, chain, &changes),
+                );
+                chain
+            }
+            None => {
+                batch.put(cf::STATEGROUP_STATE, &group.to_be_bytes(), &encode_state(state));
+                0
+            }
+        };
+        self.remember(group, CachedGroup { state: Arc::new(state.clone()), chain });
         group
     }
 
@@ -72,16 +113,52 @@ impl StateStore {
 
     /// The state a group holds.
     pub fn group(&self, group: u64) -> Result<Arc<StateMap>, StorageError> {
-        if let Some(state) = self.cache.locked().get(&group) {
-            return Ok(state.clone());
+        Ok(self.cached_group(group)?.state)
+    }
+
+    /// How many deltas lie between a group and its full copy (from the row's head when not
+    /// cached: nothing is parsed); `None` if the group is not stored.
+    fn chain_of(&self, group: u64) -> Result<Option<u8>, StorageError> {
+        if let Some(cached) = self.cache.locked().get(&group) {
+            return Ok(Some(cached.chain));
+        }
+        let row = self.storage.get(cf::STATEGROUP_STATE, &group.to_be_bytes())?;
+        Ok(row.map(|row| match row.first() {
+            Some(&DELTA_ROW) => row.get(1).copied().unwrap_or(MAX_DELTA_CHAIN),
+            _ => 0,
+        }))
+    }
+
+    /// A group from the cache, or read: a delta row applies its changes to its base, read
+    /// the same way (at most `MAX_DELTA_CHAIN` rows deep).
+    fn cached_group(&self, group: u64) -> Result<CachedGroup, StorageError> {
+        if let Some(cached) = self.cache.locked().get(&group) {
+            return Ok(cached.clone());
         }
         let bytes = self
             .storage
             .get(cf::STATEGROUP_STATE, &group.to_be_bytes())?
             .ok_or_else(|| StorageError::Corrupt(format!("missing state group {group}")))?;
-        let state = Arc::new(decode_state(&bytes)?);
-        self.remember(group, state.clone());
-        Ok(state)
+        let cached = match decode_row(&bytes)? {
+            Row::Full(state) => CachedGroup { state: Arc::new(state), chain: 0 },
+            Row::Delta { base, chain, changes } => {
+                if base >= group {
+                    return Err(StorageError::Corrupt(format!(
+                        "state group {group} is a delta over a later group"
+                    )));
+                }
+                let mut state = StateMap::clone(&self.cached_group(base)?.state);
+                for (slot, event_id) in changes {
+                    match event_id {
+                        Some(event_id) => state.insert(slot, event_id),
+                        None => state.remove(&slot),
+                    };
+                }
+                CachedGroup { state: Arc::new(state), chain }
+            }
+        };
+        self.remember(group, cached.clone());
+        Ok(cached)
     }
 
     /// The state before an event, if known.
@@ -89,12 +166,12 @@ impl StateStore {
         self.event_group(event_id)?.map(|group| self.group(group)).transpose()
     }
 
-    fn remember(&self, group: u64, state: Arc<StateMap>) {
+    fn remember(&self, group: u64, cached: CachedGroup) {
         let mut cache = self.cache.locked();
         if cache.len() >= MAX_CACHED_GROUPS {
             cache.clear();
         }
-        cache.insert(group, state);
+        cache.insert(group, cached);
     }
 }
 
@@ -124,12 +201,64 @@ fn decode_state(bytes: &[u8]) -> Result<StateMap, StorageError> {
         .map_err(|err| StorageError::Corrupt(format!("state group: {err}")))?;
     triples
         .into_iter()
-        .map(|(kind, key, id)| {
-            let id = EventId::parse(&id)
-                .map_err(|err| StorageError::Corrupt(format!("state group event ID: {err}")))?;
-            Ok(((StateEventType::from(kind), key), id))
-        })
+        .map(|(kind, key, id)| Ok(((StateEventType::from(kind), key), parse_state_id(&id)?)))
         .collect()
+}
+
+/// A slot's change from one group to the next: its new event, or `None` when it left.
+type Change = ((StateEventType, String), Option<OwnedEventId>);
+
+/// What `state` changes over `base`, slot by slot.
+fn changes_between(base: &StateMap, state: &StateMap) -> Vec<Change> {
+    let entered = state
+        .iter()
+        .filter(|(slot, id)| base.get(*slot) != Some(*id))
+        .map(|(slot, id)| (slot.clone(), Some(id.clone())));
+    let left = base.keys().filter(|slot| !state.contains_key(*slot)).map(|slot| (slot.clone(), None));
+    entered.chain(left).collect()
+}
+
+/// A delta row: `DELTA_ROW`, the chain length, the base group (8 bytes, big-endian), then the
+/// changes as JSON `[[type, state_key, event_id | null], ...]`.
+fn encode_delta(base: u64, chain: u8, changes: &[Change]) -> Vec<u8> {
+    let triples: Vec<(String, &str, Option<&str>)> = changes
+        .iter()
+        .map(|((kind, key), id)| (kind.to_string(), key.as_str(), id.as_deref().map(EventId::as_str)))
+        .collect();
+    let mut row = vec![DELTA_ROW, chain];
+    row.extend_from_slice(&base.to_be_bytes());
+    row.extend_from_slice(&to_json_bytes(&triples));
+    row
+}
+
+enum Row {
+    Full(StateMap),
+    Delta { base: u64, chain: u8, changes: Vec<Change> },
+}
+
+fn decode_row(bytes: &[u8]) -> Result<Row, StorageError> {
+    if bytes.first() != Some(&DELTA_ROW) {
+        return decode_state(bytes).map(Row::Full);
+    }
+    let corrupt = |what: String| StorageError::Corrupt(format!("state group delta: {what}"));
+    let (Some(&chain), Some(base)) = (bytes.get(1), bytes.get(2..10)) else {
+        return Err(corrupt("too short".to_owned()));
+    };
+    let base = u64::from_be_bytes(base.try_into().map_err(|_| corrupt("base".to_owned()))?);
+    let triples: Vec<(String, String, Option<String>)> =
+        serde_json::from_slice(&bytes[10..]).map_err(|err| corrupt(err.to_string()))?;
+    let changes = triples
+        .into_iter()
+        .map(|(kind, key, id)| {
+            Ok(((StateEventType::from(kind), key), id.as_deref().map(parse_state_id).transpose()?))
+        })
+        .collect::<Result<_, StorageError>>()?;
+    Ok(Row::Delta { base, chain, changes })
+}
+
+fn parse_state_id(id: &str) -> Result<OwnedEventId, StorageError> {
+    EventId::parse(id)
+        .map_err(|err| StorageError::Corrupt(format!("state group event ID: {err}")))
 }
 
 /// Stored events lent to the pure rules, loaded on demand and kept for one decision. Events
@@ -253,5 +382,83 @@ mod tests {
         state.insert((StateEventType::RoomMember, "@a:x".into()), EventId::parse("$a").unwrap());
         state.insert((StateEventType::RoomCreate, String::new()), EventId::parse("$c").unwrap());
         assert_eq!(decode_state(&encode_state(&state)).unwrap(), state);
+    }
+
+    fn member(user: &str, event: &str) -> ((StateEventType, String), OwnedEventId) {
+        ((StateEventType::RoomMember, user.to_owned()), EventId::parse(event).unwrap())
+    }
+
+    fn store(name: &str) -> (StateStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "medrix-state-store-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        (StateStore::open(Storage::open(&dir).unwrap()).unwrap(), dir)
+    }
+
+    /// The row kind a group was written as.
+    fn row_is_delta(store: &StateStore, group: u64) -> bool {
+        let row = store.storage.get(cf::STATEGROUP_STATE, &group.to_be_bytes()).unwrap();
+        row.unwrap()[0] == DELTA_ROW
+    }
+
+    #[tokio::test]
+    async fn groups_written_as_deltas_read_back_whole_from_storage() {
+        let (store, dir) = store("deltas");
+        let mut state: StateMap = (0..20).map(|i| member(&format!("@u{i}:x"), "$old")).collect();
+        let mut batch = store.storage.batch();
+        let mut group = store.put_group(&mut batch, None, &state);
+        let mut written = vec![(group, state.clone())];
+        // Past the longest chain a full copy comes again; a slot may also leave the state
+        // (as state resolution can make it).
+        for step in 0..(usize::from(MAX_DELTA_CHAIN) + 3) {
+            let previous = state.clone();
+            let (slot, id) = member(&format!("@u{}:x", step % 20), &format!("$e{step}"));
+            state.insert(slot, id);
+            if step == 5 {
+                state.remove(&(StateEventType::RoomMember, "@u19:x".to_owned()));
+            }
+            group = store.put_group(&mut batch, Some((group, &previous)), &state);
+            written.push((group, state.clone()));
+        }
+        store.storage.commit(batch).await.unwrap();
+        assert!(!row_is_delta(&store, written[0].0));
+        assert!(row_is_delta(&store, written[1].0));
+        assert!(!row_is_delta(&store, written[usize::from(MAX_DELTA_CHAIN) + 1].0));
+        assert!(row_is_delta(&store, written.last().unwrap().0));
+
+        store.cache.locked().clear();
+        for (group, expected) in written.iter().rev() {
+            assert_eq!(*store.group(*group).unwrap(), *expected, "group {group}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_change_of_most_of_the_state_is_written_whole() {
+        let (store, dir) = store("whole");
+        let before: StateMap = (0..4).map(|i| member(&format!("@u{i}:x"), "$a")).collect();
+        let after: StateMap = (0..4).map(|i| member(&format!("@u{i}:x"), "$b")).collect();
+        let mut batch = store.storage.batch();
+        let base = store.put_group(&mut batch, None, &before);
+        let group = store.put_group(&mut batch, Some((base, &before)), &after);
+        store.storage.commit(batch).await.unwrap();
+        assert!(!row_is_delta(&store, group));
+        store.cache.locked().clear();
+        assert_eq!(*store.group(group).unwrap(), after);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_delta_over_a_later_group_is_reported_corrupt_not_followed() {
+        let (store, dir) = store("corrupt");
+        let mut batch = store.storage.batch();
+        let changes = vec![member("@a:x", "$a")].into_iter().map(|(slot, id)| (slot, Some(id)));
+        let row = encode_delta(9, 1, &changes.collect::<Vec<_>>());
+        batch.put(cf::STATEGROUP_STATE, &5u64.to_be_bytes(), &row);
+        store.storage.commit(batch).await.unwrap();
+        assert!(matches!(store.group(5), Err(StorageError::Corrupt(_))));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

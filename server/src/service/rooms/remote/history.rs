@@ -116,7 +116,7 @@ impl Rooms {
         let mut batch = self.storage.batch();
         let before_group = match reusable_group {
             Some(group) => group,
-            None => self.state_store.put_group(&mut batch, &before),
+            None => self.state_store.put_group(&mut batch, None, &before),
         };
         batch.put(cf::EVENTID_PDU, event_id.as_bytes(), json.as_bytes());
         StateStore::put_event_group(&mut batch, &event_id, before_group);
