@@ -168,7 +168,7 @@ impl Aliases {
         let Some(version) = self.rooms.version(room)? else { return Ok(false) };
         let content = |kind: StateEventType| -> Result<Option<Value>, AliasError> {
             let Some(id) = self.rooms.state_event(room, &kind, "")? else { return Ok(None) };
-            Ok(self.rooms.event_json(&id)?.and_then(|mut event| event.remove("content")))
+            Ok(self.rooms.event_content(&id)?)
         };
         let rules = &version.rules().authorization;
         let mut creators = Vec::new();

@@ -89,10 +89,10 @@ impl Access {
         let Some(id) = self.rooms.state_event(&space, &kind, &key)? else {
             return Ok(false);
         };
-        let Some(event) = self.rooms.event_json(&id)? else { return Ok(false) };
+        let Some(content) = self.rooms.event_content(&id)? else { return Ok(false) };
         // Only the patient (or the executor) can set state in the space; a delegation the
         // patient's server did not let through would not be current state.
-        Ok(event.get("content").and_then(|c| c.get("delegate")) == Some(&Value::Bool(true)))
+        Ok(content.get("delegate") == Some(&Value::Bool(true)))
     }
 
     /// The room's place in a record, read from its current state (its `org.medrix.record`
@@ -116,10 +116,9 @@ impl Access {
         if let Some(place) = self.record_places.locked().get(&record_id) {
             return Ok(place.clone());
         }
-        let Some(record) = self.rooms.event_json(&record_id)? else { return Ok(None) };
+        let Some(content) = self.rooms.event_content(&record_id)? else { return Ok(None) };
         let Some(create) = state_content("m.room.create")? else { return Ok(None) };
         let Some(creator) = create.get("sender").and_then(Value::as_str) else { return Ok(None) };
-        let content = record.get("content").cloned().unwrap_or(Value::Null);
         let place = place_from(&content, creator);
         let mut places = self.record_places.locked();
         if places.len() >= MAX_CACHED_PLACES {

@@ -20,7 +20,7 @@ use medrix_records::{
     RecordSpace, Status, break_glass_grant,
 };
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
     locks::LockExt,
@@ -41,7 +41,7 @@ use crate::{
 /// grow are not added until others leave the set.
 const MAX_WATCHED_ROOMS: usize = 10_000;
 /// Checks taken per round; the rest wait for the next round, which follows at once.
-const CHECKS_PER_ROUND: usize = 256;
+const CHECKS_PER_ROUND: usize = 1024;
 /// The longest the executor sleeps: a due moment, or a revocation, is acted on at most this
 /// late (plus the time the acts take), however the schedule changed meanwhile.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
@@ -157,8 +157,7 @@ impl ContractExecutor {
     fn anchored_count(&self, room: &RoomId, server: &str) -> Option<u64> {
         let kind = ruma::events::StateEventType::from(CHECKPOINT_EVENT_TYPE);
         let id = self.rooms.state_event(room, &kind, server).ok()??;
-        let event = self.rooms.event_json(&id).ok()??;
-        event.get("content")?.get("count")?.as_u64()
+        self.rooms.event_content(&id).ok()??.get("count")?.as_u64()
     }
 
     async fn anchor(&self, room: &RoomId, server: &str, count: u64, hash: Option<&str>) {
@@ -261,14 +260,18 @@ impl ContractExecutor {
         }
         // Whatever room the check is about, the contract is the space's: end it if due,
         // then look at the user's place in every room of the record.
-        let space_id = match &place {
-            RecordPlace::Space(_) => room.to_owned(),
-            RecordPlace::ClassRoom(class_room) => RoomId::parse(class_room.space.as_str())
-                .map_err(|err| RoomError::Invalid(err.to_string()))?,
-        };
-        let Some(RecordPlace::Space(space)) = self.rooms.record_place_of(&space_id).await? else {
-            let reason = "no active contract covers this room";
-            return self.remove_if_uncovered(room, user, now_ms, reason).await;
+        let (space_id, space) = match place {
+            RecordPlace::Space(space) => (room.to_owned(), space),
+            RecordPlace::ClassRoom(class_room) => {
+                let space_id = RoomId::parse(class_room.space.as_str())
+                    .map_err(|err| RoomError::Invalid(err.to_string()))?;
+                let Some(RecordPlace::Space(space)) = self.rooms.record_place_of(&space_id).await?
+                else {
+                    let reason = "no active contract covers this room";
+                    return self.remove_if_uncovered(room, user, now_ms, reason).await;
+                };
+                (space_id, space)
+            }
         };
         let reason = self.end_contract_if_due(&space_id, user, now_ms).await?;
         let class_rooms = space.classes.values().flatten();
@@ -295,8 +298,8 @@ impl ContractExecutor {
         let Some(event_id) = self.rooms.state_event(space, &kind, user.as_str())? else {
             return Ok(None);
         };
-        let Some(event) = self.rooms.event_json(&event_id)? else { return Ok(None) };
-        let asked = &event.get("content").unwrap_or(&Value::Null)[BREAK_GLASS_KEY];
+        let Some(content) = self.rooms.event_content(&event_id)? else { return Ok(None) };
+        let asked = &content[BREAK_GLASS_KEY];
         Ok(asked.is_object().then(|| asked["reason"].as_str().unwrap_or_default().to_owned()))
     }
 

@@ -12,7 +12,10 @@ use medrix_records::{
 };
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, events::TimelineEventType};
 
-use crate::storage::{Batch, Entry, Storage, StorageError, catalogue as cf, compound_key};
+use crate::{
+    service::rooms::record_gate::EXECUTOR_LOCALPART,
+    storage::{Batch, Entry, Storage, StorageError, catalogue as cf, compound_key},
+};
 
 /// One due check: at or after `due_ms`, look at `user`'s place in `room`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +58,14 @@ pub fn note_entered(batch: &mut Batch<'_>, room: &RoomId, entered: &[Pdu]) {
                 let grant = serde_json::from_str(event.content().get())
                     .ok()
                     .and_then(|content| Grant::from_event(state_key, &content).ok());
-                let due = grant.as_ref().and_then(expiry_at).unwrap_or(0);
+                let due = grant.as_ref().and_then(expiry_at);
+                // The executor ending a contract removes its grantee in the same act (which
+                // comes back if that fails): nothing more to check.
+                let executor = event.sender().localpart() == EXECUTOR_LOCALPART;
+                if due.is_none() && executor {
+                    continue;
+                }
+                let due = due.unwrap_or(0);
                 match state_key.strip_prefix(USER_STATE_KEY_PREFIX) {
                     Some(user) => (due, Cow::Borrowed(user)),
                     // A standing contract admits its custodian: checked at its end (at once

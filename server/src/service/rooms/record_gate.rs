@@ -247,10 +247,9 @@ impl Rooms {
                 MAX_STANDING_SCANNED,
             )? {
                 let state_key = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-                let Some(json) = self.event_json(&super::parse_event_id(&event_id)?)? else {
+                let Some(content) = self.event_content(&super::parse_event_id(&event_id)?)? else {
                     continue;
                 };
-                let content = json.get("content").cloned().unwrap_or(Value::Null);
                 grants.extend(Grant::from_event(&state_key, &content).ok());
             }
         }
@@ -274,8 +273,7 @@ impl Rooms {
         let Some(event_id) = self.state_event(&space, &kind, state_key)? else {
             return Ok(None);
         };
-        let Some(json) = self.event_json(&event_id)? else { return Ok(None) };
-        let content = json.get("content").cloned().unwrap_or(Value::Null);
+        let Some(content) = self.event_content(&event_id)? else { return Ok(None) };
         Ok(Grant::from_event(state_key, &content).ok())
     }
 }
