@@ -158,7 +158,13 @@ pub async fn run(config: &ContractsConfig) -> Result<ContractsResult, String> {
     for patient in patients.iter() {
         let path = format!("/_matrix/client/v3/rooms/{}/state", encode_component(&patient.space));
         let answer = conn
-            .request::<Value>(Method::GET, &path, Some(&patient.account.access_token), None, TIMEOUT)
+            .request::<Value>(
+                Method::GET,
+                &path,
+                Some(&patient.account.access_token),
+                None,
+                TIMEOUT,
+            )
             .await
             .map_err(err)?;
         let state: Vec<Value> = answer.ok_json("state").map_err(err)?;

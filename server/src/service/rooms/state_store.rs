@@ -214,7 +214,8 @@ fn changes_between(base: &StateMap, state: &StateMap) -> Vec<Change> {
         .iter()
         .filter(|(slot, id)| base.get(*slot) != Some(*id))
         .map(|(slot, id)| (slot.clone(), Some(id.clone())));
-    let left = base.keys().filter(|slot| !state.contains_key(*slot)).map(|slot| (slot.clone(), None));
+    let left =
+        base.keys().filter(|slot| !state.contains_key(*slot)).map(|slot| (slot.clone(), None));
     entered.chain(left).collect()
 }
 
@@ -223,7 +224,9 @@ fn changes_between(base: &StateMap, state: &StateMap) -> Vec<Change> {
 fn encode_delta(base: u64, chain: u8, changes: &[Change]) -> Vec<u8> {
     let triples: Vec<(String, &str, Option<&str>)> = changes
         .iter()
-        .map(|((kind, key), id)| (kind.to_string(), key.as_str(), id.as_deref().map(EventId::as_str)))
+        .map(|((kind, key), id)| {
+            (kind.to_string(), key.as_str(), id.as_deref().map(EventId::as_str))
+        })
         .collect();
     let mut row = vec![DELTA_ROW, chain];
     row.extend_from_slice(&base.to_be_bytes());
@@ -257,8 +260,7 @@ fn decode_row(bytes: &[u8]) -> Result<Row, StorageError> {
 }
 
 fn parse_state_id(id: &str) -> Result<OwnedEventId, StorageError> {
-    EventId::parse(id)
-        .map_err(|err| StorageError::Corrupt(format!("state group event ID: {err}")))
+    EventId::parse(id).map_err(|err| StorageError::Corrupt(format!("state group event ID: {err}")))
 }
 
 /// Stored events lent to the pure rules, loaded on demand and kept for one decision. Events
