@@ -625,8 +625,8 @@ impl Rooms {
         if let Some(slot) = signed.pdu.state_slot() {
             let mut state = room.state.clone();
             state.insert(slot, signed.event_id.clone());
-            let base = (room.head.state_group, &room.state);
-            state_group = self.state_store.put_group(&mut batch, Some(base), &state);
+            state_group =
+                self.state_store.put_group(&mut batch, Some(room.head.state_group), &state);
             new_state = Some((state, vec![signed.pdu.clone()]));
         }
         let extremities = if is_create {

@@ -473,7 +473,7 @@ impl Rooms {
             Some(group) => group,
             None if has_current && *before == room.state => room.head.state_group,
             None => {
-                let base = has_current.then_some((room.head.state_group, &room.state));
+                let base = has_current.then_some(room.head.state_group);
                 self.state_store.put_group(batch, base, &before)
             }
         };
@@ -506,10 +506,7 @@ impl Rooms {
         } else if has_current && current == room.state {
             room.head.state_group
         } else {
-            let base = match has_current {
-                true => (room.head.state_group, &room.state),
-                false => (before_group, &*before),
-            };
+            let base = if has_current { room.head.state_group } else { before_group };
             self.state_store.put_group(batch, Some(base), &current)
         };
         let head = RoomHead {

@@ -61,22 +61,18 @@ impl StateStore {
     }
 
     /// Stores `state` as a new group in `batch`, answering its number: as its changes over
-    /// `base` (a group of the same room, with the state it holds), when that is shorter and
-    /// the chain of deltas behind `base` not too long; otherwise as a full copy.
-    pub fn put_group(
-        &self,
-        batch: &mut Batch<'_>,
-        base: Option<(u64, &StateMap)>,
-        state: &StateMap,
-    ) -> u64 {
+    /// the group `base` (of the same room), when that is shorter and the chain of deltas
+    /// behind `base` not too long; otherwise as a full copy. The changes are taken against
+    /// what `base` holds as stored, so a delta always reads back as `state`.
+    pub fn put_group(&self, batch: &mut Batch<'_>, base: Option<u64>, state: &StateMap) -> u64 {
         let group = self.next_group.fetch_add(1, Ordering::Relaxed);
         // A base not found (its write still queued, and the cache started over since) is
         // simply not built upon.
-        let delta = base.and_then(|(base_group, base_state)| {
-            let chain = self.chain_of(base_group).ok().flatten()?;
-            let changes = changes_between(base_state, state);
-            (chain < MAX_DELTA_CHAIN && changes.len() * 2 < state.len())
-                .then(|| (base_group, chain + 1, changes))
+        let delta = base.and_then(|base_group| {
+            let base = self.cached_group(base_group).ok()?;
+            let changes = changes_between(&base.state, state);
+            (base.chain < MAX_DELTA_CHAIN && changes.len() * 2 < state.len())
+                .then(|| (base_group, base.chain + 1, changes))
         });
         let chain = match delta {
             Some((base_group, chain, changes)) => {
@@ -114,19 +110,6 @@ impl StateStore {
     /// The state a group holds.
     pub fn group(&self, group: u64) -> Result<Arc<StateMap>, StorageError> {
         Ok(self.cached_group(group)?.state)
-    }
-
-    /// How many deltas lie between a group and its full copy (from the row's head when not
-    /// cached: nothing is parsed); `None` if the group is not stored.
-    fn chain_of(&self, group: u64) -> Result<Option<u8>, StorageError> {
-        if let Some(cached) = self.cache.locked().get(&group) {
-            return Ok(Some(cached.chain));
-        }
-        let row = self.storage.get(cf::STATEGROUP_STATE, &group.to_be_bytes())?;
-        Ok(row.map(|row| match row.first() {
-            Some(&DELTA_ROW) => row.get(1).copied().unwrap_or(MAX_DELTA_CHAIN),
-            _ => 0,
-        }))
     }
 
     /// A group from the cache, or read: a delta row applies its changes to its base, read
@@ -415,13 +398,12 @@ mod tests {
         // Past the longest chain a full copy comes again; a slot may also leave the state
         // (as state resolution can make it).
         for step in 0..(usize::from(MAX_DELTA_CHAIN) + 3) {
-            let previous = state.clone();
             let (slot, id) = member(&format!("@u{}:x", step % 20), &format!("$e{step}"));
             state.insert(slot, id);
             if step == 5 {
                 state.remove(&(StateEventType::RoomMember, "@u19:x".to_owned()));
             }
-            group = store.put_group(&mut batch, Some((group, &previous)), &state);
+            group = store.put_group(&mut batch, Some(group), &state);
             written.push((group, state.clone()));
         }
         store.storage.commit(batch).await.unwrap();
@@ -444,7 +426,7 @@ mod tests {
         let after: StateMap = (0..4).map(|i| member(&format!("@u{i}:x"), "$b")).collect();
         let mut batch = store.storage.batch();
         let base = store.put_group(&mut batch, None, &before);
-        let group = store.put_group(&mut batch, Some((base, &before)), &after);
+        let group = store.put_group(&mut batch, Some(base), &after);
         store.storage.commit(batch).await.unwrap();
         assert!(!row_is_delta(&store, group));
         store.cache.locked().clear();
