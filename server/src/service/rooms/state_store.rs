@@ -118,28 +118,42 @@ impl StateStore {
         if let Some(cached) = self.cache.locked().get(&group) {
             return Ok(cached.clone());
         }
-        let bytes = self
-            .storage
-            .get(cf::STATEGROUP_STATE, &group.to_be_bytes())?
-            .ok_or_else(|| StorageError::Corrupt(format!("missing state group {group}")))?;
-        let cached = match decode_row(&bytes)? {
-            Row::Full(state) => CachedGroup { state: Arc::new(state), chain: 0 },
-            Row::Delta { base, chain, changes } => {
-                if base >= group {
-                    return Err(StorageError::Corrupt(format!(
-                        "state group {group} is a delta over a later group"
-                    )));
+        // Walk back to a cached group or a full copy, then apply the deltas met on the way,
+        // oldest first, to one copy of it; only the group asked for is remembered.
+        let mut deltas = Vec::new();
+        let mut at = group;
+        let mut state = loop {
+            if let Some(cached) = self.cache.locked().get(&at) {
+                break StateMap::clone(&cached.state);
+            }
+            let bytes = self
+                .storage
+                .get(cf::STATEGROUP_STATE, &at.to_be_bytes())?
+                .ok_or_else(|| StorageError::Corrupt(format!("missing state group {at}")))?;
+            match decode_row(&bytes)? {
+                Row::Full(state) => break state,
+                Row::Delta { base, chain, changes } => {
+                    // Bases come before their groups, so the walk ends.
+                    if base >= at {
+                        return Err(StorageError::Corrupt(format!(
+                            "state group {at} is a delta over a later group"
+                        )));
+                    }
+                    deltas.push((chain, changes));
+                    at = base;
                 }
-                let mut state = StateMap::clone(&self.cached_group(base)?.state);
-                for (slot, event_id) in changes {
-                    match event_id {
-                        Some(event_id) => state.insert(slot, event_id),
-                        None => state.remove(&slot),
-                    };
-                }
-                CachedGroup { state: Arc::new(state), chain }
             }
         };
+        let chain = deltas.first().map_or(0, |(chain, _)| *chain);
+        for (_, changes) in deltas.into_iter().rev() {
+            for (slot, event_id) in changes {
+                match event_id {
+                    Some(event_id) => state.insert(slot, event_id),
+                    None => state.remove(&slot),
+                };
+            }
+        }
+        let cached = CachedGroup { state: Arc::new(state), chain };
         self.remember(group, cached.clone());
         Ok(cached)
     }
