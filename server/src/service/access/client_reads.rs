@@ -272,28 +272,6 @@ impl Access {
         Ok(Unlogged::new(Some(Context { event, before, after, start, end, state }), disclosure))
     }
 
-    /// The latest events `view` lets its reader see, up to `upto`; the read to log.
-    fn recent_in(
-        &self,
-        mut view: RoomView<'_>,
-        upto: u64,
-        limit: usize,
-    ) -> Result<(Vec<VisibleEvent>, bool, Option<Disclosure>), AccessError> {
-        let room_id = view.room_id().to_owned();
-        // Read a bounded window back from `upto`; events hidden from the user only shorten it.
-        // Only the live timeline: a sync's timeline is what happened while this server was in
-        // the room, and its `prev_batch` a stream position (backfilled history is paged to).
-        let mut rows = self.rows_back(&room_id, TimelinePoint::Live(upto), 4 * limit + 1)?;
-        rows.retain(|row| matches!(row.point, TimelinePoint::Live(_)));
-        let mut events = Vec::new();
-        self.fill(&mut view, &rows, &mut events, limit + 1)?;
-        let limited = events.len() > limit;
-        events.truncate(limit);
-        events.reverse();
-        let disclosure = view.disclosure(ReadPath::Sync, served(&events));
-        Ok((events, limited, disclosure))
-    }
-
     /// The latest events of a room `user` may see, up to stream position `upto` (at most
     /// `limit`, oldest first), whether more visible events came before them, and the room's
     /// current state from the same view (one decision of what the user may see for both):
@@ -305,13 +283,23 @@ impl Access {
         upto: u64,
         limit: usize,
     ) -> Result<Unlogged<RecentRoom>, AccessError> {
-        let view = self.view(room_id, Reader::User(user))?;
+        let mut view = self.view(room_id, Reader::User(user))?;
         let state = if view.joined_now() && !view.withheld() {
             self.state_events(room_id)?
         } else {
             vec![]
         };
-        let (events, limited, disclosure) = self.recent_in(view, upto, limit)?;
+        // Read a bounded window back from `upto`; events hidden from the user only shorten it.
+        // Only the live timeline: a sync's timeline is what happened while this server was in
+        // the room, and its `prev_batch` a stream position (backfilled history is paged to).
+        let mut rows = self.rows_back(room_id, TimelinePoint::Live(upto), 4 * limit + 1)?;
+        rows.retain(|row| matches!(row.point, TimelinePoint::Live(_)));
+        let mut events = Vec::new();
+        self.fill(&mut view, &rows, &mut events, limit + 1)?;
+        let limited = events.len() > limit;
+        events.truncate(limit);
+        events.reverse();
+        let disclosure = view.disclosure(ReadPath::Sync, served(&events));
         Ok(Unlogged::new(RecentRoom { events, limited, state }, disclosure))
     }
 

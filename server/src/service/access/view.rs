@@ -104,11 +104,6 @@ impl<'a> RoomView<'a> {
         })
     }
 
-    /// The room this view is of.
-    pub fn room_id(&self) -> &RoomId {
-        &self.room_id
-    }
-
     pub fn version(&self) -> RoomVersion {
         self.version
     }
