@@ -183,15 +183,18 @@ impl Batcher {
 /// batch, that the readings it holds raise).
 fn identified(
     device_user: &str,
-    mut observation: Map<String, Value>,
+    observation: Map<String, Value>,
     batched: &[Map<String, Value>],
     out: &mut Vec<Queued>,
 ) {
-    let id = reading_id(device_user, &serde_json::to_string(&observation).unwrap_or_default());
+    // Wrapped once, read twice: the ID hashes the JSON text, the clinical time reads a field.
+    let resource = Value::Object(observation);
+    let id = reading_id(device_user, &resource.to_string());
     let clinical_time_ms =
-        medrix_records::fhir::clinical_time::clinical_time_ms(&Value::Object(observation.clone()))
-            .ok()
-            .flatten();
+        medrix_records::fhir::clinical_time::clinical_time_ms(&resource).ok().flatten();
+    let Value::Object(mut observation) = resource else {
+        unreachable!("wrapped as an object just above")
+    };
     stamp(&mut observation, &id);
     let judged: Vec<&Map<String, Value>> =
         if batched.is_empty() { vec![&observation] } else { batched.iter().collect() };
